@@ -1,0 +1,149 @@
+"""The command line: parse arguments, call a command, map errors to exit codes.
+
+No logic lives here.  Command modules are imported only when their verb is used,
+so ``--help`` and quick commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# verb -> (module in commands/, help)
+VERBS = {
+    "run": ("run", "run one script; its output streams to the terminal and its log"),
+    "run-group": ("run", "run a group in its configured mode"),
+    "run-all": ("run", "run every script, serially, in declaration order"),
+    "list": ("history", "every script with its last status, run time and duration"),
+    "list-groups": ("groups", "every group with its mode, scripts, schedule and last run"),
+    "history": ("history", "a script's runs, newest first"),
+    "logs": ("history", "the newest run's log of a script (or --run ID)"),
+    "clear-logs": ("history", "delete a script's log files (history rows stay)"),
+    "clear-all-logs": ("history", "delete every log file (history rows stay)"),
+    "validate": ("configure", "check every configuration file and print every problem"),
+    "show-config": ("configure", "print the effective configuration"),
+    "get-setting": ("configure", "print the effective value of a dotted setting"),
+    "init": ("configure", "write a commented example configuration"),
+    "scheduler": ("schedule", "run the built-in scheduler in the foreground"),
+    "list-schedules": ("schedule", "scheduled groups with their next run"),
+    "export-systemd": ("schedule", "print (or write) a systemd .service and .timer for a group"),
+    "export-cron": ("schedule", "print (or write) a crontab line for a group"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="script-monitor",
+        description="Run, schedule and monitor scripts and groups of scripts declared in YAML.",
+    )
+    parser.add_argument("--version", action="version", version=f"script-monitor {__version__}")
+    parser.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        help="configuration directory (default: $SCRIPT_MONITOR_HOME, else the current directory)",
+    )
+    parser.add_argument("--no-color", action="store_true", help="never use colours")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    p = {
+        verb: sub.add_parser(verb, help=text, description=text) for verb, (_, text) in VERBS.items()
+    }
+
+    p["run"].add_argument("name", help="script name")
+    p["run"].add_argument("-q", "--quiet", action="store_true", help="do not echo the output")
+    p["run-group"].add_argument("name", help="group name")
+    for verb in ("list", "list-groups", "history", "show-config", "list-schedules"):
+        p[verb].add_argument("--json", action="store_true", help="machine-readable output")
+    p["history"].add_argument("name", help="script name")
+    p["history"].add_argument(
+        "-n", "--limit", type=_positive, default=20, help="show at most N runs (default 20)"
+    )
+    p["logs"].add_argument("name", help="script name")
+    p["logs"].add_argument("--run", type=_positive, metavar="ID", help="a run id from history")
+    p["logs"].add_argument(
+        "-f", "--follow", action="store_true", help="keep printing while the run goes on"
+    )
+    p["clear-logs"].add_argument("name", help="script name")
+    p["get-setting"].add_argument("key", help="dotted key, e.g. execution.max_parallel_workers")
+    p["init"].add_argument("directory", nargs="?", help="where to write (default: config dir)")
+    p["scheduler"].add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+    for verb in ("export-systemd", "export-cron"):
+        p[verb].add_argument("group", help="group name")
+        p[verb].add_argument("--output", metavar="DIR", help="write files into DIR")
+    p["export-systemd"].add_argument("--user", action="store_true", help="a user unit")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``script-monitor`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from .errors import EXIT_INTERNAL, EXIT_SIGINT, ScriptMonitorError
+
+    module = importlib.import_module(f".commands.{VERBS[args.verb][0]}", __package__)
+    handler = getattr(module, "cmd_" + args.verb.replace("-", "_"))
+    try:
+        return handler(args)
+    except ScriptMonitorError as e:
+        _print_error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("script-monitor: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except Exception:
+        return _crash(args.verb, EXIT_INTERNAL)
+
+
+def _print_error(e: Exception) -> None:
+    from .errors import ConfigError
+
+    if isinstance(e, ConfigError):
+        for problem in e.problems + e.warnings:
+            print(problem, file=sys.stderr)
+        n = len(e.problems)
+        print(
+            f"script-monitor: configuration is invalid ({n} error{'s' * (n != 1)})", file=sys.stderr
+        )
+    else:
+        print(f"script-monitor: {e}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def _crash(verb: str, code: int) -> int:
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="script-monitor-crash-", suffix=".log", delete=False
+    ) as f:
+        f.write(text)
+    last = text.strip().splitlines()[-1]
+    print(
+        f"script-monitor: unexpected error in '{verb}': {last}\n"
+        f"details were written to {f.name}; please report it",
+        file=sys.stderr,
+    )
+    return code

@@ -1,0 +1,106 @@
+"""validate, show-config, get-setting, init."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from ..config import Settings, config_dir_from, get_setting, load_config, to_builtins
+from ..errors import EXIT_OK, UsageError
+from . import load
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(config_dir_from(args.config_dir))  # ConfigError -> exit 2
+    for problem in config.warnings:
+        print(problem)
+    n_w = len(config.warnings)
+    print(
+        f"Configuration OK: {len(config.scripts)} scripts, {len(config.groups)} groups"
+        + (f", {n_w} warning{'s' * (n_w != 1)}" if n_w else "")
+        + f" ({config.root})"
+    )
+    return EXIT_OK
+
+
+def effective(config) -> dict:
+    return {
+        "config_dir": str(config.root),
+        "settings": to_builtins(config.settings),
+        "scripts": [to_builtins(s) for s in config.scripts.values()],
+        "groups": [to_builtins(g) for g in config.groups.values()],
+    }
+
+
+def cmd_show_config(args: argparse.Namespace) -> int:
+    config = load(args)
+    data = effective(config)
+    data["settings"] = _full(config.settings)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return EXIT_OK
+
+
+def _full(settings: Settings) -> dict:
+    """Every setting, defaults included (to_builtins omits defaults)."""
+    import msgspec
+
+    out = {}
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        if isinstance(value, msgspec.Struct):
+            out[name] = {f: getattr(value, f) for f in value.__struct_fields__}
+        else:
+            out[name] = value
+    return out
+
+
+def cmd_get_setting(args: argparse.Namespace) -> int:
+    config = load(args, warn=False)
+    try:
+        value = get_setting(config.settings, args.key)
+    except KeyError:
+        raise UsageError(f"unknown setting '{args.key}'") from None
+    if hasattr(value, "__struct_fields__"):
+        value = {f: getattr(value, f) for f in value.__struct_fields__}
+    if isinstance(value, bool):
+        print("true" if value else "false")
+    elif isinstance(value, float) and value.is_integer():
+        print(int(value))
+    elif isinstance(value, dict):
+        print(json.dumps(value))
+    else:
+        print(value)
+    return EXIT_OK
+
+
+TEMPLATE_FILES = ("config.yaml", "scripts.yaml", "groups.yaml")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = (
+        Path(args.directory).expanduser() if args.directory else config_dir_from(args.config_dir)
+    )
+    existing = [name for name in TEMPLATE_FILES if (target / name).exists()]
+    existing += [d for d in ("scripts", "groups") if (target / d).exists()]
+    if existing:
+        raise UsageError(
+            f"{target} already has {', '.join(existing)}; refusing to overwrite "
+            "(init writes only into an empty or new directory)"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    templates = resources.files("script_monitor") / "templates"
+    for name in TEMPLATE_FILES:
+        (target / name).write_text((templates / name).read_text())
+    print(f"Wrote an example configuration to {target}:")
+    for name in TEMPLATE_FILES:
+        print(f"  {name}")
+    print(f"Try: script-monitor --config-dir {target} run-group health_checks")
+    return EXIT_OK

@@ -1,0 +1,71 @@
+"""list-groups."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import EXIT_OK
+from ..render import duration_text
+from . import load, open_store
+
+
+def group_heading(group) -> str:
+    mode = group.execution + (", stop_on_error" if group.stop_on_error else "")
+    return f"Group: {group.name} [execution: {mode}]"
+
+
+def cmd_list_groups(args: argparse.Namespace) -> int:
+    config = load(args)
+    store = open_store(config)
+    store.reap_lost()
+    last = store.last_group_runs()
+    fmt = config.settings.display.date_format
+    if args.json:
+        rows = []
+        for g in config.groups.values():
+            run = last.get(g.name)
+            rows.append(
+                {
+                    "name": g.name,
+                    "description": g.description,
+                    "execution": g.execution,
+                    "stop_on_error": g.stop_on_error,
+                    "max_parallel_workers": config.workers_for(g),
+                    "schedule": g.schedule,
+                    "scripts": g.scripts,
+                    "last_run": _run_json(run),
+                }
+            )
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for g in config.groups.values():
+        print(group_heading(g))
+        if g.description:
+            print(f"  {g.description}")
+        print(f"  Scripts: {', '.join(g.scripts) if g.scripts else '(none)'}")
+        if g.schedule:
+            tz = g.timezone or config.settings.scheduling.timezone
+            print(f"  Schedule: {g.schedule} ({tz})")
+        run = last.get(g.name)
+        if run:
+            from datetime import datetime
+
+            when = datetime.fromtimestamp(run["started"]).strftime(fmt)
+            took = duration_text(run["ended"] - run["started"]) if run["ended"] else "-"
+            print(f"  Last run: {when}, {run['status']}, {took}")
+        else:
+            print("  Last run: never")
+    return EXIT_OK
+
+
+def _run_json(run: dict | None) -> dict | None:
+    if run is None:
+        return None
+    return {
+        "id": run["id"],
+        "status": run["status"],
+        "trigger": run["trigger"],
+        "started": run["started"],
+        "ended": run["ended"],
+    }

@@ -1,0 +1,217 @@
+"""list, history, logs, clear-logs, clear-all-logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+from .. import logs
+from ..errors import EXIT_OK, UsageError
+from ..render import duration_text
+from . import colors, load, open_store
+
+STATUS_STYLE = {
+    "success": "green",
+    "failed": "red",
+    "timeout": "red",
+    "lost": "magenta",
+    "interrupted": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+}
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
+
+
+def run_json(run: dict) -> dict:
+    """A run as stable, machine-readable fields."""
+    return {
+        "id": run["id"],
+        "script": run["script"],
+        "group": run["group_name"],
+        "group_run_id": run["group_run_id"],
+        "trigger": run["trigger"],
+        "status": run["status"],
+        "exit_code": run["exit_code"],
+        "signal": run["signal"],
+        "started": _iso(run["started"]),
+        "ended": _iso(run["ended"]),
+        "duration": run["duration"],
+        "log": run["log_state"] == "ok",
+        "log_state": run["log_state"],
+        "detail": run["detail"],
+    }
+
+
+def _table(args, config, headers: list[str], rows: list[list[str]], status_col: int) -> None:
+    """A rich table on a terminal, plain aligned text otherwise."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        color = colors(args, config)
+        console = Console(no_color=not color, highlight=False)
+        table = Table(*headers, box=None, header_style="bold")
+        for row in rows:
+            cells = list(row)
+            style = STATUS_STYLE.get(cells[status_col].split(" ")[0])
+            if style and color:
+                cells[status_col] = f"[{style}]{cells[status_col]}[/]"
+            table.add_row(*cells)
+        console.print(table)
+        return
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    out = [headers, *rows]
+    for row in out:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        sys.stdout.write("\n")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = load(args)
+    store = open_store(config)
+    store.reap_lost()
+    last = store.last_runs()
+    fmt = config.settings.display.date_format
+    if args.json:
+        out = [
+            {
+                "name": s.name,
+                "description": s.description,
+                "last_run": run_json(last[s.name]) if s.name in last else None,
+            }
+            for s in config.scripts.values()
+        ]
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    rows = []
+    for s in config.scripts.values():
+        run = last.get(s.name)
+        if run is None:
+            rows.append([s.name, "never run", "-", "-", s.description])
+        else:
+            when = datetime.fromtimestamp(run["started"]).strftime(fmt)
+            rows.append(
+                [s.name, run["status"], when, duration_text(run["duration"]), s.description]
+            )
+    _table(args, config, ["SCRIPT", "STATUS", "LAST RUN", "DURATION", "DESCRIPTION"], rows, 1)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    config = load(args)
+    config.script(args.name)
+    store = open_store(config)
+    store.reap_lost()
+    runs = store.history(args.name, args.limit)
+    if args.json:
+        print(json.dumps([run_json(r) for r in runs], indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"{args.name} has never run")
+        return EXIT_OK
+    fmt = config.settings.display.date_format
+    rows = []
+    for r in runs:
+        code = "-" if r["exit_code"] is None else str(r["exit_code"])
+        if r["signal"]:
+            code = f"signal {r['signal']}"
+        log_note = "" if r["log_state"] in ("ok", "none") else f" (log {r['log_state']})"
+        rows.append(
+            [
+                str(r["id"]),
+                datetime.fromtimestamp(r["started"]).strftime(fmt),
+                duration_text(r["duration"]),
+                r["status"] + log_note,
+                code,
+                r["trigger"],
+                r["group_name"] or "-",
+            ]
+        )
+    _table(
+        args, config, ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP"], rows, 3
+    )
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    config = load(args)
+    config.script(args.name)
+    store = open_store(config)
+    store.reap_lost()
+    if args.run is not None:
+        run = store.run(args.run)
+        if run is None or run["script"] != args.name:
+            raise UsageError(f"no run {args.run} of script '{args.name}'")
+    else:
+        run = store.latest_run(args.name, with_log=True)
+        if run is None:
+            raise UsageError(f"{args.name} has no runs yet")
+    if run["log_state"] != "ok" or not run["log_path"]:
+        why = {
+            "rotated": "was rotated away",
+            "cleared": "was cleared",
+            "none": "was never written",
+            "error": "could not be written",
+        }.get(run["log_state"], run["log_state"])
+        detail = f" ({run['detail']})" if run["detail"] else ""
+        raise UsageError(f"the log of run {run['id']} of {args.name} {why}{detail}")
+    try:
+        path = logs.resolve(config.log_dir, run["log_path"])
+    except logs.LogPathError:
+        raise UsageError(f"run {run['id']} names a log outside the log directory") from None
+    out = sys.stdout.buffer
+    try:
+        if args.follow and run["status"] == "running":
+
+            def finished() -> bool:
+                current = store.run(run["id"])
+                store.reap_lost()
+                return current is None or current["status"] != "running"
+
+            logs.follow(path, 0, out, _throttled(finished))
+        else:
+            logs.copy_file(path, out)
+    except FileNotFoundError:
+        raise UsageError(f"the log file of run {run['id']} is missing: {path}") from None
+    return EXIT_OK
+
+
+def _throttled(check, every: float = 0.25):
+    state = {"at": 0.0, "value": False}
+
+    def wrapped() -> bool:
+        now = time.monotonic()
+        if now - state["at"] >= every:
+            state["at"], state["value"] = now, check()
+        return state["value"]
+
+    return wrapped
+
+
+def cmd_clear_logs(args: argparse.Namespace) -> int:
+    config = load(args)
+    config.script(args.name)
+    store = open_store(config)
+    gone = store.mark_logs_cleared(args.name)
+    logs.remove(config.log_dir, gone)
+    print(f"Cleared {len(gone)} log{'s' * (len(gone) != 1)} of {args.name}")
+    return EXIT_OK
+
+
+def cmd_clear_all_logs(args: argparse.Namespace) -> int:
+    config = load(args)
+    store = open_store(config)
+    gone = store.mark_logs_cleared(None)
+    logs.remove(config.log_dir, gone)
+    print(f"Cleared {len(gone)} log{'s' * (len(gone) != 1)}")
+    return EXIT_OK

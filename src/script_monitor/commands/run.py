@@ -1,0 +1,84 @@
+"""run, run-group, run-all."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from ..engine import Engine, GroupResult, RunResult
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from ..proc import Interrupt
+from ..render import PlainReporter, reporter_for, single_run_line
+from . import colors, load, open_store
+
+
+@contextmanager
+def interrupt_on_signals(interrupt: Interrupt):
+    """SIGINT/SIGTERM end the running scripts' trees instead of killing us mid-record."""
+
+    def handler(signum, _frame):
+        interrupt.fire(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def exit_code(statuses: list[str], interrupt: Interrupt) -> int:
+    if interrupt.fired:
+        if interrupt.signum == signal.SIGINT:
+            return EXIT_SIGINT
+        return EXIT_SIGTERM if interrupt.signum == signal.SIGTERM else 128 + interrupt.signum
+    return EXIT_OK if all(s in ("success",) for s in statuses) else EXIT_FAILED
+
+
+def _run(
+    args: argparse.Namespace, action: Callable[[Engine], RunResult | GroupResult], reporter=True
+) -> int:
+    config = load(args)
+    store = open_store(config)
+    store.reap_lost()
+    interrupt = Interrupt()
+    rep = reporter_for(colors(args, config)) if reporter else None
+    engine = Engine(config, store, rep, interrupt=interrupt)
+    with interrupt_on_signals(interrupt):
+        outcome = action(engine)
+    if isinstance(outcome, GroupResult):
+        statuses = [r.status for r in outcome.results]
+    else:
+        statuses = [outcome.status]
+    if interrupt.fired:
+        name = signal.Signals(interrupt.signum).name
+        print(f"script-monitor: interrupted by {name}; running scripts were ended", file=sys.stderr)
+    return exit_code(statuses, interrupt)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    def action(engine: Engine) -> RunResult:
+        engine.config.script(args.name)
+        out = sys.stdout
+        print(f"Running {args.name}...", flush=True)
+        result = engine.run_script(args.name, echo=None if args.quiet else out.buffer)
+        print(single_run_line(result), flush=True)
+        if result.detail:
+            print(f"  {result.detail}", file=sys.stderr)
+        return result
+
+    return _run(args, action, reporter=False)
+
+
+def cmd_run_group(args: argparse.Namespace) -> int:
+    return _run(args, lambda engine: engine.run_group(args.name))
+
+
+def cmd_run_all(args: argparse.Namespace) -> int:
+    return _run(args, lambda engine: engine.run_all())
+
+
+__all__ = ["PlainReporter", "cmd_run", "cmd_run_all", "cmd_run_group"]

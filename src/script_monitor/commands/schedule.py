@@ -1,0 +1,1 @@
+"""scheduler, list-schedules, export-systemd, export-cron (being built)."""

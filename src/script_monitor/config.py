@@ -1,0 +1,540 @@
+"""Configuration: schema, loading from files or directories, cross-checks.
+
+This is the only module that reads the user's YAML. It never writes it.
+Every problem is reported with the file and line it comes from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from .errors import ConfigError, Problem
+
+NAME_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,128}$"
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+EnvValue = str | int | float | bool
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class LogLimit(_Strict):
+    type: Literal["count", "age"]
+    value: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Script(_Strict):
+    name: Name
+    command: (
+        Annotated[str, msgspec.Meta(min_length=1)]
+        | Annotated[list[str], msgspec.Meta(min_length=1)]
+    )
+    description: str = ""
+    timeout: Seconds | None = None
+    env: dict[EnvName, EnvValue] = {}
+    cwd: str | None = None
+    log_limit: LogLimit | None = None
+    env_file: str | None = None
+    leftovers: Literal["keep", "kill"] = "keep"
+
+
+class Group(_Strict):
+    name: Name
+    description: str = ""
+    execution: Literal["serial", "parallel"] = "serial"
+    stop_on_error: bool = False
+    schedule: str | None = None
+    scripts: list[str] = []
+    max_parallel_workers: Positive | None = None
+    timezone: str | None = None
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    catchup: Literal["skip", "latest"] = "latest"
+
+
+class Execution(_Strict):
+    max_parallel_workers: Positive = 5
+    default_timeout: Seconds = 300
+    kill_grace: Seconds = 5
+
+
+class Paths(_Strict):
+    log_dir: str = "logs"
+    scripts_file: str = "scripts.yaml"
+    groups_file: str = "groups.yaml"
+    state_dir: str = ".script-monitor"
+
+
+class Scheduling(_Strict):
+    enabled: bool = True
+    timezone: str = "local"
+    catchup_grace: Seconds = 3600
+    shutdown_grace: Seconds = 30
+
+
+class Validation(_Strict):
+    strict: bool = False
+    warn_unused_scripts: bool = True
+    warn_empty_groups: bool = True
+
+
+class Display(_Strict):
+    use_colors: bool = True
+    date_format: str = "%d %b %H:%M"
+
+
+class Settings(_Strict):
+    execution: Execution = msgspec.field(default_factory=Execution)
+    default_log_limit: LogLimit = msgspec.field(
+        default_factory=lambda: LogLimit(type="count", value=10)
+    )
+    paths: Paths = msgspec.field(default_factory=Paths)
+    scheduling: Scheduling = msgspec.field(default_factory=Scheduling)
+    validation: Validation = msgspec.field(default_factory=Validation)
+    display: Display = msgspec.field(default_factory=Display)
+
+
+@dataclass
+class Config:
+    """The loaded, validated configuration of one config directory."""
+
+    root: Path
+    settings: Settings
+    scripts: dict[str, Script]
+    groups: dict[str, Group]
+    files: list[Path] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    origin: dict[str, tuple[Path, int]] = field(default_factory=dict)
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path relative to the config directory."""
+        return (self.root / os.path.expanduser(value)).resolve()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.path(self.settings.paths.log_dir)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.settings.paths.state_dir)
+
+    def timeout_for(self, script: Script) -> float:
+        return self.settings.execution.default_timeout if script.timeout is None else script.timeout
+
+    def log_limit_for(self, script: Script) -> LogLimit:
+        return script.log_limit or self.settings.default_log_limit
+
+    def workers_for(self, group: Group) -> int:
+        return group.max_parallel_workers or self.settings.execution.max_parallel_workers
+
+    def script(self, name: str) -> Script:
+        try:
+            return self.scripts[name]
+        except KeyError:
+            raise ConfigError([Problem.error(None, None, f"unknown script '{name}'")]) from None
+
+    def group(self, name: str) -> Group:
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise ConfigError([Problem.error(None, None, f"unknown group '{name}'")]) from None
+
+
+# ---------------------------------------------------------------- YAML reading
+
+
+@dataclass
+class Document:
+    """A parsed YAML file with the line of every mapping key and list item."""
+
+    path: Path
+    data: Any
+    lines: dict[tuple, int]
+
+    def line(self, path: tuple) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), 1)
+
+
+def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
+    """Parse one YAML file; on failure add a problem and return None."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        problems.append(Problem.error(path, None, f"cannot read file: {e.strerror}"))
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        problems.append(Problem.error(path, line, f"not valid UTF-8 text (byte {e.start})"))
+        return None
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        problems.append(Problem.error(path, 1, "file is empty"))
+        return None
+    loader = yaml.CSafeLoader(text) if yaml.__with_libyaml__ else yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[tuple, int] = {}
+        _index_node(node, (), lines, path, problems)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problems.append(Problem.error(path, line, f"invalid YAML: {_yaml_reason(e, text, mark)}"))
+        return None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        problems.append(Problem.error(path, None, f"invalid YAML: {e}"))
+        return None
+    finally:
+        loader.dispose()
+    return Document(path, data, lines)
+
+
+def _yaml_reason(e: yaml.YAMLError, text: str, mark: Any) -> str:
+    reason = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    if mark is not None:
+        lines = text.splitlines()
+        if mark.line < len(lines) and "\t" in lines[mark.line]:
+            return f"{reason} (tabs are not allowed for indentation; use spaces)"
+    return f"{reason} {context}" if context else reason
+
+
+def _index_node(node: Any, path: tuple, lines: dict, file: Path, problems: list) -> None:
+    if node is None:
+        return
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key in seen:
+                problems.append(
+                    Problem.error(file, key_node.start_mark.line + 1, f"duplicate key '{key}'")
+                )
+            seen.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _index_node(value_node, (*path, key), lines, file, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_node(item, (*path, i), lines, file, problems)
+
+
+# ---------------------------------------------------------------- validation
+
+_ERROR_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_TYPE_WORDS = {
+    "`float`": "a number",
+    "`int`": "a whole number",
+    "`str`": "a string",
+    "`bool`": "true or false",
+    "`array`": "a list",
+    "`object`": "a mapping",
+    "`null`": "nothing",
+    "`str | array`": "a string or a list of strings",
+}
+_CHOICES = {
+    "execution": "serial or parallel",
+    "overlap": "skip, queue or allow",
+    "catchup": "skip or latest",
+    "leftovers": "keep or kill",
+    "type": "count or age",
+}
+
+
+def _convert(data: Any, typ: type, doc: Document, base: tuple, label: str, out: list) -> Any:
+    """Validate ``data`` as ``typ``; record every problem found (one per key)."""
+    if not isinstance(data, dict):
+        out.append(Problem.error(doc.path, doc.line(base), f"{label}: expected a mapping"))
+        return None
+    data = dict(data)
+    for _ in range(64):
+        try:
+            return msgspec.convert(data, typ, strict=False)
+        except msgspec.ValidationError as e:
+            key, problem = _describe(str(e), data, doc, base, label)
+            out.append(problem)
+            if key is None or key not in data:
+                return None
+            del data[key]
+    return None
+
+
+def _describe(text: str, data: dict, doc: Document, base: tuple, label: str):
+    m = _ERROR_AT.match(text)
+    msg, raw_path = m.group("msg"), m.group("path") or ""
+    parts: list = [int(i) if i else k for k, i in _PATH_PART.findall(raw_path)]
+    unknown = re.match(r"Object contains unknown field `(.*)`", msg)
+    if unknown:
+        parts.append(unknown.group(1))
+        msg = f"unknown key '{unknown.group(1)}'"
+    elif msg.startswith("Object missing required field"):
+        missing = msg.split("`")[1]
+        where = ".".join(str(p) for p in parts)
+        msg = f"missing required key '{missing}'" + (f" in '{where}'" if where else "")
+        return None, Problem.error(doc.path, doc.line(base + tuple(parts)), f"{label}: {msg}")
+    else:
+        value = _get(data, parts)
+        msg = _humanize(msg, parts, value)
+    keyname = ".".join(str(p) for p in parts)
+    text = f"{label}: key '{keyname}': {msg}" if parts and not unknown else f"{label}: {msg}"
+    if unknown and len(parts) > 1:
+        text = f"{label}: in '{'.'.join(str(p) for p in parts[:-1])}': {msg}"
+    line = doc.line(base + tuple(parts))
+    return (parts[0] if parts else None), Problem.error(doc.path, line, text)
+
+
+def _get(data: Any, parts: list) -> Any:
+    for p in parts:
+        try:
+            data = data[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _humanize(msg: str, parts: list, value: Any) -> str:
+    if msg.startswith("Invalid enum value"):
+        key = next((p for p in reversed(parts) if isinstance(p, str)), "")
+        choices = _CHOICES.get(key, "")
+        return f"invalid value {value!r}" + (f": expected {choices}" if choices else "")
+    if "matching regex" in msg:
+        if parts and parts[0] == "env":
+            return f"invalid variable name {value!r}"
+        return f"invalid name {value!r}: use letters, digits, '_', '.' and '-' only"
+    for word, human in _TYPE_WORDS.items():
+        msg = msg.replace(word, human)
+    msg = msg.replace("Expected", "expected").replace(">= 0.0", ">= 0")
+    if "got" not in msg and value is not None:
+        msg += f", got {value!r}"
+    elif "length" in msg:
+        msg = "must not be empty"
+    return msg
+
+
+# ---------------------------------------------------------------- loading
+
+
+def config_dir_from(cli_value: str | None) -> Path:
+    """The config directory: --config-dir, else $SCRIPT_MONITOR_HOME, else the cwd."""
+    value = cli_value or os.environ.get("SCRIPT_MONITOR_HOME") or os.getcwd()
+    return Path(value).expanduser().resolve()
+
+
+def _sources(root: Path, value: str, default_name: str, problems: list) -> list[Path]:
+    """The YAML files behind a scripts_file/groups_file setting (file or directory)."""
+    path = (root / value).resolve()
+    candidates = [path]
+    if value == default_name:
+        candidates.append(path.with_suffix(""))  # scripts.yaml -> scripts/
+    for candidate in candidates:
+        if candidate.is_dir():
+            return sorted(
+                p for p in candidate.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+            )
+        if candidate.is_file():
+            return [candidate]
+    if value != default_name:
+        problems.append(Problem.error(root / "config.yaml", None, f"'{value}' does not exist"))
+    return []
+
+
+def load_config(root: Path) -> Config:
+    """Load and validate a config directory; raise ConfigError listing every problem."""
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise ConfigError([Problem.error(root, None, "config directory does not exist")])
+    settings = Settings()
+    files: list[Path] = []
+    cfg_path = root / "config.yaml"
+    if cfg_path.exists():
+        files.append(cfg_path)
+        doc = read_yaml(cfg_path, problems)
+        if doc is not None:
+            settings = _convert(doc.data, Settings, doc, (), "config", problems) or Settings()
+            _check_settings(settings, doc, problems)
+    paths = settings.paths
+    scripts: dict[str, Script] = {}
+    groups: dict[str, Group] = {}
+    origin: dict[str, tuple[Path, int]] = {}
+    for file in _sources(root, paths.scripts_file, "scripts.yaml", problems):
+        files.append(file)
+        _load_items(file, "scripts", Script, scripts, origin, problems)
+    for file in _sources(root, paths.groups_file, "groups.yaml", problems):
+        files.append(file)
+        _load_items(file, "groups", Group, groups, origin, problems)
+    config = Config(root, settings, scripts, groups, files, origin=origin)
+    if not problems:  # members of a file that failed to load would all look missing
+        _cross_check(config, problems)
+    errors = [p for p in problems if p.level == "error"]
+    warnings = [p for p in problems if p.level == "warning"]
+    if settings.validation.strict and warnings:
+        errors += [w.as_error() for w in warnings]
+    if errors:
+        raise ConfigError(errors, warnings)
+    config.warnings = warnings
+    return config
+
+
+def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, problems: list):
+    doc = read_yaml(file, problems)
+    if doc is None:
+        return
+    data = doc.data
+    kind = key[:-1]
+    if not isinstance(data, dict):
+        problems.append(Problem.error(file, 1, f"expected a mapping with a '{key}:' list"))
+        return
+    for extra in data:
+        if extra != key:
+            problems.append(
+                Problem.error(file, doc.line((extra,)), f"unknown top-level key '{extra}'")
+            )
+    items = data.get(key)
+    if not isinstance(items, list):
+        got = "nothing" if items is None else type(items).__name__
+        problems.append(
+            Problem.error(file, doc.line((key,)), f"'{key}' must be a list of {key}, got {got}")
+        )
+        return
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        label = f"{kind} '{name}'" if isinstance(name, str) else f"{kind} #{i + 1}"
+        obj = _convert(item, typ, doc, (key, i), label, problems)
+        if obj is None:
+            continue
+        line = doc.line((key, i))
+        if obj.name in into:
+            first_file, first_line = origin[f"{kind}:{obj.name}"]
+            problems.append(
+                Problem.error(
+                    file,
+                    line,
+                    f"duplicate {kind} name '{obj.name}' (first defined in "
+                    f"{first_file.name}:{first_line})",
+                )
+            )
+            continue
+        into[obj.name] = obj
+        origin[f"{kind}:{obj.name}"] = (file, line)
+        _check_item(obj, doc, (key, i), label, problems)
+
+
+def _check_item(obj: Script | Group, doc: Document, base: tuple, label: str, problems: list):
+    if isinstance(obj, Script):
+        if isinstance(obj.command, list) and any(not a for a in obj.command[:1]):
+            problems.append(
+                Problem.error(doc.path, doc.line((*base, "command")), f"{label}: empty program")
+            )
+        return
+    where = doc.line(base)
+    if obj.schedule is not None:
+        reason = cron_problem(obj.schedule)
+        if reason:
+            problems.append(
+                Problem.error(
+                    doc.path,
+                    doc.line((*base, "schedule")),
+                    f"{label}: invalid cron expression {obj.schedule!r}: {reason}",
+                )
+            )
+    if obj.timezone is not None and not valid_timezone(obj.timezone):
+        problems.append(
+            Problem.error(
+                doc.path,
+                doc.line((*base, "timezone")),
+                f"{label}: unknown timezone {obj.timezone!r}",
+            )
+        )
+    if obj.execution == "parallel" and obj.stop_on_error:
+        problems.append(
+            Problem.warning(
+                doc.path,
+                doc.line((*base, "stop_on_error")) or where,
+                f"{label}: stop_on_error has no effect on a parallel group",
+            )
+        )
+
+
+def _check_settings(settings: Settings, doc: Document, problems: list) -> None:
+    tz = settings.scheduling.timezone
+    if not valid_timezone(tz):
+        line = doc.line(("scheduling", "timezone"))
+        problems.append(Problem.error(doc.path, line, f"config: unknown timezone {tz!r}"))
+
+
+def _cross_check(config: Config, problems: list[Problem]) -> None:
+    used: set[str] = set()
+    checks = config.settings.validation
+    for group in config.groups.values():
+        file, line = config.origin[f"group:{group.name}"]
+        for member in group.scripts:
+            used.add(member)
+            if member not in config.scripts:
+                problems.append(
+                    Problem.error(file, line, f"group '{group.name}': unknown script '{member}'")
+                )
+        if len(set(group.scripts)) != len(group.scripts):
+            problems.append(
+                Problem.warning(file, line, f"group '{group.name}': lists a script twice")
+            )
+        if not group.scripts and checks.warn_empty_groups:
+            problems.append(Problem.warning(file, line, f"group '{group.name}' has no scripts"))
+    if checks.warn_unused_scripts and config.groups:
+        for name in config.scripts:
+            if name not in used:
+                file, line = config.origin[f"script:{name}"]
+                problems.append(Problem.warning(file, line, f"script '{name}' is not in any group"))
+
+
+def valid_timezone(name: str) -> bool:
+    if name == "local":
+        return True
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except (ValueError, OSError, LookupError):
+        return False
+    return True
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why ``expr`` is not a valid crontab(5) expression, or None when it is."""
+    from .cron import parse_problem
+
+    return parse_problem(expr)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def get_setting(settings: Settings, key: str) -> Any:
+    """The effective value of a dotted key; KeyError for an unknown key."""
+    value: Any = settings
+    for part in key.split("."):
+        if not isinstance(value, msgspec.Struct) or part not in value.__struct_fields__:
+            raise KeyError(key)
+        value = getattr(value, part)
+    return value
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)

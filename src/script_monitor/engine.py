@@ -1,0 +1,362 @@
+"""Run a script, or a group of scripts serially or in parallel; record every run."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from . import logs
+from .config import Config, Group, Script
+from .proc import Interrupt, run_process
+from .store import Store
+
+FAILED = ("failed", "timeout")
+
+
+@dataclass
+class RunResult:
+    """The outcome of one script run."""
+
+    script: str
+    status: str
+    exit_code: int | None = None
+    signal: int | None = None
+    duration: float = 0.0
+    run_id: int | None = None
+    log_path: Path | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+@dataclass
+class GroupResult:
+    """The outcome of a group run; ``results`` follow the group's order."""
+
+    name: str
+    mode: str
+    scripts: list[str]
+    results: list[RunResult] = field(default_factory=list)
+    status: str = "success"
+    group_run_id: int | None = None
+    interrupted_by: int | None = None
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.results if r.status in FAILED]
+
+    @property
+    def completed(self) -> list[RunResult]:
+        return [r for r in self.results if r.status in ("success", *FAILED)]
+
+
+class Reporter(Protocol):
+    """What the engine tells about progress; implemented in render.py."""
+
+    def group_started(self, name: str, mode: str, scripts: list[str]) -> None: ...
+    def script_started(self, name: str) -> None: ...
+    def script_finished(self, result: RunResult) -> None: ...
+    def group_stopped(self, failed: str, skipped: list[str]) -> None: ...
+    def group_finished(self, result: GroupResult) -> None: ...
+
+
+class Engine:
+    """Runs scripts of one configuration and records them in one store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        reporter: Reporter | None = None,
+        trigger: str = "manual",
+        interrupt: Interrupt | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self.reporter = reporter
+        self.trigger = trigger
+        self.interrupt = interrupt or Interrupt()
+        self.log_dir = config.log_dir
+        self._base_env: dict[str, str] | None = None
+
+    # ------------------------------------------------------------ one script
+
+    def run_script(
+        self,
+        name: str,
+        group: str | None = None,
+        group_run_id: int | None = None,
+        echo: BinaryIO | None = None,
+    ) -> RunResult:
+        """Run one script to its end, streaming its output to its log (and ``echo``)."""
+        script = self.config.script(name)
+        started = time.time()
+        rel = logs.new_log_name(name, started)
+        fd, log_error = self._open_log(rel)
+        run_id = self.store.start_run(
+            name, self.trigger, started, group_run_id, group, rel if fd is not None else None
+        )
+        if fd is None:
+            out_fd = os.open(os.devnull, os.O_WRONLY)
+        else:
+            out_fd = fd
+            log_error = self._write(
+                fd, logs.header(name, script.command, started, self.trigger, group, run_id)
+            )
+        follower = self._start_echo(rel, out_fd, echo) if echo and fd is not None else None
+        try:
+            result = run_process(
+                self._argv(script),
+                cwd=str(self.config.path(script.cwd or ".")),
+                env=self._env(script, name, group, run_id),
+                out_fd=out_fd,
+                timeout=self.config.timeout_for(script),
+                grace=self.config.settings.execution.kill_grace,
+                interrupt=self.interrupt,
+                kill_leftovers=script.leftovers == "kill",
+            )
+        except BaseException:
+            os.close(out_fd)
+            raise
+        ended = time.time()
+        duration = ended - started
+        if follower is not None:
+            follower[1].set()
+            follower[0].join()
+        detail = _detail(result, script, self.config.timeout_for(script))
+        if fd is not None:
+            size = os.fstat(fd).st_size
+            log_error = log_error or self._write(
+                fd,
+                logs.footer(
+                    result.status,
+                    result.exit_code,
+                    result.signal,
+                    duration,
+                    detail,
+                    not logs.ends_with_newline(fd, size),
+                ),
+            )
+        os.close(out_fd)
+        if log_error:
+            detail = f"{detail}; {log_error}" if detail else log_error
+        self.store.finish_run(
+            run_id,
+            result.status,
+            ended,
+            duration,
+            result.exit_code,
+            result.signal,
+            result.pid,
+            detail,
+            "error" if fd is None else None,
+        )
+        if fd is not None:
+            self._rotate(script)
+        return RunResult(
+            name,
+            result.status,
+            result.exit_code,
+            result.signal,
+            duration,
+            run_id,
+            self.log_dir / rel if fd is not None else None,
+            detail,
+        )
+
+    def _argv(self, script: Script) -> list[str]:
+        if isinstance(script.command, str):
+            return ["/bin/sh", "-c", script.command]
+        return list(script.command)
+
+    def _env(self, script: Script, name: str, group: str | None, run_id: int) -> dict[str, str]:
+        if self._base_env is None:
+            self._base_env = dict(os.environ)
+        env = dict(self._base_env)
+        if script.env_file:
+            env.update(read_env_file(self.config.path(script.env_file)))
+        for key, value in script.env.items():
+            env[key] = _env_text(value)
+        env["SCRIPT_MONITOR_SCRIPT"] = name
+        env["SCRIPT_MONITOR_RUN_ID"] = str(run_id)
+        env["SCRIPT_MONITOR_CONFIG_DIR"] = str(self.config.root)
+        if group:
+            env["SCRIPT_MONITOR_GROUP"] = group
+        else:
+            env.pop("SCRIPT_MONITOR_GROUP", None)
+        return env
+
+    def _open_log(self, rel: str) -> tuple[int | None, str | None]:
+        path = self.log_dir / rel
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o640), None
+        except FileNotFoundError:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return os.open(path, flags, 0o640), None
+            except OSError as e:
+                return None, f"log not written: {e.strerror} ({path.parent})"
+        except OSError as e:
+            return None, f"log not written: {e.strerror} ({path})"
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> str | None:
+        try:
+            os.write(fd, data)
+        except OSError as e:
+            return f"log incomplete: {e.strerror}"
+        return None
+
+    def _start_echo(self, rel: str, fd: int, echo: BinaryIO):
+        done = threading.Event()
+        offset = os.fstat(fd).st_size
+        thread = threading.Thread(
+            target=logs.follow,
+            args=(self.log_dir / rel, offset, echo, done.is_set),
+            daemon=True,
+        )
+        thread.start()
+        return thread, done
+
+    def _rotate(self, script: Script) -> None:
+        limit = self.config.log_limit_for(script)
+        if limit.type == "count":
+            gone = self.store.expire_logs(script.name, keep=limit.value, before=None)
+        else:
+            gone = self.store.expire_logs(
+                script.name, keep=None, before=time.time() - limit.value * 86400
+            )
+        logs.remove(self.log_dir, gone)
+
+    # ------------------------------------------------------------ groups
+
+    def run_group(self, name: str) -> GroupResult:
+        """Run a configured group in its configured mode."""
+        group: Group = self.config.group(name)
+        workers = self.config.workers_for(group) if group.execution == "parallel" else 1
+        return self.run_many(
+            group.name,
+            group.execution,
+            group.scripts,
+            workers,
+            group.stop_on_error and group.execution == "serial",
+        )
+
+    def run_all(self) -> GroupResult:
+        """Run every script serially, in declaration order."""
+        return self.run_many("all", "serial", list(self.config.scripts), 1, False, record="(all)")
+
+    def run_many(
+        self,
+        name: str,
+        mode: str,
+        scripts: list[str],
+        workers: int,
+        stop_on_error: bool,
+        record: str | None = None,
+    ) -> GroupResult:
+        """Serial (one worker) and parallel (many) share this path."""
+        outcome = GroupResult(name, mode, list(scripts))
+        outcome.group_run_id = self.store.start_group(record or name, self.trigger)
+        if self.reporter:
+            self.reporter.group_started(name, mode, outcome.scripts)
+        results: dict[int, RunResult] = {}
+        pending = deque(enumerate(outcome.scripts))
+        lock = threading.Lock()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                work()
+            except BaseException as e:  # re-raised in the calling thread
+                errors.append(e)
+                stop.set()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not pending or stop.is_set() or self.interrupt.fired:
+                        return
+                    index, script = pending.popleft()
+                if self.reporter:
+                    self.reporter.script_started(script)
+                result = self.run_script(script, name, outcome.group_run_id)
+                results[index] = result
+                if self.reporter:
+                    self.reporter.script_finished(result)
+                if stop_on_error and result.status in FAILED:
+                    stop.set()
+
+        threads = [
+            threading.Thread(target=worker, name=f"worker-{i}", daemon=True)
+            for i in range(max(1, min(workers, len(scripts))))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        skipped = [s for i, s in enumerate(outcome.scripts) if i not in results]
+        if skipped:
+            reason = (
+                "interrupted before it started"
+                if self.interrupt.fired
+                else ("an earlier script failed (stop_on_error)")
+            )
+            self.store.add_skipped(skipped, self.trigger, outcome.group_run_id, name, reason)
+        if stop.is_set() and self.reporter and not self.interrupt.fired:
+            failed = next(r.script for r in results.values() if r.status in FAILED)
+            self.reporter.group_stopped(failed, skipped)
+        outcome.results = [
+            results.get(i) or RunResult(s, "skipped") for i, s in enumerate(outcome.scripts)
+        ]
+        outcome.status = _group_status(outcome, self.interrupt)
+        outcome.interrupted_by = self.interrupt.signum
+        self.store.finish_group(outcome.group_run_id, outcome.status)
+        if self.reporter:
+            self.reporter.group_finished(outcome)
+        return outcome
+
+
+def _group_status(outcome: GroupResult, interrupt: Interrupt) -> str:
+    if interrupt.fired:
+        return "interrupted"
+    return "failed" if outcome.failed else "success"
+
+
+def _detail(result, script: Script, timeout: float) -> str | None:
+    notes = []
+    if result.error:
+        notes.append(result.error)
+    if result.status == "timeout":
+        notes.append(f"timed out after {timeout:g}s; its process group was ended")
+    if result.status == "interrupted":
+        notes.append("interrupted; its process group was ended")
+    if result.leftovers:
+        pids = " ".join(str(p) for p in result.leftovers[:20])
+        action = "ended (leftovers: kill)" if script.leftovers == "kill" else "left running"
+        notes.append(f"background processes still running after exit were {action}: {pids}")
+    return "; ".join(notes) or None
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Variables from a dotenv file (python-dotenv syntax)."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}

@@ -1,0 +1,61 @@
+"""Expected errors: each carries a message for the user and an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem, with the file and line it comes from."""
+
+    level: str  # "error" | "warning"
+    file: Path | None
+    line: int | None
+    message: str
+
+    @classmethod
+    def error(cls, file: Path | None, line: int | None, message: str) -> Problem:
+        return cls("error", file, line, message)
+
+    @classmethod
+    def warning(cls, file: Path | None, line: int | None, message: str) -> Problem:
+        return cls("warning", file, line, message)
+
+    def as_error(self) -> Problem:
+        return Problem("error", self.file, self.line, self.message + " (validation.strict)")
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        return f"{where}{self.level}: {self.message}"
+
+
+class ScriptMonitorError(Exception):
+    """An expected error: printed as a short message, never a traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(ScriptMonitorError):
+    pass
+
+
+class ConfigError(ScriptMonitorError):
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None):
+        self.problems = problems
+        self.warnings = warnings or []
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class StoreError(ScriptMonitorError):
+    """The run-history database cannot be used."""

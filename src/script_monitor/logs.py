@@ -1,0 +1,118 @@
+"""Run logs: where they live, their header and footer, rotation, reading them back."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+RULE = "=" * 60
+
+
+class LogPathError(ValueError):
+    """A log path that would lead outside the log directory."""
+
+
+def new_log_name(script: str, started: float) -> str:
+    """A unique log file name for a run, relative to the log directory."""
+    stamp = datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S")
+    micro = int(started * 1_000_000) % 1_000_000
+    return f"{script}/{stamp}.{micro:06d}-{os.getpid()}.log"
+
+
+def resolve(log_dir: Path, relative: str) -> Path:
+    """The absolute path of a stored log, refusing anything outside ``log_dir``."""
+    path = (log_dir / relative).resolve()
+    if not path.is_relative_to(log_dir.resolve()):
+        raise LogPathError(relative)
+    return path
+
+
+def command_text(command: str | list[str]) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def header(
+    script: str,
+    command: str | list[str],
+    started: float,
+    trigger: str,
+    group: str | None,
+    run_id: int,
+) -> bytes:
+    lines = [
+        RULE,
+        f"script:  {script}" + (f"  (group {group})" if group else ""),
+        f"command: {command_text(command)}",
+        f"started: {datetime.fromtimestamp(started).astimezone().isoformat(timespec='seconds')}",
+        f"trigger: {trigger}    run: {run_id}",
+        RULE,
+        "",
+    ]
+    return "\n".join(lines).encode()
+
+
+def footer(
+    status: str,
+    exit_code: int | None,
+    sig: int | None,
+    duration: float,
+    detail: str | None,
+    needs_newline: bool,
+) -> bytes:
+    code = f"exit code {exit_code}" if exit_code is not None else "no exit code"
+    if sig is not None:
+        code = f"killed by signal {sig}"
+    lines = [RULE, f"finished: {status}, {code}, duration {duration:.3f}s"]
+    if detail:
+        lines.append(f"note: {detail}")
+    lines.append(RULE)
+    return ("\n" if needs_newline else "").encode() + "\n".join(lines).encode() + b"\n"
+
+
+def ends_with_newline(fd: int, size: int) -> bool:
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+
+
+def remove(log_dir: Path, relatives: list[str]) -> None:
+    """Delete log files (already marked gone in the store); missing ones are fine."""
+    for rel in relatives:
+        try:
+            resolve(log_dir, rel).unlink()
+        except (FileNotFoundError, LogPathError):
+            pass
+        except OSError as e:
+            print(f"script-monitor: cannot delete log {rel}: {e.strerror}", file=sys.stderr)
+
+
+def follow(
+    path: Path, offset: int, out: BinaryIO, done: Callable[[], bool], interval: float = 0.05
+) -> int:
+    """Copy what is appended to ``path`` from ``offset`` to ``out`` until ``done()``.
+
+    Returns the offset reached.  Copies in chunks, never holding the file in memory.
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while True:
+            finished = done()
+            chunk = f.read(1 << 16)
+            while chunk:
+                out.write(chunk)
+                chunk = f.read(1 << 16)
+            out.flush()
+            if finished:
+                return f.tell()
+            time.sleep(interval)
+
+
+def copy_file(path: Path, out: BinaryIO) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            out.write(chunk)
+    out.flush()

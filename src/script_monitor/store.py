@@ -1,0 +1,447 @@
+"""The run-history database: location, schema, writes and queries.
+
+SQLite in WAL mode with a busy timeout and explicit ``BEGIN IMMEDIATE`` write
+transactions, so that many script-monitor processes (cron, the scheduler, a
+person at a shell) can record runs at once without losing any.  The engine only
+uses the methods of ``Store``; a PostgreSQL implementation can fill the same
+interface later.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+BUSY_TIMEOUT_MS = 60_000
+DB_NAME = "history.db"
+
+# Each entry migrates the schema from version i to i + 1.
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS group_runs (
+        id INTEGER PRIMARY KEY,
+        group_name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        owner TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS group_runs_name ON group_runs (group_name, id);
+    CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY,
+        script TEXT NOT NULL,
+        group_run_id INTEGER REFERENCES group_runs (id),
+        group_name TEXT,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        duration REAL,
+        exit_code INTEGER,
+        signal INTEGER,
+        pid INTEGER,
+        owner TEXT NOT NULL,
+        log_path TEXT,
+        log_state TEXT NOT NULL DEFAULT 'none',
+        detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS runs_script ON runs (script, id);
+    CREATE INDEX IF NOT EXISTS runs_status ON runs (status) WHERE status = 'running';
+    CREATE INDEX IF NOT EXISTS runs_group ON runs (group_run_id);
+    """,
+]
+
+RUN_FIELDS = [
+    "id",
+    "script",
+    "group_run_id",
+    "group_name",
+    "trigger",
+    "status",
+    "started",
+    "ended",
+    "duration",
+    "exit_code",
+    "signal",
+    "pid",
+    "owner",
+    "log_path",
+    "log_state",
+    "detail",
+]
+GROUP_FIELDS = ["id", "group_name", "trigger", "status", "started", "ended", "owner", "detail"]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Identifies a script-monitor process, so a reused pid is not taken for it."""
+
+    host: str
+    boot: str
+    pid: int
+    start: str
+
+    def __str__(self) -> str:
+        return f"{self.host}|{self.boot}|{self.pid}|{self.start}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        parts = text.split("|")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+
+    @classmethod
+    def current(cls) -> Owner:
+        pid = os.getpid()
+        return cls(socket.gethostname(), _boot_id(), pid, _proc_start(pid) or "")
+
+    def is_gone(self, me: Owner) -> bool:
+        """True when this owner's process certainly no longer runs (same host only)."""
+        if self.host != me.host:
+            return False
+        if self.boot != me.boot:
+            return True
+        return _proc_start(self.pid) != self.start
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return ""
+        return ""
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields and fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+class Store:
+    """The run history of one config directory."""
+
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / DB_NAME
+        self.owner = Owner.current()
+        self._owner_text = str(self.owner)
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------ connection
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._setup(db)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(self._explain(e)) from None
+        except OSError as e:
+            raise StoreError(f"cannot open the run history {self.path}: {e.strerror}") from None
+        self._db = db
+        return db
+
+    def _explain(self, e: sqlite3.Error) -> str:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return (
+                f"the run history {self.path} stayed locked by another process for "
+                f"{BUSY_TIMEOUT_MS // 1000}s; nothing was recorded"
+            )
+        if "not a database" in text or "malformed" in text:
+            return (
+                f"the run history {self.path} is corrupted ({text}); move it aside "
+                "to start a new history"
+            )
+        return f"the run history {self.path} cannot be used: {text}"
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = OFF")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= len(MIGRATIONS):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS[version:]:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            db = self._connect()
+            try:
+                return db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ------------------------------------------------------------ writes
+
+    def start_group(self, group: str, trigger: str, now: float | None = None) -> int:
+        """Record a group run as running; return its id."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO group_runs (group_name, trigger, status, started, owner)"
+                " VALUES (?, ?, 'running', ?, ?)",
+                (group, trigger, now or time.time(), self._owner_text),
+            )
+            return cur.lastrowid
+
+    def finish_group(self, group_run_id: int, status: str, detail: str | None = None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE group_runs SET status = ?, ended = ?, detail = ? WHERE id = ?",
+                (status, time.time(), detail, group_run_id),
+            )
+
+    def start_run(
+        self,
+        script: str,
+        trigger: str,
+        started: float,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        log_path: str | None = None,
+    ) -> int:
+        """Record a script run as running; return its id."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO runs (script, group_run_id, group_name, trigger, status, started,"
+                " owner, log_path, log_state) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (
+                    script,
+                    group_run_id,
+                    group,
+                    trigger,
+                    started,
+                    self._owner_text,
+                    log_path,
+                    "ok" if log_path else "none",
+                ),
+            )
+            return cur.lastrowid
+
+    def set_pid(self, run_id: int, pid: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, run_id))
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        ended: float,
+        duration: float,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        detail: str | None = None,
+        log_state: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?,"
+                " pid = COALESCE(?, pid), detail = ?, log_state = COALESCE(?, log_state)"
+                " WHERE id = ?",
+                (status, ended, duration, exit_code, signal, pid, detail, log_state, run_id),
+            )
+
+    def add_skipped(
+        self,
+        scripts: list[str],
+        trigger: str,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record scripts that were not started (stop_on_error, interrupt, overlap)."""
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO runs (script, group_run_id, group_name, trigger, status, started,"
+                " ended, duration, owner, detail) VALUES (?, ?, ?, ?, 'skipped', ?, ?, 0, ?, ?)",
+                [
+                    (s, group_run_id, group, trigger, now, now, self._owner_text, detail)
+                    for s in scripts
+                ],
+            )
+
+    def expire_logs(self, script: str, keep: int | None, before: float | None) -> list[str]:
+        """Mark logs beyond a count limit or older than ``before`` rotated; return their paths."""
+        where = "script = ? AND log_state = 'ok' AND status != 'running'"
+        if keep is not None:
+            sql = f"SELECT id, log_path FROM runs WHERE {where} ORDER BY id DESC LIMIT -1 OFFSET ?"
+            args: tuple = (script, keep)
+        else:
+            sql = f"SELECT id, log_path FROM runs WHERE {where} AND started < ?"
+            args = (script, before)
+        rows = self._read(sql, args)
+        if not rows:
+            return []
+        with self._write() as db:
+            db.executemany(
+                "UPDATE runs SET log_state = 'rotated' WHERE id = ?", [(r[0],) for r in rows]
+            )
+        return [r[1] for r in rows if r[1]]
+
+    def mark_logs_cleared(self, script: str | None) -> list[str]:
+        """Mark every finished run's log (of one script, or all) as cleared; return paths."""
+        cond = "log_state = 'ok' AND status != 'running'"
+        args: tuple = ()
+        if script is not None:
+            cond += " AND script = ?"
+            args = (script,)
+        with self._write() as db:
+            rows = db.execute(f"SELECT log_path FROM runs WHERE {cond}", args).fetchall()
+            db.execute(f"UPDATE runs SET log_state = 'cleared' WHERE {cond}", args)
+        return [r[0] for r in rows if r[0]]
+
+    def reap_lost(self) -> int:
+        """Mark runs whose owning process is gone as ``lost``; return how many."""
+        rows = self._read(
+            "SELECT 'r', id, owner FROM runs WHERE status = 'running' UNION ALL "
+            "SELECT 'g', id, owner FROM group_runs WHERE status = 'running'"
+        )
+        lost = {"r": [], "g": []}
+        for kind, rid, owner_text in rows:
+            owner = Owner.parse(owner_text)
+            if owner is not None and owner.is_gone(self.owner):
+                lost[kind].append((time.time(), rid))
+        if not lost["r"] and not lost["g"]:
+            return 0
+        with self._write() as db:
+            db.executemany(
+                "UPDATE runs SET status = 'lost', ended = ?, detail = 'the script-monitor process"
+                " recording this run died' WHERE id = ? AND status = 'running'",
+                lost["r"],
+            )
+            db.executemany(
+                "UPDATE group_runs SET status = 'lost', ended = ? WHERE id = ?"
+                " AND status = 'running'",
+                lost["g"],
+            )
+        return len(lost["r"])
+
+    # ------------------------------------------------------------ queries
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE id = ?", (run_id,))
+        return dict(zip(RUN_FIELDS, rows[0], strict=True)) if rows else None
+
+    def history(self, script: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The script's runs, newest first."""
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE script = ? ORDER BY id DESC LIMIT ?",
+            (script, -1 if limit is None else limit),
+        )
+        return [dict(zip(RUN_FIELDS, r, strict=True)) for r in rows]
+
+    def latest_run(self, script: str, with_log: bool = False) -> dict[str, Any] | None:
+        cond = " AND status != 'skipped'" if with_log else ""
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE script = ?{cond}"
+            " ORDER BY id DESC LIMIT 1",
+            (script,),
+        )
+        return dict(zip(RUN_FIELDS, rows[0], strict=True)) if rows else None
+
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """The newest non-skipped run of every script that has one."""
+        rows = self._read(
+            f"SELECT {', '.join('r.' + f for f in RUN_FIELDS)} FROM runs r JOIN "
+            "(SELECT script, MAX(id) AS id FROM runs WHERE status != 'skipped' GROUP BY script)"
+            " last ON r.id = last.id"
+        )
+        return {r[1]: dict(zip(RUN_FIELDS, r, strict=True)) for r in rows}
+
+    def last_group_runs(self) -> dict[str, dict[str, Any]]:
+        rows = self._read(
+            f"SELECT {', '.join('g.' + f for f in GROUP_FIELDS)} FROM group_runs g JOIN "
+            "(SELECT group_name, MAX(id) AS id FROM group_runs GROUP BY group_name) last"
+            " ON g.id = last.id"
+        )
+        return {r[1]: dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows}
+
+    def group_run(self, group_run_id: int) -> dict[str, Any] | None:
+        rows = self._read(
+            f"SELECT {', '.join(GROUP_FIELDS)} FROM group_runs WHERE id = ?", (group_run_id,)
+        )
+        return dict(zip(GROUP_FIELDS, rows[0], strict=True)) if rows else None
+
+    def group_history(self, group: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._read(
+            f"SELECT {', '.join(GROUP_FIELDS)} FROM group_runs WHERE group_name = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (group, limit),
+        )
+        return [dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows]
+
+    def runs_of_group_run(self, group_run_id: int) -> list[dict[str, Any]]:
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE group_run_id = ? ORDER BY id",
+            (group_run_id,),
+        )
+        return [dict(zip(RUN_FIELDS, r, strict=True)) for r in rows]

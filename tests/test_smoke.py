@@ -1,0 +1,16 @@
+"""The bundled examples run end to end through the real CLI."""
+
+import shutil
+
+from conftest import ROOT, cli
+
+
+def test_examples_validate_and_run(tmp_path):
+    conf = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", conf, ignore=shutil.ignore_patterns("logs", ".script-*"))
+    r = cli("--config-dir", str(conf), "validate")
+    assert r.returncode == 0, r.stderr
+    r = cli("--config-dir", str(conf), "run-group", "production_deploy")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Running production_deploy...\nRunning run_tests... ✓\n")
+    assert "Traceback" not in r.stderr
