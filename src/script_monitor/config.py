@@ -46,6 +46,7 @@ class Script(_Strict):
     cwd: str | None = None
     log_limit: LogLimit | None = None
     env_file: str | None = None
+    secret_env: list[EnvName] = []
     leftovers: Literal["keep", "kill"] = "keep"
 
 
@@ -102,6 +103,8 @@ class Settings(_Strict):
     scheduling: Scheduling = msgspec.field(default_factory=Scheduling)
     validation: Validation = msgspec.field(default_factory=Validation)
     display: Display = msgspec.field(default_factory=Display)
+    env_file: str | None = None
+    secret_env: list[EnvName] = []
 
 
 @dataclass
@@ -363,6 +366,7 @@ def load_config(root: Path) -> Config:
         raise ConfigError([Problem.error(root, None, "config directory does not exist")])
     settings = Settings()
     files: list[Path] = []
+    origin: dict[str, tuple[Path, int]] = {}
     cfg_path = root / "config.yaml"
     if cfg_path.exists():
         files.append(cfg_path)
@@ -370,10 +374,10 @@ def load_config(root: Path) -> Config:
         if doc is not None:
             settings = _convert(doc.data, Settings, doc, (), "config", problems) or Settings()
             _check_settings(settings, doc, problems)
+            origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
     paths = settings.paths
     scripts: dict[str, Script] = {}
     groups: dict[str, Group] = {}
-    origin: dict[str, tuple[Path, int]] = {}
     for file in _sources(root, paths.scripts_file, "scripts.yaml", problems):
         files.append(file)
         _load_items(file, "scripts", Script, scripts, origin, problems)
@@ -383,6 +387,8 @@ def load_config(root: Path) -> Config:
     config = Config(root, settings, scripts, groups, files, origin=origin)
     if not problems:  # members of a file that failed to load would all look missing
         _cross_check(config, problems)
+    _check_env_files(config, problems)
+    _check_permissions(config, problems)
     errors = [p for p in problems if p.level == "error"]
     warnings = [p for p in problems if p.level == "warning"]
     if settings.validation.strict and warnings:
@@ -502,6 +508,61 @@ def _cross_check(config: Config, problems: list[Problem]) -> None:
             if name not in used:
                 file, line = config.origin[f"script:{name}"]
                 problems.append(Problem.warning(file, line, f"script '{name}' is not in any group"))
+
+
+def env_files(config: Config) -> list[tuple[str, str, Path]]:
+    """(origin key, label, path) of every configured env_file."""
+    out = []
+    if config.settings.env_file:
+        out.append(("setting:env_file", "config", config.path(config.settings.env_file)))
+    for s in config.scripts.values():
+        if s.env_file:
+            out.append((f"script:{s.name}", f"script '{s.name}'", config.path(s.env_file)))
+    return out
+
+
+def _check_env_files(config: Config, problems: list[Problem]) -> None:
+    for key, label, path in env_files(config):
+        if not path.is_file():
+            file, line = config.origin.get(key, (None, None))
+            problems.append(Problem.error(file, line, f"{label}: env_file {path} does not exist"))
+
+
+def _check_permissions(config: Config, problems: list[Problem]) -> None:
+    """Refuse (as root) or warn about files others could change: they run as us.
+
+    cron and job runners refuse such files for the same reason.
+    """
+    euid = os.geteuid()
+    paths = [config.root, *config.files, *(p for _, _, p in env_files(config))]
+    make = Problem.error if euid == 0 else Problem.warning
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if st.st_mode & 0o022:
+            problems.append(
+                make(
+                    path,
+                    None,
+                    (
+                        "writable by group or others, so another user could make script-monitor "
+                        f"run their commands; fix with: chmod go-w {path}"
+                    ),
+                )
+            )
+        if st.st_uid != euid:
+            problems.append(
+                make(
+                    path,
+                    None,
+                    (
+                        f"owned by uid {st.st_uid}, not by the user running script-monitor (uid "
+                        f"{euid}); fix with: chown {euid} {path}"
+                    ),
+                )
+            )
 
 
 def valid_timezone(name: str) -> bool:

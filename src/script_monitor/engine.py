@@ -12,10 +12,12 @@ from typing import BinaryIO, Protocol
 
 from . import logs
 from .config import Config, Group, Script
-from .proc import Interrupt, run_process
+from .masking import Masker, pump
+from .proc import TOKEN_VAR, Interrupt, run_process
 from .store import Store
 
 FAILED = ("failed", "timeout")
+PUMP_DRAIN = 1.0  # seconds to wait for the masking pipe's end after the script exits
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Engine:
         self.interrupt = interrupt or Interrupt()
         self.log_dir = config.log_dir
         self._base_env: dict[str, str] | None = None
+        self._global_file: dict[str, str] = {}
 
     # ------------------------------------------------------------ one script
 
@@ -103,50 +106,41 @@ class Engine:
         run_id = self.store.start_run(
             name, self.trigger, started, group_run_id, group, rel if fd is not None else None
         )
-        if fd is None:
-            out_fd = os.open(os.devnull, os.O_WRONLY)
-        else:
-            out_fd = fd
-            log_error = self._write(
-                fd, logs.header(name, script.command, started, self.trigger, group, run_id)
-            )
-        follower = self._start_echo(rel, out_fd, echo) if echo and fd is not None else None
+        env, masker = self._env(script, name, group, run_id)
+        if fd is not None:
+            head = logs.header(name, script.command, started, self.trigger, group, run_id)
+            log_error = self._write(fd, masker.bytes(head) if masker else head)
+        out_fd, pump = self._sink(fd, masker)
+        follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
         try:
             result = run_process(
                 self._argv(script),
                 cwd=str(self.config.path(script.cwd or ".")),
-                env=self._env(script, name, group, run_id),
+                env=env,
                 out_fd=out_fd,
                 timeout=self.config.timeout_for(script),
                 grace=self.config.settings.execution.kill_grace,
                 interrupt=self.interrupt,
                 kill_leftovers=script.leftovers == "kill",
             )
-        except BaseException:
-            os.close(out_fd)
-            raise
+        finally:
+            if out_fd != fd:
+                os.close(out_fd)  # the pipe's write end, or /dev/null
         ended = time.time()
         duration = ended - started
+        if pump is not None:
+            pump.join(PUMP_DRAIN)  # leftovers may hold the pipe: do not wait for them
         if follower is not None:
             follower[1].set()
             follower[0].join()
         detail = _detail(result, script, self.config.timeout_for(script))
         if fd is not None:
-            size = os.fstat(fd).st_size
-            log_error = log_error or self._write(
-                fd,
-                logs.footer(
-                    result.status,
-                    result.exit_code,
-                    result.signal,
-                    duration,
-                    detail,
-                    not logs.ends_with_newline(fd, size),
-                ),
-            )
-        os.close(out_fd)
+            log_error = log_error or self._write_footer(fd, result, duration, detail)
+            os.close(fd)
         if log_error:
             detail = f"{detail}; {log_error}" if detail else log_error
+        if masker:
+            detail = masker.text(detail)
         self.store.finish_run(
             run_id,
             result.status,
@@ -171,27 +165,68 @@ class Engine:
             detail,
         )
 
+    def _sink(self, fd: int | None, masker: Masker) -> tuple[int, threading.Thread | None]:
+        """Where the child writes: the log itself, a masking pipe into it, or /dev/null."""
+        if fd is None:
+            return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), None
+        if not masker:
+            return fd, None
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        thread = threading.Thread(
+            target=pump, args=(read_end, os.dup(fd), masker), name="mask", daemon=True
+        )
+        thread.start()
+        return write_end, thread
+
+    def _write_footer(self, fd: int, result, duration: float, detail: str | None) -> str | None:
+        size = os.fstat(fd).st_size
+        return self._write(
+            fd,
+            logs.footer(
+                result.status,
+                result.exit_code,
+                result.signal,
+                duration,
+                detail,
+                not logs.ends_with_newline(fd, size),
+            ),
+        )
+
     def _argv(self, script: Script) -> list[str]:
         if isinstance(script.command, str):
             return ["/bin/sh", "-c", script.command]
         return list(script.command)
 
-    def _env(self, script: Script, name: str, group: str | None, run_id: int) -> dict[str, str]:
+    def _env(
+        self, script: Script, name: str, group: str | None, run_id: int
+    ) -> tuple[dict[str, str], Masker]:
+        """The child's environment, and a masker for the values that are secret."""
         if self._base_env is None:
             self._base_env = dict(os.environ)
+            settings = self.config.settings
+            if settings.env_file:
+                self._global_file = read_env_file(self.config.path(settings.env_file))
+                self._base_env.update(self._global_file)
         env = dict(self._base_env)
+        secrets = list(self._global_file.values())
         if script.env_file:
-            env.update(read_env_file(self.config.path(script.env_file)))
+            from_file = read_env_file(self.config.path(script.env_file))
+            env.update(from_file)
+            secrets += from_file.values()
         for key, value in script.env.items():
             env[key] = _env_text(value)
+        for key in (*self.config.settings.secret_env, *script.secret_env):
+            if key in env:
+                secrets.append(env[key])
         env["SCRIPT_MONITOR_SCRIPT"] = name
         env["SCRIPT_MONITOR_RUN_ID"] = str(run_id)
         env["SCRIPT_MONITOR_CONFIG_DIR"] = str(self.config.root)
+        env[TOKEN_VAR] = f"{run_id}.{os.getpid()}.{os.urandom(6).hex()}"
         if group:
             env["SCRIPT_MONITOR_GROUP"] = group
         else:
             env.pop("SCRIPT_MONITOR_GROUP", None)
-        return env
+        return env, Masker(secrets)
 
     def _open_log(self, rel: str) -> tuple[int | None, str | None]:
         path = self.log_dir / rel
@@ -215,7 +250,9 @@ class Engine:
             return f"log incomplete: {e.strerror}"
         return None
 
-    def _start_echo(self, rel: str, fd: int, echo: BinaryIO):
+    def _start_echo(
+        self, rel: str, fd: int, echo: BinaryIO
+    ) -> tuple[threading.Thread, threading.Event]:
         done = threading.Event()
         offset = os.fstat(fd).st_size
         thread = threading.Thread(
@@ -339,9 +376,9 @@ def _detail(result, script: Script, timeout: float) -> str | None:
     if result.error:
         notes.append(result.error)
     if result.status == "timeout":
-        notes.append(f"timed out after {timeout:g}s; its process group was ended")
+        notes.append(f"timed out after {timeout:g}s; its process tree was ended")
     if result.status == "interrupted":
-        notes.append("interrupted; its process group was ended")
+        notes.append("interrupted; its process tree was ended")
     if result.leftovers:
         pids = " ".join(str(p) for p in result.leftovers[:20])
         action = "ended (leftovers: kill)" if script.leftovers == "kill" else "left running"

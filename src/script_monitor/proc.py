@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 POLL_INTERVAL = 0.02
+TOKEN_VAR = "SCRIPT_MONITOR_RUN_TOKEN"
 
 
 class Interrupt:
@@ -76,9 +77,14 @@ def run_process(
     kill_leftovers: bool = False,
     on_spawn: Callable[[int], None] | None = None,
 ) -> ProcResult:
-    """Run ``argv`` to completion, timeout or interrupt; never raises for child trouble."""
+    """Run ``argv`` to completion, timeout or interrupt; never raises for child trouble.
+
+    ``env`` must carry ``TOKEN_VAR``: every descendant inherits it, so the whole tree
+    can be found again under /proc even after it left the process group.
+    """
     if interrupt.fired:
         return ProcResult("interrupted", error="interrupted before it started")
+    token = env.get(TOKEN_VAR, "")
     try:
         proc = subprocess.Popen(
             argv,
@@ -96,7 +102,7 @@ def run_process(
         on_spawn(proc.pid)
     status = _wait(proc, timeout, interrupt)
     if status != "exited":
-        terminate_group(proc, grace)
+        terminate_tree(proc, token, grace)
         return ProcResult(status, proc.returncode, _signal_of(proc.returncode), proc.pid)
     code = proc.returncode
     result = ProcResult(
@@ -105,10 +111,14 @@ def run_process(
         _signal_of(code),
         proc.pid,
     )
-    if group_alive(proc.pid):
+    if kill_leftovers:
+        result.leftovers = tree_members(proc.pid, token)
+        if result.leftovers:
+            terminate_tree(proc, token, grace)
+    elif group_alive(proc.pid):
+        # Only the cheap check after every run: processes that left the group are
+        # found by the token scan when they must be ended (timeout, interrupt, kill).
         result.leftovers = group_members(proc.pid)
-        if kill_leftovers:
-            terminate_group(proc, grace)
     return result
 
 
@@ -152,53 +162,107 @@ def _wait_polling(proc: subprocess.Popen, deadline: float | None, interrupt: Int
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process is left in the process group ``pgid``."""
+    """Whether any live (non-zombie) process is left in the process group ``pgid``."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    # Zombies count for killpg; an init that does not reap would keep them forever.
+    return bool(group_members(pgid))
+
+
+def _proc_entries() -> list[int]:
+    me = os.getpid()
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != me]
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
 
 
 def group_members(pgid: int) -> list[int]:
-    """The pids in process group ``pgid`` (read from /proc)."""
+    """The live pids in process group ``pgid`` (read from /proc)."""
+    key = str(pgid).encode()
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-            members.append(int(entry))
+    for pid in _proc_entries():
+        fields = _stat_fields(pid)
+        if fields and len(fields) > 2 and fields[2] == key and fields[0] not in (b"Z", b"X"):
+            members.append(pid)
     return members
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def token_members(token: str) -> list[int]:
+    """The live pids whose environment carries this run's token."""
+    if not token:
+        return []
+    needle = b"\0" + TOKEN_VAR.encode() + b"=" + token.encode() + b"\0"
+    found = []
+    for pid in _proc_entries():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                data = b"\0" + f.read() + b"\0"
+        except OSError:
+            continue
+        if needle in data:
+            found.append(pid)
+    return found
+
+
+def tree_members(pgid: int, token: str) -> list[int]:
+    """Every live process of a run: its process group and every token carrier."""
+    return sorted(set(group_members(pgid)) | set(token_members(token)))
+
+
+def _signal_all(pgid: int, pids: list[int], sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
-def terminate_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the child's whole process group, SIGKILL whatever is left after ``grace``."""
+def terminate_tree(proc: subprocess.Popen, token: str, grace: float) -> None:
+    """SIGTERM the run's whole tree, SIGKILL whatever is left after ``grace`` seconds.
+
+    The tree is the child's process group plus every process carrying the run's
+    token, which finds descendants that started their own session (setsid, double
+    fork).  The leader is always reaped.
+    """
     pgid = proc.pid
-    _signal_group(pgid, signal.SIGTERM)
-    _signal_group(pgid, signal.SIGCONT)
+    signalled = set(token_members(token))
+    _signal_all(pgid, list(signalled), signal.SIGTERM)
+    _signal_all(pgid, [], signal.SIGCONT)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+    while True:
         proc.poll()
-        if proc.returncode is not None and not group_alive(pgid):
+        left = tree_members(pgid, token)
+        if proc.returncode is not None and not left:
             return
+        if time.monotonic() >= deadline:
+            break
+        # Descendants may appear while the tree shuts down: each gets one SIGTERM too.
+        new = [pid for pid in left if pid not in signalled]
+        signalled.update(new)
+        _signal_all(pgid, new, signal.SIGTERM)
         time.sleep(POLL_INTERVAL)
-    _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
     end = time.monotonic() + 5
-    while group_alive(pgid) and time.monotonic() < end:
+    while True:
+        _signal_all(pgid, tree_members(pgid, token), signal.SIGKILL)
+        proc.poll()
+        if proc.returncode is not None and not tree_members(pgid, token):
+            break
+        if time.monotonic() >= end:
+            break
         time.sleep(POLL_INTERVAL)
+    proc.wait()

@@ -27,12 +27,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def effective(config) -> dict:
+    """The configuration as plain data, secret values masked."""
     return {
         "config_dir": str(config.root),
         "settings": to_builtins(config.settings),
-        "scripts": [to_builtins(s) for s in config.scripts.values()],
+        "scripts": [_masked(config, s) for s in config.scripts.values()],
         "groups": [to_builtins(g) for g in config.groups.values()],
     }
+
+
+def _masked(config, script) -> dict:
+    data = to_builtins(script)
+    secret = {*config.settings.secret_env, *script.secret_env}
+    if "env" in data:
+        data["env"] = {k: ("***" if k in secret else v) for k, v in data["env"].items()}
+    return data
 
 
 def cmd_show_config(args: argparse.Namespace) -> int:
