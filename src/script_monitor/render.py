@@ -125,6 +125,7 @@ class RichReporter:
         self.mode = "serial"
 
     def _view(self):
+        from rich.console import Group
         from rich.spinner import Spinner
         from rich.table import Table
 
@@ -132,6 +133,8 @@ class RichReporter:
         now = time.monotonic()
         with self.lock:
             items = list(self.running.items())
+        if not items:
+            return Group()
         for name, since in items:
             table.add_row(
                 Spinner("dots", style="cyan"),
@@ -147,7 +150,7 @@ class RichReporter:
         extra = f" [dim]({mode}, {len(scripts)} scripts)[/]"
         self.console.print(f"[bold]Running {name}...[/]{extra}")
         self.live = Live(
-            get_renderable=self._view, console=self.console, refresh_per_second=8, transient=True
+            get_renderable=self._view, console=self.console, refresh_per_second=8, transient=False
         )
         self.live.start()
 
@@ -160,7 +163,7 @@ class RichReporter:
             self.running.pop(result.script, None)
         style = "green" if result.ok else "red"
         extra = (
-            f" exit {result.exit_code}" if result.status == "failed" and result.exit_code else ""
+            f", exit {result.exit_code}" if result.status == "failed" and result.exit_code else ""
         )
         self.console.print(
             f"Running {result.script}... [{style}]{mark(result)}[/]"
@@ -173,6 +176,9 @@ class RichReporter:
 
     def group_finished(self, outcome: GroupResult) -> None:
         if self.live is not None:
+            with self.lock:
+                self.running.clear()  # the live area ends empty: nothing to erase
+            self.live.refresh()
             self.live.stop()
         if outcome.mode == "parallel":
             for line in summary_lines(outcome):
