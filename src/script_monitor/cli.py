@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p["logs"].add_argument(
         "-f", "--follow", action="store_true", help="keep printing while the run goes on"
     )
+    p["logs"].add_argument(
+        "--raw", action="store_true", help="print the bytes as stored (no UTF-8 repair)"
+    )
     p["clear-logs"].add_argument("name", help="script name")
     p["get-setting"].add_argument("key", help="dotted key, e.g. execution.max_parallel_workers")
     p["init"].add_argument("directory", nargs="?", help="where to write (default: config dir)")

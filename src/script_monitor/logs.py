@@ -90,6 +90,27 @@ def remove(log_dir: Path, relatives: list[str]) -> None:
             print(f"script-monitor: cannot delete log {rel}: {e.strerror}", file=sys.stderr)
 
 
+class Utf8Out:
+    """A binary writer that replaces undecodable bytes, even when split across chunks."""
+
+    def __init__(self, out: BinaryIO):
+        import codecs
+
+        self.out = out
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, chunk: bytes) -> None:
+        self.out.write(self.decoder.decode(chunk).encode())
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def finish(self) -> None:
+        """Write out a trailing incomplete sequence (as a replacement character)."""
+        self.out.write(self.decoder.decode(b"", final=True).encode())
+        self.out.flush()
+
+
 def follow(
     path: Path, offset: int, out: BinaryIO, done: Callable[[], bool], interval: float = 0.05
 ) -> int:

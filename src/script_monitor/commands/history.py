@@ -169,7 +169,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         path = logs.resolve(config.log_dir, run["log_path"])
     except logs.LogPathError:
         raise UsageError(f"run {run['id']} names a log outside the log directory") from None
-    out = sys.stdout.buffer
+    out = sys.stdout.buffer if args.raw else logs.Utf8Out(sys.stdout.buffer)
     try:
         if args.follow and run["status"] == "running":
 
@@ -181,6 +181,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             logs.follow(path, 0, out, _throttled(finished))
         else:
             logs.copy_file(path, out)
+        if isinstance(out, logs.Utf8Out):
+            out.finish()
     except FileNotFoundError:
         raise UsageError(f"the log file of run {run['id']} is missing: {path}") from None
     return EXIT_OK
