@@ -135,12 +135,22 @@ def cmd_history(args: argparse.Namespace) -> int:
                 code,
                 r["trigger"],
                 r["group_name"] or "-",
+                _short(r["detail"]),
             ]
         )
-    _table(
-        args, config, ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP"], rows, 3
-    )
+    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "NOTE"]
+    if not any(row[-1] for row in rows):
+        headers.pop()
+        rows = [row[:-1] for row in rows]
+    _table(args, config, headers, rows, 3)
     return EXIT_OK
+
+
+def _short(text: str | None, width: int = 70) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
