@@ -1,0 +1,725 @@
+"""The benchmark harness: script-monitor against bare baselines, workload by workload.
+
+    python bench/run.py            # full run (about 10 minutes on 2 cores)
+    python bench/run.py --quick    # tiny sizes, one repetition: a smoke run for CI
+
+Every workload is run once untimed (warm-up), then several timed repetitions.
+Within a repetition script-monitor and the baselines run one after the other,
+the order reversed on every other repetition; ratios against `bare` are taken
+pair by pair (same repetition) and the median of those ratios is reported.
+Wall time is measured around spawn + exit of the tool's process; peak RSS is
+``ru_maxrss`` from ``os.wait4`` of that process (the maximum over it and the
+children it reaped; those children are sh, sleep, true, yes and head, all far
+smaller than a Python process).  After every run the harness checks that every
+script really ran: script-monitor's history rows and log footers, the
+baselines' exit codes and log files.  Results are printed as Markdown tables
+and written to a JSON file.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+MAIN = ROOT / "main.py"
+GROUP = "g"
+W4_LINE = "script-monitor benchmark output line, 64 bytes long, repeated.."
+
+# key -> (full size, quick size); sizes are counts, seconds or bytes per workload
+SIZES = {
+    "W1": ({"n": 7, "sleep": 1, "cap": 7}, {"n": 3, "sleep": 0.1, "cap": 3}),
+    "W2": ({"n": 400, "cap": 8}, {"n": 20, "cap": 4}),
+    "W3": ({"n": 200}, {"n": 10}),
+    "W4": ({"bytes": 200_000_000}, {"bytes": 1_000_000}),
+    "W5": ({"n": 100, "sleep": 2, "cap": 100}, {"n": 10, "sleep": 0.2, "cap": 10}),
+    "W6": ({"scripts": 500, "runs": 100_000}, {"scripts": 20, "runs": 1_000}),
+}
+REPS = {"W1": 7, "W2": 7, "W3": 7, "W4": 5, "W5": 5, "W6": 15}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    """One timed run of one tool."""
+
+    wall: float
+    rss_kib: int
+    rc: int
+    problem: str | None = None
+
+
+@dataclass
+class Tool:
+    """A command line to time, with its untimed preparation and its proof of work."""
+
+    name: str
+    argv: list[str]
+    check: Callable[[Sample], str | None]
+    prepare: Callable[[], None] = lambda: None
+    samples: list[Sample] = field(default_factory=list)
+
+
+# Why a C helper: a child's ru_maxrss also counts the address space it had before
+# exec, and a child of this harness starts as a copy of (or, with vfork, as) the
+# harness's own ~20 MiB Python process.  The helper is a 1 MiB process that forks,
+# execs the tool, times it with CLOCK_MONOTONIC and reads wait4's rusage, so the
+# peak RSS it reports is the tool's own.
+SPAWN_C = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+int main(int argc, char **argv) {
+    struct timespec t0, t1;
+    struct rusage ru;
+    int status;
+    if (argc < 3) return 125;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t pid = fork();
+    if (pid == 0) { execvp(argv[2], argv + 2); _exit(127); }
+    if (pid < 0 || wait4(pid, &status, 0, &ru) < 0) return 125;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    FILE *f = fopen(argv[1], "w");
+    if (!f) return 125;
+    double wall = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(f, "%.9f %ld %d\n", wall, ru.ru_maxrss, status);
+    fclose(f);
+    return 0;
+}
+"""
+
+
+def build_spawner(work: Path) -> Path | None:
+    """Compile the measuring helper; None when no C compiler is there."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    (work / "spawn.c").write_text(SPAWN_C)
+    done = subprocess.run([cc, "-O2", "-o", str(work / "spawn"), str(work / "spawn.c")],
+                          capture_output=True)  # fmt: skip
+    return work / "spawn" if done.returncode == 0 else None
+
+
+def child_env() -> dict[str, str]:
+    """The same environment for every tool: plain output, no inherited config dir."""
+    env = dict(os.environ)
+    env.pop("SCRIPT_MONITOR_HOME", None)
+    env["NO_COLOR"] = "1"
+    env["PARALLEL_SHELL"] = "/bin/sh"
+    return env
+
+
+def measure(argv: list[str], out_dir: Path, spawner: Path | None) -> Sample:
+    """Run ``argv`` with stdout/stderr to files; its wall time, peak RSS and exit code.
+
+    Without the helper (no C compiler) the harness times the tool itself, and the
+    peak RSS is then only an upper bound (it includes the harness's own size).
+    """
+    env = child_env()
+    result = out_dir / "spawn.result"
+    with open(out_dir / "stdout", "wb") as out, open(out_dir / "stderr", "wb") as err:
+        if spawner is not None:
+            subprocess.run([str(spawner), str(result), *argv], stdin=subprocess.DEVNULL,
+                           stdout=out, stderr=err, env=env, check=True)  # fmt: skip
+            wall, rss, status = result.read_text().split()
+            return Sample(float(wall), int(rss), os.waitstatus_to_exitcode(int(status)))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Sample(wall, usage.ru_maxrss, proc.returncode)
+
+
+def run_tool(tool: Tool, out_dir: Path, spawner: Path | None) -> Sample:
+    """Prepare, time and check one run of ``tool``."""
+    tool.prepare()
+    sample = measure(tool.argv, out_dir, spawner)
+    if sample.rc != 0:
+        tail = (out_dir / "stderr").read_text(errors="replace")[-400:]
+        sample.problem = f"exit code {sample.rc}: {tail.strip()}"
+    else:
+        sample.problem = tool.check(sample)
+    return sample
+
+
+def run_reps(tools: list[Tool], reps: int, out_dir: Path, bench: Bench) -> None:
+    """One untimed warm-up of each tool, then ``reps`` alternating timed repetitions."""
+    for tool in tools:
+        warm = run_tool(tool, out_dir, bench.spawner)
+        if warm.problem:
+            tool.samples.append(warm)  # keep the failure visible in the results
+    for rep in range(reps):
+        order = tools if rep % 2 == 0 else list(reversed(tools))
+        for tool in order:
+            sample = run_tool(tool, out_dir, bench.spawner)
+            tool.samples.append(sample)
+            bench.log(f"  rep {rep + 1}/{reps} {tool.name:<22} {sample.wall:8.3f}s")
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def write_config(root: Path, commands: dict[str, str], execution: str, cap: int) -> None:
+    """A config dir with one group ``g`` holding every script, in order."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(f"execution:\n  max_parallel_workers: {cap}\n")
+    lines = ["scripts:"]
+    for name, command in commands.items():
+        lines += [f"  - name: {name}", f"    command: {json.dumps(command)}"]
+    (root / "scripts.yaml").write_text("\n".join(lines) + "\n")
+    members = "".join(f"      - {name}\n" for name in commands)
+    (root / "groups.yaml").write_text(
+        f"groups:\n  - name: {GROUP}\n    execution: {execution}\n"
+        f"    max_parallel_workers: {cap}\n    scripts:\n{members}"
+    )
+
+
+def script_names(n: int) -> list[str]:
+    return [f"s{i:03d}" for i in range(n)]
+
+
+def commands_file(root: Path, commands: dict[str, str], log_dir: Path) -> Path:
+    """One shell line per script, its output redirected to its own log (xargs, parallel)."""
+    path = root / f"{log_dir.name}.cmds"
+    path.write_text(
+        "".join(f"{cmd} > {log_dir / name}.log 2>&1\n" for name, cmd in commands.items())
+    )
+    return path
+
+
+# ---------------------------------------------------------------- proofs of work
+
+
+def sm_check(root: Path, names: list[str], min_bytes: int = 0) -> Callable[[Sample], str | None]:
+    """script-monitor ran every script: success rows in its newest group run, log footers."""
+
+    def check(_sample: Sample) -> str | None:
+        db = sqlite3.connect(f"file:{root / '.script-monitor' / 'history.db'}?mode=ro", uri=True)
+        try:
+            (gid,) = db.execute("SELECT MAX(id) FROM group_runs").fetchone()
+            rows = db.execute(
+                "SELECT script, status, exit_code, log_path FROM runs WHERE group_run_id = ?",
+                (gid,),
+            ).fetchall()
+        finally:
+            db.close()
+        if sorted(r[0] for r in rows) != sorted(names):
+            return f"history has {len(rows)} runs in group run {gid}, expected {len(names)}"
+        bad = [r[0] for r in rows if r[1] != "success" or r[2] != 0]
+        if bad:
+            return f"not successful: {', '.join(bad[:5])}"
+        return _check_logs([root / "logs" / r[3] for r in rows], min_bytes, b"finished: success")
+
+    return check
+
+
+def file_check(log_dir: Path, names: list[str], min_bytes: int = 0) -> Callable:
+    """A baseline ran every script: its exit code was 0 (checked before) and each log exists."""
+
+    def check(_sample: Sample) -> str | None:
+        return _check_logs([log_dir / f"{n}.log" for n in names], min_bytes, None)
+
+    return check
+
+
+def _check_logs(paths: list[Path], min_bytes: int, footer: bytes | None) -> str | None:
+    for path in paths:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"missing log {path}"
+        if size < min_bytes:
+            return f"log {path} has {size} bytes, expected at least {min_bytes}"
+        if footer is not None:
+            with open(path, "rb") as f:
+                f.seek(max(0, size - 300))
+                if footer not in f.read():
+                    return f"log {path} has no '{footer.decode()}' footer"
+    return None
+
+
+def fresh_dir(path: Path) -> Callable[[], None]:
+    def prepare() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+
+    return prepare
+
+
+# ---------------------------------------------------------------- run-group workloads
+
+
+def group_tools(py: str, root: Path, commands: dict[str, str], cap: int, min_bytes: int = 0):
+    """script-monitor, bare, xargs -P and (when installed) GNU parallel on one group."""
+    names = list(commands)
+    tools = [
+        Tool(
+            "script-monitor",
+            [py, str(MAIN), "--config-dir", str(root), "run-group", GROUP],
+            sm_check(root, names, min_bytes),
+        ),
+        Tool(
+            "bare",
+            [py, str(BENCH / "bare.py"), str(root), GROUP],
+            file_check(root / "bare-logs", names, min_bytes),
+            fresh_dir(root / "bare-logs"),
+        ),
+    ]
+    xlogs = root / "xargs-logs"
+    tools.append(
+        Tool(
+            "xargs -P",
+            ["sh", "-c", 'exec xargs -d "\\n" -P "$1" -n 1 sh -c < "$2"', "sh", str(cap),
+             str(commands_file(root, commands, xlogs))],
+            file_check(xlogs, names, min_bytes),
+            fresh_dir(xlogs),
+        )
+    )  # fmt: skip
+    if shutil.which("parallel"):
+        plogs = root / "parallel-logs"
+        tools.append(
+            Tool(
+                "GNU parallel",
+                ["sh", "-c", 'exec parallel --will-cite -j "$1" < "$2"', "sh", str(cap),
+                 str(commands_file(root, commands, plogs))],
+                file_check(plogs, names, min_bytes),
+                fresh_dir(plogs),
+            )
+        )  # fmt: skip
+    return tools
+
+
+def group_workload(key: str, size: dict) -> tuple[str, dict[str, str], str, int, int]:
+    """Title, commands, execution mode, cap and minimum log size of W1-W5."""
+    if key == "W4":
+        n = size["bytes"]
+        cmd = f"yes '{W4_LINE}' | head -c {n}"
+        return f"one script printing {n / 1e6:g} MB", {"big": cmd}, "serial", 1, n
+    if key == "W3":
+        n = size["n"]
+        return f"{n} x true, serial", dict.fromkeys(script_names(n), "true"), "serial", 1, 0
+    n, cap = size["n"], size["cap"]
+    cmd = f"sleep {size['sleep']:g}" if "sleep" in size else "true"
+    title = f"{n} x {cmd}, parallel, cap {cap}"
+    return title, dict.fromkeys(script_names(n), cmd), "parallel", cap, 0
+
+
+# ---------------------------------------------------------------- W6: --help and list
+
+
+def populate_history(root: Path, scripts: list[str], runs: int) -> None:
+    """Insert ``runs`` finished runs (spread over ``scripts``) straight into the history.
+
+    The schema comes from script-monitor's own Store; the rows are inserted in one
+    transaction, outside any timed part.
+    """
+    sys.path.insert(0, str(ROOT / "src"))
+    from script_monitor.store import Store
+
+    store = Store(root / ".script-monitor")
+    store.reap_lost()  # opens the database: creates it and its schema
+    store.close()
+    per_script = runs // len(scripts)
+    now = time.time() - per_script * 3600
+    group_rows, run_rows = [], []
+    for tick in range(per_script):
+        started = now + tick * 3600
+        gid = tick + 1
+        group_rows.append((gid, "all", "schedule", "success", started, started + 60, "bench|x|1|1"))
+        for i, name in enumerate(scripts):
+            failed = (tick + i) % 17 == 0
+            recent = tick >= per_script - 10
+            run_rows.append(
+                (name, gid, "all", "schedule", "failed" if failed else "success",
+                 started + i * 0.1, started + i * 0.1 + 0.05, 0.05, 1 if failed else 0,
+                 10_000 + i, "bench|x|1|1", f"{name}/{tick:06d}.log",
+                 "ok" if recent else "rotated")
+            )  # fmt: skip
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(
+        "INSERT INTO group_runs (id, group_name, trigger, status, started, ended, owner)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        group_rows,
+    )
+    db.executemany(
+        "INSERT INTO runs (script, group_run_id, group_name, trigger, status, started, ended,"
+        " duration, exit_code, pid, owner, log_path, log_state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        run_rows,
+    )
+    db.execute("COMMIT")
+    db.close()
+
+
+def w6_tools(py: str, root: Path, names: list[str], out_dir: Path) -> list[Tool]:
+    def lists_all(_sample: Sample) -> str | None:
+        text = (out_dir / "stdout").read_text()
+        firsts = {line.split()[0] for line in text.splitlines() if line.strip()}
+        missing = [n for n in names if n not in firsts]
+        return f"{len(missing)} scripts missing from the output" if missing else None
+
+    def helps(_sample: Sample) -> str | None:
+        text = (out_dir / "stdout").read_text()
+        return None if "run-group" in text else "--help output does not list run-group"
+
+    sm = [py, str(MAIN), "--config-dir", str(root)]
+    return [
+        Tool("script-monitor --help", [*sm, "--help"], helps),
+        Tool("script-monitor list", [*sm, "list"], lists_all),
+        Tool("bare_list", [py, str(BENCH / "bare_list.py"), str(root)], lists_all),
+    ]
+
+
+def w6_config(root: Path, n: int) -> list[str]:
+    """500 scripts in groups of 50, like a real configuration; return the script names."""
+    names = [f"script-{i:04d}" for i in range(n)]
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["scripts:"]
+    for i, name in enumerate(names):
+        lines += [
+            f"  - name: {name}",
+            f"    command: echo job {i} && test -d /tmp",
+            f"    description: nightly job number {i}",
+            "    timeout: 600",
+        ]
+    (root / "scripts.yaml").write_text("\n".join(lines) + "\n")
+    groups = ["groups:"]
+    for g in range(0, n, 50):
+        groups += [f"  - name: batch-{g // 50}", "    execution: parallel", "    scripts:"]
+        groups += [f"      - {name}" for name in names[g : g + 50]]
+    (root / "groups.yaml").write_text("\n".join(groups) + "\n")
+    return names
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def stats(samples: list[Sample]) -> dict:
+    walls = [s.wall for s in samples]
+    return {
+        "median_s": statistics.median(walls),
+        "min_s": min(walls),
+        "max_s": max(walls),
+        "peak_rss_mib": max(s.rss_kib for s in samples) / 1024,
+    }
+
+
+def pair_ratios(a: Tool, b: Tool) -> list[float]:
+    return [x.wall / y.wall for x, y in zip(a.samples, b.samples, strict=True)]
+
+
+def table(tools: list[Tool], base: Tool) -> list[str]:
+    rows = [
+        "| tool | median | min–max | peak RSS | × bare (pairwise median) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for tool in tools:
+        s = stats(tool.samples)
+        ratio = "1" if tool is base else f"{statistics.median(pair_ratios(tool, base)):.3f}"
+        rows.append(
+            f"| {tool.name} | {s['median_s']:.3f} s | {s['min_s']:.3f}–{s['max_s']:.3f} s"
+            f" | {s['peak_rss_mib']:.1f} MiB | {ratio} |"
+        )
+    return rows
+
+
+def target(name: str, value: float, limit: float, unit: str = "×") -> dict:
+    return {"target": name, "value": round(value, 4), "limit": limit, "unit": unit,
+            "met": value <= limit}  # fmt: skip
+
+
+def group_targets(key: str, sm: Tool, bare: Tool, n: int) -> list[dict]:
+    ratio = statistics.median(pair_ratios(sm, bare))
+    rss = stats(sm.samples)["peak_rss_mib"]
+    if key == "W3":
+        per_run = [(x.wall - y.wall) / n * 1000 for x, y in zip(sm.samples, bare.samples)]  # noqa: B905
+        return [target("extra time per run vs bare", statistics.median(per_run), 0.5, "ms")]
+    limits = {"W1": 1.05, "W2": 1.25, "W4": 1.2, "W5": 1.05}
+    out = [target("wall time / bare", ratio, limits[key])]
+    if key == "W4":
+        out.append(target("script-monitor peak RSS", rss, 40, "MiB"))
+    if key == "W5":
+        out.append(target("script-monitor peak RSS", rss, 45, "MiB"))
+    return out
+
+
+# ---------------------------------------------------------------- workloads
+
+
+@dataclass
+class Bench:
+    """One benchmark run: options, work directory, collected results."""
+
+    py: str
+    quick: bool
+    work: Path
+    reps_override: int | None
+    spawner: Path | None = None
+    results: list[dict] = field(default_factory=list)
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def reps(self, key: str) -> int:
+        if self.reps_override:
+            return self.reps_override
+        return 1 if self.quick else REPS[key]
+
+    def size(self, key: str) -> dict:
+        return SIZES[key][1 if self.quick else 0]
+
+    def record(self, key: str, title: str, tools: list[Tool], base: Tool, targets, load0) -> None:
+        problems = {t.name: [s.problem for s in t.samples if s.problem] for t in tools}
+        self.results.append(
+            {
+                "workload": key,
+                "title": title,
+                "repetitions": self.reps(key),
+                "load_before": load0,
+                "load_after": list(os.getloadavg()),
+                "tools": {
+                    t.name: {
+                        **stats(t.samples),
+                        "wall_s": [round(s.wall, 5) for s in t.samples],
+                        "rss_kib": [s.rss_kib for s in t.samples],
+                        "ratio_to_bare": [round(r, 4) for r in pair_ratios(t, base)],
+                    }
+                    for t in tools
+                },
+                "every_script_ran": not any(problems.values()),
+                "problems": {k: v for k, v in problems.items() if v},
+                "targets": targets,
+                "table": table(tools, base),
+            }
+        )
+
+    def group(self, key: str) -> None:
+        title, commands, mode, cap, min_bytes = group_workload(key, self.size(key))
+        root = self.work / key.lower()
+        write_config(root, commands, mode, cap)
+        tools = group_tools(self.py, root, commands, cap, min_bytes)
+        self.log(f"{key}: {title}")
+        load0 = list(os.getloadavg())
+        run_reps(tools, self.reps(key), root, self)
+        sm, bare = tools[0], tools[1]
+        if any(s.problem for s in sm.samples + bare.samples):
+            targets = []
+        else:
+            targets = group_targets(key, sm, bare, len(commands))
+        self.record(key, title, tools, bare, targets, load0)
+
+    def w6(self) -> None:
+        size = self.size("W6")
+        root = self.work / "w6"
+        names = w6_config(root, size["scripts"])
+        populate_history(root, names, size["runs"])
+        title = f"--help, and list on {size['scripts']} scripts with {size['runs']} runs"
+        self.log(f"W6: {title}")
+        tools = w6_tools(self.py, root, names, root)
+        load0 = list(os.getloadavg())
+        run_reps(tools, self.reps("W6"), root, self)
+        help_, list_, bare = tools
+        targets = []
+        if not any(s.problem for t in tools for s in t.samples):
+            targets = [
+                target("--help / bare_list", statistics.median(pair_ratios(help_, bare)), 1.6),
+                target("list / bare_list", statistics.median(pair_ratios(list_, bare)), 2.0),
+            ]
+        self.record("W6", title, tools, bare, targets, load0)
+
+    def w7(self) -> None:
+        """The scheduler's lateness: bench/scheduler_lateness.py, when it exists."""
+        path = BENCH / "scheduler_lateness.py"
+        if not path.exists():
+            self.log("W7: bench/scheduler_lateness.py is not there yet; skipped")
+            self.results.append(
+                {"workload": "W7", "title": "scheduler lateness", "skipped": "not available"}
+            )
+            return
+        self.log("W7: scheduler lateness (bench/scheduler_lateness.py)")
+        spec = importlib.util.spec_from_file_location("scheduler_lateness", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["scheduler_lateness"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        load0 = list(os.getloadavg())
+        captured = io.StringIO()
+        with redirect_stdout(captured):
+            outcome = module.main(["--quick"] if self.quick else [])
+        self.results.append(w7_result(outcome, captured.getvalue(), load0))
+
+
+def w7_result(outcome: object, output: str, load0: list[float]) -> dict:
+    """W7 as reported by scheduler_lateness.main: its return value and its printed text."""
+    result = {
+        "workload": "W7",
+        "title": "scheduler lateness after the due minute",
+        "load_before": load0,
+        "load_after": list(os.getloadavg()),
+        "output": output,
+        "every_script_ran": True,
+        "targets": [],
+    }
+    if isinstance(outcome, dict):
+        result["data"] = outcome
+        lateness = outcome.get("lateness_ms") or outcome.get("lateness")
+        if isinstance(lateness, list) and lateness:
+            result["targets"] = [
+                target("median lateness", statistics.median(lateness), 50, "ms"),
+                target("max lateness", max(lateness), 500, "ms"),
+            ]
+        if outcome.get("ok") is False:
+            result["every_script_ran"] = False
+    elif isinstance(outcome, int) and outcome != 0:
+        result["every_script_ran"] = False
+    result["table"] = ["```", *output.rstrip().splitlines(), "```"]
+    return result
+
+
+# ---------------------------------------------------------------- machine and versions
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    return out.splitlines()[0].strip() if out.strip() else "unknown"
+
+
+def environment(py: str) -> dict:
+    """The machine and the versions of everything measured."""
+    probe = (
+        "import sys, sqlite3, yaml, msgspec; print(sys.version.split()[0], sqlite3.sqlite_version,"
+        " yaml.__version__, yaml.__with_libyaml__, msgspec.__version__)"
+    )
+    pyv, sqlv, yamlv, libyaml, msgv = _first_line([py, "-c", probe]).split()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if "model name" in ln), "?")
+    rev = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _first_line(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"])
+    return {
+        "machine": {
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30),
+            "kernel": platform.release(),
+            "load_at_start": list(os.getloadavg()),
+        },
+        "versions": {
+            "script-monitor": f"git {rev}" + (" (src modified)" if dirty != "unknown" else ""),
+            "python": pyv,
+            "sqlite": sqlv,
+            "PyYAML": f"{yamlv} (libyaml: {libyaml})",
+            "msgspec": msgv,
+            "xargs": _first_line(["xargs", "--version"]),
+            "GNU parallel": _first_line(["parallel", "--version"])
+            if shutil.which("parallel")
+            else "not installed",
+        },
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (CI)")
+    parser.add_argument("--only", help="comma-separated workloads, e.g. W2,W6")
+    parser.add_argument("--reps", type=int, help="repetitions for every workload")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="results file (default: bench/results.json; with --quick,"
+        " script-monitor-bench-quick.json in the temp directory)",
+    )
+    parser.add_argument("--work", type=Path, help="work directory (default: a new temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for every tool")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 when every script of every tool really ran."""
+    import tempfile
+
+    args = parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="sm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args.python, args.quick, work, args.reps, build_spawner(work))
+    wanted = (args.only or "W1,W2,W3,W4,W5,W6,W7").upper().split(",")
+    started = time.time()
+    env = environment(args.python)
+    for key in wanted:
+        if key == "W6":
+            bench.w6()
+        elif key == "W7":
+            bench.w7()
+        else:
+            bench.group(key)
+    report = {
+        "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": args.quick,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "measured_by": "C helper: fork, exec, CLOCK_MONOTONIC, wait4 rusage"
+        if bench.spawner
+        else "the harness: perf_counter and os.wait4 (peak RSS is an upper bound)",
+        **env,
+        "workloads": bench.results,
+    }
+    report["every_script_ran"] = all(r.get("every_script_ran", True) for r in bench.results)
+    quick_json = Path(tempfile.gettempdir()) / "script-monitor-bench-quick.json"
+    out = args.json or (quick_json if args.quick else BENCH / "results.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    print(f"\nresults written to {out}")
+    if not args.keep and not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if report["every_script_ran"] else 1
+
+
+def render(report: dict) -> str:
+    """The Markdown tables of a report, as pasted into bench/README.md."""
+    lines = [f"`{report['command'].strip()}` — {report['started']}, {report['elapsed_s']} s", ""]
+    for w in report["workloads"]:
+        if "skipped" in w:
+            lines += [f"### {w['workload']}: {w['title']} — skipped ({w['skipped']})", ""]
+            continue
+        reps = f", {w['repetitions']} repetitions" if "repetitions" in w else ""
+        load = f"load {w['load_before'][0]:.2f} → {w['load_after'][0]:.2f}"
+        lines += [f"### {w['workload']}: {w['title']}{reps} ({load})", "", *w["table"], ""]
+        for t in w["targets"]:
+            mark = "met" if t["met"] else "MISSED"
+            lines.append(f"- {t['target']}: {t['value']:g} {t['unit']} (≤ {t['limit']:g}): {mark}")
+        for tool, problems in w.get("problems", {}).items():
+            lines.append(f"- **{tool} did not run every script**: {problems[0]}")
+        lines.append("")
+    ran = "yes" if report["every_script_ran"] else "NO"
+    lines.append(f"Every script of every tool ran: {ran}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The benchmark harness still works: `bench/run.py --quick` at tiny sizes.
+
+No timing is asserted here (timings belong to bench/README.md); only that the
+harness completes, that every tool really ran every script, and that the JSON
+results are written with every workload in them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+BENCH = ROOT / "bench" / "run.py"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_every_script_and_writes_json(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["quick"] is True
+    assert report["every_script_ran"] is True
+    workloads = {w["workload"]: w for w in report["workloads"]}
+    assert {"W1", "W2", "W3", "W4", "W5", "W6", "W7"} <= set(workloads)
+    for key in ("W1", "W2", "W3", "W4", "W5"):
+        tools = workloads[key]["tools"]
+        assert {"script-monitor", "bare", "xargs -P"} <= set(tools), key
+        assert all(len(t["wall_s"]) == 1 and t["wall_s"][0] > 0 for t in tools.values()), key
+        assert workloads[key]["every_script_ran"] is True, workloads[key].get("problems")
+        assert workloads[key]["targets"], key  # targets were evaluated, met or not
+    assert set(workloads["W6"]["tools"]) == {
+        "script-monitor --help",
+        "script-monitor list",
+        "bare_list",
+    }
+    assert "### W2:" in done.stdout and "| script-monitor |" in done.stdout
+
+
+def test_bench_check_notices_a_script_that_did_not_run(tmp_path):
+    """The proof-of-work check fails when a log is missing: it is not a rubber stamp."""
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
+    bench_run = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = bench_run  # dataclasses look their module up there
+    spec.loader.exec_module(bench_run)
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "s000.log").write_text("")
+    check = bench_run.file_check(logs, ["s000", "s001"])
+    problem = check(bench_run.Sample(0.1, 1000, 0))
+    assert problem is not None and "s001.log" in problem
+    (logs / "s001.log").write_text("")
+    assert check(bench_run.Sample(0.1, 1000, 0)) is None
