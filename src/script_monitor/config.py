@@ -198,6 +198,10 @@ def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        start = getattr(e, "context_mark", None)
+        if start is not None and mark is not None and mark.line >= len(text.splitlines()):
+            # An unclosed quote or bracket is noticed at the end of the file: name its start.
+            mark = start
         line = mark.line + 1 if mark is not None else None
         problems.append(Problem.error(path, line, f"invalid YAML: {_yaml_reason(e, text, mark)}"))
         return None
@@ -268,19 +272,25 @@ def _convert(data: Any, typ: type, doc: Document, base: tuple, label: str, out: 
         out.append(Problem.error(doc.path, doc.line(base), f"{label}: expected a mapping"))
         return None
     data = dict(data)
+    removed: set = set()
     for _ in range(64):
         try:
             return msgspec.convert(data, typ, strict=False)
         except msgspec.ValidationError as e:
             key, problem = _describe(str(e), data, doc, base, label)
-            out.append(problem)
+            missing = re.search(r"missing required key '([^']*)'$", problem.message)
+            if not (missing and missing.group(1) in removed):  # not again as "missing"
+                out.append(problem)
             if key is None or key not in data:
                 return None
+            removed.add(key)
             del data[key]
     return None
 
 
 def _describe(text: str, data: dict, doc: Document, base: tuple, label: str):
+    text = text.replace("[...]", "")  # a mapping's value: msgspec does not name the key
+    text = re.sub(r" - at `key` in `(\$[^`]*)`$", r" - at `\1`", text)  # a mapping's key
     m = _ERROR_AT.match(text)
     msg, raw_path = m.group("msg"), m.group("path") or ""
     parts: list = [int(i) if i else k for k, i in _PATH_PART.findall(raw_path)]
@@ -320,8 +330,12 @@ def _humanize(msg: str, parts: list, value: Any) -> str:
         return f"invalid value {value!r}" + (f": expected {choices}" if choices else "")
     if "matching regex" in msg:
         if parts and parts[0] == "env":
-            return f"invalid variable name {value!r}"
+            names = value if isinstance(value, dict) else [value]
+            bad = [k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
+            return f"invalid variable name {', '.join(repr(k) for k in bad)}"
         return f"invalid name {value!r}: use letters, digits, '_', '.' and '-' only"
+    msg = re.sub(r"`([^`]*?) \| null`", r"`\1`", msg)  # null is the unset default
+    msg = msg.replace("`bool | int | float | str`", "a string, a number or true/false")
     for word, human in _TYPE_WORDS.items():
         msg = msg.replace(word, human)
     msg = msg.replace("Expected", "expected").replace(">= 0.0", ">= 0")
@@ -385,7 +399,7 @@ def load_config(root: Path) -> Config:
         files.append(file)
         _load_items(file, "groups", Group, groups, origin, problems)
     config = Config(root, settings, scripts, groups, files, origin=origin)
-    if not problems:  # members of a file that failed to load would all look missing
+    if not any(p.level == "error" for p in problems):  # else members would look missing
         _cross_check(config, problems)
     _check_env_files(config, problems)
     _check_permissions(config, problems)
