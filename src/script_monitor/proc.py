@@ -97,6 +97,9 @@ def run_process(
             close_fds=True,
         )
     except OSError as e:
+        if e.filename == cwd:  # the working directory, not the program, is missing
+            why = f"cannot start: working directory {cwd!r}: {e.strerror}"
+            return ProcResult("failed", error=why)
         return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
     if on_spawn is not None:
         on_spawn(proc.pid)
