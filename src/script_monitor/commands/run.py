@@ -51,12 +51,20 @@ def _run(
         outcome = action(engine)
     if isinstance(outcome, GroupResult):
         statuses = [r.status for r in outcome.results]
+        _warn_log_problems(outcome.results)
     else:
         statuses = [outcome.status]
     if interrupt.fired:
         name = signal.Signals(interrupt.signum).name
         print(f"script-monitor: interrupted by {name}; running scripts were ended", file=sys.stderr)
     return exit_code(statuses, interrupt)
+
+
+def _warn_log_problems(results: list[RunResult]) -> None:
+    """A group's plain output has no room for details: say on stderr when a log was lost."""
+    for r in results:
+        if r.detail and ("log not written" in r.detail or "log incomplete" in r.detail):
+            print(f"script-monitor: {r.script}: {r.detail}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
