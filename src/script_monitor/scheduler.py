@@ -1,0 +1,751 @@
+"""The built-in scheduler: what is due when (pure functions), and the daemon loop.
+
+One process per config directory (a POSIX lock on ``scheduler.lock`` in the
+state directory), a heartbeat file other commands read, a small state file
+remembering the last tick handled per group so that ticks missed while the
+scheduler was down are run or recorded (never silently lost).  Each group run
+is an ``Engine.run_group`` in its own thread; the loop itself only sleeps,
+decides and records.  The rules are in docs/SCHEDULING.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import __version__, cron
+from .config import Config, load_config
+from .engine import Engine
+from .errors import EXIT_FAILED, ScriptMonitorError
+from .proc import Interrupt
+from .store import Store
+
+ON_TIME = 60.0  # a tick handled within this many seconds of its due time is on time
+CONFIG_CHECK_EVERY = 1.0  # real seconds between cheap stat() checks of the config files
+HEARTBEAT_EVERY = 5.0  # real seconds between heartbeat writes
+HEARTBEAT_STALE = 30.0  # a heartbeat older than this means a hung scheduler
+LOCK_FILE = "scheduler.lock"
+HEARTBEAT_FILE = "scheduler.heartbeat"
+STATE_FILE = "scheduler-state.json"
+CLOCK_ENV = "SCRIPT_MONITOR_CLOCK"  # test hook: "EPOCH" or "EPOCHxSPEED"
+MISSED_LIMIT = 10_000
+
+log = logging.getLogger("script_monitor.scheduler")
+
+
+class AlreadyRunning(ScriptMonitorError):
+    """Another scheduler holds the lock of this config directory."""
+
+    exit_code = EXIT_FAILED
+
+
+# ---------------------------------------------------------------- clocks
+
+
+class Clock:
+    """Wall-clock time for the scheduler; tests may accelerate it."""
+
+    speed = 1.0
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def real(self, seconds: float) -> float:
+        """How many real seconds pass while this clock advances ``seconds``."""
+        return seconds / self.speed
+
+
+class AcceleratedClock(Clock):
+    """A clock that starts at ``start`` and runs ``speed`` times faster than real time."""
+
+    def __init__(self, start: float, speed: float = 1.0):
+        self.start = start
+        self.speed = speed
+        self._origin = time.monotonic()
+
+    def now(self) -> float:
+        """Simulated seconds since the epoch."""
+        return self.start + (time.monotonic() - self._origin) * self.speed
+
+
+def clock_from_env(environ: dict[str, str] | os._Environ = os.environ) -> Clock:
+    """The real clock, or an accelerated one when ``SCRIPT_MONITOR_CLOCK`` is set (tests)."""
+    text = environ.get(CLOCK_ENV, "").strip()
+    if not text:
+        return Clock()
+    start, _, speed = text.partition("x")
+    try:
+        return AcceleratedClock(float(start), float(speed or 1))
+    except ValueError:
+        raise ScriptMonitorError(
+            f"{CLOCK_ENV}: expected EPOCH or EPOCHxSPEED, got {text!r}"
+        ) from None
+
+
+# ---------------------------------------------------------------- pure decisions
+
+
+@dataclass
+class Entry:
+    """One scheduled group as the scheduler tracks it."""
+
+    name: str
+    expr: str
+    zone: str
+    tz: tzinfo
+    last_tick: float  # every tick up to here has been handled
+    next_due: float | None = None
+
+    def __post_init__(self) -> None:
+        self.next_due = next_due(self.expr, self.tz, self.last_tick)
+
+
+@dataclass
+class Decision:
+    """What to do with the ticks found due: run one, record the others as missed."""
+
+    run: float | None
+    missed: list[float] = field(default_factory=list)
+    reason: str = ""
+
+
+def next_due(expr: str, tz: tzinfo, after: float) -> float | None:
+    """The first fire time strictly after ``after`` (epoch seconds), or None."""
+    nxt = cron.next_fire(expr, tz, datetime.fromtimestamp(after, tz))
+    return nxt.timestamp() if nxt is not None else None
+
+
+def due_ticks(entry: Entry, now: float) -> tuple[list[float], bool]:
+    """The entry's fire times in (last_tick, now]; and whether the list was cut short."""
+    if entry.next_due is None or entry.next_due > now:
+        return [], False
+    found, cut = cron.fires_between(
+        entry.expr,
+        entry.tz,
+        datetime.fromtimestamp(entry.last_tick, entry.tz),
+        datetime.fromtimestamp(now, entry.tz),
+        MISSED_LIMIT,
+    )
+    return [t.timestamp() for t in found], cut
+
+
+def decide(ticks: list[float], now: float, catchup: str, grace: float) -> Decision:
+    """Run the latest tick when on time (or, with catchup: latest, within grace)."""
+    if not ticks:
+        return Decision(None)
+    latest = ticks[-1]
+    late = now - latest
+    if late <= ON_TIME:
+        return Decision(latest, ticks[:-1], "only the latest tick is run")
+    if catchup == "latest" and late <= grace:
+        return Decision(latest, ticks[:-1], "catchup: latest runs only the latest tick")
+    if catchup == "latest":
+        why = f"older than scheduling.catchup_grace ({grace:g}s)"
+    else:
+        why = "catchup: skip"
+    return Decision(None, ticks, why)
+
+
+def overlap_action(policy: str, running: int, queued: bool) -> str:
+    """'start', 'queue' or 'skip' for a tick of a group with ``running`` runs going."""
+    if running == 0 or policy == "allow":
+        return "start"
+    if policy == "queue" and not queued:
+        return "queue"
+    return "skip"
+
+
+def zone_of(config: Config, group_name: str) -> str:
+    """The time zone name a group's schedule is read in."""
+    return config.groups[group_name].timezone or config.settings.scheduling.timezone
+
+
+# ---------------------------------------------------------------- lock and heartbeat
+
+
+_FLOCK = "hhqqi4x"  # struct flock on Linux (64-bit off_t), padded to its C size
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid holding the scheduler lock (0 if not visible here), or None when free."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        kind, _, _, _, pid = struct.unpack(_FLOCK, answer)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
+
+
+class SchedulerLock:
+    """The one-scheduler-per-config-directory lock (POSIX record lock)."""
+
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise AlreadyRunning naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = lock_holder(self.path.parent) or _heartbeat_pid(self.path.parent)
+            who = f" (pid {pid})" if pid else ""
+            raise AlreadyRunning(
+                f"a scheduler is already running for this config directory{who}; "
+                f"only one may run at a time (lock: {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (closing the file releases it)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _heartbeat_pid(state_dir: Path) -> int | None:
+    beat = read_heartbeat(state_dir)
+    return beat.get("pid") if beat else None
+
+
+def read_heartbeat(state_dir: Path) -> dict[str, Any] | None:
+    """The last heartbeat written by a scheduler of this state directory, if any."""
+    try:
+        data = json.loads((state_dir / HEARTBEAT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def scheduler_status(state_dir: Path, now: float | None = None) -> dict[str, Any]:
+    """Whether a scheduler runs for this state directory: running, pid, heartbeat age."""
+    holder = lock_holder(state_dir)
+    if holder is None:
+        return {"running": False, "pid": None, "heartbeat_age": None, "stale": False}
+    beat = read_heartbeat(state_dir) or {}
+    pid = holder or beat.get("pid")
+    updated = beat.get("updated")
+    age = (now or time.time()) - updated if isinstance(updated, int | float) else None
+    stale = age is None or age > HEARTBEAT_STALE
+    return {"running": True, "pid": pid, "heartbeat_age": age, "stale": stale}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Replace a small file atomically (write a temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- logging
+
+
+class _JournalFormatter(logging.Formatter):
+    """'<6>message' lines: journald reads the priority and adds the time itself."""
+
+    LEVELS: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.LEVELS.get(record.levelno, 2)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def setup_logging(stream: Any = None) -> None:
+    """Log to stderr: journald priority prefixes under systemd, timestamps elsewhere."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if _under_journald(stream):
+        handler.setFormatter(_JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        )
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _under_journald(stream: Any) -> bool:
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+# ---------------------------------------------------------------- config watching
+
+
+def fingerprint(config: Config) -> tuple:
+    """Cheap identity of every file and directory the configuration comes from.
+
+    Not the config directory itself: logs/ and the state directory live there.
+    """
+    root = config.root
+    paths = {root / "config.yaml", *config.files, *(p.parent for p in config.files)}
+    paths.discard(root)
+    for value, default in (
+        (config.settings.paths.scripts_file, "scripts.yaml"),
+        (config.settings.paths.groups_file, "groups.yaml"),
+    ):
+        paths.update({config.path(value), root / default, (root / default).with_suffix("")})
+    out = []
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((str(p), None, None, None))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- the daemon
+
+
+class Scheduler:
+    """Fires the scheduled groups of one config directory until told to stop."""
+
+    def __init__(self, config: Config, clock: Clock | None = None, once: bool = False):
+        self.config = config
+        self.root = config.root
+        self.state_dir = config.state_dir
+        self.clock = clock or Clock()
+        self.once = once
+        self.store = Store(self.state_dir)
+        self.kill = Interrupt()  # fired only when the shutdown grace runs out
+        self.lock = SchedulerLock(self.state_dir)
+        self.entries: dict[str, Entry] = {}
+        self.running: dict[str, list[tuple[threading.Thread, float]]] = {}
+        self.queued: dict[str, float] = {}
+        self._mutex = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stop_signum: int | None = None
+        self._forced = False
+        self._reload_asked = False
+        self._enabled = config.settings.scheduling.enabled
+        self._fingerprint = fingerprint(config)
+        self._next_check = 0.0
+        self._next_beat = 0.0
+        self._state_dirty = False
+        self._started = time.time()
+        self._started_sim = self.clock.now()
+
+    # ------------------------------------------------------------ signals
+
+    def on_signal(self, signum: int, _frame: object = None) -> None:
+        """Signal handler (main thread): HUP reloads, TERM/INT stop (twice: at once)."""
+        if signum == signal.SIGHUP:
+            self._reload_asked = True
+        elif self._stop_signum is None:
+            self._stop_signum = signum
+        else:
+            self._forced = True
+        self._wake()
+
+    def install_signal_handlers(self) -> None:
+        """Route SIGTERM, SIGINT and SIGHUP to ``on_signal``."""
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self.on_signal)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _sleep(self, seconds: float) -> None:
+        ready, _, _ = select.select([self._wake_r], [], [], max(0.0, seconds))
+        if ready:
+            os.read(self._wake_r, 4096)
+
+    # ------------------------------------------------------------ main loop
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (or one pass with ``once``); return the exit code."""
+        self.lock.acquire()
+        try:
+            self.store.reap_lost()
+            self._sync_entries(self._load_state())
+            self._announce()
+            while self._stop_signum is None:
+                self._maybe_reload()
+                self._fire_due()
+                self._heartbeat()
+                if self.once:
+                    self._wait_idle()
+                    break
+                self._sleep(self._sleep_time())
+            self._shutdown()
+        finally:
+            self._remove_heartbeat()
+            self.lock.release()
+        return 0
+
+    def _announce(self) -> None:
+        groups = ", ".join(f"{e.name} ({e.expr}, {e.zone})" for e in self.entries.values())
+        log.info(
+            "scheduler %s started for %s (pid %d): %s",
+            __version__,
+            self.root,
+            os.getpid(),
+            groups or "no scheduled groups",
+        )
+        if not self._enabled:
+            log.info("scheduling is paused (scheduling.enabled: false)")
+
+    def _sleep_time(self) -> float:
+        wait = min(CONFIG_CHECK_EVERY, max(0.0, self._next_beat - time.monotonic()))
+        dues = [e.next_due for e in self.entries.values() if e.next_due is not None]
+        if dues and self._enabled:
+            wait = min(wait, self.clock.real(min(dues) - self.clock.now()))
+        return max(0.0, wait)
+
+    # ------------------------------------------------------------ firing
+
+    def _fire_due(self) -> None:
+        now = self.clock.now()
+        if not self._enabled:  # paused ticks are deliberately neither run nor recorded
+            for entry in self.entries.values():
+                self._advance(entry, now)
+            return
+        for entry in list(self.entries.values()):
+            ticks, cut = due_ticks(entry, now)
+            if not ticks:
+                continue
+            self._handle(entry, ticks, cut, now)
+            self._advance(entry, max(ticks[-1], entry.last_tick))
+        self._save_state()
+
+    def _advance(self, entry: Entry, tick: float) -> None:
+        if tick > entry.last_tick:
+            entry.last_tick = tick
+            entry.next_due = next_due(entry.expr, entry.tz, tick)
+            self._state_dirty = True
+
+    def _handle(self, entry: Entry, ticks: list[float], cut: bool, now: float) -> None:
+        group = self.config.groups[entry.name]
+        grace = self.config.settings.scheduling.catchup_grace
+        decision = decide(ticks, now, group.catchup, grace)
+        if decision.missed:
+            self._record_missed(entry, decision, cut)
+        if decision.run is not None:
+            self._tick(entry, decision.run, now)
+
+    def _record_missed(self, entry: Entry, decision: Decision, cut: bool) -> None:
+        first, last = decision.missed[0], decision.missed[-1]
+        count = f"{'at least ' if cut else ''}{len(decision.missed)}"
+        plural = "s" if len(decision.missed) != 1 or cut else ""
+        why = (
+            "the scheduler was not running"
+            if first < self._started_sim
+            else "the scheduler was stalled (suspended or overloaded)"
+        )
+        span = self._when(entry, first) + (
+            f" to {self._when(entry, last)}" if last != first else ""
+        )
+        detail = f"{count} tick{plural} missed ({span}): {why}; {decision.reason}"
+        log.warning("group %s: %s", entry.name, detail)
+        self._record(entry.name, "missed", detail)
+
+    def _tick(self, entry: Entry, tick: float, now: float) -> None:
+        group = self.config.groups[entry.name]
+        with self._mutex:
+            going = self.running.setdefault(entry.name, [])
+            action = overlap_action(group.overlap, len(going), entry.name in self.queued)
+            if action == "queue":
+                self.queued[entry.name] = tick
+            since = going[0][1] if going else None
+        if action == "start":
+            self._launch(entry.name, tick, self.config)
+        elif action == "queue":
+            log.info(
+                "group %s: tick %s queued behind the running one (overlap: queue)",
+                entry.name,
+                self._when(entry, tick),
+            )
+        else:
+            why = (
+                "a run is already queued behind the running one (overlap: queue)"
+                if group.overlap == "queue"
+                else f"the run of the tick {self._when(entry, since or tick)} is still going"
+                " (overlap: skip)"
+            )
+            detail = f"tick {self._when(entry, tick)} skipped: {why}"
+            log.warning("group %s: %s", entry.name, detail)
+            self._record(entry.name, "skipped", detail)
+
+    def _record(self, name: str, status: str, detail: str) -> None:
+        try:
+            run_id = self.store.start_group(name, "schedule")
+            self.store.finish_group(run_id, status, detail=detail)
+        except ScriptMonitorError as e:
+            log.error("group %s: could not record a %s tick: %s", name, status, e)
+
+    def _when(self, entry: Entry, tick: float) -> str:
+        return datetime.fromtimestamp(tick, entry.tz).strftime("%Y-%m-%d %H:%M %Z")
+
+    def _launch(self, name: str, tick: float, config: Config) -> None:
+        late = self.clock.real(self.clock.now() - tick)
+        entry = self.entries.get(name)
+        when = self._when(entry, tick) if entry else str(tick)
+        log.info("group %s: starting (tick %s, %.3fs after due)", name, when, late)
+        thread = threading.Thread(
+            target=self._run_group, args=(name, tick, config), name=f"group-{name}", daemon=True
+        )
+        with self._mutex:
+            self.running.setdefault(name, []).append((thread, tick))
+        thread.start()
+
+    def _run_group(self, name: str, tick: float, config: Config) -> None:
+        started = time.monotonic()
+        try:
+            engine = Engine(config, self.store, None, trigger="schedule", interrupt=self.kill)
+            outcome = engine.run_group(name)
+            failed = ", ".join(r.script for r in outcome.failed)
+            level = logging.INFO if outcome.status == "success" else logging.WARNING
+            log.log(
+                level,
+                "group %s: %s in %.1fs%s",
+                name,
+                outcome.status,
+                time.monotonic() - started,
+                f" (failed: {failed})" if failed else "",
+            )
+        except ScriptMonitorError as e:
+            log.error("group %s: could not run: %s", name, e)
+        except Exception:  # a bug must not take the scheduler down with it
+            log.exception("group %s: unexpected error", name)
+        finally:
+            self._finished(name)
+
+    def _finished(self, name: str) -> None:
+        me = threading.current_thread()
+        with self._mutex:
+            self.running[name] = [(t, k) for t, k in self.running.get(name, []) if t is not me]
+            tick = None if self._stop_signum else self.queued.pop(name, None)
+        if tick is not None:
+            if name in self.config.groups:
+                self._launch(name, tick, self.config)
+            else:
+                self._record(name, "skipped", "queued tick dropped: group no longer scheduled")
+        self._wake()
+
+    def _busy(self) -> bool:
+        with self._mutex:
+            alive = any(t.is_alive() for runs in self.running.values() for t, _ in runs)
+            return alive or bool(self.queued)
+
+    def _wait_idle(self) -> None:
+        while self._busy() and self._stop_signum is None:
+            self._sleep(CONFIG_CHECK_EVERY)
+
+    # ------------------------------------------------------------ configuration
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if not self._reload_asked and now < self._next_check:
+            return
+        self._next_check = now + CONFIG_CHECK_EVERY
+        current = fingerprint(self.config)
+        if not self._reload_asked and current == self._fingerprint:
+            return
+        why = "SIGHUP" if self._reload_asked else "a file changed"
+        self._reload_asked = False
+        self._fingerprint = current
+        self.reload(why)
+
+    def reload(self, why: str) -> bool:
+        """Load the configuration again; keep the old one (and say why) if it is invalid."""
+        from .errors import ConfigError
+
+        try:
+            new = load_config(self.root)
+        except ConfigError as e:
+            log.error("configuration change (%s) rejected; the previous one stays in use:", why)
+            for problem in e.problems:
+                log.error("  %s", problem)
+            return False
+        except Exception as e:
+            log.error(
+                "configuration change (%s) could not be read: %s; keeping the old one", why, e
+            )
+            return False
+        for warning in new.warnings:
+            log.warning("  %s", warning)
+        if new.state_dir != self.state_dir:
+            log.warning("paths.state_dir changed: restart the scheduler to use the new one")
+        old = {n: (e.expr, e.zone) for n, e in self.entries.items()}
+        self.config = new
+        self._fingerprint = fingerprint(new)
+        self._sync_entries({})
+        self._report_changes(old, why)
+        return True
+
+    def _report_changes(self, old: dict[str, tuple[str, str]], why: str) -> None:
+        new = {n: (e.expr, e.zone) for n, e in self.entries.items()}
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(n for n in set(new) & set(old) if new[n] != old[n])
+        parts = [
+            f"{label}: {', '.join(names)}"
+            for label, names in (("added", added), ("removed", removed), ("changed", changed))
+            if names
+        ]
+        log.info("configuration reloaded (%s)%s", why, "; " + "; ".join(parts) if parts else "")
+        enabled = self.config.settings.scheduling.enabled
+        if enabled != self._enabled:
+            self._enabled = enabled
+            log.info(
+                "scheduling %s", "resumed" if enabled else "paused (scheduling.enabled: false)"
+            )
+
+    def _sync_entries(self, saved: dict[str, dict]) -> None:
+        """Track exactly the scheduled groups; keep entries whose schedule is unchanged."""
+        now = self.clock.now()
+        entries: dict[str, Entry] = {}
+        for name, group in self.config.groups.items():
+            if not group.schedule:
+                continue
+            expr, zone = cron.expand(group.schedule), zone_of(self.config, name)
+            old = self.entries.get(name)
+            if old is not None and (old.expr, old.zone) == (expr, zone):
+                entries[name] = old
+                continue
+            last = now
+            prev = saved.get(name)
+            if prev and (prev.get("schedule"), prev.get("timezone")) == (expr, zone):
+                last = min(float(prev.get("last_tick", now)), now)  # catch up from here
+            entries[name] = Entry(name, expr, zone, cron.resolve_timezone(zone), last)
+        self.entries = entries
+        self._state_dirty = True
+
+    # ------------------------------------------------------------ state files
+
+    def _load_state(self) -> dict[str, dict]:
+        try:
+            data = json.loads((self.state_dir / STATE_FILE).read_text())
+            groups = data["groups"]
+            if not isinstance(groups, dict):
+                raise ValueError("groups is not a mapping")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring unreadable %s (%s): missed ticks cannot be found", STATE_FILE, e)
+            return {}
+        return groups
+
+    def _save_state(self, force: bool = False) -> None:
+        if not (self._state_dirty or force):
+            return
+        groups = {
+            e.name: {"schedule": e.expr, "timezone": e.zone, "last_tick": e.last_tick}
+            for e in self.entries.values()
+        }
+        try:
+            _write_json(self.state_dir / STATE_FILE, {"version": 1, "groups": groups})
+            self._state_dirty = False
+        except OSError as e:
+            log.error("cannot write %s: %s", self.state_dir / STATE_FILE, e.strerror)
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() < self._next_beat:
+            return
+        self._next_beat = time.monotonic() + HEARTBEAT_EVERY
+        dues = [e.next_due for e in self.entries.values() if e.next_due is not None]
+        beat = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "config_dir": str(self.root),
+            "version": __version__,
+            "started": self._started,
+            "updated": time.time(),
+            "enabled": self._enabled,
+            "next_due": min(dues) if dues else None,
+        }
+        try:
+            _write_json(self.state_dir / HEARTBEAT_FILE, beat)
+        except OSError as e:
+            log.error("cannot write the heartbeat: %s", e.strerror)
+        if not self._enabled:
+            self._save_state()
+
+    def _remove_heartbeat(self) -> None:
+        try:
+            (self.state_dir / HEARTBEAT_FILE).unlink()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ stopping
+
+    def _shutdown(self) -> None:
+        self._save_state(force=True)
+        with self._mutex:
+            dropped = list(self.queued)
+            self.queued.clear()
+        for name in dropped:
+            self._record(name, "skipped", "queued tick dropped: the scheduler was stopped")
+        reason = signal.Signals(self._stop_signum).name if self._stop_signum else "done"
+        grace = self.config.settings.scheduling.shutdown_grace
+        names = sorted({n for n, runs in self.running.items() for t, _ in runs if t.is_alive()})
+        if names:
+            log.info(
+                "stopping (%s): no new runs; waiting up to %gs for %s",
+                reason,
+                grace,
+                ", ".join(names),
+            )
+        deadline = time.monotonic() + grace
+        while self._busy() and not self._forced and time.monotonic() < deadline:
+            self._sleep(min(1.0, deadline - time.monotonic()))
+        if self._busy():
+            log.warning("shutdown grace is over: ending the running groups' process trees")
+            self.kill.fire(self._stop_signum or signal.SIGTERM)
+            limit = time.monotonic() + self.config.settings.execution.kill_grace + 10
+            for runs in list(self.running.values()):
+                for thread, _ in runs:
+                    thread.join(max(0.0, limit - time.monotonic()))
+        log.info("scheduler stopped (%s)", reason)
+
+
+def run_scheduler(config: Config, once: bool = False, on_ready: Callable | None = None) -> int:
+    """Set up logging and signals, then serve until stopped; return the exit code."""
+    setup_logging()
+    scheduler = Scheduler(config, clock_from_env(), once=once)
+    scheduler.install_signal_handlers()
+    if on_ready:
+        on_ready(scheduler)
+    return scheduler.serve()
