@@ -223,9 +223,16 @@ def _yaml_reason(e: yaml.YAMLError, text: str, mark: Any) -> str:
     return f"{reason} {context}" if context else reason
 
 
+MAX_YAML_NODES = 200_000  # far above any real configuration; aliases can multiply nodes
+
+
 def _index_node(node: Any, path: tuple, lines: dict, file: Path, problems: list) -> None:
     if node is None:
         return
+    if len(lines) > MAX_YAML_NODES:  # an alias bomb would expand without bound below
+        raise ValueError(
+            f"more than {MAX_YAML_NODES} values once aliases are expanded; use fewer aliases"
+        )
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
