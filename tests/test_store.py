@@ -1,0 +1,223 @@
+"""The run-history store directly: a real SQLite database in a tmp dir, real processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error, cli, make_config
+from script_monitor.errors import StoreError
+from script_monitor.store import Owner, Store
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def test_a_run_is_recorded_from_start_to_finish(store):
+    group = store.start_group("g", "manual")
+    rid = store.start_run("a", "manual", 1000.0, group, "g", "a/x.log")
+    row = store.run(rid)
+    assert (row["status"], row["log_state"], row["group_run_id"]) == ("running", "ok", group)
+    store.finish_run(rid, "failed", 1002.5, 2.5, 3, None, 4242, "boom")
+    store.finish_group(group, "failed")
+    row = store.run(rid)
+    assert (row["status"], row["exit_code"], row["duration"], row["pid"], row["detail"]) == (
+        "failed",
+        3,
+        2.5,
+        4242,
+        "boom",
+    )
+    assert store.group_run(group)["status"] == "failed"
+    assert store.runs_of_group_run(group)[0]["id"] == rid
+    assert store.run(rid + 100) is None
+
+
+def test_history_is_newest_first_and_limited(store):
+    ids = [store.start_run("a", "manual", float(i)) for i in range(5)]
+    store.start_run("b", "manual", 9.0)
+    assert [r["id"] for r in store.history("a")] == ids[::-1]
+    assert [r["id"] for r in store.history("a", 2)] == ids[:2:-1]
+    assert store.history("nobody") == []
+
+
+def test_last_runs_skip_skipped_and_latest_run_with_log(store):
+    ran = store.start_run("a", "manual", 1.0, log_path="a/1.log")
+    store.finish_run(ran, "success", 2.0, 1.0, 0)
+    store.add_skipped(["a", "b"], "manual", None, "g", "stop_on_error")
+    last = store.last_runs()
+    assert last["a"]["id"] == ran
+    assert "b" not in last  # a script only ever skipped has no last run
+    assert store.latest_run("a", with_log=True)["id"] == ran
+    assert store.latest_run("a")["status"] == "skipped"
+    skipped = store.history("b")[0]
+    assert (skipped["status"], skipped["detail"], skipped["group_name"]) == (
+        "skipped",
+        "stop_on_error",
+        "g",
+    )
+
+
+def test_last_group_runs(store):
+    first = store.start_group("g", "manual")
+    store.finish_group(first, "success")
+    second = store.start_group("g", "schedule")
+    assert store.last_group_runs()["g"]["id"] == second
+    assert [g["id"] for g in store.group_history("g")] == [second, first]
+
+
+def _dead_owner() -> str:
+    """The owner text of a process that has certainly exited (same host and boot)."""
+    proc = subprocess.Popen(["true"])
+    me = Owner.current()
+    start = "123"
+    proc.wait()
+    return str(Owner(me.host, me.boot, proc.pid, start))
+
+
+def test_reap_lost_marks_only_runs_of_dead_owners(store):
+    dead = store.start_run("a", "manual", 1.0)
+    mine = store.start_run("a", "manual", 2.0)
+    foreign = store.start_run("a", "manual", 3.0)
+    done = store.start_run("a", "manual", 4.0)
+    store.finish_run(done, "success", 5.0, 1.0, 0)
+    group = store.start_group("g", "manual")
+    me = Owner.current()
+    with sqlite3.connect(store.path) as con:
+        con.execute("UPDATE runs SET owner = ? WHERE id = ?", (_dead_owner(), dead))
+        con.execute(
+            "UPDATE runs SET owner = ? WHERE id = ?",
+            (str(Owner("other-host", me.boot, 1, "1")), foreign),
+        )
+        con.execute("UPDATE group_runs SET owner = ? WHERE id = ?", (_dead_owner(), group))
+    assert store.reap_lost() == 1
+    statuses = {r["id"]: r["status"] for r in store.history("a")}
+    assert statuses == {dead: "lost", mine: "running", foreign: "running", done: "success"}
+    assert store.run(dead)["ended"] is not None
+    assert store.group_run(group)["status"] == "lost"
+    assert store.reap_lost() == 0
+
+
+def test_a_reused_pid_is_not_taken_for_the_owner(store):
+    """Same pid, other start time: the recorder died and its pid was reused."""
+    me = Owner.current()
+    rid = store.start_run("a", "manual", 1.0)
+    impostor = Owner(me.host, me.boot, me.pid, str(int(me.start or 0) + 1))
+    with sqlite3.connect(store.path) as con:
+        con.execute("UPDATE runs SET owner = ? WHERE id = ?", (str(impostor), rid))
+    assert store.reap_lost() == 1
+
+
+def test_expire_logs_by_count_and_age(store):
+    now = time.time()
+    ids = []
+    for i in range(5):
+        rid = store.start_run("a", "manual", now - (5 - i) * 86400, log_path=f"a/{i}.log")
+        store.finish_run(rid, "success", now, 1.0, 0)
+        ids.append(rid)
+    running = store.start_run("a", "manual", now - 10 * 86400, log_path="a/running.log")
+    assert store.expire_logs("a", keep=3, before=None) == ["a/1.log", "a/0.log"]
+    assert store.expire_logs("a", keep=3, before=None) == []
+    assert store.expire_logs("a", keep=None, before=now - 2.5 * 86400) == ["a/2.log"]
+    states = {r["id"]: r["log_state"] for r in store.history("a")}
+    assert [states[i] for i in ids] == ["rotated"] * 3 + ["ok"] * 2
+    assert states[running] == "ok"  # never the log of a run still being written
+
+
+def test_mark_logs_cleared_spares_running_runs(store):
+    a = store.start_run("a", "manual", 1.0, log_path="a/1.log")
+    store.finish_run(a, "success", 2.0, 1.0, 0)
+    b = store.start_run("b", "manual", 1.0, log_path="b/1.log")
+    store.finish_run(b, "success", 2.0, 1.0, 0)
+    live = store.start_run("a", "manual", 3.0, log_path="a/2.log")
+    assert store.mark_logs_cleared("a") == ["a/1.log"]
+    assert store.run(live)["log_state"] == "ok"
+    assert store.run(b)["log_state"] == "ok"
+    assert store.mark_logs_cleared(None) == ["b/1.log"]
+    assert store.run(a)["log_state"] == "cleared"
+
+
+def test_reopening_keeps_the_history_and_the_schema_version(tmp_path):
+    first = Store(tmp_path)
+    rid = first.start_run("a", "manual", 1.0)
+    first.close()
+    second = Store(tmp_path)
+    assert second.run(rid)["script"] == "a"
+    second.close()
+    with sqlite3.connect(tmp_path / "history.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("PRAGMA user_version").fetchone()[0] >= 1
+
+
+def _writer(state_dir: str, worker: int, count: int) -> None:
+    store = Store(Path(state_dir))
+    for i in range(count):
+        rid = store.start_run(f"w{worker}", "manual", time.time())
+        store.finish_run(rid, "success", time.time(), 0.0, 0, None, None, f"{worker}:{i}")
+    store.close()
+
+
+def test_concurrent_processes_lose_no_run(tmp_path):
+    workers, count = 8, 40
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, count)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * workers
+    with sqlite3.connect(tmp_path / "history.db") as con:
+        rows = con.execute("SELECT detail, status FROM runs").fetchall()
+    assert len(rows) == workers * count
+    assert {d for d, _ in rows} == {f"{w}:{i}" for w in range(workers) for i in range(count)}
+    assert {s for _, s in rows} == {"success"}
+
+
+def test_threads_share_one_store(store):
+    import threading
+
+    def work(n: int) -> None:
+        for _ in range(25):
+            rid = store.start_run(f"t{n}", "manual", time.time())
+            store.finish_run(rid, "success", time.time(), 0.0, 0)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(store.history(f"t{n}")) for n in range(6)) == 150
+
+
+def test_a_corrupted_database_is_a_clear_error(tmp_path, config_dir):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "history.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="corrupted"):
+        Store(tmp_path / "junk").history("a")
+    make_config(config_dir, {"a": "true"})
+    (config_dir / ".script-monitor").mkdir()
+    (config_dir / ".script-monitor" / "history.db").write_bytes(b"garbage" * 1000)
+    for args in (["list"], ["history", "a"], ["run", "a"]):
+        r = cli("--config-dir", str(config_dir), *args)
+        assert_clean_error(r)
+        assert "corrupted" in r.stderr
+
+
+def test_owner_text_round_trips():
+    me = Owner.current()
+    assert Owner.parse(str(me)) == me
+    assert me.pid == os.getpid()
+    assert not me.is_gone(me)
+    assert Owner.parse("garbage") is None
+    assert sys.platform.startswith("linux")
