@@ -184,7 +184,7 @@ _FLOCK = "hhqqi4x"  # struct flock on Linux (64-bit off_t), padded to its C size
 def lock_holder(state_dir: Path) -> int | None:
     """The pid holding the scheduler lock (0 if not visible here), or None when free."""
     try:
-        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -402,9 +402,11 @@ class Scheduler:
             self._sync_entries(self._load_state())
             self._announce()
             while self._stop_signum is None:
-                self._maybe_reload()
-                self._fire_due()
-                self._heartbeat()
+                try:
+                    self._step()
+                except Exception:  # a bug in one pass must not stop every schedule
+                    log.exception("unexpected error in the scheduler loop; carrying on")
+                    self._sleep(CONFIG_CHECK_EVERY)
                 if self.once:
                     self._wait_idle()
                     break
@@ -414,6 +416,11 @@ class Scheduler:
             self._remove_heartbeat()
             self.lock.release()
         return 0
+
+    def _step(self) -> None:
+        self._maybe_reload()
+        self._fire_due()
+        self._heartbeat()
 
     def _announce(self) -> None:
         groups = ", ".join(f"{e.name} ({e.expr}, {e.zone})" for e in self.entries.values())
@@ -720,7 +727,8 @@ class Scheduler:
             self._record(name, "skipped", "queued tick dropped: the scheduler was stopped")
         reason = signal.Signals(self._stop_signum).name if self._stop_signum else "done"
         grace = self.config.settings.scheduling.shutdown_grace
-        names = sorted({n for n, runs in self.running.items() for t, _ in runs if t.is_alive()})
+        with self._mutex:
+            names = sorted({n for n, runs in self.running.items() for t, _ in runs if t.is_alive()})
         if names:
             log.info(
                 "stopping (%s): no new runs; waiting up to %gs for %s",
