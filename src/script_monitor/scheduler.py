@@ -529,7 +529,7 @@ class Scheduler:
         late = self.clock.real(self.clock.now() - tick)
         entry = self.entries.get(name)
         when = self._when(entry, tick) if entry else str(tick)
-        log.info("group %s: starting (tick %s, %.3fs after due)", name, when, late)
+        log.info("group %s: starting (tick %s, %.4fs after due)", name, when, late)
         thread = threading.Thread(
             target=self._run_group, args=(name, tick, config), name=f"group-{name}", daemon=True
         )
