@@ -196,6 +196,11 @@ def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
         lines: dict[tuple, int] = {}
         _index_node(node, (), lines, path, problems)
         data = loader.construct_document(node) if node is not None else None
+        nul = _nul_path(data, ())
+        if nul is not None:  # no file name, command or variable can hold one: os calls fail
+            line = Document(path, data, lines).line(nul)
+            problems.append(Problem.error(path, line, "a NUL character (\\0) is not allowed"))
+            return None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         start = getattr(e, "context_mark", None)
@@ -205,7 +210,8 @@ def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
         line = mark.line + 1 if mark is not None else None
         problems.append(Problem.error(path, line, f"invalid YAML: {_yaml_reason(e, text, mark)}"))
         return None
-    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+    except (ValueError, TypeError, OverflowError, RecursionError, LookupError) as e:
+        # PyYAML's constructors raise these on odd input, e.g. IndexError for "!!int ''"
         problems.append(Problem.error(path, None, f"invalid YAML: {e}"))
         return None
     finally:
@@ -221,6 +227,25 @@ def _yaml_reason(e: yaml.YAMLError, text: str, mark: Any) -> str:
         if mark.line < len(lines) and "\t" in lines[mark.line]:
             return f"{reason} (tabs are not allowed for indentation; use spaces)"
     return f"{reason} {context}" if context else reason
+
+
+def _nul_path(data: Any, path: tuple) -> tuple | None:
+    """The path of the first key or string value holding a NUL character, if any."""
+    if isinstance(data, str):
+        return path if "\0" in data else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and "\0" in key:
+                return path
+            found = _nul_path(value, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found = _nul_path(item, (*path, i))
+            if found is not None:
+                return found
+    return None
 
 
 MAX_YAML_NODES = 200_000  # far above any real configuration; aliases can multiply nodes

@@ -96,6 +96,8 @@ def run_process(
             start_new_session=True,
             close_fds=True,
         )
+    except ValueError as e:  # a NUL byte in the argv, environment or cwd
+        return ProcResult("failed", error=f"cannot start: {e}")
     except OSError as e:
         if e.filename == cwd:  # the working directory, not the program, is missing
             why = f"cannot start: working directory {cwd!r}: {e.strerror}"
@@ -142,7 +144,9 @@ def _wait(proc: subprocess.Popen, timeout: float, interrupt: Interrupt) -> str:
         poller.register(interrupt.fileno(), select.POLLIN)
         while True:
             wait_ms = -1 if deadline is None else max(0, (deadline - time.monotonic()) * 1000)
-            ready = {fd for fd, _ in poller.poll(wait_ms if wait_ms == -1 else int(wait_ms) + 1)}
+            if wait_ms != -1:  # a huge timeout (1e308, .inf) must not overflow poll's int
+                wait_ms = int(min(wait_ms, 3_600_000)) + 1
+            ready = {fd for fd, _ in poller.poll(wait_ms)}
             if pidfd in ready:
                 proc.wait()
                 return "exited"
