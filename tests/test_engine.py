@@ -137,6 +137,29 @@ def test_a_timeout_leaves_no_process_of_the_tree(config_dir, marker, shape):
     assert "timed out after 1s" in last["detail"]
 
 
+def test_a_timeout_is_a_failure_in_groups(config_dir, marker):
+    slow = {"command": "sleep 30", "timeout": 0.5, "env": {"MARKER": marker}}
+    make_config(
+        config_dir,
+        {"slow": slow, "a": probe("a"), "b": probe("b")},
+        [
+            {"name": "par", "execution": "parallel", "scripts": ["a", "slow", "b"]},
+            {"name": "ser", "stop_on_error": True, "scripts": ["slow", "a", "b"]},
+        ],
+        {"execution": {"kill_grace": 1}},
+    )
+    r = run(config_dir, "run-group", "par")
+    assert r.returncode == 1
+    assert "Running slow... ✗ FAILED (timeout)\n" in r.stdout
+    assert r.stdout.endswith("  Completed: 3/3\n  Successful: 2/3\n  Failed: slow\n")
+    (config_dir / "events.log").unlink()
+    r = run(config_dir, "run-group", "ser")
+    assert r.returncode == 1
+    assert "⚠️  Script slow failed. Stopping group execution\n" in r.stdout
+    assert events(config_dir) == {}
+    assert not marked_pids(marker)
+
+
 def test_default_timeout_applies_and_zero_means_none(config_dir, marker):
     make_config(
         config_dir,
