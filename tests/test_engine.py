@@ -398,19 +398,6 @@ def test_output_lands_byte_exact_in_the_log(config_dir, body):
     assert body.split(b"\xff")[0] in r.stdout  # echoed to the terminal too
 
 
-def test_the_closing_line_of_run_stays_on_its_own_line(config_dir):
-    make_config(
-        config_dir,
-        {"partial": {"command": ["printf", "no newline"]}, "full": "echo full", "silent": "true"},
-    )
-    r = run(config_dir, "run", "partial")
-    assert r.stdout.startswith("Running partial...\nno newline\npartial ✓ (")
-    r = run(config_dir, "run", "full")
-    assert r.stdout.startswith("Running full...\nfull\nfull ✓ (")
-    r = run(config_dir, "run", "silent")
-    assert r.stdout.startswith("Running silent...\nsilent ✓ (")
-
-
 def test_stdout_and_stderr_interleave_in_order(config_dir):
     make_config(
         config_dir,
