@@ -340,55 +340,92 @@ def test_gap_fires_for_systemd():
 
 # ---------------------------------------------------------------- properties
 
-_minute = st.one_of(
-    st.just("*"),
-    st.integers(0, 59).map(str),
-    st.integers(1, 30).map(lambda s: f"*/{s}"),
-    st.tuples(st.integers(0, 59), st.integers(0, 59), st.integers(1, 20)).map(
-        lambda t: f"{min(t[:2])}-{max(t[:2])}/{t[2]}"
-    ),
-)
-_hour = st.one_of(
-    st.just("*"), st.integers(0, 23).map(str), st.integers(1, 6).map(lambda s: f"*/{s}")
-)
-_dom = st.one_of(st.just("*"), st.integers(1, 28).map(str), st.just("1,15"), st.just("*/2"))
-_dow = st.one_of(st.just("*"), st.integers(0, 7).map(str), st.just("mon-fri"), st.just("*/3"))
-_expr = st.tuples(_minute, _hour, _dom, st.just("*"), _dow).map(" ".join)
+_LIMITS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+_NAMES = {3: cron.MONTH_NAMES, 4: cron.DAY_NAMES}
 
 
-def _brute_force(expr: str, zone: str, start: datetime, end: datetime) -> list[datetime]:
-    """Every fire instant in (start, end] by walking wall minutes and applying the DST rule."""
+@st.composite
+def _term(draw, index: int) -> str:
+    low, high = _LIMITS[index]
+    a, b = sorted(draw(st.integers(low, high)) for _ in range(2))
+    step = draw(st.integers(1, high - low + 1))
+    names = _NAMES.get(index)
+
+    def show(v: int) -> str:
+        if names and v < len(names) + (index == 3) and v >= (index == 3) and draw(st.booleans()):
+            return names[v - (index == 3)]
+        return str(v)
+
+    return draw(
+        st.sampled_from(
+            ["*", f"*/{step}", show(a), f"{show(a)}-{show(b)}", f"{show(a)}-{show(b)}/{step}"]
+        )
+    )
+
+
+@st.composite
+def _expressions(draw) -> str:
+    fields = []
+    for index in range(5):
+        terms = draw(st.lists(_term(index), min_size=1, max_size=3))
+        fields.append(",".join(terms))
+    text = " ".join(fields)
+    return text if cron.parse_problem(text) is None else "0 0 * * *"
+
+
+def _brute_force(expr: str, zone: str, start: datetime, count: int, years: int) -> list[datetime]:
+    """The first fire instants after ``start``, by walking days and their matching minutes."""
     tz = cron.resolve_timezone(zone)
-    fields = cron.parse(expr)
-    wall = start.astimezone(tz).replace(tzinfo=None, second=0, microsecond=0) - timedelta(hours=3)
-    stop = end.astimezone(tz).replace(tzinfo=None) + timedelta(hours=3)
-    seen: list[datetime] = []
-    while wall <= stop:
-        if cron.matches(fields, wall):
-            instant = cron.to_instant(wall, tz)
-            if start < instant <= end and (not seen or instant > seen[-1]):
-                seen.append(instant)
-        wall += cron.MINUTE
-    return seen
+    f = cron.parse(expr)
+    day = start.astimezone(tz).date() - timedelta(days=1)
+    stop = start + timedelta(days=366 * years)
+    out: list[datetime] = []
+    while len(out) < count:
+        first = datetime(day.year, day.month, day.day, min(f.hours), min(f.minutes))
+        if first.replace(tzinfo=tz) > stop:
+            break
+        if cron.matches(f, first):  # the day matches
+            for hour in sorted(f.hours):
+                for minute in sorted(f.minutes):
+                    instant = cron.to_instant(first.replace(hour=hour, minute=minute), tz)
+                    if instant > start and (not out or instant > out[-1]):
+                        out.append(instant)
+        day += timedelta(days=1)
+    return [t for t in out[:count] if t <= stop]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
-    expr=_expr,
-    zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
+    expr=_expressions(),
+    zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]),
     start=st.sampled_from(
         [
-            datetime(2030, 3, 30, 20, 7, 30, tzinfo=UTC),  # across the Berlin spring gap
-            datetime(2030, 10, 26, 21, 59, tzinfo=UTC),  # across the Berlin fall-back
-            datetime(2030, 11, 2, 23, 0, tzinfo=UTC),  # across the New York fall-back
-            datetime(2028, 2, 28, 12, 0, tzinfo=UTC),  # across a leap day
+            datetime(2030, 3, 30, 20, 7, 30, tzinfo=UTC),  # before the Berlin spring gap
+            datetime(2030, 10, 26, 21, 59, tzinfo=UTC),  # before the Berlin fall-back
+            datetime(2030, 11, 2, 23, 0, tzinfo=UTC),  # before the New York fall-back
+            datetime(2030, 10, 5, 14, 0, tzinfo=UTC),  # before the Lord Howe 30-minute gap
+            datetime(2028, 2, 28, 12, 0, tzinfo=UTC),  # before a leap day
         ]
     ),
 )
 def test_cronsim_agrees_with_a_brute_force_walk(expr, zone, start):
-    """cronsim's iteration and our own field matcher give the same fire times."""
-    end = start + timedelta(hours=30)
-    got, _ = cron.fires_between(expr, cron.resolve_timezone(zone), start, end)
-    assert [g.timestamp() for g in got] == [
-        b.timestamp() for b in _brute_force(expr, zone, start, end)
+    """cronsim's iteration and our own field matcher give the same next fire times."""
+    years = 40
+    want = _brute_force(expr, zone, start, 6, years)
+    got = cron.next_fires(expr, cron.resolve_timezone(zone), start, 6)
+    got = [g for g in got if g <= start + timedelta(days=366 * years)]
+    assert [g.timestamp() for g in got] == [w.timestamp() for w in want]
+
+
+def test_a_one_value_range_with_a_step_is_that_value():
+    """cronsim alone reads '0-0/1' as '0/1' (every minute); crontab(5) means minute 0."""
+    tz = cron.resolve_timezone("UTC")
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    assert [t.strftime("%H:%M") for t in cron.next_fires("0-0/1 * * * *", tz, start, 2)] == [
+        "01:00",
+        "02:00",
+    ]
+    assert [t.strftime("%d") for t in cron.next_fires("0 0 5-5/3 * *", tz, start, 2)] == [
+        "05",
+        "05",
     ]

@@ -224,6 +224,7 @@ def test_daemon_fires_skips_reloads_and_stops(config_dir, tmp_path, daemons):
     assert d.stop() == 0
     final = runs(conf, "slowpoke")[-1]
     assert final["status"] == "success"
+    assert "interrupted" not in statuses(conf, "slowpoke")  # reloads did not disturb runs
     assert "scheduler stopped (SIGTERM)" in d.log()
     assert "Traceback" not in d.log()
     counts = {g: len(runs(conf, g)) for g in ("tick", "added", "slowpoke")}
@@ -553,3 +554,36 @@ def test_lateness_benchmark_runs_quick():
     figures = json.loads(done.stdout)
     assert figures["ticks"] >= 5
     assert 0 <= figures["median_ms"] <= figures["max_ms"] < 1000  # within a second
+
+
+@pytest.mark.slow
+def test_stall_is_noticed_and_caught_up(config_dir, tmp_path, daemons):
+    conf = config_dir
+    make_config(
+        conf,
+        """
+        groups:
+          - name: tick
+            schedule: "* * * * *"
+            timezone: UTC
+            scripts: [quick]
+        """,
+    )
+    d = start(daemons, conf, tmp_path, f"{T0}x60")
+    wait_for(lambda: "success" in statuses(conf, "tick"))
+    beat_path = conf / ".script-monitor" / "scheduler.heartbeat"
+    d.proc.send_signal(signal.SIGSTOP)  # a hung scheduler: the heartbeat goes stale
+    try:
+        beat = json.loads(beat_path.read_text())
+        beat["updated"] -= 120
+        beat_path.write_text(json.dumps(beat))
+        r = cli("--config-dir", str(conf), "list-schedules")
+        assert f"scheduler: running (pid {d.proc.pid}), but no heartbeat for 12" in r.stdout
+        assert "it may be hung" in r.stdout
+        time.sleep(3.5)  # three or four scheduled minutes pass while it is stopped
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    missed = wait_for(lambda: [r for r in runs(conf, "tick") if r["status"] == "missed"])
+    assert "the scheduler was stalled" in missed[0]["detail"]
+    wait_for(lambda: statuses(conf, "tick")[-1:] == ["success"])
+    assert d.stop() == 0

@@ -58,6 +58,7 @@ class Fields:
     """The value sets of a parsed expression; day-of-week 7 is folded into 0."""
 
     text: str
+    engine_text: str  # the same schedule, in words cronsim reads correctly
     minutes: frozenset[int]
     hours: frozenset[int]
     days: frozenset[int]
@@ -115,6 +116,19 @@ def _field(text: str, index: int) -> set[int]:
     return values
 
 
+def _engine_field(text: str, index: int) -> str:
+    """Work around cronsim reading a one-value range with a step ("0-0/1") as "0/1"."""
+    terms = []
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        if step and "-" in base:
+            a, b = (_number(v, index) for v in base.split("-"))
+            if a == b:
+                item = str(a)
+        terms.append(item)
+    return ",".join(terms)
+
+
 def parse(expr: str) -> Fields:
     """Parse a crontab(5) expression (or macro); raise CronError saying why not."""
     text = expand(expr)
@@ -129,6 +143,7 @@ def parse(expr: str) -> Fields:
     sets = [_field(p, i) for i, p in enumerate(parts)]
     fields = Fields(
         text,
+        " ".join(_engine_field(p, i) for i, p in enumerate(parts)),
         frozenset(sets[0]),
         frozenset(sets[1]),
         frozenset(sets[2]),
@@ -237,7 +252,7 @@ def fire_times(expr: str, tz: tzinfo, after: datetime) -> Iterator[datetime]:
     """Every instant the schedule fires strictly after the aware ``after``, in order."""
     from cronsim import CronSim
 
-    text = parse(expr).text
+    text = parse(expr).engine_text
     start = after.astimezone(tz).replace(tzinfo=None, fold=0)
     last = after
     try:
