@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -203,3 +204,24 @@ def test_cli_timer_uses_the_checked_conversion(conf):
     lines = re.findall(r"^OnCalendar=(.*)$", timer, re.M)
     assert lines == cron.to_oncalendar("*/15 9-17 * * mon-fri", None)
     assert "AccuracySec=1s" in timer  # systemd's default would allow a minute late
+
+
+def test_exports_quote_a_config_dir_with_spaces(tmp_path):
+    conf = tmp_path / "my conf"
+    write(conf, "scripts.yaml", "scripts:\n  - name: hello\n    command: echo hello\n")
+    write(
+        conf,
+        "groups.yaml",
+        'groups:\n  - name: g\n    schedule: "@daily"\n    scripts: [hello]\n',
+    )
+    r = cli("--config-dir", str(conf), "export-systemd", "g")
+    service = _unit(r.stdout, "script-monitor-g.service")
+    line = re.search(r"^ExecStart=(.*)$", service, re.M).group(1)
+    assert f'"{conf}"' in line
+    done = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Running hello... ✓" in done.stdout, done.stderr
+    assert f"WorkingDirectory={conf}\n" in service
+    r = cli("--config-dir", str(conf), "export-cron", "g")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("0 0 * * * "))
+    done = subprocess.run(["/bin/sh", "-c", line[len("0 0 * * * ") :]], capture_output=True)
+    assert done.returncode == 0 and b"Running hello" in done.stdout

@@ -174,7 +174,7 @@ def systemd_units(config: Config, group: Group, zone: str, user: bool) -> dict[s
         "[Service]",
         "Type=oneshot",
         f"ExecStart={' '.join(_systemd_quote(a) for a in argv)}",
-        f"WorkingDirectory={_systemd_quote(str(config.root))}",
+        f"WorkingDirectory={str(config.root).replace('%', '%%')}",  # taken whole, unquoted
         "TimeoutStartSec=infinity",
     ]
     if not user and os.geteuid() != 0:
