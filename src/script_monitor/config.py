@@ -408,8 +408,14 @@ def _sources(root: Path, value: str, default_name: str, problems: list) -> list[
 def load_config(root: Path) -> Config:
     """Load and validate a config directory; raise ConfigError listing every problem."""
     problems: list[Problem] = []
-    if not root.is_dir():
-        raise ConfigError([Problem.error(root, None, "config directory does not exist")])
+    try:
+        os.listdir(root)
+    except FileNotFoundError:
+        raise ConfigError([Problem.error(root, None, "config directory does not exist")]) from None
+    except OSError as e:  # e.g. a directory this user may not read: a message, not a crash
+        raise ConfigError(
+            [Problem.error(root, None, f"cannot read the config directory: {e.strerror}")]
+        ) from None
     settings = Settings()
     files: list[Path] = []
     origin: dict[str, tuple[Path, int]] = {}
@@ -580,7 +586,9 @@ def _check_permissions(config: Config, problems: list[Problem]) -> None:
     cron and job runners refuse such files for the same reason.
     """
     euid = os.geteuid()
-    paths = [config.root, *config.files, *(p for _, _, p in env_files(config))]
+    # A YAML file's directory counts too: whoever may write to scripts/ may add a script.
+    dirs = sorted({f.parent for f in config.files} - {config.root})
+    paths = [config.root, *dirs, *config.files, *(p for _, _, p in env_files(config))]
     make = Problem.error if euid == 0 else Problem.warning
     for path in paths:
         try:
