@@ -198,7 +198,10 @@ def no_traceback(r: subprocess.CompletedProcess) -> None:
 
 def runs(conf: Path, script: str | None = None) -> list[dict]:
     """Rows of the run history, oldest first (read straight from the real database)."""
-    db = sqlite3.connect(conf / ".script-monitor" / "history.db")
+    path = conf / ".script-monitor" / "history.db"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path)
     try:
         db.row_factory = sqlite3.Row
         sql = "SELECT * FROM runs" + (" WHERE script = ?" if script else "") + " ORDER BY id"
@@ -506,38 +509,6 @@ def test_sigkill_of_monitor_marks_runs_lost_on_next_read(config_dir, helper):
 
 
 # ================================================================ concurrency
-
-
-@pytest.mark.slow
-def test_forty_concurrent_invocations_lose_no_run_and_no_log(config_dir):
-    """Pass: 40 CLI invocations at once (20 scripts once, one script 20 times) all exit 0; 40
-    rows, 40 intact logs each naming its own run, an intact database."""
-    limit = {"type": "count", "value": 100}
-    command = 'echo "out-$SCRIPT_MONITOR_SCRIPT-$SCRIPT_MONITOR_RUN_ID"; sleep 0.2'
-    scripts = [{"name": f"c{i:02d}", "command": command, "log_limit": limit} for i in range(20)]
-    scripts.append({"name": "same", "command": command, "log_limit": limit})
-    configure(config_dir, scripts)
-    names = [f"c{i:02d}" for i in range(20)] + ["same"] * 20
-    procs = [popen("--config-dir", str(config_dir), "run", "-q", n) for n in names]
-    results = [(p, *p.communicate(timeout=300)) for p in procs]
-    for p, _, err in results:
-        assert "Traceback" not in err, err
-        assert p.returncode == 0, err
-    rows = runs(config_dir)
-    assert len(rows) == 40
-    assert {r["status"] for r in rows} == {"success"}
-    assert sum(r["script"] == "same" for r in rows) == 20
-    for row in rows:
-        text = (config_dir / "logs" / row["log_path"]).read_text()
-        assert f"out-{row['script']}-{row['id']}\n" in text
-        assert f"run: {row['id']}" in text
-        assert "finished: success" in text
-    assert sum(len(log_files(config_dir, n)) for n in set(names)) == 40
-    db = sqlite3.connect(config_dir / ".script-monitor" / "history.db")
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        db.close()
 
 
 @pytest.mark.slow
@@ -977,3 +948,119 @@ def test_tampered_log_path_cannot_escape_the_log_directory(config_dir, tmp_path)
     r = sm(config_dir, "clear-logs", "a")
     no_traceback(r)
     assert outside.read_text() == "not a log\n"
+
+
+# ================================================================ the scheduler
+
+T0 = 1893456030.0  # 2030-01-01 00:00:30 UTC: the accelerated clock starts 30 s before a minute
+
+
+@contextmanager
+def scheduler(conf: Path, tmp: Path, speed: int = 60, start: float = T0) -> Iterator[dict]:
+    """`script-monitor scheduler` on an accelerated clock; SIGKILLed in a finally."""
+    log_path = tmp / f"scheduler-{time.monotonic_ns()}.log"
+    env = dict(os.environ, SCRIPT_MONITOR_CLOCK=f"{start}x{speed}")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [PY, str(MAIN), "--config-dir", str(conf), "scheduler"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        yield {"proc": proc, "log": log_path}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def group_rows(conf: Path) -> list[dict]:
+    db = sqlite3.connect(conf / ".script-monitor" / "history.db")
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM group_runs ORDER BY id")]
+    finally:
+        db.close()
+
+
+def test_sigkill_of_scheduler_marks_runs_lost_and_a_restarted_scheduler_works(
+    config_dir, tmp_path, helper
+):
+    """Pass: SIGKILL of the scheduler mid-run leaves its runs `lost` on the next read (not
+    `running` forever); a scheduler started again takes the lock and fires groups again."""
+    scripts = [
+        {"name": "long", "command": helper.argv(), "timeout": 0},
+        {"name": "quick", "command": "true"},
+    ]
+    groups = [
+        {"name": "hangs", "schedule": "* * * * *", "timezone": "UTC", "scripts": ["long"]},
+        {"name": "ticks", "schedule": "* * * * *", "timezone": "UTC", "scripts": ["quick"]},
+    ]
+    configure(config_dir, scripts, groups, {"scheduling": {"shutdown_grace": 2}})
+    with scheduler(config_dir, tmp_path) as first:
+        helper.wait_started(1)
+        wait_until(
+            lambda: "running" in statuses(config_dir).get("long", []), 30, "the run recorded"
+        )
+        first["proc"].kill()
+        first["proc"].wait(10)
+    [run] = history_json(config_dir, "long")
+    assert run["status"] == "lost" and "died" in run["detail"]
+    kill_marked(helper.marker)  # the orphaned script itself is not ours to keep
+    before = sum(r["status"] == "success" for r in runs(config_dir, "quick"))
+    with scheduler(config_dir, tmp_path, start=T0 + 3600) as second:
+        wait_until(
+            lambda: sum(r["status"] == "success" for r in runs(config_dir, "quick")) >= before + 2,
+            60,
+            "the restarted scheduler to fire `ticks` twice",
+        )
+        second["proc"].terminate()
+        assert second["proc"].wait(60) == 0
+    text = second["log"].read_text()
+    assert "Traceback" not in text and "already running" not in text, text
+    assert "running" not in [r["status"] for r in runs(config_dir, "quick")]
+
+
+@pytest.mark.slow
+def test_forty_concurrent_invocations_while_the_scheduler_runs_lose_nothing(config_dir, tmp_path):
+    """Pass: 40 CLI runs at once (20 scripts once, one script 20 times) while the scheduler
+    fires a group every 0.1 s: every invocation exits 0, every run row is finished with
+    its log present and naming its run, the database and scheduler files are intact."""
+    limit = {"type": "count", "value": 1000}
+    command = 'echo "out-$SCRIPT_MONITOR_SCRIPT-$SCRIPT_MONITOR_RUN_ID"; sleep 0.2'
+    names = [f"c{i:02d}" for i in range(20)]
+    scripts = [{"name": n, "command": command, "log_limit": limit} for n in [*names, "same"]]
+    scripts.append({"name": "beat", "command": command, "log_limit": limit})
+    groups = [{"name": "pulse", "schedule": "* * * * *", "timezone": "UTC", "scripts": ["beat"]}]
+    configure(config_dir, scripts, groups, {"validation": {"warn_unused_scripts": False}})
+    with scheduler(config_dir, tmp_path, speed=600) as daemon:
+        wait_until(lambda: "success" in statuses(config_dir).get("beat", []), 60, "a first tick")
+        procs = [
+            popen("--config-dir", str(config_dir), "run", "-q", n) for n in names + ["same"] * 20
+        ]
+        results = [(p, *p.communicate(timeout=300)) for p in procs]
+        daemon["proc"].terminate()
+        assert daemon["proc"].wait(60) == 0
+    text = daemon["log"].read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text
+    for p, _, err in results:
+        assert "Traceback" not in err, err
+        assert p.returncode == 0, err
+    rows = runs(config_dir)
+    manual = [r for r in rows if r["trigger"] == "manual"]
+    assert len(manual) == 40 and {r["status"] for r in manual} == {"success"}
+    assert sum(r["script"] == "same" for r in manual) == 20
+    scheduled = [r for r in rows if r["trigger"] == "schedule"]
+    assert len(scheduled) >= 2 and {r["status"] for r in scheduled} == {"success"}
+    for row in rows:
+        log = (config_dir / "logs" / row["log_path"]).read_text()
+        assert f"out-{row['script']}-{row['id']}\n" in log and "finished: success" in log
+    assert {g["status"] for g in group_rows(config_dir)} <= {"success", "skipped", "missed"}
+    db = sqlite3.connect(config_dir / ".script-monitor" / "history.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+    state = config_dir / ".script-monitor" / "scheduler-state.json"
+    assert isinstance(json.loads(state.read_text()), dict)
