@@ -53,6 +53,9 @@ def _run(
     engine = Engine(config, store, rep, interrupt=interrupt)
     with interrupt_on_signals(interrupt):
         outcome = action(engine)
+    if interrupt.fired:  # more Ctrl-C while exiting must not turn exit 130 into a death by signal
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
     if isinstance(outcome, GroupResult):
         statuses = [r.status for r in outcome.results]
         _warn_log_problems(outcome.results)
