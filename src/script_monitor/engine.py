@@ -12,7 +12,7 @@ from typing import BinaryIO, Protocol
 
 from . import logs
 from .config import Config, Group, Script
-from .masking import Masker, pump
+from .masking import Masker, Pump
 from .proc import TOKEN_VAR, Interrupt, run_process
 from .store import Store
 
@@ -106,11 +106,12 @@ class Engine:
         run_id = self.store.start_run(
             name, self.trigger, started, group_run_id, group, rel if fd is not None else None
         )
-        env, masker = self._env(script, name, group, run_id)
+        env, secrets = self._env(script, name, group, run_id)
+        masker = Masker(secrets)
         if fd is not None:
             head = logs.header(name, script.command, started, self.trigger, group, run_id)
             log_error = self._write(fd, masker.bytes(head) if masker else head)
-        out_fd, pump = self._sink(fd, masker)
+        out_fd, pump = self._sink(fd, masker, secrets)
         follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
         try:
             result = run_process(
@@ -129,7 +130,7 @@ class Engine:
         ended = time.time()
         duration = ended - started
         if pump is not None:
-            pump.join(PUMP_DRAIN)  # leftovers may hold the pipe: do not wait for them
+            pump.finish(PUMP_DRAIN)  # leftovers may hold the pipe: do not wait for them
         if follower is not None:
             follower[1].set()
             follower[0].join()
@@ -165,18 +166,14 @@ class Engine:
             detail,
         )
 
-    def _sink(self, fd: int | None, masker: Masker) -> tuple[int, threading.Thread | None]:
+    def _sink(self, fd: int | None, masker: Masker, secrets: list[str]) -> tuple[int, Pump | None]:
         """Where the child writes: the log itself, a masking pipe into it, or /dev/null."""
         if fd is None:
             return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), None
         if not masker:
             return fd, None
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        thread = threading.Thread(
-            target=pump, args=(read_end, os.dup(fd), masker), name="mask", daemon=True
-        )
-        thread.start()
-        return write_end, thread
+        return write_end, Pump(read_end, os.dup(fd), masker, secrets)
 
     def _write_footer(self, fd: int, result, duration: float, detail: str | None) -> str | None:
         size = os.fstat(fd).st_size
@@ -199,8 +196,8 @@ class Engine:
 
     def _env(
         self, script: Script, name: str, group: str | None, run_id: int
-    ) -> tuple[dict[str, str], Masker]:
-        """The child's environment, and a masker for the values that are secret."""
+    ) -> tuple[dict[str, str], list[str]]:
+        """The child's environment, and the values in it that are secret."""
         if self._base_env is None:
             self._base_env = dict(os.environ)
             settings = self.config.settings
@@ -226,7 +223,7 @@ class Engine:
             env["SCRIPT_MONITOR_GROUP"] = group
         else:
             env.pop("SCRIPT_MONITOR_GROUP", None)
-        return env, Masker(secrets)
+        return env, secrets
 
     def _open_log(self, rel: str) -> tuple[int | None, str | None]:
         path = self.log_dir / rel

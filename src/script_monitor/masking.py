@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import select
+import subprocess
+import sys
+import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 MASK = b"***"
 MIN_SECRET = 3  # shorter values would mask ordinary output ("1", "on")
@@ -51,19 +57,97 @@ class Masker:
         return b"".join(out), data[max(pos, cut) :]
 
 
-def pump(read_fd: int, write_fd: int, masker: Masker) -> None:
-    """Copy a pipe to a file descriptor, masking secrets, until the pipe's end."""
-    carry = b""
+class Pump:
+    """Copies a script's output pipe into its log, masking secrets, in a thread.
+
+    When the script has exited but a background process it left still holds the pipe,
+    ``finish`` hands the pipe to a small detached relay process, so the leftover keeps
+    its output (masked) and is not killed by SIGPIPE when script-monitor exits.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int, masker: Masker, secrets: list[str]):
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self.masker, self.secrets = masker, secrets
+        self.carry = b""
+        self.eof = False
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="mask", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll())
+                if self.read_fd in ready:
+                    chunk = os.read(self.read_fd, CHUNK)
+                    if not chunk:
+                        self.eof = True
+                        _write_all(self.write_fd, self.masker.bytes(self.carry))
+                        return
+                    done, self.carry = self.masker.split(self.carry + chunk)
+                    _write_all(self.write_fd, done)
+                elif self._stop_r in ready:
+                    return
+        except OSError:
+            self.eof = True  # the log became unwritable: the run's footer says so
+
+    def finish(self, drain: float) -> None:
+        """Wait up to ``drain`` seconds for the pipe's end, else hand it to a relay."""
+        self._thread.join(drain)
+        if self._thread.is_alive():
+            os.write(self._stop_w, b"x")
+            self._thread.join()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+        if not self.eof:
+            _start_relay(self.read_fd, self.write_fd, self.secrets, self.carry)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def _start_relay(read_fd: int, write_fd: int, secrets: list[str], carry: bytes) -> None:
+    """A detached process that goes on masking the pipe into the log until its end."""
+    src = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPT_MONITOR_")}
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     try:
-        while chunk := os.read(read_fd, CHUNK):
-            done, carry = masker.split(carry + chunk)
-            _write_all(write_fd, done)
-        _write_all(write_fd, masker.bytes(carry))
+        relay = subprocess.Popen(
+            [sys.executable, "-c", RELAY_CODE, str(read_fd), str(write_fd)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(read_fd, write_fd),
+            start_new_session=True,
+            env=env,
+        )
     except OSError:
-        pass  # the log became unwritable: the run's footer says so
-    finally:
-        os.close(read_fd)
-        os.close(write_fd)
+        return
+    try:
+        relay.stdin.write(json.dumps({"secrets": secrets, "carry": carry.hex()}).encode())
+        relay.stdin.close()
+    except OSError:
+        pass
+    relay.returncode = 0  # detached: nobody waits for it, and Popen must not warn
+
+
+RELAY_CODE = """
+import json, sys
+from script_monitor.masking import Masker, relay_main
+relay_main(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.stdin.read()))
+"""
+
+
+def relay_main(read_fd: int, write_fd: int, state: dict) -> None:
+    """The relay process: finish what the pump started."""
+    masker = Masker(state["secrets"])
+    carry = bytes.fromhex(state["carry"])
+    while chunk := os.read(read_fd, CHUNK):
+        done, carry = masker.split(carry + chunk)
+        _write_all(write_fd, done)
+    _write_all(write_fd, masker.bytes(carry))
 
 
 def _write_all(fd: int, data: bytes) -> None:
