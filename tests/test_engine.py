@@ -92,7 +92,7 @@ def test_without_configuration_the_cap_is_five(config_dir):
 
 @pytest.mark.parametrize(("global_cap", "group_cap"), [(5, 2), (1, 3)])
 def test_the_group_cap_overrides_the_global_one(config_dir, global_cap, group_cap):
-    parallel(config_dir, 5, 0.4, {"execution": {"max_parallel_workers": global_cap}}, group_cap)
+    parallel(config_dir, 5, 0.6, {"execution": {"max_parallel_workers": global_cap}}, group_cap)
     assert run(config_dir, "run-group", "p").returncode == 0
     assert max_overlap(events(config_dir)) == group_cap
     r = run(config_dir, "list-groups", "--json")
@@ -396,6 +396,19 @@ def test_output_lands_byte_exact_in_the_log(config_dir, body):
     newline = b"" if body.endswith(b"\n") or not body else b"\n"
     assert (RULE + "\n").encode() + body + newline + (RULE + "\nfinished: success").encode() in log
     assert body.split(b"\xff")[0] in r.stdout  # echoed to the terminal too
+
+
+def test_the_closing_line_of_run_stays_on_its_own_line(config_dir):
+    make_config(
+        config_dir,
+        {"partial": {"command": ["printf", "no newline"]}, "full": "echo full", "silent": "true"},
+    )
+    r = run(config_dir, "run", "partial")
+    assert r.stdout.startswith("Running partial...\nno newline\npartial ✓ (")
+    r = run(config_dir, "run", "full")
+    assert r.stdout.startswith("Running full...\nfull\nfull ✓ (")
+    r = run(config_dir, "run", "silent")
+    assert r.stdout.startswith("Running silent...\nsilent ✓ (")
 
 
 def test_stdout_and_stderr_interleave_in_order(config_dir):

@@ -145,7 +145,7 @@ def test_every_guide_document_validates_and_runs_in_its_mode(tmp_path, index):
         r = cli("get-setting", "execution.max_parallel_workers", cwd=conf)
         assert (r.returncode, r.stdout) == (0, "5\n")
         return
-    setup_guide(conf, doc)
+    setup_guide(conf, doc, seconds=0.1 if "parallel" not in doc else 0.4)
     r = cli("validate", cwd=conf)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
@@ -312,7 +312,7 @@ def test_example_3_data_import_continues_and_still_reports(config_dir):
 
 def test_example_4_mixed_groups_each_keep_their_mode(config_dir):
     doc = doc_with_group("health_checks")
-    setup_guide(config_dir, doc, seconds=0.3, failing=("build_api",))
+    setup_guide(config_dir, doc, seconds=0.5, failing=("build_api",))
     r = cli("list-groups", cwd=config_dir)
     assert "Group: health_checks [execution: parallel]" in r.stdout
     assert "Group: deploy_api [execution: serial, stop_on_error]" in r.stdout
@@ -342,7 +342,7 @@ def test_migration_old_forms_default_to_serial_continue_on_error(config_dir):
     assert max_overlap(events(config_dir)) == 1
 
     (config_dir / "events.log").unlink()
-    setup_guide(config_dir, new_monitoring, seconds=0.3)
+    setup_guide(config_dir, new_monitoring, seconds=0.5)
     assert "Group: monitoring [execution: parallel]" in cli("list-groups", cwd=config_dir).stdout
     assert run_group(config_dir, "monitoring").returncode == 0
     assert max_overlap(events(config_dir)) == 2

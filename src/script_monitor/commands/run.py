@@ -79,13 +79,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine.config.script(args.name)
         out = sys.stdout
         print(f"Running {args.name}...", flush=True)
-        result = engine.run_script(args.name, echo=None if args.quiet else out.buffer)
+        echo = None if args.quiet else _LastByte(out.buffer)
+        result = engine.run_script(args.name, echo=echo)
+        if echo is not None and echo.last not in (b"", b"\n"):
+            print()  # the output did not end its line: the closing line gets its own
         print(single_run_line(result), flush=True)
         if result.detail:
             print(f"  {result.detail}", file=sys.stderr)
         return result
 
     return _run(args, action, reporter=False)
+
+
+class _LastByte:
+    """A binary writer that remembers the last byte written through it."""
+
+    def __init__(self, out):
+        self.out = out
+        self.last = b""
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.last = data[-1:]
+        self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def cmd_run_group(args: argparse.Namespace) -> int:
