@@ -60,7 +60,14 @@ def test_export_systemd_prints_service_and_timer(conf):
     assert "Type=oneshot" in service
     exec_start = re.search(r"^ExecStart=(.*)$", service, re.M).group(1).split()
     assert Path(exec_start[0]).is_absolute() and Path(exec_start[0]).exists()
-    assert exec_start[-4:] == ["--config-dir", str(conf), "run-group", "nightly"]
+    assert exec_start[-6:] == [
+        "--config-dir",
+        str(conf),
+        "run-group",
+        "--trigger",
+        "schedule",
+        "nightly",
+    ]
     assert f"WorkingDirectory={conf}" in service
     assert "OnCalendar=*-*-* 02:30:00 Europe/Berlin" in timer
     assert "Persistent=true" in timer
@@ -99,12 +106,21 @@ def test_export_cron_line(conf, tmp_path):
     fields = lines[1].split()
     assert fields[:5] == ["30", "2", "*", "*", "*"]
     assert Path(fields[5]).is_absolute()
-    assert fields[-4:] == ["--config-dir", str(conf), "run-group", "nightly"]
+    assert fields[-6:] == [
+        "--config-dir",
+        str(conf),
+        "run-group",
+        "--trigger",
+        "schedule",
+        "nightly",
+    ]
     r = cli("--config-dir", str(conf), "export-cron", "office", "--output", str(tmp_path / "c"))
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "c" / "script-monitor-office.cron").read_text()
     assert "CRON_TZ" not in text
-    assert re.search(r"^\*/15 9-17 \* \* mon-fri /\S+ .*run-group office$", text, re.M)
+    assert re.search(
+        r"^\*/15 9-17 \* \* mon-fri /\S+ .*run-group --trigger schedule office$", text, re.M
+    )
 
 
 def test_export_cron_line_runs_under_a_shell(conf):

@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p["run"].add_argument("name", help="script name")
     p["run"].add_argument("-q", "--quiet", action="store_true", help="do not echo the output")
     p["run-group"].add_argument("name", help="group name")
+    for verb in ("run", "run-group", "run-all"):
+        p[verb].add_argument(
+            "--trigger",
+            choices=("manual", "schedule"),
+            default="manual",
+            help="how the run is recorded (exported timers and crontab lines say schedule)",
+        )
     for verb in ("list", "list-groups", "history", "show-config", "list-schedules"):
         p[verb].add_argument("--json", action="store_true", help="machine-readable output")
     p["history"].add_argument("name", help="script name")

@@ -50,7 +50,7 @@ def _run(
     store.reap_lost()
     interrupt = Interrupt()
     rep = reporter_for(colors(args, config)) if reporter else None
-    engine = Engine(config, store, rep, interrupt=interrupt)
+    engine = Engine(config, store, rep, trigger=args.trigger, interrupt=interrupt)
     with interrupt_on_signals(interrupt):
         outcome = action(engine)
     if interrupt.fired:  # more Ctrl-C while exiting must not turn exit 130 into a death by signal
