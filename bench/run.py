@@ -299,13 +299,14 @@ def fresh_dir(path: Path) -> Callable[[], None]:
 # ---------------------------------------------------------------- run-group workloads
 
 
-def group_tools(py: str, root: Path, commands: dict[str, str], cap: int, min_bytes: int = 0):
+def group_tools(sm: list[str], root: Path, commands: dict[str, str], cap: int, min_bytes: int = 0):
     """script-monitor, bare, xargs -P and (when installed) GNU parallel on one group."""
     names = list(commands)
+    py = sm[0]
     tools = [
         Tool(
             "script-monitor",
-            [py, str(MAIN), "--config-dir", str(root), "run-group", GROUP],
+            [*sm, "--config-dir", str(root), "run-group", GROUP],
             sm_check(root, names, min_bytes),
         ),
         Tool(
@@ -357,13 +358,13 @@ def group_workload(key: str, size: dict) -> tuple[str, dict[str, str], str, int,
 # ---------------------------------------------------------------- W6: --help and list
 
 
-def populate_history(root: Path, scripts: list[str], runs: int) -> None:
+def populate_history(src: Path, root: Path, scripts: list[str], runs: int) -> None:
     """Insert ``runs`` finished runs (spread over ``scripts``) straight into the history.
 
     The schema comes from script-monitor's own Store; the rows are inserted in one
     transaction, outside any timed part.
     """
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(src))
     from script_monitor.store import Store
 
     store = Store(root / ".script-monitor")
@@ -402,7 +403,7 @@ def populate_history(root: Path, scripts: list[str], runs: int) -> None:
     db.close()
 
 
-def w6_tools(py: str, root: Path, names: list[str], out_dir: Path) -> list[Tool]:
+def w6_tools(sm: list[str], root: Path, names: list[str], out_dir: Path) -> list[Tool]:
     def lists_all(_sample: Sample) -> str | None:
         text = (out_dir / "stdout").read_text()
         firsts = {line.split()[0] for line in text.splitlines() if line.strip()}
@@ -413,7 +414,7 @@ def w6_tools(py: str, root: Path, names: list[str], out_dir: Path) -> list[Tool]
         text = (out_dir / "stdout").read_text()
         return None if "run-group" in text else "--help output does not list run-group"
 
-    sm = [py, str(MAIN), "--config-dir", str(root)]
+    py, sm = sm[0], [*sm, "--config-dir", str(root)]
     return [
         Tool("script-monitor --help", [*sm, "--help"], helps),
         Tool("script-monitor list", [*sm, "list"], lists_all),
@@ -506,6 +507,7 @@ class Bench:
     work: Path
     reps_override: int | None
     spawner: Path | None = None
+    main: Path = MAIN
     results: list[dict] = field(default_factory=list)
 
     @property
@@ -552,7 +554,7 @@ class Bench:
         title, commands, mode, cap, min_bytes = group_workload(key, self.size(key))
         root = self.work / key.lower()
         write_config(root, commands, mode, cap)
-        tools = group_tools(self.py, root, commands, cap, min_bytes)
+        tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes)
         self.log(f"{key}: {title}")
         load0 = list(os.getloadavg())
         run_reps(tools, self.reps(key), root, self)
@@ -567,10 +569,10 @@ class Bench:
         size = self.size("W6")
         root = self.work / "w6"
         names = w6_config(root, size["scripts"])
-        populate_history(root, names, size["runs"])
+        populate_history(self.main.parent / "src", root, names, size["runs"])
         title = f"--help, and list on {size['scripts']} scripts with {size['runs']} runs"
         self.log(f"W6: {title}")
-        tools = w6_tools(self.py, root, names, root)
+        tools = w6_tools([self.py, str(self.main)], root, names, root)
         load0 = list(os.getloadavg())
         run_reps(tools, self.reps("W6"), root, self)
         help_, list_, bare = tools
@@ -699,6 +701,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="work directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--python", default=sys.executable, help="interpreter for every tool")
+    parser.add_argument(
+        "--main", type=Path, default=MAIN, help="script-monitor's main.py (to compare checkouts)"
+    )
     return parser.parse_args(argv)
 
 
@@ -709,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="sm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args.python, args.quick, work, args.reps, build_spawner(work))
+    bench = Bench(args.python, args.quick, work, args.reps, build_spawner(work), args.main)
     wanted = (args.only or "W1,W2,W3,W4,W5,W6,W7").upper().split(",")
     started = time.time()
     env = environment(args.python)
@@ -723,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": args.quick,
+        "script_monitor_main": str(args.main.resolve()),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "measured_by": "C helper: fork, exec, CLOCK_MONOTONIC, wait4 rusage"
