@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_clean_error, cli, hash_tree, make_config
+from conftest import ROOT, assert_clean_error, cli, hash_tree, make_config, write
 
 CONSOLE = ROOT / ".venv" / "bin" / "script-monitor"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -166,3 +167,27 @@ def test_output_to_a_closed_pipe_is_not_an_error(config_dir):
     )
     assert r.stdout.startswith("SCRIPT")
     assert "Traceback" not in r.stderr
+
+
+def test_numbers_in_an_argv_list_are_words(config_dir):
+    """`command: [sleep, 0]` needs no quotes: YAML numbers become argv words."""
+    write(config_dir, "scripts.yaml", "scripts:\n  - name: n\n    command: [echo, 5, 1.5]\n")
+    r = cli("--config-dir", str(config_dir), "run", "n")
+    assert r.returncode == 0, r.stderr
+    assert "5 1.5\n" in r.stdout
+
+
+def test_run_all_is_recorded_apart_from_user_groups(config_dir):
+    """run-all's runs carry the group '(all)', which no user group can be named."""
+    write(
+        config_dir,
+        "scripts.yaml",
+        'scripts:\n  - name: a\n    command: "echo [$SCRIPT_MONITOR_GROUP]"\n',
+    )
+    r = cli("--config-dir", str(config_dir), "run-all")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Running all scripts...\n")
+    r = cli("--config-dir", str(config_dir), "history", "a", "--json")
+    assert json.loads(r.stdout)[0]["group"] == "(all)"
+    r = cli("--config-dir", str(config_dir), "logs", "a")
+    assert "\n[]\n" in r.stdout

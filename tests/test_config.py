@@ -85,7 +85,7 @@ BAD: dict[str, tuple[dict[str, str | bytes], str, str]] = {
     ),
     "missing-member": (
         {"scripts.yaml": SCRIPTS, "groups.yaml": "groups:\n  - name: g\n    scripts: [a, nope]\n"},
-        "groups.yaml:2",
+        "groups.yaml:3",  # the member's own line
         "group 'g': unknown script 'nope'",
     ),
     "missing-member-beside-a-warning": (
@@ -94,7 +94,7 @@ BAD: dict[str, tuple[dict[str, str | bytes], str, str]] = {
             "groups.yaml": "groups:\n  - name: g\n    execution: parallel\n"
             "    stop_on_error: true\n    scripts: [nope]\n",
         },
-        "groups.yaml:2",
+        "groups.yaml:5",
         "group 'g': unknown script 'nope'",
     ),
     "empty-file": ({"scripts.yaml": ""}, "scripts.yaml:1", "file is empty"),

@@ -38,7 +38,7 @@ class Script(_Strict):
     name: Name
     command: (
         Annotated[str, msgspec.Meta(min_length=1)]
-        | Annotated[list[str], msgspec.Meta(min_length=1)]
+        | Annotated[list[str | int | float], msgspec.Meta(min_length=1)]
     )
     description: str = ""
     timeout: Seconds | None = None
@@ -492,6 +492,13 @@ def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, probl
             continue
         into[obj.name] = obj
         origin[f"{kind}:{obj.name}"] = (file, line)
+        if isinstance(obj, Group):
+            for j, member in enumerate(obj.scripts):
+                origin.setdefault(
+                    f"member:{obj.name}:{member}", (file, doc.line((key, i, "scripts", j)))
+                )
+        elif isinstance(obj.command, list):  # `[sleep, 5]`: YAML numbers are argv words too
+            obj.command = [a if isinstance(a, str) else str(a) for a in obj.command]
         _check_item(obj, doc, (key, i), label, problems)
 
 
@@ -546,8 +553,9 @@ def _cross_check(config: Config, problems: list[Problem]) -> None:
         for member in group.scripts:
             used.add(member)
             if member not in config.scripts:
+                at = config.origin.get(f"member:{group.name}:{member}", (file, line))
                 problems.append(
-                    Problem.error(file, line, f"group '{group.name}': unknown script '{member}'")
+                    Problem.error(*at, f"group '{group.name}': unknown script '{member}'")
                 )
         if len(set(group.scripts)) != len(group.scripts):
             problems.append(

@@ -219,7 +219,7 @@ class Engine:
         env["SCRIPT_MONITOR_RUN_ID"] = str(run_id)
         env["SCRIPT_MONITOR_CONFIG_DIR"] = str(self.config.root)
         env[TOKEN_VAR] = f"{run_id}.{os.getpid()}.{os.urandom(6).hex()}"
-        if group:
+        if group and group in self.config.groups:
             env["SCRIPT_MONITOR_GROUP"] = group
         else:
             env.pop("SCRIPT_MONITOR_GROUP", None)
@@ -286,7 +286,9 @@ class Engine:
 
     def run_all(self) -> GroupResult:
         """Run every script serially, in declaration order."""
-        return self.run_many("all", "serial", list(self.config.scripts), 1, False, record="(all)")
+        return self.run_many(
+            "all scripts", "serial", list(self.config.scripts), 1, False, record="(all)"
+        )
 
     def run_many(
         self,
@@ -299,7 +301,8 @@ class Engine:
     ) -> GroupResult:
         """Serial (one worker) and parallel (many) share this path."""
         outcome = GroupResult(name, mode, list(scripts))
-        outcome.group_run_id = self.store.start_group(record or name, self.trigger)
+        record = record or name
+        outcome.group_run_id = self.store.start_group(record, self.trigger)
         if self.reporter:
             self.reporter.group_started(name, mode, outcome.scripts)
         results: dict[int, RunResult] = {}
@@ -323,7 +326,7 @@ class Engine:
                     index, script = pending.popleft()
                 if self.reporter:
                     self.reporter.script_started(script)
-                result = self.run_script(script, name, outcome.group_run_id)
+                result = self.run_script(script, record, outcome.group_run_id)
                 results[index] = result
                 if self.reporter:
                     self.reporter.script_finished(result)
@@ -347,7 +350,7 @@ class Engine:
                 if self.interrupt.fired
                 else ("an earlier script failed (stop_on_error)")
             )
-            self.store.add_skipped(skipped, self.trigger, outcome.group_run_id, name, reason)
+            self.store.add_skipped(skipped, self.trigger, outcome.group_run_id, record, reason)
         if stop.is_set() and self.reporter and not self.interrupt.fired:
             failed = next(r.script for r in results.values() if r.status in FAILED)
             self.reporter.group_stopped(failed, skipped)
