@@ -476,6 +476,24 @@ def test_repeated_ctrl_c_during_shutdown_still_records_every_run(config_dir, hel
     assert flat == ["interrupted", "interrupted", "skipped"]
 
 
+def test_sigterm_ends_setsid_escaped_grandchild_of_run(config_dir, helper):
+    """Pass: SIGTERM to `run` ends a double-forked, setsid-escaped grandchild ignoring SIGTERM:
+    exit 143, nothing left, the run recorded interrupted."""
+    command = f"{helper.sh('escape,ignore-term')}; {helper.sh('sleep')}"
+    configure(config_dir, [{"name": "t", "command": command}])
+    proc = popen("--config-dir", str(config_dir), "run", "t")
+    try:
+        helper.wait_started(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=GRACE + 60)
+    finally:
+        proc.kill()
+    assert "Traceback" not in err, err
+    assert proc.returncode == 143, err
+    assert helper.alive() == []
+    assert statuses(config_dir) == {"t": ["interrupted"]}
+
+
 # ================================================================ crash of script-monitor
 
 

@@ -58,7 +58,7 @@ def test_safe_permissions_are_accepted(config_dir, tmp_path):
     assert cli("--config-dir", str(config_dir), "run", "a").returncode == 0
 
 
-@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777], ids=oct)
 def test_group_or_world_writable_config_dir_is_refused(config_dir, mode):
     """Pass: a config directory writable by group or others -> exit 2, path, chmod go-w."""
     configure(config_dir)
