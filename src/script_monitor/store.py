@@ -186,6 +186,11 @@ class Store:
                 f"the run history {self.path} is corrupted ({text}); move it aside "
                 "to start a new history"
             )
+        if "full" in text or "disk I/O error" in text:
+            return (
+                f"the run history {self.path} cannot be written ({text}): is its disk full?"
+                " Nothing was recorded"
+            )
         return f"the run history {self.path} cannot be used: {text}"
 
     def _setup(self, db: sqlite3.Connection) -> None:
@@ -207,7 +212,8 @@ class Store:
             db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                db.execute("ROLLBACK")
             raise
 
     @contextmanager
@@ -219,7 +225,8 @@ class Store:
                 try:
                     yield db
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                        db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
             except sqlite3.DatabaseError as e:
