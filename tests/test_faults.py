@@ -846,6 +846,20 @@ def test_full_disk_under_history_refuses_to_run_and_keeps_earlier_runs(config_di
         assert sm(config_dir, "run", "a").returncode == 0
 
 
+def test_history_on_a_disk_too_small_to_create_it_is_a_clear_message(config_dir, tmp_path):
+    """Pass: when not even a new history fits on its disk, `run` and `history` exit 2 saying
+    the disk may be full (not a secondary SQLite error), and the script does not run."""
+    flag = tmp_path / "ran"
+    configure(config_dir, [{"name": "a", "command": f"touch {flag}"}])
+    with mounted(config_dir / ".script-monitor", "size=64k"):
+        for args in (["run", "a"], ["history", "a"]):
+            r = sm(config_dir, *args)
+            no_traceback(r)
+            assert r.returncode == 2, r.stderr
+            assert "is its disk full?" in r.stderr and "rollback" not in r.stderr, r.stderr
+    assert not flag.exists()
+
+
 def test_read_only_config_dir_validates_and_refuses_to_run_with_clear_message(config_dir, tmp_path):
     """Pass: in a read-only config directory `validate` works, `run` exits 2 naming the history
     and "Read-only file system", and the script does not run; no traceback."""
