@@ -171,16 +171,19 @@ def run_tool(tool: Tool, out_dir: Path, bench: Bench) -> Sample:
 
 
 def settle(work: Path) -> None:
-    """Write back and evict the big files earlier runs left in the page cache.
+    """Write back and evict the big logs earlier runs left in the page cache.
 
     Otherwise a run pays for its predecessors' output: on this machine, writing
     200 MB took 0.15 s with little in the cache and 0.7-0.9 s once a few earlier
     200 MB logs were cached, whichever tool wrote them.  Logs stay on disk, so
-    script-monitor's rotation still does its real work.
+    script-monitor's rotation still does its real work.  Only logs are evicted:
+    the history database stays cached, as it is for anyone using it.
     """
     os.sync()
     for folder, _, files in os.walk(work):
         for name in files:
+            if not name.endswith(".log"):
+                continue
             path = os.path.join(folder, name)
             try:
                 if os.path.getsize(path) < 1 << 20:
