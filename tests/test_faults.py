@@ -776,7 +776,8 @@ def test_output_after_exit_by_leftover_child_lands_in_the_log(config_dir, helper
 
 def test_read_only_log_dir_runs_with_clear_message_and_honest_status(config_dir):
     """Pass: with a read-only log directory the script still runs, its run is recorded with
-    the log error, `run` and `run-group` say so on stderr, `logs` explains; no traceback."""
+    the log error, `run` still shows the output, `run` and `run-group` say so on stderr,
+    `logs` explains; no traceback."""
     configure(
         config_dir,
         [{"name": "a", "command": "echo hello"}],
@@ -787,6 +788,7 @@ def test_read_only_log_dir_runs_with_clear_message_and_honest_status(config_dir)
         no_traceback(r)
         assert r.returncode == 0
         assert "log not written" in r.stderr and "Read-only file system" in r.stderr
+        assert "hello\n" in r.stdout  # without a log, the terminal still gets the output
         r = sm(config_dir, "run-group", "g")
         no_traceback(r)
         assert r.returncode == 0
@@ -918,14 +920,16 @@ def test_briefly_locked_store_makes_run_wait_and_record(config_dir):
 
 @pytest.mark.slow
 def test_long_locked_store_refuses_to_run_with_clear_message(config_dir, tmp_path):
-    """Pass: with the history locked for longer than the 60 s busy timeout, `run` exits 2 saying
-    the history stayed locked and nothing was recorded, the script does not run, and reads
-    (`history`) keep working during the lock."""
+    """Pass: with the history locked for longer than the busy timeout (60 s by default; 3 s
+    here through SCRIPT_MONITOR_BUSY_TIMEOUT), `run` exits 2 saying the history stayed locked
+    and nothing was recorded, the script does not run, and reads (`history`) keep working
+    during the lock."""
     flag = tmp_path / "ran"
     configure(config_dir, [{"name": "a", "command": f"echo x >> {flag}"}])
     assert sm(config_dir, "run", "a").returncode == 0
     with store_locked(config_dir, 120):
-        proc = popen("--config-dir", str(config_dir), "run", "a")
+        env = {**os.environ, "SCRIPT_MONITOR_BUSY_TIMEOUT": "3"}
+        proc = popen("--config-dir", str(config_dir), "run", "a", env=env)
         try:
             r = sm(config_dir, "history", "a")
             assert r.returncode == 0 and "success" in r.stdout
@@ -934,7 +938,7 @@ def test_long_locked_store_refuses_to_run_with_clear_message(config_dir, tmp_pat
             proc.kill()
     assert "Traceback" not in err, err
     assert proc.returncode == 2, err
-    assert "locked" in err and "nothing was recorded" in err
+    assert "locked" in err and "for 3s" in err and "nothing was recorded" in err
     assert flag.read_text() == "x\n"
     assert [run["status"] for run in runs(config_dir, "a")] == ["success"]
 

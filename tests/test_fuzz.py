@@ -417,7 +417,8 @@ def first_group(files: dict) -> str:
     doc = files.get("groups.yaml")
     if isinstance(doc, dict) and isinstance(doc.get("groups"), list):
         for g in doc["groups"]:
-            if isinstance(g, dict) and isinstance(g.get("name"), str):
+            # A command line cannot carry a NUL, so no user can ask for such a name.
+            if isinstance(g, dict) and isinstance(g.get("name"), str) and "\0" not in g["name"]:
                 return g["name"]
     return "no_such_group"
 

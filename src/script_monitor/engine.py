@@ -111,7 +111,7 @@ class Engine:
         if fd is not None:
             head = logs.header(name, script.command, started, self.trigger, group, run_id)
             log_error = self._write(fd, masker.bytes(head) if masker else head)
-        out_fd, pump = self._sink(fd, masker, secrets)
+        out_fd, pump = self._sink(fd, masker, secrets, echo)
         follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
         try:
             result = run_process(
@@ -166,14 +166,26 @@ class Engine:
             detail,
         )
 
-    def _sink(self, fd: int | None, masker: Masker, secrets: list[str]) -> tuple[int, Pump | None]:
-        """Where the child writes: the log itself, a masking pipe into it, or /dev/null."""
-        if fd is None:
+    def _sink(
+        self, fd: int | None, masker: Masker, secrets: list[str], echo: BinaryIO | None
+    ) -> tuple[int, Pump | None]:
+        """Where the child writes: the log (through a masking pipe when it has secrets).
+
+        Without a log, ``run``'s output still reaches the terminal; else /dev/null.
+        """
+        target = fd
+        if target is None and echo is not None:
+            echo.flush()
+            target = os.dup(echo.fileno())
+        if target is None:
             return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), None
         if not masker:
-            return fd, None
+            return target, None
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        return write_end, Pump(read_end, os.dup(fd), masker, secrets)
+        pump = Pump(read_end, os.dup(target), masker, secrets)
+        if target != fd:
+            os.close(target)
+        return write_end, pump
 
     def _write_footer(self, fd: int, result, duration: float, detail: str | None) -> str | None:
         size = os.fstat(fd).st_size

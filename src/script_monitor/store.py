@@ -23,6 +23,18 @@ from typing import Any
 from .errors import StoreError
 
 BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_ENV = "SCRIPT_MONITOR_BUSY_TIMEOUT"  # seconds; how long a write waits for a lock
+
+
+def busy_timeout_ms() -> int:
+    """The busy timeout: $SCRIPT_MONITOR_BUSY_TIMEOUT seconds, else 60 s."""
+    try:
+        value = float(os.environ[BUSY_TIMEOUT_ENV])
+    except (KeyError, ValueError):
+        return BUSY_TIMEOUT_MS
+    return int(value * 1000) if 0 < value < 86400 else BUSY_TIMEOUT_MS
+
+
 DB_NAME = "history.db"
 
 # Each entry migrates the schema from version i to i + 1.
@@ -151,6 +163,7 @@ class Store:
         self._owner_text = str(self.owner)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self.busy_ms = busy_timeout_ms()
 
     # ------------------------------------------------------------ connection
 
@@ -161,11 +174,11 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
                 self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=self.busy_ms / 1000,
                 isolation_level=None,
                 check_same_thread=False,
             )
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
             self._setup(db)
         except sqlite3.DatabaseError as e:
             raise StoreError(self._explain(e)) from None
@@ -179,7 +192,7 @@ class Store:
         if "locked" in text or "busy" in text:
             return (
                 f"the run history {self.path} stayed locked by another process for "
-                f"{BUSY_TIMEOUT_MS // 1000}s; nothing was recorded"
+                f"{self.busy_ms / 1000:g}s; nothing was recorded"
             )
         if "not a database" in text or "malformed" in text:
             return (

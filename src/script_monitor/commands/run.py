@@ -106,6 +106,9 @@ class _LastByte:
     def flush(self) -> None:
         self.out.flush()
 
+    def fileno(self) -> int:
+        return self.out.fileno()
+
 
 def cmd_run_group(args: argparse.Namespace) -> int:
     return _run(args, lambda engine: engine.run_group(args.name))
