@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -107,17 +106,16 @@ class Settings(_Strict):
     secret_env: list[EnvName] = []
 
 
-@dataclass
-class Config:
+class Config(msgspec.Struct):
     """The loaded, validated configuration of one config directory."""
 
     root: Path
     settings: Settings
     scripts: dict[str, Script]
     groups: dict[str, Group]
-    files: list[Path] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-    origin: dict[str, tuple[Path, int]] = field(default_factory=dict)
+    files: list[Path] = msgspec.field(default_factory=list)
+    warnings: list[Problem] = msgspec.field(default_factory=list)
+    origin: dict[str, tuple[Path, int]] = msgspec.field(default_factory=dict)
 
     def path(self, value: str) -> Path:
         """Resolve a configured path relative to the config directory."""
@@ -156,8 +154,7 @@ class Config:
 # ---------------------------------------------------------------- YAML reading
 
 
-@dataclass
-class Document:
+class Document(msgspec.Struct):
     """A parsed YAML file with the line of every mapping key and list item."""
 
     path: Path

@@ -6,9 +6,10 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+import msgspec
 
 from . import logs
 from .config import Config, Group, Script
@@ -20,8 +21,7 @@ FAILED = ("failed", "timeout")
 PUMP_DRAIN = 1.0  # seconds to wait for the masking pipe's end after the script exits
 
 
-@dataclass
-class RunResult:
+class RunResult(msgspec.Struct):
     """The outcome of one script run."""
 
     script: str
@@ -38,14 +38,13 @@ class RunResult:
         return self.status == "success"
 
 
-@dataclass
-class GroupResult:
+class GroupResult(msgspec.Struct):
     """The outcome of a group run; ``results`` follow the group's order."""
 
     name: str
     mode: str
     scripts: list[str]
-    results: list[RunResult] = field(default_factory=list)
+    results: list[RunResult] = msgspec.field(default_factory=list)
     status: str = "success"
     group_run_id: int | None = None
     interrupted_by: int | None = None
@@ -88,6 +87,7 @@ class Engine:
         self.log_dir = config.log_dir
         self._base_env: dict[str, str] | None = None
         self._global_file: dict[str, str] = {}
+        self._cwds: dict[str, str] = {}
 
     # ------------------------------------------------------------ one script
 
@@ -116,7 +116,7 @@ class Engine:
         try:
             result = run_process(
                 self._argv(script),
-                cwd=str(self.config.path(script.cwd or ".")),
+                cwd=self._cwd(script),
                 env=env,
                 out_fd=out_fd,
                 timeout=self.config.timeout_for(script),
@@ -142,7 +142,7 @@ class Engine:
             detail = f"{detail}; {log_error}" if detail else log_error
         if masker:
             detail = masker.text(detail)
-        self.store.finish_run(
+        gone = self.store.finish_run(
             run_id,
             result.status,
             ended,
@@ -152,9 +152,9 @@ class Engine:
             result.pid,
             detail,
             "error" if fd is None else None,
+            expire=self._expiry(script) if fd is not None else None,
         )
-        if fd is not None:
-            self._rotate(script)
+        logs.remove(self.log_dir, gone)
         return RunResult(
             name,
             result.status,
@@ -272,15 +272,18 @@ class Engine:
         thread.start()
         return thread, done
 
-    def _rotate(self, script: Script) -> None:
+    def _cwd(self, script: Script) -> str:
+        """The script's resolved working directory, resolved once per engine."""
+        cwd = self._cwds.get(script.name)
+        if cwd is None:
+            cwd = self._cwds[script.name] = str(self.config.path(script.cwd or "."))
+        return cwd
+
+    def _expiry(self, script: Script) -> tuple[str, int | None, float | None]:
         limit = self.config.log_limit_for(script)
         if limit.type == "count":
-            gone = self.store.expire_logs(script.name, keep=limit.value, before=None)
-        else:
-            gone = self.store.expire_logs(
-                script.name, keep=None, before=time.time() - limit.value * 86400
-            )
-        logs.remove(self.log_dir, gone)
+            return script.name, limit.value, None
+        return script.name, None, time.time() - limit.value * 86400
 
     # ------------------------------------------------------------ groups
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -13,8 +14,7 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """One configuration problem, with the file and line it comes from."""
 
     level: str  # "error" | "warning"

@@ -81,9 +81,13 @@ def ends_with_newline(fd: int, size: int) -> bool:
 
 def remove(log_dir: Path, relatives: list[str]) -> None:
     """Delete log files (already marked gone in the store); missing ones are fine."""
+    root = os.path.realpath(log_dir)  # once, not once per file
     for rel in relatives:
         try:
-            resolve(log_dir, rel).unlink()
+            path = os.path.realpath(os.path.join(root, rel))
+            if os.path.commonpath((root, path)) != root:
+                raise LogPathError(rel)
+            os.unlink(path)
         except (FileNotFoundError, LogPathError):
             pass
         except OSError as e:

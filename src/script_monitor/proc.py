@@ -15,7 +15,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 POLL_INTERVAL = 0.02
 TOKEN_VAR = "SCRIPT_MONITOR_RUN_TOKEN"
@@ -53,8 +54,7 @@ class Interrupt:
         return self.fired
 
 
-@dataclass
-class ProcResult:
+class ProcResult(msgspec.Struct):
     """How a child ended."""
 
     status: str  # success | failed | timeout | interrupted
@@ -62,7 +62,7 @@ class ProcResult:
     signal: int | None = None
     pid: int | None = None
     error: str | None = None
-    leftovers: list[int] = field(default_factory=list)
+    leftovers: list[int] = msgspec.field(default_factory=list)
 
 
 def run_process(

@@ -10,9 +10,10 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .engine import FAILED, GroupResult, RunResult
+if TYPE_CHECKING:  # engine pulls in subprocess; list and history need none of it
+    from .engine import GroupResult, RunResult
 
 OK = "✓"
 FAIL = "✗ FAILED"
@@ -205,4 +206,4 @@ def single_run_line(result: RunResult) -> str:
     )
 
 
-__all__ = ["FAILED", "PlainReporter", "RichReporter", "reporter_for"]
+__all__ = ["PlainReporter", "RichReporter", "reporter_for"]

@@ -10,15 +10,15 @@ interface later.
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from .errors import StoreError
 
@@ -96,8 +96,7 @@ RUN_FIELDS = [
 GROUP_FIELDS = ["id", "group_name", "trigger", "status", "started", "ended", "owner", "detail"]
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(msgspec.Struct, frozen=True):
     """Identifies a script-monitor process, so a reused pid is not taken for it."""
 
     host: str
@@ -118,7 +117,7 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         pid = os.getpid()
-        return cls(socket.gethostname(), _boot_id(), pid, _proc_start(pid) or "")
+        return cls(os.uname().nodename, _boot_id(), pid, _proc_start(pid) or "")
 
     def is_gone(self, me: Owner) -> bool:
         """True when this owner's process certainly no longer runs (same host only)."""
@@ -320,7 +319,10 @@ class Store:
         pid: int | None = None,
         detail: str | None = None,
         log_state: str | None = None,
-    ) -> None:
+        expire: tuple[str, int | None, float | None] | None = None,
+    ) -> list[str]:
+        """Record the end of a run; with ``expire`` (script, keep, before) rotate in the same
+        commit, and return the log paths to delete."""
         with self._write() as db:
             db.execute(
                 "UPDATE runs SET status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?,"
@@ -328,6 +330,23 @@ class Store:
                 " WHERE id = ?",
                 (status, ended, duration, exit_code, signal, pid, detail, log_state, run_id),
             )
+            return self._expire(db, *expire) if expire is not None else []
+
+    @staticmethod
+    def _expire(db, script: str, keep: int | None, before: float | None) -> list[str]:
+        where = "script = ? AND log_state = 'ok' AND status != 'running'"
+        if keep is not None:
+            sql = f"SELECT id, log_path FROM runs WHERE {where} ORDER BY id DESC LIMIT -1 OFFSET ?"
+            args: tuple = (script, keep)
+        else:
+            sql = f"SELECT id, log_path FROM runs WHERE {where} AND started < ?"
+            args = (script, before)
+        rows = db.execute(sql, args).fetchall()
+        if rows:
+            db.executemany(
+                "UPDATE runs SET log_state = 'rotated' WHERE id = ?", [(r[0],) for r in rows]
+            )
+        return [r[1] for r in rows if r[1]]
 
     def add_skipped(
         self,
@@ -351,21 +370,8 @@ class Store:
 
     def expire_logs(self, script: str, keep: int | None, before: float | None) -> list[str]:
         """Mark logs beyond a count limit or older than ``before`` rotated; return their paths."""
-        where = "script = ? AND log_state = 'ok' AND status != 'running'"
-        if keep is not None:
-            sql = f"SELECT id, log_path FROM runs WHERE {where} ORDER BY id DESC LIMIT -1 OFFSET ?"
-            args: tuple = (script, keep)
-        else:
-            sql = f"SELECT id, log_path FROM runs WHERE {where} AND started < ?"
-            args = (script, before)
-        rows = self._read(sql, args)
-        if not rows:
-            return []
         with self._write() as db:
-            db.executemany(
-                "UPDATE runs SET log_state = 'rotated' WHERE id = ?", [(r[0],) for r in rows]
-            )
-        return [r[1] for r in rows if r[1]]
+            return self._expire(db, script, keep, before)
 
     def mark_logs_cleared(self, script: str | None) -> list[str]:
         """Mark every finished run's log (of one script, or all) as cleared; return paths."""
@@ -430,10 +436,15 @@ class Store:
 
     def last_runs(self) -> dict[str, dict[str, Any]]:
         """The newest non-skipped run of every script that has one."""
+        # Walk the distinct scripts through the (script, id) index and take each one's
+        # newest row from the same index: O(scripts), where GROUP BY read every row.
         rows = self._read(
-            f"SELECT {', '.join('r.' + f for f in RUN_FIELDS)} FROM runs r JOIN "
-            "(SELECT script, MAX(id) AS id FROM runs WHERE status != 'skipped' GROUP BY script)"
-            " last ON r.id = last.id"
+            "WITH RECURSIVE s(name) AS (SELECT MIN(script) FROM runs UNION ALL"
+            " SELECT (SELECT MIN(script) FROM runs WHERE script > s.name) FROM s"
+            " WHERE s.name IS NOT NULL)"
+            f" SELECT {', '.join('r.' + f for f in RUN_FIELDS)} FROM s JOIN runs r ON r.id ="
+            " (SELECT id FROM runs x WHERE x.script = s.name AND x.status != 'skipped'"
+            " ORDER BY x.id DESC LIMIT 1)"
         )
         return {r[1]: dict(zip(RUN_FIELDS, r, strict=True)) for r in rows}
 

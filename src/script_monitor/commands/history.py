@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -91,6 +90,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             }
             for s in config.scripts.values()
         ]
+        import json
+
         print(json.dumps(out, indent=2))
         return EXIT_OK
     rows = []
@@ -114,6 +115,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     store.reap_lost()
     runs = store.history(args.name, args.limit)
     if args.json:
+        import json
+
         print(json.dumps([run_json(r) for r in runs], indent=2))
         return EXIT_OK
     if not runs:
