@@ -90,7 +90,7 @@ def run_process(
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=out_fd,
             stderr=out_fd,
             start_new_session=True,
@@ -125,6 +125,16 @@ def run_process(
         # found by the token scan when they must be ended (timeout, interrupt, kill).
         result.leftovers = group_members(proc.pid)
     return result
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every child's stdin (subprocess opens one per child)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
 
 
 def _signal_of(code: int | None) -> int | None:
