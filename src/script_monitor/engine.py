@@ -88,6 +88,7 @@ class Engine:
         self._base_env: dict[str, str] | None = None
         self._global_file: dict[str, str] = {}
         self._cwds: dict[str, str] = {}
+        self._recycler: logs.Recycler | None = None  # set while a group runs
 
     # ------------------------------------------------------------ one script
 
@@ -154,7 +155,10 @@ class Engine:
             "error" if fd is None else None,
             expire=self._expiry(script) if fd is not None else None,
         )
-        logs.remove(self.log_dir, gone)
+        if self._recycler is not None:
+            self._recycler.give(gone)
+        else:
+            logs.remove(self.log_dir, gone)
         return RunResult(
             name,
             result.status,
@@ -240,6 +244,8 @@ class Engine:
     def _open_log(self, rel: str) -> tuple[int | None, str | None]:
         path = self.log_dir / rel
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        if self._recycler is not None and self._recycler.take(path):
+            flags |= os.O_TRUNC  # a rotated log renamed here: start it empty
         try:
             return os.open(path, flags, 0o640), None
         except FileNotFoundError:
@@ -315,6 +321,13 @@ class Engine:
         record: str | None = None,
     ) -> GroupResult:
         """Serial (one worker) and parallel (many) share this path."""
+        if self._recycler is None:
+            self._recycler = logs.Recycler(self.log_dir)
+            try:
+                return self.run_many(name, mode, scripts, workers, stop_on_error, record)
+            finally:
+                self._recycler.close()
+                self._recycler = None
         outcome = GroupResult(name, mode, list(scripts))
         record = record or name
         outcome.group_run_id = self.store.start_group(record, self.trigger)

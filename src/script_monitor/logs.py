@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -73,6 +74,61 @@ def footer(
         lines.append(f"note: {detail}")
     lines.append(RULE)
     return ("\n" if needs_newline else "").encode() + "\n".join(lines).encode() + b"\n"
+
+
+class Recycler:
+    """Reuses rotated log files as new logs while a group runs.
+
+    Renaming an expired log to the new name and truncating it costs less than deleting
+    one file and creating another (no inode freed and allocated per run); ``close``
+    deletes whatever was not reused.
+    """
+
+    def __init__(self, log_dir: Path, limit: int = 16):
+        self.root = os.path.realpath(log_dir)
+        self.limit = limit
+        self.files: list[str] = []
+        self.lock = threading.Lock()
+
+    def give(self, relatives: list[str]) -> None:
+        """Keep expired logs for reuse (up to ``limit``); delete the rest."""
+        for rel in relatives:
+            path = os.path.realpath(os.path.join(self.root, rel))
+            if os.path.commonpath((self.root, path)) != self.root or path == self.root:
+                continue
+            with self.lock:
+                if len(self.files) < self.limit:
+                    self.files.append(path)
+                    continue
+            _unlink(path)
+
+    def take(self, path: Path) -> bool:
+        """Rename a kept log to ``path``; False when none is kept or the rename fails."""
+        with self.lock:
+            spare = self.files.pop() if self.files else None
+        if spare is None:
+            return False
+        try:
+            os.rename(spare, path)
+        except OSError:
+            _unlink(spare)
+            return False
+        return True
+
+    def close(self) -> None:
+        with self.lock:
+            files, self.files = self.files, []
+        for path in files:
+            _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        print(f"script-monitor: cannot delete log {path}: {e.strerror}", file=sys.stderr)
 
 
 def ends_with_newline(fd: int, size: int) -> bool:
