@@ -221,3 +221,17 @@ def test_owner_text_round_trips():
     assert not me.is_gone(me)
     assert Owner.parse("garbage") is None
     assert sys.platform.startswith("linux")
+
+
+def test_store_fills_the_history_interface():
+    """Store implements every History method with the same parameters (a PostgreSQL
+    history can be written against the interface)."""
+    import inspect
+
+    from script_monitor.store import History, Store
+
+    methods = [n for n, _ in inspect.getmembers(History, inspect.isfunction) if n[0] != "_"]
+    assert len(methods) >= 10
+    for name in methods:
+        ours = inspect.signature(getattr(Store, name)).parameters
+        assert list(ours) == list(inspect.signature(getattr(History, name)).parameters), name

@@ -15,7 +15,7 @@ from . import logs
 from .config import Config, Group, Script
 from .masking import Masker, Pump
 from .proc import TOKEN_VAR, Interrupt, run_process
-from .store import Store
+from .store import History
 
 FAILED = ("failed", "timeout")
 PUMP_DRAIN = 1.0  # seconds to wait for the masking pipe's end after the script exits
@@ -74,7 +74,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: History,
         reporter: Reporter | None = None,
         trigger: str = "manual",
         interrupt: Interrupt | None = None,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -151,6 +151,55 @@ def _proc_start(pid: int) -> str | None:
     if fields and fields[0] in (b"Z", b"X"):
         return None
     return fields[19].decode() if len(fields) > 19 else ""
+
+
+class History(Protocol):
+    """What the engine, the scheduler and the commands need of a run history.
+
+    ``Store`` (SQLite) implements it; a shared PostgreSQL history for distributed
+    execution would implement the same methods with the same row dictionaries
+    (fields ``RUN_FIELDS`` and ``GROUP_FIELDS``).
+    """
+
+    def start_group(self, group: str, trigger: str, now: float | None = None) -> int: ...
+    def finish_group(self, group_run_id: int, status: str, detail: str | None = None) -> None: ...
+    def start_run(
+        self,
+        script: str,
+        trigger: str,
+        started: float,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        log_path: str | None = None,
+    ) -> int: ...
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        ended: float,
+        duration: float,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        detail: str | None = None,
+        log_state: str | None = None,
+        expire: tuple[str, int | None, float | None] | None = None,
+    ) -> list[str]: ...
+    def add_skipped(
+        self,
+        scripts: list[str],
+        trigger: str,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        detail: str | None = None,
+    ) -> None: ...
+    def mark_logs_cleared(self, script: str | None) -> list[str]: ...
+    def reap_lost(self) -> int: ...
+    def run(self, run_id: int) -> dict[str, Any] | None: ...
+    def history(self, script: str, limit: int | None = None) -> list[dict[str, Any]]: ...
+    def latest_run(self, script: str, with_log: bool = False) -> dict[str, Any] | None: ...
+    def last_runs(self) -> dict[str, dict[str, Any]]: ...
+    def last_group_runs(self) -> dict[str, dict[str, Any]]: ...
 
 
 class Store:
