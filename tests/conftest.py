@@ -175,6 +175,16 @@ def marked_pids(marker: str) -> list[int]:
     return found
 
 
+@pytest.fixture
+def marker():
+    """A unique string carried by every process a test starts; they are all killed after."""
+    import uuid
+
+    token = f"smtest-{uuid.uuid4().hex}"
+    yield token
+    kill_marked(token)
+
+
 def kill_marked(marker: str) -> None:
     """Clean up after a failing test: SIGKILL every process carrying ``marker``."""
     import signal

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -36,14 +35,6 @@ from script_monitor.engine import Engine
 from script_monitor.logs import RULE
 from script_monitor.proc import Interrupt
 from script_monitor.store import Store
-
-
-@pytest.fixture
-def marker():
-    """A unique string carried by every process a test starts; they are all killed after."""
-    token = f"smtest-{uuid.uuid4().hex}"
-    yield token
-    kill_marked(token)
 
 
 def run(conf: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:

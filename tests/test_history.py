@@ -50,13 +50,6 @@ RUN_KEYS = {
 }
 
 
-@pytest.fixture
-def marker():
-    token = f"smtest-{uuid.uuid4().hex}"
-    yield token
-    kill_marked(token)
-
-
 def sm(conf: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return cli("--config-dir", str(conf), *args, **kwargs)
 
