@@ -155,18 +155,16 @@ def _systemd_quote(arg: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def run_command(config: Config, group: Group) -> list[str]:
+    """The absolute command line that runs a group as the scheduler would."""
+    root = str(config.root)
+    return [*self_command(), "--config-dir", root, "run-group", "--trigger", "schedule", group.name]
+
+
 def systemd_units(config: Config, group: Group, zone: str, user: bool) -> dict[str, str]:
     """The .service and .timer texts for a scheduled group."""
     name = f"script-monitor-{group.name}"
-    argv = [
-        *self_command(),
-        "--config-dir",
-        str(config.root),
-        "run-group",
-        "--trigger",
-        "schedule",
-        group.name,
-    ]
+    argv = run_command(config, group)
     where = "~/.config/systemd/user/" if user else "/etc/systemd/system/"
     ctl = "systemctl --user" if user else "sudo systemctl"
     header = (
@@ -229,15 +227,7 @@ def _timer(group: Group, zone: str, name: str, header: str) -> str:
 
 def cron_text(config: Config, group: Group, zone: str) -> str:
     """A crontab(5) fragment (comment, optional CRON_TZ, one line) for a scheduled group."""
-    argv = [
-        *self_command(),
-        "--config-dir",
-        str(config.root),
-        "run-group",
-        "--trigger",
-        "schedule",
-        group.name,
-    ]
+    argv = run_command(config, group)
     command = " ".join(shlex.quote(a) for a in argv).replace("%", "\\%")  # cron: % is newline
     lines = [
         f"# script-monitor group {group.name}: {group.schedule} ({zone}); "
