@@ -104,9 +104,15 @@ class Engine:
         started = time.time()
         rel = logs.new_log_name(name, started)
         fd, log_error = self._open_log(rel)
-        run_id = self.store.start_run(
-            name, self.trigger, started, group_run_id, group, rel if fd is not None else None
-        )
+        try:
+            run_id = self.store.start_run(
+                name, self.trigger, started, group_run_id, group, rel if fd is not None else None
+            )
+        except BaseException:  # not recorded, so not run: leave no orphan log behind
+            if fd is not None:
+                os.close(fd)
+                logs.remove(self.log_dir, [rel])
+            raise
         env, secrets = self._env(script, name, group, run_id)
         masker = Masker(secrets)
         if fd is not None:
@@ -136,13 +142,13 @@ class Engine:
             follower[1].set()
             follower[0].join()
         detail = _detail(result, script, self.config.timeout_for(script))
+        if masker:
+            detail = masker.text(detail)
         if fd is not None:
             log_error = log_error or self._write_footer(fd, result, duration, detail)
             os.close(fd)
         if log_error:
             detail = f"{detail}; {log_error}" if detail else log_error
-        if masker:
-            detail = masker.text(detail)
         gone = self.store.finish_run(
             run_id,
             result.status,
