@@ -14,7 +14,7 @@ import msgspec
 from . import logs
 from .config import Config, Group, Script
 from .masking import Masker, Pump
-from .proc import TOKEN_VAR, Interrupt, run_process
+from .proc import TOKEN_VAR, Interrupt, ProcResult, conclude, spawn, wait_for_exit
 from .store import History
 
 FAILED = ("failed", "timeout")
@@ -56,6 +56,37 @@ class GroupResult(msgspec.Struct):
     @property
     def completed(self) -> list[RunResult]:
         return [r for r in self.results if r.status in ("success", *FAILED)]
+
+
+class _Job:
+    """A run between its start and its end (engine-internal)."""
+
+    __slots__ = (
+        "fd",
+        "follower",
+        "log_error",
+        "masker",
+        "name",
+        "proc",
+        "pump",
+        "rel",
+        "run_id",
+        "script",
+        "started",
+        "token",
+    )
+
+    def __init__(
+        self, name: str, script: Script, started: float, rel: str, fd: int | None, run_id: int
+    ):
+        self.name, self.script, self.started, self.rel = name, script, started, rel
+        self.fd, self.run_id = fd, run_id
+        self.log_error: str | None = None
+        self.token = ""
+        self.masker: Masker | None = None
+        self.pump: Pump | None = None
+        self.follower = None
+        self.proc = None  # a Popen, or a ProcResult when it never started
 
 
 class Reporter(Protocol):
@@ -100,6 +131,16 @@ class Engine:
         echo: BinaryIO | None = None,
     ) -> RunResult:
         """Run one script to its end, streaming its output to its log (and ``echo``)."""
+        job = self._begin(name, group, group_run_id, echo)
+        if isinstance(job.proc, ProcResult):
+            return self._end(job, job.proc)
+        status = wait_for_exit(job.proc, self.config.timeout_for(job.script), self.interrupt)
+        return self._end(job, self._conclude(job, status))
+
+    def _begin(
+        self, name: str, group: str | None, group_run_id: int | None, echo: BinaryIO | None
+    ) -> _Job:
+        """Record the run as started, open its log and start its process."""
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)
@@ -113,44 +154,49 @@ class Engine:
                 os.close(fd)
                 logs.remove(self.log_dir, [rel])
             raise
+        job = _Job(name, script, started, rel, fd, run_id)
+        job.log_error = log_error
         env, secrets = self._env(script, name, group, run_id)
-        masker = Masker(secrets)
+        job.token = env[TOKEN_VAR]
+        job.masker = Masker(secrets)
         if fd is not None:
             head = logs.header(name, script.command, started, self.trigger, group, run_id)
-            log_error = self._write(fd, masker.bytes(head) if masker else head)
-        out_fd, pump = self._sink(fd, masker, secrets, echo)
-        follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
-        try:
-            result = run_process(
-                self._argv(script),
-                cwd=self._cwd(script),
-                env=env,
-                out_fd=out_fd,
-                timeout=self.config.timeout_for(script),
-                grace=self.config.settings.execution.kill_grace,
-                interrupt=self.interrupt,
-                kill_leftovers=script.leftovers == "kill",
-            )
-        finally:
-            if out_fd != fd:
-                os.close(out_fd)  # the pipe's write end, or /dev/null
+            job.log_error = self._write(fd, job.masker.bytes(head) if job.masker else head)
+        out_fd, job.pump = self._sink(fd, job.masker, secrets, echo)
+        job.follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
+        if self.interrupt.fired:
+            job.proc = ProcResult("interrupted", error="interrupted before it started")
+        else:
+            job.proc = spawn(self._argv(script), cwd=self._cwd(script), env=env, out_fd=out_fd)
+        if out_fd != fd:
+            os.close(out_fd)  # the pipe's write end, or /dev/null: the child has its own
+        return job
+
+    def _conclude(self, job: _Job, status: str) -> ProcResult:
+        """End the job's tree if it must be ended; return how it ended."""
+        grace = self.config.settings.execution.kill_grace
+        return conclude(job.proc, status, job.token, grace, job.script.leftovers == "kill")
+
+    def _end(self, job: _Job, result: ProcResult) -> RunResult:
+        """Finish the log, record the end of the run, rotate the script's logs."""
         ended = time.time()
-        duration = ended - started
-        if pump is not None:
-            pump.finish(PUMP_DRAIN)  # leftovers may hold the pipe: do not wait for them
-        if follower is not None:
-            follower[1].set()
-            follower[0].join()
-        detail = _detail(result, script, self.config.timeout_for(script))
-        if masker:
-            detail = masker.text(detail)
+        duration = ended - job.started
+        if job.pump is not None:
+            job.pump.finish(PUMP_DRAIN)  # leftovers may hold the pipe: do not wait for them
+        if job.follower is not None:
+            job.follower[1].set()
+            job.follower[0].join()
+        detail = _detail(result, job.script, self.config.timeout_for(job.script))
+        if job.masker:
+            detail = job.masker.text(detail)
+        fd, log_error = job.fd, job.log_error
         if fd is not None:
             log_error = log_error or self._write_footer(fd, result, duration, detail)
             os.close(fd)
         if log_error:
             detail = f"{detail}; {log_error}" if detail else log_error
         gone = self.store.finish_run(
-            run_id,
+            job.run_id,
             result.status,
             ended,
             duration,
@@ -159,20 +205,20 @@ class Engine:
             result.pid,
             detail,
             "error" if fd is None else None,
-            expire=self._expiry(script) if fd is not None else None,
+            expire=self._expiry(job.script) if fd is not None else None,
         )
         if self._recycler is not None:
             self._recycler.give(gone)
         else:
             logs.remove(self.log_dir, gone)
         return RunResult(
-            name,
+            job.name,
             result.status,
             result.exit_code,
             result.signal,
             duration,
-            run_id,
-            self.log_dir / rel if fd is not None else None,
+            job.run_id,
+            self.log_dir / job.rel if fd is not None else None,
             detail,
         )
 

@@ -14,7 +14,6 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 
 import msgspec
 
@@ -75,7 +74,6 @@ def run_process(
     grace: float,
     interrupt: Interrupt,
     kill_leftovers: bool = False,
-    on_spawn: Callable[[int], None] | None = None,
 ) -> ProcResult:
     """Run ``argv`` to completion, timeout or interrupt; never raises for child trouble.
 
@@ -84,9 +82,17 @@ def run_process(
     """
     if interrupt.fired:
         return ProcResult("interrupted", error="interrupted before it started")
-    token = env.get(TOKEN_VAR, "")
+    proc = spawn(argv, cwd=cwd, env=env, out_fd=out_fd)
+    if isinstance(proc, ProcResult):
+        return proc
+    status = wait_for_exit(proc, timeout, interrupt)
+    return conclude(proc, status, env.get(TOKEN_VAR, ""), grace, kill_leftovers)
+
+
+def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
+    """Start ``argv`` in its own session; a failed ProcResult when it cannot start."""
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
@@ -103,12 +109,20 @@ def run_process(
             why = f"cannot start: working directory {cwd!r}: {e.strerror}"
             return ProcResult("failed", error=why)
         return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
-    if on_spawn is not None:
-        on_spawn(proc.pid)
-    status = _wait(proc, timeout, interrupt)
+
+
+def conclude(
+    proc: subprocess.Popen, status: str, token: str, grace: float, kill_leftovers: bool
+) -> ProcResult:
+    """The result of a child that ``status`` ('exited', 'timeout', 'interrupted') ended.
+
+    A timeout or an interrupt ends the whole tree first; after an exit, leftovers are
+    listed (and ended with ``kill_leftovers``).
+    """
     if status != "exited":
         terminate_tree(proc, token, grace)
         return ProcResult(status, proc.returncode, _signal_of(proc.returncode), proc.pid)
+    proc.wait()
     code = proc.returncode
     result = ProcResult(
         "success" if code == 0 else "failed",
@@ -141,7 +155,7 @@ def _signal_of(code: int | None) -> int | None:
     return -code if code is not None and code < 0 else None
 
 
-def _wait(proc: subprocess.Popen, timeout: float, interrupt: Interrupt) -> str:
+def wait_for_exit(proc: subprocess.Popen, timeout: float, interrupt: Interrupt) -> str:
     """Wait for exit; return 'exited', 'timeout' or 'interrupted'."""
     deadline = time.monotonic() + timeout if timeout else None
     try:
