@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -14,7 +15,16 @@ import msgspec
 from . import logs
 from .config import Config, Group, Script
 from .masking import Masker, Pump
-from .proc import TOKEN_VAR, Interrupt, ProcResult, conclude, spawn, wait_for_exit
+from .proc import (
+    POLL_INTERVAL,
+    TOKEN_VAR,
+    Interrupt,
+    ProcResult,
+    conclude,
+    spawn,
+    terminate_tree,
+    wait_for_exit,
+)
 from .store import History
 
 FAILED = ("failed", "timeout")
@@ -386,43 +396,7 @@ class Engine:
         if self.reporter:
             self.reporter.group_started(name, mode, outcome.scripts)
         results: dict[int, RunResult] = {}
-        pending = deque(enumerate(outcome.scripts))
-        lock = threading.Lock()
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def worker() -> None:
-            try:
-                work()
-            except BaseException as e:  # re-raised in the calling thread
-                errors.append(e)
-                stop.set()
-
-        def work() -> None:
-            while True:
-                with lock:
-                    if not pending or stop.is_set() or self.interrupt.fired:
-                        return
-                    index, script = pending.popleft()
-                if self.reporter:
-                    self.reporter.script_started(script)
-                result = self.run_script(script, record, outcome.group_run_id)
-                results[index] = result
-                if self.reporter:
-                    self.reporter.script_finished(result)
-                if stop_on_error and result.status in FAILED:
-                    stop.set()
-
-        threads = [
-            threading.Thread(target=worker, name=f"worker-{i}", daemon=True)
-            for i in range(max(1, min(workers, len(scripts))))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        stopped = _Runner(self, outcome, record, workers, stop_on_error, results).run()
         skipped = [s for i, s in enumerate(outcome.scripts) if i not in results]
         if skipped:
             reason = (
@@ -431,7 +405,7 @@ class Engine:
                 else ("an earlier script failed (stop_on_error)")
             )
             self.store.add_skipped(skipped, self.trigger, outcome.group_run_id, record, reason)
-        if stop.is_set() and self.reporter and not self.interrupt.fired:
+        if stopped and self.reporter and not self.interrupt.fired:
             failed = next(r.script for r in results.values() if r.status in FAILED)
             self.reporter.group_stopped(failed, skipped)
         outcome.results = [
@@ -443,6 +417,183 @@ class Engine:
         if self.reporter:
             self.reporter.group_finished(outcome)
         return outcome
+
+
+class _Runner:
+    """Runs a group's scripts from one thread, waiting on all running ones at once.
+
+    Serial is one slot, parallel is ``workers`` slots.  Each running child is watched
+    through a pidfd in one poll(), so no thread per script contends for the GIL; only
+    ending a tree (timeout, ``leftovers: kill``), which may take the kill grace, is
+    handed to a short-lived thread so that the other scripts are not held up.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        outcome: GroupResult,
+        record: str,
+        workers: int,
+        stop_on_error: bool,
+        results: dict[int, RunResult],
+    ):
+        self.engine, self.outcome, self.record = engine, outcome, record
+        self.workers, self.stop_on_error, self.results = workers, stop_on_error, results
+        self.pending = deque(enumerate(outcome.scripts))
+        self.running: dict[int, tuple[int, _Job, float | None, int | None]] = {}
+        self.ending: dict[int, threading.Thread] = {}  # trees a helper thread is ending
+        self.done: deque[tuple[int, ProcResult]] = deque()
+        self.stopped = False
+        self.poller = select.poll()
+        self._key = 0
+
+    def run(self) -> bool:
+        """Run until all ran, stop_on_error stopped it, or an interrupt; True if stopped."""
+        wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.poller.register(wake_r, select.POLLIN)
+        self.poller.register(self.engine.interrupt.fileno(), select.POLLIN)
+        try:
+            while True:
+                self._start_more()
+                if not self.running:
+                    return self.stopped
+                if self.engine.interrupt.fired:
+                    self._end_all("interrupted")
+                    return self.stopped
+                self._wait()
+                self._collect(wake_r)
+        finally:
+            self._abandon()
+            os.close(wake_r)
+            os.close(self.wake_w)
+
+    def _start_more(self) -> None:
+        engine = self.engine
+        while (
+            self.pending
+            and len(self.running) < self.workers
+            and not self.stopped
+            and not engine.interrupt.fired
+        ):
+            index, name = self.pending.popleft()
+            if engine.reporter:
+                engine.reporter.script_started(name)
+            job = engine._begin(name, self.record, self.outcome.group_run_id, None)
+            if isinstance(job.proc, ProcResult):
+                self._finish(index, job, job.proc)
+                continue
+            try:
+                pidfd: int | None = os.pidfd_open(job.proc.pid)
+                self.poller.register(pidfd, select.POLLIN)
+            except (AttributeError, OSError):
+                pidfd = None  # no pidfd here: the wait below polls this child instead
+            timeout = engine.config.timeout_for(job.script)
+            deadline = time.monotonic() + timeout if timeout else None
+            self._key += 1
+            self.running[self._key] = (index, job, deadline, pidfd)
+
+    def _wait(self) -> None:
+        now = time.monotonic()
+        waits = [
+            d - now
+            for k, (_, _, d, _) in self.running.items()
+            if d is not None and k not in self.ending
+        ]
+        if any(pidfd is None for *_, pidfd in self.running.values()):
+            waits.append(POLL_INTERVAL)
+        wait_ms = -1 if not waits else max(0, int(min(waits) * 1000) + 1)
+        self.poller.poll(wait_ms)
+
+    def _collect(self, wake_r: int) -> None:
+        try:
+            os.read(wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while self.done:
+            key, result = self.done.popleft()
+            self.ending.pop(key).join()
+            index, job, _, _ = self._forget(key)
+            self._finish(index, job, result)
+        now = time.monotonic()
+        for key, (index, job, deadline, _) in list(self.running.items()):
+            if key in self.ending:
+                continue
+            if job.proc.poll() is not None:
+                if job.script.leftovers == "kill":
+                    self._end_in_thread(key, job, "exited")
+                else:
+                    self._forget(key)
+                    self._finish(index, job, self.engine._conclude(job, "exited"))
+            elif deadline is not None and now >= deadline:
+                self._end_in_thread(key, job, "timeout")
+
+    def _end_in_thread(self, key: int, job: _Job, status: str) -> None:
+        """Conclude in a helper thread (it may wait out the kill grace), then wake the loop."""
+        index, job, deadline, pidfd = self.running[key]
+        if pidfd is not None:  # an ended child's pidfd stays readable: stop watching it
+            self.poller.unregister(pidfd)
+            os.close(pidfd)
+            self.running[key] = (index, job, deadline, None)
+
+        def end() -> None:
+            result = self.engine._conclude(job, status)
+            self.done.append((key, result))
+            os.write(self.wake_w, b"!")
+
+        thread = threading.Thread(target=end, name=f"end-{job.name}", daemon=True)
+        self.ending[key] = thread
+        thread.start()
+
+    def _end_all(self, status: str) -> None:
+        """End every running tree at once (an interrupt), then record each run."""
+        outcomes: dict[int, ProcResult] = {}
+
+        def end(key: int, job: _Job) -> None:
+            outcomes[key] = self.engine._conclude(job, status)
+
+        threads = [
+            threading.Thread(target=end, args=(k, job), daemon=True)
+            for k, (_, job, _, _) in self.running.items()
+            if k not in self.ending
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for thread in self.ending.values():  # trees a helper was already ending (timeouts)
+            thread.join()
+        self.ending.clear()
+        while self.done:
+            key, result = self.done.popleft()
+            outcomes[key] = result
+        for key in sorted(outcomes):
+            index, job, _, _ = self._forget(key)
+            self._finish(index, job, outcomes[key])
+
+    def _forget(self, key: int) -> tuple[int, _Job, float | None, int | None]:
+        entry = self.running.pop(key)
+        pidfd = entry[3]
+        if pidfd is not None:
+            self.poller.unregister(pidfd)
+            os.close(pidfd)
+        return entry
+
+    def _finish(self, index: int, job: _Job, result: ProcResult) -> None:
+        run = self.engine._end(job, result)
+        self.results[index] = run
+        if self.engine.reporter:
+            self.engine.reporter.script_finished(run)
+        if self.stop_on_error and run.status in FAILED:
+            self.stopped = True
+
+    def _abandon(self) -> None:
+        """After an unexpected error: end every tree still running (their rows become lost)."""
+        for key, (_, job, _, _) in list(self.running.items()):
+            if key not in self.ending:
+                terminate_tree(
+                    job.proc, job.token, self.engine.config.settings.execution.kill_grace
+                )
+            self._forget(key)
 
 
 def _group_status(outcome: GroupResult, interrupt: Interrupt) -> str:
