@@ -501,7 +501,8 @@ class _Runner:
         ]
         if any(pidfd is None for *_, pidfd in self.running.values()):
             waits.append(POLL_INTERVAL)
-        wait_ms = -1 if not waits else max(0, int(min(waits) * 1000) + 1)
+        # Capped: a timeout of 1e308 s is valid config but no poll() argument.
+        wait_ms = -1 if not waits else max(0, int(min(*waits, 3600.0) * 1000) + 1)
         self.poller.poll(wait_ms)
 
     def _collect(self, wake_r: int) -> None:
