@@ -1,6 +1,6 @@
 """Spawn one script in its own session, wait for it, end its whole tree.
 
-Every child goes through ``run_process``.  The child's stdout and stderr are the
+Every child goes through ``spawn`` and ``conclude``.  The child's stdout and stderr are the
 run's log file itself (opened for appending), so output lands on disk as it is
 written, in the order it was written, without passing through this process and
 without being held in memory.  Waiting uses a pidfd, so a run that ends is
@@ -62,31 +62,6 @@ class ProcResult(msgspec.Struct):
     pid: int | None = None
     error: str | None = None
     leftovers: list[int] = msgspec.field(default_factory=list)
-
-
-def run_process(
-    argv: list[str],
-    *,
-    cwd: str,
-    env: dict[str, str],
-    out_fd: int,
-    timeout: float,
-    grace: float,
-    interrupt: Interrupt,
-    kill_leftovers: bool = False,
-) -> ProcResult:
-    """Run ``argv`` to completion, timeout or interrupt; never raises for child trouble.
-
-    ``env`` must carry ``TOKEN_VAR``: every descendant inherits it, so the whole tree
-    can be found again under /proc even after it left the process group.
-    """
-    if interrupt.fired:
-        return ProcResult("interrupted", error="interrupted before it started")
-    proc = spawn(argv, cwd=cwd, env=env, out_fd=out_fd)
-    if isinstance(proc, ProcResult):
-        return proc
-    status = wait_for_exit(proc, timeout, interrupt)
-    return conclude(proc, status, env.get(TOKEN_VAR, ""), grace, kill_leftovers)
 
 
 def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):

@@ -353,10 +353,6 @@ class Store:
             )
             return cur.lastrowid
 
-    def set_pid(self, run_id: int, pid: int) -> None:
-        with self._write() as db:
-            db.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, run_id))
-
     def finish_run(
         self,
         run_id: int,
