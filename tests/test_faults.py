@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MAIN, cli, popen
+from conftest import MAIN, cli, kill_marked, popen
 
 pytestmark = pytest.mark.fault
 
@@ -94,14 +94,6 @@ def settle_gone(marker: str, timeout: float = 2.0) -> list[int]:
     while (left := live_pids(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
-
-
-def kill_marked(marker: str) -> None:
-    for pid in live_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class Helper:
