@@ -39,6 +39,7 @@ def cli(
     env: dict | None = None,
     timeout: float = 120,
     input: str | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.CompletedProcess:
     """Run ``python main.py ARGS`` as a user would; capture text output."""
     full_env = dict(os.environ)
@@ -51,6 +52,7 @@ def cli(
         text=True,
         timeout=timeout,
         input=input,
+        pass_fds=pass_fds,
     )
 
 

@@ -480,3 +480,59 @@ def test_engine_run_script_returns_its_result_and_log(config_dir):
     assert row["status"] == "failed" and row["exit_code"] == 3
     assert os.path.samefile(config.log_dir / row["log_path"], result.log_path)
     store.close()
+
+
+# ---------------------------------------------------------------- what every child gets
+
+
+def test_children_get_no_inherited_descriptor_and_default_signals(config_dir, tmp_path):
+    """Both ways of starting a child (posix_spawn in the config dir, Popen elsewhere)
+    give it the same: stdin, stdout and stderr only, SIGPIPE and SIGXFSZ at their
+    defaults (Python ignores them), and a session of its own."""
+    (config_dir / "elsewhere").mkdir()
+    # No pipeline before the listing: the shell would hold the pipe's descriptors.
+    check = (
+        "ls /proc/$$/fd; grep SigIgn /proc/$$/status;"
+        " sid=$(cut -d' ' -f6 /proc/$$/stat); test \"$sid\" = $$ && echo own-session"
+    )
+    make_config(
+        config_dir,
+        {"here": check, "there": {"command": check, "cwd": "elsewhere"}},
+        [{"name": "g", "execution": "parallel", "scripts": ["here", "there"]}],
+    )
+    leak_r, leak_w = os.pipe()
+    os.set_inheritable(leak_w, True)
+    try:
+        for args in (("run", "here"), ("run", "there"), ("run-group", "g")):
+            r = run(config_dir, *args, cwd=tmp_path, pass_fds=(leak_w,))
+            assert r.returncode == 0, r.stderr
+        for name in ("here", "there"):
+            text = log_of(config_dir, name).decode()
+            assert "=\n0\n1\n2\nSigIgn:" in text, text  # the inherited pipe is not passed on
+            ignored = int(text.split("SigIgn:\t")[1].split()[0], 16)
+            # glibc's posix_spawn leaves its two internal signals (32, 33) ignored; no
+            # program can use them (SIGRTMIN is 34).  Every other signal is at its default.
+            assert ignored & ~(1 << 31 | 1 << 32) == 0, text
+            assert "own-session" in text
+    finally:
+        os.close(leak_r)
+        os.close(leak_w)
+
+
+def test_a_program_is_looked_up_in_the_scripts_own_path(config_dir):
+    bin_dir = config_dir / "bin"
+    write(bin_dir, "hello-sm", "#!/bin/sh\necho hello from $0\n").chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    make_config(
+        config_dir,
+        {
+            "found": {"command": ["hello-sm"], "env": {"PATH": path}},
+            "missing": {"command": ["hello-sm"]},
+        },
+    )
+    r = run(config_dir, "run", "found", "-q")
+    assert r.returncode == 0, r.stderr
+    assert f"hello from {bin_dir}/hello-sm\n".encode() in log_of(config_dir, "found")
+    r = run(config_dir, "run", "missing", "-q")
+    assert r.returncode == 1
+    assert "cannot start: No such file or directory" in r.stderr

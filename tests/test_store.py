@@ -235,3 +235,45 @@ def test_store_fills_the_history_interface():
     for name in methods:
         ours = inspect.signature(getattr(Store, name)).parameters
         assert list(ours) == list(inspect.signature(getattr(History, name)).parameters), name
+
+
+def test_rotation_reads_only_runs_that_still_have_a_log(store):
+    """A script run every minute has half a million rows a year: rotation must not
+    walk them all.  Its queries go through the partial index of runs with a log."""
+    now = time.time()
+    for i in range(30):
+        rid = store.start_run("a", "manual", now, log_path=f"a/{i}.log")
+        store.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None))
+    statements: list[str] = []
+    store._connect().set_trace_callback(statements.append)
+    rid = store.start_run("a", "manual", now, log_path="a/last.log")
+    assert store.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None)) == ["a/27.log"]
+    assert store.finish_run(rid, "success", now, 1.0, 0, expire=("a", None, now - 60)) == []
+    store._connect().set_trace_callback(None)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+    with sqlite3.connect(store.path) as con:
+        for sql in selects:
+            plan = " ".join(str(row) for row in con.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "runs_logs" in plan, plan
+    assert sum(r["log_state"] == "ok" for r in store.history("a")) == 3
+
+
+def test_an_older_history_is_upgraded_in_place(tmp_path):
+    from script_monitor.store import MIGRATIONS
+
+    tmp_path.joinpath("state").mkdir()
+    with sqlite3.connect(tmp_path / "state" / "history.db") as con:
+        con.executescript(MIGRATIONS[0])
+        con.execute(
+            "INSERT INTO runs (script, trigger, status, started, owner, log_path, log_state)"
+            " VALUES ('old', 'manual', 'success', 1.0, 'x', 'old/1.log', 'ok')"
+        )
+        con.execute("PRAGMA user_version = 1")
+    upgraded = Store(tmp_path / "state")
+    assert upgraded.history("old")[0]["log_path"] == "old/1.log"
+    upgraded.close()
+    with sqlite3.connect(tmp_path / "state" / "history.db") as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        names = {r[1] for r in con.execute("PRAGMA index_list(runs)")}
+        assert "runs_logs" in names

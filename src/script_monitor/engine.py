@@ -341,10 +341,11 @@ class Engine:
         return thread, done
 
     def _cwd(self, script: Script) -> str:
-        """The script's resolved working directory, resolved once per engine."""
-        cwd = self._cwds.get(script.name)
+        """The script's working directory, resolved once per engine and configured value."""
+        value = script.cwd or "."
+        cwd = self._cwds.get(value)
         if cwd is None:
-            cwd = self._cwds[script.name] = str(self.config.path(script.cwd or "."))
+            cwd = self._cwds[value] = str(self.config.path(value))
         return cwd
 
     def _expiry(self, script: Script) -> tuple[str, int | None, float | None]:

@@ -93,8 +93,8 @@ class Recycler:
     def give(self, relatives: list[str]) -> None:
         """Keep expired logs for reuse (up to ``limit``); delete the rest."""
         for rel in relatives:
-            path = os.path.realpath(os.path.join(self.root, rel))
-            if os.path.commonpath((self.root, path)) != self.root or path == self.root:
+            path = _inside(self.root, rel)
+            if path is None:
                 continue
             with self.lock:
                 if len(self.files) < self.limit:
@@ -131,6 +131,17 @@ def _unlink(path: str) -> None:
         print(f"script-monitor: cannot delete log {path}: {e.strerror}", file=sys.stderr)
 
 
+def _inside(root: str, relative: str) -> str | None:
+    """``root/relative`` when it names a file below ``root``, else None.
+
+    Logs are only ever deleted through the path they were written by, so a string
+    check suffices (no symlink resolution, which costs a system call per part): it
+    refuses absolute paths and any ``..`` that would climb out of the log directory.
+    """
+    path = os.path.normpath(os.path.join(root, relative))
+    return path if path.startswith(root + os.sep) else None
+
+
 def ends_with_newline(fd: int, size: int) -> bool:
     return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
 
@@ -139,12 +150,12 @@ def remove(log_dir: Path, relatives: list[str]) -> None:
     """Delete log files (already marked gone in the store); missing ones are fine."""
     root = os.path.realpath(log_dir)  # once, not once per file
     for rel in relatives:
+        path = _inside(root, rel)
+        if path is None:
+            continue
         try:
-            path = os.path.realpath(os.path.join(root, rel))
-            if os.path.commonpath((root, path)) != root:
-                raise LogPathError(rel)
             os.unlink(path)
-        except (FileNotFoundError, LogPathError):
+        except FileNotFoundError:
             pass
         except OSError as e:
             print(f"script-monitor: cannot delete log {rel}: {e.strerror}", file=sys.stderr)

@@ -65,13 +65,42 @@ class ProcResult(msgspec.Struct):
 
 
 def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
-    """Start ``argv`` in its own session; a failed ProcResult when it cannot start."""
+    """Start ``argv`` in its own session; a failed ProcResult when it cannot start.
+
+    When the child's working directory is ours and the program's path is known,
+    ``posix_spawn`` (a vfork and an exec, all in C) starts it for about half the
+    cost of ``subprocess.Popen``; otherwise, Popen.  Both give the child the same
+    things: a new session, /dev/null as stdin, ``out_fd`` as stdout and stderr,
+    no other descriptors (ours are all close-on-exec, see ``seal_descriptors``), and
+    SIGPIPE and SIGXFSZ at their defaults (Python ignores them).
+    """
+    stdin = _devnull()
+    program = _fast_program(argv, cwd, env, stdin, out_fd)
+    if program is not None:
+        try:
+            pid = os.posix_spawn(
+                program,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
+                    (os.POSIX_SPAWN_DUP2, out_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, out_fd, 2),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except ValueError as e:  # a NUL byte in the argv or environment
+            return ProcResult("failed", error=f"cannot start: {e}")
+        except OSError as e:
+            return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
+        return Child(pid)
     try:
         return subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
-            stdin=_devnull(),
+            stdin=stdin,
             stdout=out_fd,
             stderr=out_fd,
             start_new_session=True,
@@ -86,8 +115,94 @@ def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
         return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
 
 
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name)
+)
+_SEALED: list[str] = []  # the working directory whose descriptors were sealed
+_FOUND: dict[tuple[str, str], str | None] = {}
+
+
+def seal_descriptors() -> None:
+    """Make every inherited descriptor close-on-exec, once, and allow fast spawns.
+
+    Python opens its own descriptors close-on-exec; ones inherited from our parent
+    (a shell, cron, a supervisor) may not be, and no child may receive them.  Popen's
+    ``close_fds`` does this per child; doing it once lets ``spawn`` use posix_spawn
+    for children that run in our working directory.
+    """
+    if _SEALED or not hasattr(os, "posix_spawn"):
+        return
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+        here = os.getcwd()
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory listing's own descriptor, already closed
+    _SEALED.append(here)
+
+
+def _fast_program(
+    argv: list[str], cwd: str, env: dict[str, str], stdin: int, out_fd: int
+) -> str | None:
+    """The program to posix_spawn, or None when Popen must start this child."""
+    if not _SEALED or cwd != _SEALED[0] or stdin < 3 or out_fd < 3 or not argv:
+        return None
+    name = argv[0]
+    if "/" in name:
+        return name
+    search = env.get("PATH", os.defpath)
+    key = (name, search)
+    if key not in _FOUND:  # Popen's search: the first executable file along the child's PATH
+        _FOUND[key] = next(
+            (
+                path
+                for folder in search.split(os.pathsep)
+                if os.path.isfile(path := os.path.join(folder or ".", name))
+                and os.access(path, os.X_OK)
+            ),
+            None,
+        )
+    return _FOUND[key]  # not found: Popen tells why
+
+
+class Child:
+    """A child started by posix_spawn: the part of Popen's interface the engine uses."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): as Popen does
+                self.returncode = 0
+                return 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int | None:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.returncode = 0
+                return 0
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
 def conclude(
-    proc: subprocess.Popen, status: str, token: str, grace: float, kill_leftovers: bool
+    proc: subprocess.Popen | Child, status: str, token: str, grace: float, kill_leftovers: bool
 ) -> ProcResult:
     """The result of a child that ``status`` ('exited', 'timeout', 'interrupted') ended.
 
@@ -130,7 +245,7 @@ def _signal_of(code: int | None) -> int | None:
     return -code if code is not None and code < 0 else None
 
 
-def wait_for_exit(proc: subprocess.Popen, timeout: float, interrupt: Interrupt) -> str:
+def wait_for_exit(proc: subprocess.Popen | Child, timeout: float, interrupt: Interrupt) -> str:
     """Wait for exit; return 'exited', 'timeout' or 'interrupted'."""
     deadline = time.monotonic() + timeout if timeout else None
     try:
@@ -157,7 +272,9 @@ def wait_for_exit(proc: subprocess.Popen, timeout: float, interrupt: Interrupt) 
         os.close(pidfd)
 
 
-def _wait_polling(proc: subprocess.Popen, deadline: float | None, interrupt: Interrupt) -> str:
+def _wait_polling(
+    proc: subprocess.Popen | Child, deadline: float | None, interrupt: Interrupt
+) -> str:
     while proc.poll() is None:
         if interrupt.fired:
             return "interrupted"
@@ -238,7 +355,7 @@ def _signal_all(pgid: int, pids: list[int], sig: int) -> None:
             pass
 
 
-def terminate_tree(proc: subprocess.Popen, token: str, grace: float) -> None:
+def terminate_tree(proc: subprocess.Popen | Child, token: str, grace: float) -> None:
     """SIGTERM the run's whole tree, SIGKILL whatever is left after ``grace`` seconds.
 
     The tree is the child's process group plus every process carrying the run's

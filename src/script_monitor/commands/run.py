@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 
 from ..engine import Engine, GroupResult, RunResult
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
-from ..proc import Interrupt
+from ..proc import Interrupt, seal_descriptors
 from ..render import PlainReporter, reporter_for, single_run_line
 from . import colors, load, open_store
 
@@ -48,6 +49,7 @@ def _run(
         config.group(args.name)
     store = open_store(config)
     store.reap_lost()
+    _settle_in(config.root)
     interrupt = Interrupt()
     rep = reporter_for(colors(args, config)) if reporter else None
     engine = Engine(config, store, rep, trigger=args.trigger, interrupt=interrupt)
@@ -65,6 +67,19 @@ def _run(
         name = signal.Signals(interrupt.signum).name
         print(f"script-monitor: interrupted by {name}; running scripts were ended", file=sys.stderr)
     return exit_code(statuses, interrupt)
+
+
+def _settle_in(root) -> None:
+    """Work from the config directory, where scripts run by default; seal descriptors.
+
+    Every path is resolved by now.  Children that run here can then be started with
+    posix_spawn (see proc.spawn), which costs about half of what Popen does.
+    """
+    try:
+        os.chdir(root)
+    except OSError:
+        return
+    seal_descriptors()
 
 
 def _warn_log_problems(results: list[RunResult]) -> None:
