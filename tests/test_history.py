@@ -201,6 +201,31 @@ def test_rotation_by_count_keeps_exactly_n_logs(config_dir):
     assert f"run {runs[0]['id']}\n" in sm(config_dir, "logs", "r").stdout
 
 
+@pytest.mark.parametrize("mode", ["serial", "parallel"])
+def test_rotation_during_a_group_run_leaves_exactly_the_newest_logs(config_dir, mode):
+    """In a group the rotated logs are deleted on a helper thread; when the command
+    returns they are all gone, and the logs kept are those of the newest runs."""
+    make_config(
+        config_dir,
+        {
+            "r": {
+                "command": "echo run $SCRIPT_MONITOR_RUN_ID",
+                "log_limit": {"type": "count", "value": 2},
+            }
+        },
+        [{"name": "g", "execution": mode, "max_parallel_workers": 3, "scripts": ["r"] * 7}],
+    )
+    for _ in range(2):
+        assert sm(config_dir, "run-group", "g").returncode == 0
+    runs = history(config_dir, "r")
+    assert len(runs) == 14
+    kept = sorted(run_id_of(p) for p in log_files(config_dir, "r"))
+    assert kept == sorted(r["id"] for r in runs if r["log_state"] == "ok")
+    assert len(kept) == 2
+    if mode == "serial":
+        assert kept == sorted(r["id"] for r in runs[:2])
+
+
 def test_rotation_by_age_removes_old_logs(config_dir):
     make_config(
         config_dir, {"a": {"command": "echo fresh", "log_limit": {"type": "age", "value": 2}}}

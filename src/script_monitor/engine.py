@@ -72,11 +72,13 @@ class _Job:
     """A run between its start and its end (engine-internal)."""
 
     __slots__ = (
+        "env",
         "fd",
         "follower",
         "log_error",
         "masker",
         "name",
+        "out_fd",
         "proc",
         "pump",
         "rel",
@@ -96,7 +98,9 @@ class _Job:
         self.masker: Masker | None = None
         self.pump: Pump | None = None
         self.follower = None
-        self.proc = None  # a Popen, or a ProcResult when it never started
+        self.env: dict[str, str] | None = None  # until launched
+        self.out_fd: int | None = None  # what the child writes to, until launched
+        self.proc = None  # a Popen or Child, or a ProcResult when it never started
 
 
 class Reporter(Protocol):
@@ -129,7 +133,8 @@ class Engine:
         self._base_env: dict[str, str] | None = None
         self._global_file: dict[str, str] = {}
         self._cwds: dict[str, str] = {}
-        self._recycler: logs.Recycler | None = None  # set while a group runs
+        self._remover: logs.Remover | None = None  # set while a group runs
+        self._held: list[str] | None = None  # rotated logs held until a batch commits
 
     # ------------------------------------------------------------ one script
 
@@ -141,16 +146,20 @@ class Engine:
         echo: BinaryIO | None = None,
     ) -> RunResult:
         """Run one script to its end, streaming its output to its log (and ``echo``)."""
-        job = self._begin(name, group, group_run_id, echo)
+        job = self._prepare(name, group, group_run_id, echo)
+        self._launch(job)
         if isinstance(job.proc, ProcResult):
             return self._end(job, job.proc)
         status = wait_for_exit(job.proc, self.config.timeout_for(job.script), self.interrupt)
         return self._end(job, self._conclude(job, status))
 
-    def _begin(
+    def _prepare(
         self, name: str, group: str | None, group_run_id: int | None, echo: BinaryIO | None
     ) -> _Job:
-        """Record the run as started, open its log and start its process."""
+        """Record the run as started and open its log; ``_launch`` starts it.
+
+        Inside a store batch the row is committed with the batch, and the process
+        must only be launched after that commit."""
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)
@@ -174,13 +183,31 @@ class Engine:
             job.log_error = self._write(fd, job.masker.bytes(head) if job.masker else head)
         out_fd, job.pump = self._sink(fd, job.masker, secrets, echo)
         job.follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
+        job.env, job.out_fd = env, out_fd
+        return job
+
+    def _launch(self, job: _Job) -> None:
+        """Start a prepared (and recorded) job's process."""
         if self.interrupt.fired:
             job.proc = ProcResult("interrupted", error="interrupted before it started")
         else:
-            job.proc = spawn(self._argv(script), cwd=self._cwd(script), env=env, out_fd=out_fd)
-        if out_fd != fd:
-            os.close(out_fd)  # the pipe's write end, or /dev/null: the child has its own
-        return job
+            script = job.script
+            job.proc = spawn(
+                self._argv(script), cwd=self._cwd(script), env=job.env, out_fd=job.out_fd
+            )
+        if job.out_fd != job.fd:
+            os.close(job.out_fd)  # the pipe's write end, or /dev/null: the child has its own
+        job.env = None
+
+    def _discard(self, job: _Job) -> None:
+        """A prepared job whose row was never committed: close and remove its log."""
+        if job.out_fd is not None and job.out_fd != job.fd:
+            os.close(job.out_fd)
+        if job.pump is not None:
+            job.pump.finish(0)
+        if job.fd is not None:
+            os.close(job.fd)
+            logs.remove(self.log_dir, [job.rel])
 
     def _conclude(self, job: _Job, status: str) -> ProcResult:
         """End the job's tree if it must be ended; return how it ended."""
@@ -217,10 +244,10 @@ class Engine:
             "error" if fd is None else None,
             expire=self._expiry(job.script) if fd is not None else None,
         )
-        if self._recycler is not None:
-            self._recycler.give(gone)
+        if self._held is not None:  # the rows are not committed yet: delete after
+            self._held += gone
         else:
-            logs.remove(self.log_dir, gone)
+            self._dispose(gone)
         return RunResult(
             job.name,
             result.status,
@@ -231,6 +258,15 @@ class Engine:
             self.log_dir / job.rel if fd is not None else None,
             detail,
         )
+
+    def _dispose(self, gone: list[str]) -> None:
+        """Delete rotated logs (on the remover's thread while a group runs)."""
+        if not gone:
+            return
+        if self._remover is not None:
+            self._remover.give(gone)
+        else:
+            logs.remove(self.log_dir, gone)
 
     def _sink(
         self, fd: int | None, masker: Masker, secrets: list[str], echo: BinaryIO | None
@@ -306,8 +342,6 @@ class Engine:
     def _open_log(self, rel: str) -> tuple[int | None, str | None]:
         path = self.log_dir / rel
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        if self._recycler is not None and self._recycler.take(path):
-            flags |= os.O_TRUNC  # a rotated log renamed here: start it empty
         try:
             return os.open(path, flags, 0o640), None
         except FileNotFoundError:
@@ -384,13 +418,13 @@ class Engine:
         record: str | None = None,
     ) -> GroupResult:
         """Serial (one worker) and parallel (many) share this path."""
-        if self._recycler is None:
-            self._recycler = logs.Recycler(self.log_dir)
+        if self._remover is None:
+            self._remover = logs.Remover(self.log_dir)
             try:
                 return self.run_many(name, mode, scripts, workers, stop_on_error, record)
             finally:
-                self._recycler.close()
-                self._recycler = None
+                self._remover.close()
+                self._remover = None
         outcome = GroupResult(name, mode, list(scripts))
         record = record or name
         outcome.group_run_id = self.store.start_group(record, self.trigger)
@@ -446,6 +480,7 @@ class _Runner:
         self.done: deque[tuple[int, ProcResult]] = deque()
         self.stopped = False
         self.poller = select.poll()
+        self.ready: set[int] = set()  # the descriptors the last poll found ready
         self._key = 0
 
     def run(self) -> bool:
@@ -455,43 +490,69 @@ class _Runner:
         self.poller.register(self.engine.interrupt.fileno(), select.POLLIN)
         try:
             while True:
-                self._start_more()
+                self._step(wake_r)
                 if not self.running:
+                    if self._may_start():  # what was prepared could not start: go on
+                        continue
                     return self.stopped
                 if self.engine.interrupt.fired:
                     self._end_all("interrupted")
                     return self.stopped
                 self._wait()
-                self._collect(wake_r)
         finally:
             self._abandon()
             os.close(wake_r)
             os.close(self.wake_w)
 
-    def _start_more(self) -> None:
+    def _may_start(self) -> bool:
+        return bool(self.pending) and not self.stopped and not self.engine.interrupt.fired
+
+    def _step(self, wake_r: int) -> None:
+        """Record the runs that ended and the runs to start next with one commit; start them.
+
+        The rows of the new runs are committed before their processes start, so no
+        process ever runs without its row; the logs that rotation frees are deleted
+        only after the commit that marks them rotated.
+        """
         engine = self.engine
-        while (
-            self.pending
-            and len(self.running) < self.workers
-            and not self.stopped
-            and not engine.interrupt.fired
-        ):
-            index, name = self.pending.popleft()
-            if engine.reporter:
-                engine.reporter.script_started(name)
-            job = engine._begin(name, self.record, self.outcome.group_run_id, None)
-            if isinstance(job.proc, ProcResult):
-                self._finish(index, job, job.proc)
-                continue
-            try:
-                pidfd: int | None = os.pidfd_open(job.proc.pid)
-                self.poller.register(pidfd, select.POLLIN)
-            except (AttributeError, OSError):
-                pidfd = None  # no pidfd here: the wait below polls this child instead
-            timeout = engine.config.timeout_for(job.script)
-            deadline = time.monotonic() + timeout if timeout else None
-            self._key += 1
-            self.running[self._key] = (index, job, deadline, pidfd)
+        engine._held = []
+        prepared: list[tuple[int, _Job]] = []
+        committed = False
+        try:
+            with engine.store.batch():
+                self._collect(wake_r)
+                while self._may_start() and len(self.running) + len(prepared) < self.workers:
+                    index, name = self.pending.popleft()
+                    if engine.reporter:
+                        engine.reporter.script_started(name)
+                    job = engine._prepare(name, self.record, self.outcome.group_run_id, None)
+                    prepared.append((index, job))
+            committed = True
+        finally:
+            held, engine._held = engine._held, None
+            if committed:
+                engine._dispose(held)
+            else:  # not recorded, so not run: leave no log behind
+                for _, job in prepared:
+                    engine._discard(job)
+        for index, job in prepared:
+            self._start(index, job)
+
+    def _start(self, index: int, job: _Job) -> None:
+        engine = self.engine
+        engine._launch(job)
+        if isinstance(job.proc, ProcResult):
+            self._finish(index, job, job.proc)
+            return
+        try:
+            pidfd: int | None = os.pidfd_open(job.proc.pid)
+            self.poller.register(pidfd, select.POLLIN)
+        except (AttributeError, OSError):
+            pidfd = None  # no pidfd here: the wait below polls this child instead
+        timeout = engine.config.timeout_for(job.script)
+        deadline = time.monotonic() + timeout if timeout else None
+        self._key += 1
+        self.running[self._key] = (index, job, deadline, pidfd)
 
     def _wait(self) -> None:
         now = time.monotonic()
@@ -504,7 +565,7 @@ class _Runner:
             waits.append(POLL_INTERVAL)
         # Capped: a timeout of 1e308 s is valid config but no poll() argument.
         wait_ms = -1 if not waits else max(0, int(min(*waits, 3600.0) * 1000) + 1)
-        self.poller.poll(wait_ms)
+        self.ready = {fd for fd, _ in self.poller.poll(wait_ms)}
 
     def _collect(self, wake_r: int) -> None:
         try:
@@ -517,10 +578,12 @@ class _Runner:
             index, job, _, _ = self._forget(key)
             self._finish(index, job, result)
         now = time.monotonic()
-        for key, (index, job, deadline, _) in list(self.running.items()):
+        ready, self.ready = self.ready, set()
+        for key, (index, job, deadline, pidfd) in list(self.running.items()):
             if key in self.ending:
                 continue
-            if job.proc.poll() is not None:
+            # A child whose pidfd did not wake the poll has not exited: no waitpid for it.
+            if (pidfd is None or pidfd in ready) and job.proc.poll() is not None:
                 if job.script.leftovers == "kill":
                     self._end_in_thread(key, job, "exited")
                 else:

@@ -76,59 +76,40 @@ def footer(
     return ("\n" if needs_newline else "").encode() + "\n".join(lines).encode() + b"\n"
 
 
-class Recycler:
-    """Reuses rotated log files as new logs while a group runs.
+class Remover:
+    """Deletes rotated logs on a helper thread while a group runs.
 
-    Renaming an expired log to the new name and truncating it costs less than deleting
-    one file and creating another (no inode freed and allocated per run); ``close``
-    deletes whatever was not reused.
+    Freeing a file's blocks is the slowest step of rotation on some filesystems
+    (about 0.1-0.2 ms a file on ext4 mounted with ``discard``).  Off the loop's path
+    it overlaps with the scripts' own run time.  The store has already marked the
+    logs rotated; ``close`` returns once every one of them is deleted.
     """
 
-    def __init__(self, log_dir: Path, limit: int = 16):
+    def __init__(self, log_dir: Path):
         self.root = os.path.realpath(log_dir)
-        self.limit = limit
-        self.files: list[str] = []
-        self.lock = threading.Lock()
+        self.queue = None
+        self.thread: threading.Thread | None = None
 
     def give(self, relatives: list[str]) -> None:
-        """Keep expired logs for reuse (up to ``limit``); delete the rest."""
-        for rel in relatives:
-            path = _inside(self.root, rel)
-            if path is None:
-                continue
-            with self.lock:
-                if len(self.files) < self.limit:
-                    self.files.append(path)
-                    continue
-            _unlink(path)
+        if not relatives:
+            return
+        if self.thread is None:
+            import queue
 
-    def take(self, path: Path) -> bool:
-        """Rename a kept log to ``path``; False when none is kept or the rename fails."""
-        with self.lock:
-            spare = self.files.pop() if self.files else None
-        if spare is None:
-            return False
-        try:
-            os.rename(spare, path)
-        except OSError:
-            _unlink(spare)
-            return False
-        return True
+            self.queue = queue.SimpleQueue()
+            self.thread = threading.Thread(target=self._work, name="log-remover", daemon=True)
+            self.thread.start()
+        self.queue.put(relatives)
+
+    def _work(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            _remove(self.root, batch)
 
     def close(self) -> None:
-        with self.lock:
-            files, self.files = self.files, []
-        for path in files:
-            _unlink(path)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        print(f"script-monitor: cannot delete log {path}: {e.strerror}", file=sys.stderr)
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
 
 
 def _inside(root: str, relative: str) -> str | None:
@@ -148,7 +129,10 @@ def ends_with_newline(fd: int, size: int) -> bool:
 
 def remove(log_dir: Path, relatives: list[str]) -> None:
     """Delete log files (already marked gone in the store); missing ones are fine."""
-    root = os.path.realpath(log_dir)  # once, not once per file
+    _remove(os.path.realpath(log_dir), relatives)
+
+
+def _remove(root: str, relatives: list[str]) -> None:
     for rel in relatives:
         path = _inside(root, rel)
         if path is None:

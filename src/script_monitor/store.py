@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -198,6 +198,7 @@ class History(Protocol):
         group: str | None = None,
         detail: str | None = None,
     ) -> None: ...
+    def batch(self) -> AbstractContextManager[None]: ...
     def mark_logs_cleared(self, script: str | None) -> list[str]: ...
     def reap_lost(self) -> int: ...
     def run(self, run_id: int) -> dict[str, Any] | None: ...
@@ -216,6 +217,7 @@ class Store:
         self._owner_text = str(self.owner)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._batching: sqlite3.Connection | None = None
         self.busy_ms = busy_timeout_ms()
 
     # ------------------------------------------------------------ connection
@@ -283,8 +285,31 @@ class Store:
             raise
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every write inside one transaction, committed when the block ends.
+
+        The engine records a loop's finished runs and the runs it is about to start
+        with one commit instead of one each; it starts the processes only after the
+        commit, so a run is never running without its row.  Other threads' writes
+        wait for the block (it holds the lock); nested batches join the outer one.
+        """
+        with self._lock:
+            if self._batching is not None:
+                yield
+                return
+            with self._write() as db:
+                self._batching = db
+                try:
+                    yield
+                finally:
+                    self._batching = None
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._batching is not None:  # inside batch(): its transaction is open
+                yield self._batching
+                return
             db = self._connect()
             try:
                 db.execute("BEGIN IMMEDIATE")
