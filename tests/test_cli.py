@@ -191,3 +191,44 @@ def test_run_all_is_recorded_apart_from_user_groups(config_dir):
     assert json.loads(r.stdout)[0]["group"] == "(all)"
     r = cli("--config-dir", str(config_dir), "logs", "a")
     assert "\n[]\n" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "a", "-q"],
+        ["--config-dir", "x", "run-group", "g", "--trigger", "schedule"],
+        ["--config-dir=x", "--no-color", "run-all"],
+        ["list", "--json"],
+        ["history", "a", "-n", "3"],
+        ["logs", "a", "--run", "7", "--follow", "--raw"],
+        ["clear-logs", "a"],
+        ["get-setting", "execution.max_parallel_workers"],
+        ["init", "somewhere"],
+        ["scheduler", "--once"],
+        ["export-systemd", "g", "--user", "--output", "out"],
+        ["export-cron", "g"],
+        ["list-schedules", "--json"],
+        ["validate"],
+    ],
+)
+def test_building_only_the_verbs_parser_parses_the_same(argv):
+    """Only the verb's sub-parser is built at start-up; it must read the same."""
+    from script_monitor.cli import _verb_in, build_parser
+
+    assert _verb_in(argv) == next(
+        w for w in argv if w in __import__("script_monitor.cli").cli.VERBS
+    )
+    assert build_parser(_verb_in(argv)).parse_args(argv) == build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("verb", ["run", "run-group", "history", "logs", "export-systemd"])
+def test_a_verbs_help_is_the_same_with_one_parser_or_all(verb, capsys):
+    from script_monitor.cli import build_parser
+
+    texts = []
+    for only in (verb, None):
+        with pytest.raises(SystemExit):
+            build_parser(only).parse_args([verb, "--help"])
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and f"usage: script-monitor {verb}" in texts[0]
