@@ -574,3 +574,27 @@ def test_json_timestamps_and_durations_are_consistent(monitored):
     assert 0 <= (ended - started).total_seconds() <= run["duration"] + 1
     assert abs(started.timestamp() - time.time()) < 60
     assert json.loads(json.dumps(run)) == run
+
+
+@pytest.mark.parametrize(
+    "zone", ["UTC", "Europe/Berlin", "America/St_Johns", "Asia/Kolkata", "Africa/Monrovia"]
+)
+def test_log_times_match_datetime_in_every_zone(zone, monkeypatch):
+    """The header's start time and the log's name use the time module (cheaper per run);
+    they must say exactly what datetime says, odd historical offsets included."""
+    import random
+    from datetime import datetime
+
+    from script_monitor.logs import local_iso, new_log_name
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        rng = random.Random(zone)
+        for ts in [0.0, 1e9, 1790000000.5, -2e9, *(rng.uniform(-3e9, 4e9) for _ in range(300))]:
+            local = datetime.fromtimestamp(ts)
+            assert local_iso(ts) == local.astimezone().isoformat(timespec="seconds")
+            assert new_log_name("s", ts).startswith(f"s/{local.strftime('%Y%m%d-%H%M%S')}.")
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -130,7 +130,16 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``script-monitor`` command; returns the exit code."""
-    words = sys.argv[1:] if argv is None else argv
+    import gc
+
+    gc.disable()  # until the configuration is loaded: see commands._collect_from_now_on
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        gc.enable()
+
+
+def _main(words: list[str]) -> int:
     args = build_parser(_verb_in(words)).parse_args(words)
     from .errors import EXIT_INTERNAL, EXIT_SIGINT, ScriptMonitorError
 

@@ -28,6 +28,7 @@ from .proc import (
 from .store import History
 
 FAILED = ("failed", "timeout")
+NO_SECRETS = Masker(())
 PUMP_DRAIN = 1.0  # seconds to wait for the masking pipe's end after the script exits
 
 
@@ -177,7 +178,7 @@ class Engine:
         job.log_error = log_error
         env, secrets = self._env(script, name, group, run_id)
         job.token = env[TOKEN_VAR]
-        job.masker = Masker(secrets)
+        job.masker = Masker(secrets) if secrets else NO_SECRETS
         if fd is not None:
             head = logs.header(name, script.command, started, self.trigger, group, run_id)
             job.log_error = self._write(fd, job.masker.bytes(head) if job.masker else head)
