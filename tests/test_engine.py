@@ -536,3 +536,40 @@ def test_a_program_is_looked_up_in_the_scripts_own_path(config_dir):
     r = run(config_dir, "run", "missing", "-q")
     assert r.returncode == 1
     assert "cannot start: No such file or directory" in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["serial", "parallel"])
+def test_no_script_starts_before_its_row_is_committed(config_dir, mode, monkeypatch):
+    """A group records the runs that ended and the runs about to start in one commit,
+    then starts them.  The real spawn is wrapped (not replaced) to look, at the moment
+    of each start, from another connection: an uncommitted row would be invisible."""
+    import sqlite3
+
+    import script_monitor.engine as engine_module
+
+    names = [f"s{i}" for i in range(6)]
+    make_config(
+        config_dir,
+        {name: "true" for name in names},
+        [{"name": "g", "execution": mode, "max_parallel_workers": 3, "scripts": names}],
+    )
+    config = load_config(config_dir)
+    store = Store(config.state_dir)
+    seen = []
+    real_spawn = engine_module.spawn
+
+    def spawn_and_look(argv, *, cwd, env, out_fd):
+        with sqlite3.connect(store.path) as other:
+            row = other.execute(
+                "SELECT script, status FROM runs WHERE id = ?", (int(env["SCRIPT_MONITOR_RUN_ID"]),)
+            ).fetchone()
+        seen.append(row)
+        return real_spawn(argv, cwd=cwd, env=env, out_fd=out_fd)
+
+    monkeypatch.setattr(engine_module, "spawn", spawn_and_look)
+    try:
+        outcome = Engine(config, store).run_group("g")
+    finally:
+        store.close()
+    assert [r.status for r in outcome.results] == ["success"] * 6
+    assert sorted(seen) == [(name, "running") for name in names]

@@ -277,3 +277,29 @@ def test_an_older_history_is_upgraded_in_place(tmp_path):
         assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         names = {r[1] for r in con.execute("PRAGMA index_list(runs)")}
         assert "runs_logs" in names
+
+
+def test_a_batch_commits_its_writes_together_or_not_at_all(store):
+    """The engine records a loop's ends and starts in one batch and starts the
+    processes after it: another reader sees all of the batch or none of it."""
+    first = store.start_run("a", "manual", 1.0, log_path="a/1.log")
+    other = sqlite3.connect(store.path)
+    try:
+        with store.batch():
+            store.finish_run(first, "success", 2.0, 1.0, 0)
+            with store.batch():  # a nested batch joins the outer one
+                second = store.start_run("a", "manual", 2.0, log_path="a/2.log")
+            seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
+            assert seen == [(first, "running")]  # nothing committed yet
+        seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
+        assert seen == [(first, "success"), (second, "running")]
+        with pytest.raises(RuntimeError), store.batch():
+            store.finish_run(second, "failed", 3.0, 1.0, 1)
+            store.start_run("a", "manual", 3.0, log_path="a/3.log")
+            raise RuntimeError("the loop failed before its commit")
+        seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
+        assert seen == [(first, "success"), (second, "running")]  # rolled back whole
+        store.finish_run(second, "success", 3.0, 1.0, 0)  # the store still works
+        assert store.run(second)["status"] == "success"
+    finally:
+        other.close()

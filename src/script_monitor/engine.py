@@ -205,7 +205,7 @@ class Engine:
         if job.out_fd is not None and job.out_fd != job.fd:
             os.close(job.out_fd)
         if job.pump is not None:
-            job.pump.finish(0)
+            job.pump.finish(PUMP_DRAIN)  # its write end is closed: it ends at once
         if job.fd is not None:
             os.close(job.fd)
             logs.remove(self.log_dir, [job.rel])
