@@ -910,6 +910,58 @@ def test_briefly_locked_store_makes_run_wait_and_record(config_dir):
     assert [run["status"] for run in runs(config_dir, "a")] == ["success", "success"]
 
 
+def test_a_group_blocked_on_its_output_does_not_hold_the_history_lock(config_dir):
+    """Pass: a parallel group whose stdout is a full pipe nobody reads (a paused pager)
+    blocks on printing, never while holding the history's write lock: meanwhile another
+    `run` (busy timeout 2 s) records its run at once.  When the pipe is read again,
+    the group finishes and every run is recorded."""
+    import fcntl
+
+    names = [f"s{i:03d}" for i in range(400)]
+    configure(
+        config_dir,
+        [{"name": n, "command": "true"} for n in names] + [{"name": "other", "command": "true"}],
+        [{"name": "g", "execution": "parallel", "max_parallel_workers": 4, "scripts": names}],
+    )
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: full after ~200 progress lines
+    proc = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(config_dir), "run-group", "g"],
+        stdout=write_end,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        deadline = time.monotonic() + 60
+        while "pipe_write" not in wchan.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, "the group ended before its output filled the pipe"
+            time.sleep(0.05)
+        assert "pipe_write" in wchan.read_text(), "the group never blocked on its output"
+        r = cli(
+            "--config-dir",
+            str(config_dir),
+            "run",
+            "other",
+            env={"SCRIPT_MONITOR_BUSY_TIMEOUT": "2"},
+        )
+        no_traceback(r)
+        assert r.returncode == 0, r.stderr
+        assert "pipe_write" in wchan.read_text()  # still blocked: the run did not wait for it
+        with os.fdopen(read_end, "rb") as out:
+            read_end = -1
+            text = out.read().decode()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if read_end != -1:
+            os.close(read_end)
+        proc.kill()
+        proc.wait()
+    assert text.count(" ✓\n") == 400
+    assert [r["status"] for r in runs(config_dir, "other")] == ["success"]
+    assert sum(r["status"] == "success" for r in runs(config_dir) if r["script"] != "other") == 400
+
+
 @pytest.mark.slow
 def test_long_locked_store_refuses_to_run_with_clear_message(config_dir, tmp_path):
     """Pass: with the history locked for longer than the busy timeout (60 s by default; 3 s

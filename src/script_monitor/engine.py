@@ -482,6 +482,7 @@ class _Runner:
         self.stopped = False
         self.poller = select.poll()
         self.ready: set[int] = set()  # the descriptors the last poll found ready
+        self.told: list[tuple[str, object]] | None = None  # progress held during a batch
         self._key = 0
 
     def run(self) -> bool:
@@ -517,6 +518,7 @@ class _Runner:
         """
         engine = self.engine
         engine._held = []
+        self.told = []  # progress is printed after the commit: see _tell
         prepared: list[tuple[int, _Job]] = []
         committed = False
         try:
@@ -524,20 +526,35 @@ class _Runner:
                 self._collect(wake_r)
                 while self._may_start() and len(self.running) + len(prepared) < self.workers:
                     index, name = self.pending.popleft()
-                    if engine.reporter:
-                        engine.reporter.script_started(name)
+                    self._tell("script_started", name)
                     job = engine._prepare(name, self.record, self.outcome.group_run_id, None)
                     prepared.append((index, job))
             committed = True
         finally:
             held, engine._held = engine._held, None
+            told, self.told = self.told, None
             if committed:
                 engine._dispose(held)
             else:  # not recorded, so not run: leave no log behind
                 for _, job in prepared:
                     engine._discard(job)
+        for event, arg in told:
+            getattr(engine.reporter, event)(arg)
         for index, job in prepared:
             self._start(index, job)
+
+    def _tell(self, event: str, arg: object) -> None:
+        """Report progress; inside a batch, only once it is committed.
+
+        Printing can block (a full pipe, a paused terminal): it must never do so while
+        the batch holds the history's write lock, which other runs are waiting for.
+        """
+        if self.engine.reporter is None:
+            return
+        if self.told is not None:
+            self.told.append((event, arg))
+        else:
+            getattr(self.engine.reporter, event)(arg)
 
     def _start(self, index: int, job: _Job) -> None:
         engine = self.engine
@@ -647,8 +664,7 @@ class _Runner:
     def _finish(self, index: int, job: _Job, result: ProcResult) -> None:
         run = self.engine._end(job, result)
         self.results[index] = run
-        if self.engine.reporter:
-            self.engine.reporter.script_finished(run)
+        self._tell("script_finished", run)
         if self.stop_on_error and run.status in FAILED:
             self.stopped = True
 
