@@ -52,7 +52,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-color", action="store_true", help="never use colours")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
-    p = _Only(only) if only else {}
+    p = _Only() if only else {}
     for verb, (_, text) in VERBS.items():
         if only in (None, verb):
             p[verb] = sub.add_parser(verb, help=text, description=text)
@@ -95,7 +95,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 class _Only(dict):
     """The sub-parsers when only one is built: the others' arguments go nowhere."""
 
-    def __init__(self, verb: str):
+    def __init__(self) -> None:
         super().__init__()
         self.sink = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
 

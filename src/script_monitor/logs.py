@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 RULE = "=" * 60
 
@@ -98,7 +98,7 @@ class Remover:
 
     def __init__(self, log_dir: Path):
         self.root = os.path.realpath(log_dir)
-        self.queue = None
+        self.queue: Any = None  # a queue.SimpleQueue once a log is given
         self.thread: threading.Thread | None = None
 
     def give(self, relatives: list[str]) -> None:

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 from ..engine import Engine, GroupResult, RunResult
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
@@ -69,7 +70,7 @@ def _run(
     return exit_code(statuses, interrupt)
 
 
-def _settle_in(root) -> None:
+def _settle_in(root: Path) -> None:
     """Work from the config directory, where scripts run by default; seal descriptors.
 
     Every path is resolved by now.  Children that run here can then be started with
