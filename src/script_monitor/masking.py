@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
@@ -110,6 +109,8 @@ class Pump:
 
 def _start_relay(read_fd: int, write_fd: int, secrets: list[str], carry: bytes) -> None:
     """A detached process that goes on masking the pipe into the log until its end."""
+    import json
+
     src = str(Path(__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPT_MONITOR_")}
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
