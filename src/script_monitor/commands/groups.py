@@ -7,6 +7,7 @@ import json
 
 from ..errors import EXIT_OK
 from ..render import duration_text
+from ..serialize import groups_json
 from . import load, open_store
 
 
@@ -22,21 +23,7 @@ def cmd_list_groups(args: argparse.Namespace) -> int:
     last = store.last_group_runs()
     fmt = config.settings.display.date_format
     if args.json:
-        rows = []
-        for g in config.groups.values():
-            run = last.get(g.name)
-            rows.append(
-                {
-                    "name": g.name,
-                    "description": g.description,
-                    "execution": g.execution,
-                    "stop_on_error": g.stop_on_error,
-                    "max_parallel_workers": config.workers_for(g),
-                    "schedule": g.schedule,
-                    "scripts": g.scripts,
-                    "last_run": _run_json(run),
-                }
-            )
+        rows = groups_json(config, last)
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for g in config.groups.values():
@@ -57,15 +44,3 @@ def cmd_list_groups(args: argparse.Namespace) -> int:
         else:
             print("  Last run: never")
     return EXIT_OK
-
-
-def _run_json(run: dict | None) -> dict | None:
-    if run is None:
-        return None
-    return {
-        "id": run["id"],
-        "status": run["status"],
-        "trigger": run["trigger"],
-        "started": run["started"],
-        "ended": run["ended"],
-    }

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import duration_text
+from ..serialize import run_json, scripts_json
 from . import colors, load, open_store
 
 STATUS_STYLE = {
@@ -21,32 +22,6 @@ STATUS_STYLE = {
     "skipped": "dim",
     "running": "cyan",
 }
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
-
-
-def run_json(run: dict) -> dict:
-    """A run as stable, machine-readable fields."""
-    return {
-        "id": run["id"],
-        "script": run["script"],
-        "group": run["group_name"],
-        "group_run_id": run["group_run_id"],
-        "trigger": run["trigger"],
-        "status": run["status"],
-        "exit_code": run["exit_code"],
-        "signal": run["signal"],
-        "started": _iso(run["started"]),
-        "ended": _iso(run["ended"]),
-        "duration": run["duration"],
-        "log": run["log_state"] == "ok",
-        "log_state": run["log_state"],
-        "detail": run["detail"],
-    }
 
 
 def _table(args, config, headers: list[str], rows: list[list[str]], status_col: int) -> None:
@@ -82,17 +57,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     last = store.last_runs()
     fmt = config.settings.display.date_format
     if args.json:
-        out = [
-            {
-                "name": s.name,
-                "description": s.description,
-                "last_run": run_json(last[s.name]) if s.name in last else None,
-            }
-            for s in config.scripts.values()
-        ]
         import json
 
-        print(json.dumps(out, indent=2))
+        print(json.dumps(scripts_json(config, last), indent=2))
         return EXIT_OK
     rows = []
     for s in config.scripts.values():

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import cron
 from ..config import Config, Group
 from ..errors import EXIT_OK, UsageError
+from ..serialize import schedules_json
 from . import load, open_store
 
 GAP_YEARS = 10  # DST-gap lines in exported timers cover this many years
@@ -72,7 +73,7 @@ def cmd_list_schedules(args: argparse.Namespace) -> int:
     status = scheduler_status(config.state_dir)
     enabled = config.settings.scheduling.enabled
     if args.json:
-        print(json.dumps(_json(rows, status, enabled), indent=2))
+        print(json.dumps(schedules_json(rows, status, enabled), indent=2))
         return EXIT_OK
     print(_status_line(status))
     if not enabled:
@@ -101,25 +102,6 @@ def _print_table(rows: list[dict], fmt: str) -> None:
     for row in table:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
         print("  ".join([*cells, row[4]]).rstrip())
-
-
-def _json(rows: list[dict], status: dict, enabled: bool) -> dict:
-    groups = []
-    for r in rows:
-        run = r["last"]
-        groups.append(
-            {
-                "name": r["name"],
-                "schedule": r["schedule"],
-                "expression": r["expression"],
-                "timezone": r["timezone"],
-                "next_run": r["next"].isoformat() if r["next"] else None,
-                "last_run": None
-                if run is None
-                else {k: run[k] for k in ("id", "status", "trigger", "started", "ended", "detail")},
-            }
-        )
-    return {"scheduler": status, "enabled": enabled, "groups": groups}
 
 
 # ---------------------------------------------------------------- exports

@@ -1,0 +1,43 @@
+"""The named states of runs and their logs, stored as text in the history.
+
+``StrEnum`` members are ``str``: they go into SQLite and JSON as their plain value
+and compare equal to it, so rows read back as plain strings still match.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """What became of a run (DESIGN §3)."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+
+    @property
+    def failed(self) -> bool:
+        """A failure that counts against the group: failed, timed out or lost."""
+        return self in FAILURES
+
+    @property
+    def final(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.LOST})
+
+
+class LogState(StrEnum):
+    """Whether a run's log file is there."""
+
+    NONE = "none"  # not yet written (a running or skipped run)
+    OK = "ok"
+    ROTATED = "rotated"
+    CLEARED = "cleared"
+    ERROR = "error"  # could not be written
