@@ -545,7 +545,7 @@ def test_no_script_starts_before_its_row_is_committed(config_dir, mode, monkeypa
     of each start, from another connection: an uncommitted row would be invisible."""
     import sqlite3
 
-    import script_monitor.engine as engine_module
+    import script_monitor.executor as engine_module
 
     names = [f"s{i}" for i in range(6)]
     make_config(

@@ -33,6 +33,8 @@ from script_monitor.logs import RULE
 from script_monitor.store import Store
 
 RUN_KEYS = {
+    "attempt",
+    "host",
     "id",
     "script",
     "group",
@@ -551,10 +553,11 @@ def test_list_groups_shows_mode_scripts_and_last_run(monitored):
             "max_parallel_workers",
             "schedule",
             "scripts",
+            "depends_on",
             "last_run",
         }
     ] * 2
-    assert set(data[0]["last_run"]) == {"id", "status", "trigger", "started", "ended"}
+    assert set(data[0]["last_run"]) == {"id", "status", "trigger", "started", "ended", "detail"}
     assert (data[0]["execution"], data[0]["scripts"], data[0]["max_parallel_workers"]) == (
         "parallel",
         ["ok", "bad"],

@@ -33,6 +33,31 @@ class LogLimit(_Strict):
     value: Annotated[int, msgspec.Meta(ge=0)]
 
 
+class Retries(_Strict):
+    """How a failed run is tried again (DESIGN §6)."""
+
+    count: Annotated[int, msgspec.Meta(ge=0)] = 0
+    delay: Seconds = 10
+    backoff: Annotated[float, msgspec.Meta(ge=1)] = 2
+    max_delay: Seconds = 300
+    exit_codes: list[int] | None = None
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt number ``attempt`` (2 is the first retry)."""
+        return min(self.delay * self.backoff ** max(attempt - 2, 0), self.max_delay)
+
+    def retries(self, status: str, exit_code: int | None, attempt: int) -> bool:
+        """Whether an attempt that ended with ``status`` is tried again."""
+        if attempt > self.count or status not in ("failed", "timeout", "lost"):
+            return False
+        if self.exit_codes is not None:
+            return status == "failed" and exit_code in self.exit_codes
+        return True
+
+
+NO_RETRIES = Retries()
+
+
 class Script(_Strict):
     name: Name
     command: (
@@ -47,6 +72,7 @@ class Script(_Strict):
     env_file: str | None = None
     secret_env: list[EnvName] = []
     leftovers: Literal["keep", "kill"] = "keep"
+    retries: Annotated[int, msgspec.Meta(ge=0)] | Retries = 0
 
 
 class Group(_Strict):
@@ -60,6 +86,12 @@ class Group(_Strict):
     timezone: str | None = None
     overlap: Literal["skip", "queue", "allow"] = "skip"
     catchup: Literal["skip", "latest"] = "latest"
+    depends_on: dict[str, list[str] | str] = {}
+
+    def needs(self, member: str) -> list[str]:
+        """The members ``member`` depends on directly."""
+        value = self.depends_on.get(member, [])
+        return [value] if isinstance(value, str) else value
 
 
 class Execution(_Strict):
@@ -115,7 +147,7 @@ class Config(msgspec.Struct):
     groups: dict[str, Group]
     files: list[Path] = msgspec.field(default_factory=list)
     warnings: list[Problem] = msgspec.field(default_factory=list)
-    origin: dict[str, tuple[Path, int]] = msgspec.field(default_factory=dict)
+    origin: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def path(self, value: str) -> Path:
         """Resolve a configured path relative to the config directory."""
@@ -137,6 +169,15 @@ class Config(msgspec.Struct):
 
     def workers_for(self, group: Group) -> int:
         return group.max_parallel_workers or self.settings.execution.max_parallel_workers
+
+    def retries_for(self, script: Script) -> Retries:
+        if isinstance(script.retries, Retries):
+            return script.retries
+        return Retries(count=script.retries) if script.retries else NO_RETRIES
+
+    def zone_of(self, group: Group) -> str:
+        """The time zone a group's schedule is read in."""
+        return group.timezone or self.settings.scheduling.timezone
 
     def script(self, name: str) -> Script:
         try:
@@ -494,6 +535,10 @@ def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, probl
                 origin.setdefault(
                     f"member:{obj.name}:{member}", (file, doc.line((key, i, "scripts", j)))
                 )
+            if obj.depends_on:
+                origin[f"depends:{obj.name}"] = {
+                    node: doc.line((key, i, "depends_on", node)) for node in obj.depends_on
+                }
         elif isinstance(obj.command, list):  # `[sleep, 5]`: YAML numbers are argv words too
             obj.command = [a if isinstance(a, str) else str(a) for a in obj.command]
         _check_item(obj, doc, (key, i), label, problems)
@@ -558,6 +603,8 @@ def _cross_check(config: Config, problems: list[Problem]) -> None:
             problems.append(
                 Problem.warning(file, line, f"group '{group.name}': lists a script twice")
             )
+        if group.depends_on:
+            _check_depends_on(config, group, file, line, problems)
         if not group.scripts and checks.warn_empty_groups:
             problems.append(Problem.warning(file, line, f"group '{group.name}' has no scripts"))
     if checks.warn_unused_scripts and config.groups:
@@ -565,6 +612,71 @@ def _cross_check(config: Config, problems: list[Problem]) -> None:
             if name not in used:
                 file, line = config.origin[f"script:{name}"]
                 problems.append(Problem.warning(file, line, f"script '{name}' is not in any group"))
+
+
+def _check_depends_on(
+    config: Config, group: Group, file: Path, line: int, problems: list[Problem]
+) -> None:
+    """Members only, no cycles, and in a serial group every dependency listed first."""
+    label = f"group '{group.name}'"
+    where = config.origin.get(f"depends:{group.name}", {})
+    members = set(group.scripts)
+    if len(members) != len(group.scripts):
+        problems.append(
+            Problem.error(file, line, f"{label}: a group with depends_on lists a script twice")
+        )
+    for node in group.depends_on:
+        at = where.get(node, line)
+        for dep in [node, *group.needs(node)]:
+            if dep not in members:
+                problems.append(
+                    Problem.error(
+                        file, at, f"{label}: depends_on names '{dep}', which is not in the group"
+                    )
+                )
+    cycle = find_cycle(group)
+    if cycle:
+        at = where.get(cycle[0], line)
+        problems.append(Problem.error(file, at, f"{label}: dependency cycle {' -> '.join(cycle)}"))
+    elif group.execution == "serial":
+        order = {name: i for i, name in enumerate(group.scripts)}
+        for node in group.depends_on:
+            for dep in group.needs(node):
+                if dep in order and node in order and order[dep] > order[node]:
+                    problems.append(
+                        Problem.error(
+                            file,
+                            where.get(node, line),
+                            f"{label}: '{node}' depends on '{dep}', which is listed after it "
+                            "(a serial group runs in the listed order)",
+                        )
+                    )
+
+
+def find_cycle(group: Group) -> list[str] | None:
+    """A dependency cycle of the group as ``[a, b, a]``, or None (iterative: no depth limit)."""
+    done: set[str] = set()
+    for root in [*group.scripts, *group.depends_on]:
+        if root in done:
+            continue
+        path = [root]
+        on_path = {root}
+        stack = [iter(group.needs(root))]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                continue
+            if dep in on_path:
+                return [*path[path.index(dep) :], dep]
+            if dep not in done:
+                path.append(dep)
+                on_path.add(dep)
+                stack.append(iter(group.needs(dep)))
+    return None
 
 
 def env_files(config: Config) -> list[tuple[str, str, Path]]:

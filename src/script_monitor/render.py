@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # engine pulls in subprocess; list and history need none of it
-    from .engine import GroupResult, RunResult
+    from .results import GroupResult, RunResult
 
 OK = "✓"
 FAIL = "✗ FAILED"
@@ -32,6 +32,16 @@ def mark(result: RunResult) -> str:
     if result.status == "interrupted":
         return "✗ INTERRUPTED"
     return FAIL
+
+
+def retry_text(result: RunResult, delay: float, attempts: int) -> str:
+    """``✗ FAILED, retrying in 10s (attempt 2/3)``: the next attempt's number of all."""
+    return f"{mark(result)}, retrying in {delay:g}s (attempt {result.attempt + 1}/{attempts})"
+
+
+def skip_line(name: str, detail: str) -> str:
+    """``Skipping NAME (needs DEPENDENCY)``."""
+    return f"Skipping {name} ({detail})"
 
 
 def and_list(names: list[str]) -> str:
@@ -60,6 +70,8 @@ def summary_lines(outcome: GroupResult) -> list[str]:
     skipped = [r.script for r in outcome.results if r.status in ("skipped", "interrupted")]
     if skipped and outcome.status == "interrupted":
         lines.append(f"  Interrupted: {', '.join(skipped)}")
+    elif outcome.skipped:
+        lines.append(f"  Skipped: {', '.join(r.script for r in outcome.skipped)}")
     return lines
 
 
@@ -101,6 +113,13 @@ class PlainReporter:
         else:
             self._print(f"Running {result.script}... {mark(result)}")
 
+    def script_retrying(self, result: RunResult, delay: float, attempts: int) -> None:
+        text = retry_text(result, delay, attempts)
+        self._print(text if self.mode == "serial" else f"Running {result.script}... {text}")
+
+    def script_skipped(self, name: str, detail: str) -> None:
+        self._print(skip_line(name, detail))
+
     def group_stopped(self, failed: str, skipped: list[str]) -> None:
         for line in stopped_lines(failed, skipped):
             self._print(line)
@@ -122,6 +141,7 @@ class RichReporter:
         )
         self.lock = threading.Lock()
         self.running: dict[str, float] = {}
+        self.waiting: dict[str, float] = {}  # retries: name -> when the next attempt starts
         self.live = None
         self.mode = "serial"
 
@@ -134,7 +154,8 @@ class RichReporter:
         now = time.monotonic()
         with self.lock:
             items = list(self.running.items())
-        if not items:
+            waits = list(self.waiting.items())
+        if not items and not waits:
             return Group()
         for name, since in items:
             table.add_row(
@@ -142,6 +163,9 @@ class RichReporter:
                 f"Running {name}...",
                 f"[dim]{duration_text(now - since)}[/]",
             )
+        for name, due in waits:
+            left = max(due - now, 0.0)
+            table.add_row("[yellow]↻[/]", f"Retrying {name}", f"[dim]in {left:.0f}s[/]")
         return table
 
     def group_started(self, name: str, mode: str, scripts: list[str]) -> None:
@@ -157,7 +181,20 @@ class RichReporter:
 
     def script_started(self, name: str) -> None:
         with self.lock:
+            self.waiting.pop(name, None)
             self.running[name] = time.monotonic()
+
+    def script_retrying(self, result: RunResult, delay: float, attempts: int) -> None:
+        with self.lock:
+            self.running.pop(result.script, None)
+            self.waiting[result.script] = time.monotonic() + delay
+        self.console.print(
+            f"Running {result.script}... [red]{retry_text(result, delay, attempts)}[/]"
+            f" [dim]({duration_text(result.duration)})[/]"
+        )
+
+    def script_skipped(self, name: str, detail: str) -> None:
+        self.console.print(f"[dim]{skip_line(name, detail)}[/]")
 
     def script_finished(self, result: RunResult) -> None:
         with self.lock:
@@ -179,6 +216,7 @@ class RichReporter:
         if self.live is not None:
             with self.lock:
                 self.running.clear()  # the live area ends empty: nothing to erase
+                self.waiting.clear()
             self.live.refresh()
             self.live.stop()
         if outcome.mode == "parallel":

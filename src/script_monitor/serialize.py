@@ -40,6 +40,8 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "log": run["log_state"] == "ok",
         "log_state": run["log_state"],
         "detail": run["detail"],
+        "attempt": run["attempt"],
+        "host": run["host"],
     }
 
 
@@ -80,6 +82,7 @@ def groups_json(config: Config, last: dict[str, dict[str, Any]]) -> list[dict[st
             "max_parallel_workers": config.workers_for(g),
             "schedule": g.schedule,
             "scripts": g.scripts,
+            "depends_on": {m: g.needs(m) for m in g.depends_on},
             "last_run": group_run_json(last.get(g.name)),
         }
         for g in config.groups.values()

@@ -78,6 +78,12 @@ MIGRATIONS = [
     """
     CREATE INDEX IF NOT EXISTS runs_logs ON runs (script, id) WHERE log_state = 'ok';
     """,
+    # Retries: every attempt is its own row.  The host that ran it (a worker's name
+    # once runs are distributed; the machine's hostname for local runs).
+    """
+    ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    """,
 ]
 
 RUN_FIELDS = [
@@ -97,6 +103,8 @@ RUN_FIELDS = [
     "log_path",
     "log_state",
     "detail",
+    "attempt",
+    "host",
 ]
 GROUP_FIELDS = ["id", "group_name", "trigger", "status", "started", "ended", "owner", "detail"]
 
@@ -176,6 +184,7 @@ class History(Protocol):
         group_run_id: int | None = None,
         group: str | None = None,
         log_path: str | None = None,
+        attempt: int = 1,
     ) -> int: ...
     def finish_run(
         self,
@@ -364,12 +373,14 @@ class Store:
         group_run_id: int | None = None,
         group: str | None = None,
         log_path: str | None = None,
+        attempt: int = 1,
     ) -> int:
-        """Record a script run as running; return its id."""
+        """Record a script run (attempt ``attempt``) as running; return its id."""
         with self._write() as db:
             cur = db.execute(
                 "INSERT INTO runs (script, group_run_id, group_name, trigger, status, started,"
-                " owner, log_path, log_state) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                " owner, log_path, log_state, attempt, host)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     script,
                     group_run_id,
@@ -379,6 +390,8 @@ class Store:
                     self._owner_text,
                     log_path,
                     "ok" if log_path else "none",
+                    attempt,
+                    self.owner.host,
                 ),
             )
             return cur.lastrowid
@@ -433,12 +446,14 @@ class Store:
     ) -> None:
         """Record scripts that were not started (stop_on_error, interrupt, overlap)."""
         now = time.time()
+        host = self.owner.host
         with self._write() as db:
             db.executemany(
                 "INSERT INTO runs (script, group_run_id, group_name, trigger, status, started,"
-                " ended, duration, owner, detail) VALUES (?, ?, ?, ?, 'skipped', ?, ?, 0, ?, ?)",
+                " ended, duration, owner, detail, host)"
+                " VALUES (?, ?, ?, ?, 'skipped', ?, ?, 0, ?, ?, ?)",
                 [
-                    (s, group_run_id, group, trigger, now, now, self._owner_text, detail)
+                    (s, group_run_id, group, trigger, now, now, self._owner_text, detail, host)
                     for s in scripts
                 ],
             )

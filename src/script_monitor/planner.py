@@ -1,0 +1,200 @@
+"""Which runs of a group start, wait or are skipped at time T: a pure function.
+
+The planner knows nothing of processes, files or the store.  ``decide`` reads a
+``Plan`` (the group's definition) and the ``Slot`` of every member (what became of
+it so far) and says what to do now; the caller (``engine.GroupRun``) does it,
+then tells the slots what happened through ``Slots.started`` and ``Slots.ended``.
+The clock is passed in, so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .config import NO_RETRIES, Retries
+from .states import RunStatus
+
+STOPPED_DETAIL = "an earlier script failed (stop_on_error)"
+INTERRUPTED_DETAIL = "interrupted before it started"
+
+
+class Phase(Enum):
+    PENDING = "pending"  # not started yet
+    RUNNING = "running"  # an attempt runs
+    WAITING = "waiting"  # an attempt failed; the next one is due at ``retry_at``
+    DONE = "done"  # final: ``status`` says how
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A group's definition as the planner needs it; members are indices."""
+
+    scripts: tuple[str, ...]
+    needs: tuple[tuple[int, ...], ...] = ()  # per member: the members it depends on
+    workers: int = 1
+    stop_on_error: bool = False
+    retries: tuple[Retries, ...] = ()  # per member
+
+    @classmethod
+    def of(
+        cls,
+        scripts: list[str],
+        depends_on: dict[str, list[str]] | None = None,
+        workers: int = 1,
+        stop_on_error: bool = False,
+        retries: dict[str, Retries] | None = None,
+    ) -> Plan:
+        """A plan from member names; ``depends_on`` maps a member to the members it needs."""
+        index = {name: i for i, name in enumerate(scripts)}
+        deps = depends_on or {}
+        needs = tuple(tuple(index[d] for d in deps.get(name, ()) if d in index) for name in scripts)
+        policies = tuple((retries or {}).get(name, NO_RETRIES) for name in scripts)
+        return cls(tuple(scripts), needs, max(workers, 1), stop_on_error, policies)
+
+    @property
+    def serial(self) -> bool:
+        return self.workers == 1
+
+    def policy(self, i: int) -> Retries:
+        return self.retries[i] if self.retries else NO_RETRIES
+
+    def deps(self, i: int) -> tuple[int, ...]:
+        return self.needs[i] if self.needs else ()
+
+
+@dataclass
+class Slot:
+    """What became of one member so far."""
+
+    phase: Phase = Phase.PENDING
+    attempts: int = 0  # attempts started
+    status: RunStatus | None = None  # of the latest attempt (final once DONE)
+    exit_code: int | None = None
+    retry_at: float | None = None
+    detail: str | None = None
+
+
+@dataclass
+class Decision:
+    """What to do now: start these, record these as skipped, wake by ``wake_at``."""
+
+    start: list[int] = field(default_factory=list)
+    skip: list[tuple[int, str]] = field(default_factory=list)  # member, detail
+    wake_at: float | None = None  # the earliest retry that is not due yet
+    stopped_by: int | None = None  # the failure that stopped the group (stop_on_error)
+    done: bool = False  # every member is final
+
+
+def decide(plan: Plan, slots: list[Slot], now: float) -> Decision:
+    """What the group does at time ``now``; reads ``slots``, changes nothing."""
+    out = Decision()
+    final = [s.phase is Phase.DONE for s in slots]
+    status = [s.status for s in slots]
+    failed = next(
+        (i for i, s in enumerate(slots) if s.phase is Phase.DONE and _failed(s.status)), None
+    )
+    if plan.stop_on_error and failed is not None:
+        out.stopped_by = failed
+        for i, s in enumerate(slots):
+            if s.phase is Phase.PENDING:
+                out.skip.append((i, STOPPED_DETAIL))
+                final[i] = True
+        out.done = all(final)
+        return out
+    _skip_downstream(plan, slots, final, status, out)
+    busy = sum(s.phase is Phase.RUNNING for s in slots)
+    for i, s in enumerate(slots):
+        if plan.serial and not final[i] and s.phase is not Phase.PENDING:
+            if s.phase is Phase.WAITING and s.retry_at is not None and s.retry_at <= now:
+                out.start.append(i)
+            elif s.phase is Phase.WAITING:
+                out.wake_at = s.retry_at
+            break  # a serial group keeps its order: nothing passes a running or waiting one
+        if busy + len(out.start) >= plan.workers:
+            break
+        if s.phase is Phase.WAITING:
+            if s.retry_at is None or s.retry_at <= now:
+                out.start.append(i)
+            elif out.wake_at is None or s.retry_at < out.wake_at:
+                out.wake_at = s.retry_at
+        elif s.phase is Phase.PENDING and not final[i]:
+            if all(status[d] is RunStatus.SUCCESS for d in plan.deps(i)):
+                out.start.append(i)
+                if plan.serial:
+                    break
+            elif plan.serial:
+                break  # cannot happen: its dependencies are listed (and final) before it
+    if not plan.serial and busy + len(out.start) >= plan.workers:
+        out.wake_at = _earliest_retry(slots, now, out.wake_at)
+    out.done = all(final) and not out.start
+    return out
+
+
+def _skip_downstream(
+    plan: Plan, slots: list[Slot], final: list[bool], status: list, out: Decision
+) -> None:
+    """Skip every pending member that needs one that ended without success (to a fixpoint)."""
+    changed = True
+    while changed:
+        changed = False
+        for i, s in enumerate(slots):
+            if s.phase is not Phase.PENDING or final[i]:
+                continue
+            bad = next(
+                (d for d in plan.deps(i) if final[d] and status[d] is not RunStatus.SUCCESS), None
+            )
+            if bad is not None:
+                out.skip.append((i, f"needs {plan.scripts[bad]}"))
+                final[i] = True
+                status[i] = RunStatus.SKIPPED
+                changed = True
+
+
+def _earliest_retry(slots: list[Slot], now: float, wake: float | None) -> float | None:
+    for s in slots:
+        if s.phase is Phase.WAITING and s.retry_at is not None and s.retry_at > now:
+            wake = s.retry_at if wake is None else min(wake, s.retry_at)
+    return wake
+
+
+def _failed(status: RunStatus | None) -> bool:
+    return status is not None and status.failed
+
+
+class Slots(list[Slot]):
+    """The members' slots, changed only through these methods."""
+
+    @classmethod
+    def new(cls, plan: Plan) -> Slots:
+        return cls(Slot() for _ in plan.scripts)
+
+    def started(self, i: int) -> int:
+        """Member ``i`` starts an attempt; its number (1, 2, …)."""
+        s = self[i]
+        s.phase, s.attempts, s.retry_at = Phase.RUNNING, s.attempts + 1, None
+        return s.attempts
+
+    def ended(
+        self, plan: Plan, i: int, status: RunStatus, exit_code: int | None, now: float
+    ) -> float | None:
+        """An attempt of member ``i`` ended; the delay before its retry, or None if final."""
+        s = self[i]
+        s.status, s.exit_code = RunStatus(status), exit_code
+        policy = plan.policy(i)
+        if policy.retries(s.status, exit_code, s.attempts):
+            delay = policy.delay_before(s.attempts + 1)
+            s.phase, s.retry_at = Phase.WAITING, now + delay
+            return delay
+        s.phase = Phase.DONE
+        return None
+
+    def skipped(self, i: int, detail: str) -> None:
+        s = self[i]
+        s.phase, s.status, s.detail = Phase.DONE, RunStatus.SKIPPED, detail
+
+    def give_up(self, i: int) -> None:
+        """An interrupt: a member waiting for its retry keeps its last attempt's status."""
+        s = self[i]
+        if s.phase is Phase.WAITING:
+            s.phase, s.retry_at = Phase.DONE, None
