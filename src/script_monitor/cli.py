@@ -19,6 +19,7 @@ VERBS = {
     "run-all": ("run", "run every script, serially, in declaration order"),
     "list": ("history", "every script with its last status, run time and duration"),
     "list-groups": ("groups", "every group with its mode, scripts, schedule and last run"),
+    "graph": ("graph", "a group's dependency graph (text, dot or mermaid)"),
     "history": ("history", "a script's runs, newest first"),
     "logs": ("history", "the newest run's log of a script (or --run ID)"),
     "clear-logs": ("history", "delete a script's log files (history rows stay)"),
@@ -69,6 +70,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
     for verb in ("list", "list-groups", "history", "show-config", "list-schedules"):
         p[verb].add_argument("--json", action="store_true", help="machine-readable output")
+    p["graph"].add_argument("name", help="group name")
+    p["graph"].add_argument(
+        "--format", choices=("text", "dot", "mermaid"), default="text", help="default: text"
+    )
     p["history"].add_argument("name", help="script name")
     p["history"].add_argument(
         "-n", "--limit", type=_positive, default=20, help="show at most N runs (default 20)"

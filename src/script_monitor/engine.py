@@ -122,7 +122,7 @@ class Engine:
     ) -> GroupResult:
         """Serial (one worker) and parallel (many) share this path."""
         retries = {s: self.config.retries_for(self.config.script(s)) for s in scripts}
-        plan = Plan.of(scripts, depends_on, workers, stop_on_error, retries)
+        plan = Plan.of(scripts, depends_on, workers, stop_on_error, retries, mode == "serial")
         return GroupRun(self, plan, name, mode, record or name).run()
 
 

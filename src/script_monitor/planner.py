@@ -35,6 +35,7 @@ class Plan:
     workers: int = 1
     stop_on_error: bool = False
     retries: tuple[Retries, ...] = ()  # per member
+    serial: bool = True  # one at a time in the listed order (a parallel group may have 1 worker)
 
     @classmethod
     def of(
@@ -44,17 +45,16 @@ class Plan:
         workers: int = 1,
         stop_on_error: bool = False,
         retries: dict[str, Retries] | None = None,
+        serial: bool | None = None,
     ) -> Plan:
         """A plan from member names; ``depends_on`` maps a member to the members it needs."""
         index = {name: i for i, name in enumerate(scripts)}
         deps = depends_on or {}
         needs = tuple(tuple(index[d] for d in deps.get(name, ()) if d in index) for name in scripts)
         policies = tuple((retries or {}).get(name, NO_RETRIES) for name in scripts)
-        return cls(tuple(scripts), needs, max(workers, 1), stop_on_error, policies)
-
-    @property
-    def serial(self) -> bool:
-        return self.workers == 1
+        workers = max(workers, 1)
+        serial = workers == 1 if serial is None else serial
+        return cls(tuple(scripts), needs, 1 if serial else workers, stop_on_error, policies, serial)
 
     def policy(self, i: int) -> Retries:
         return self.retries[i] if self.retries else NO_RETRIES
@@ -102,15 +102,13 @@ def decide(plan: Plan, slots: list[Slot], now: float) -> Decision:
                 final[i] = True
         out.done = all(final)
         return out
+    if plan.serial:
+        _serial(plan, slots, now, final, status, out)
+        out.done = all(final) and not out.start
+        return out
     _skip_downstream(plan, slots, final, status, out)
     busy = sum(s.phase is Phase.RUNNING for s in slots)
     for i, s in enumerate(slots):
-        if plan.serial and not final[i] and s.phase is not Phase.PENDING:
-            if s.phase is Phase.WAITING and s.retry_at is not None and s.retry_at <= now:
-                out.start.append(i)
-            elif s.phase is Phase.WAITING:
-                out.wake_at = s.retry_at
-            break  # a serial group keeps its order: nothing passes a running or waiting one
         if busy + len(out.start) >= plan.workers:
             break
         if s.phase is Phase.WAITING:
@@ -118,17 +116,38 @@ def decide(plan: Plan, slots: list[Slot], now: float) -> Decision:
                 out.start.append(i)
             elif out.wake_at is None or s.retry_at < out.wake_at:
                 out.wake_at = s.retry_at
-        elif s.phase is Phase.PENDING and not final[i]:
-            if all(status[d] is RunStatus.SUCCESS for d in plan.deps(i)):
-                out.start.append(i)
-                if plan.serial:
-                    break
-            elif plan.serial:
-                break  # cannot happen: its dependencies are listed (and final) before it
-    if not plan.serial and busy + len(out.start) >= plan.workers:
+        elif (
+            s.phase is Phase.PENDING
+            and not final[i]
+            and all(status[d] is RunStatus.SUCCESS for d in plan.deps(i))
+        ):
+            out.start.append(i)
+    if busy + len(out.start) >= plan.workers:
         out.wake_at = _earliest_retry(slots, now, out.wake_at)
     out.done = all(final) and not out.start
     return out
+
+
+def _serial(
+    plan: Plan, slots: list[Slot], now: float, final: list[bool], status: list, out: Decision
+) -> None:
+    """One at a time in the listed order: the first member not yet final decides."""
+    for i, s in enumerate(slots):
+        if final[i]:
+            continue
+        if s.phase is Phase.WAITING:
+            if s.retry_at is None or s.retry_at <= now:
+                out.start.append(i)
+            else:
+                out.wake_at = s.retry_at
+        elif s.phase is Phase.PENDING:
+            bad = next((d for d in plan.deps(i) if status[d] is not RunStatus.SUCCESS), None)
+            if bad is not None:  # its dependencies are listed (and final) before it
+                out.skip.append((i, f"needs {plan.scripts[bad]}"))
+                final[i], status[i] = True, RunStatus.SKIPPED
+                continue
+            out.start.append(i)
+        return  # running, waiting or just started: nothing passes it
 
 
 def _skip_downstream(

@@ -96,6 +96,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         if r["signal"]:
             code = f"signal {r['signal']}"
         log_note = "" if r["log_state"] in ("ok", "none") else f" (log {r['log_state']})"
+        if r["attempt"] > 1:
+            log_note = f" (attempt {r['attempt']}){log_note}"
         rows.append(
             [
                 str(r["id"]),

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..engine import Engine, GroupResult, RunResult
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from ..proc import Interrupt, seal_descriptors
-from ..render import PlainReporter, reporter_for, single_run_line
+from ..render import PlainReporter, reporter_for, retry_text, single_run_line
 from . import colors, load, open_store
 
 
@@ -96,15 +96,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = sys.stdout
         print(f"Running {args.name}...", flush=True)
         echo = None if args.quiet else _LastByte(out.buffer)
+        engine.reporter = _Retries(args.name, echo)
         result = engine.run_script(args.name, echo=echo)
-        if echo is not None and echo.last not in (b"", b"\n"):
-            print()  # the output did not end its line: the closing line gets its own
+        _end_line(echo)
         print(single_run_line(result), flush=True)
         if result.detail:
             print(f"  {result.detail}", file=sys.stderr)
         return result
 
     return _run(args, action, reporter=False)
+
+
+def _end_line(echo: _LastByte | None) -> None:
+    if echo is not None and echo.last not in (b"", b"\n"):
+        print()  # the output did not end its line: the closing line gets its own
+        echo.last = b"\n"
+
+
+class _Retries:
+    """``run NAME``'s reporter: only retries are told (the rest is run's own output)."""
+
+    def __init__(self, name: str, echo: _LastByte | None):
+        self.name, self.echo = name, echo
+
+    def script_retrying(self, result: RunResult, delay: float, attempts: int) -> None:
+        _end_line(self.echo)
+        print(f"Running {self.name}... {retry_text(result, delay, attempts)}", flush=True)
+        print(f"Running {self.name}...", flush=True)
 
 
 class _LastByte:
