@@ -26,6 +26,7 @@ from .proc import (
     TOKEN_VAR,
     Interrupt,
     ProcResult,
+    adopt,
     conclude,
     spawn,
     terminate_tree,
@@ -148,6 +149,7 @@ class LocalExecutor:
     def close(self) -> None:
         """After a group: stop watching, wait for rotated logs to be deleted."""
         loop, self._loop = self._loop, None
+        adopt.reap()
         try:
             if loop is not None:
                 loop.close()
@@ -243,6 +245,7 @@ class LocalExecutor:
             job.proc = ProcResult("interrupted", error="interrupted before it started")
         else:
             script = job.script
+            adopt.run_started(job.token)
             job.proc = spawn(
                 self._argv(script), cwd=self._cwd(script), env=job.env, out_fd=job.out_fd
             )

@@ -132,6 +132,9 @@ def _start_relay(read_fd: int, write_fd: int, secrets: list[str], carry: bytes) 
     except OSError:
         pass
     relay.returncode = 0  # detached: nobody waits for it, and Popen must not warn
+    from .proc import adopt
+
+    adopt.helpers.add(relay.pid)  # ours, not an orphan of a script
 
 
 RELAY_CODE = """

@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 
 import msgspec
@@ -74,6 +75,11 @@ def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
     no other descriptors (ours are all close-on-exec, see ``seal_descriptors``), and
     SIGPIPE and SIGXFSZ at their defaults (Python ignores them).
     """
+    with adopt.lock:  # no reap of adopted orphans between a start and its registration
+        return _spawn(argv, cwd, env, out_fd)
+
+
+def _spawn(argv: list[str], cwd: str, env: dict[str, str], out_fd: int):
     stdin = _devnull()
     program = _fast_program(argv, cwd, env, stdin, out_fd)
     if program is not None:
@@ -94,9 +100,10 @@ def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
             return ProcResult("failed", error=f"cannot start: {e}")
         except OSError as e:
             return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
+        adopt.started(pid)
         return Child(pid)
     try:
-        return subprocess.Popen(
+        child = subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
@@ -106,6 +113,8 @@ def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
             start_new_session=True,
             close_fds=True,
         )
+        adopt.started(child.pid)
+        return child
     except ValueError as e:  # a NUL byte in the argv, environment or cwd
         return ProcResult("failed", error=f"cannot start: {e}")
     except OSError as e:
@@ -209,6 +218,17 @@ def conclude(
     A timeout or an interrupt ends the whole tree first; after an exit, leftovers are
     listed (and ended with ``kill_leftovers``).
     """
+    if status != "exited" or kill_leftovers:
+        adopt.run_ending(token)
+    try:
+        return _conclude(proc, status, token, grace, kill_leftovers)
+    finally:
+        adopt.run_ended(token, proc.pid)
+
+
+def _conclude(
+    proc: subprocess.Popen | Child, status: str, token: str, grace: float, kill_leftovers: bool
+) -> ProcResult:
     if status != "exited":
         terminate_tree(proc, token, grace)
         return ProcResult(status, proc.returncode, _signal_of(proc.returncode), proc.pid)
@@ -339,8 +359,123 @@ def token_members(token: str) -> list[int]:
 
 
 def tree_members(pgid: int, token: str) -> list[int]:
-    """Every live process of a run: its process group and every token carrier."""
-    return sorted(set(group_members(pgid)) | set(token_members(token)))
+    """Every live process of a run: its process group, every token carrier, and the
+    orphans it left that were re-parented to us (see ``Adoptions``)."""
+    return sorted(set(group_members(pgid)) | set(token_members(token)) | set(adopt.orphans(token)))
+
+
+class _Run:
+    __slots__ = ("born", "ending")
+
+    def __init__(self, born: float):
+        self.born, self.ending = born, False
+
+
+class Adoptions:
+    """Orphans of our scripts, re-parented to us as a child subreaper, and whose they are.
+
+    A descendant that leaves its run's process group *and* clears its environment
+    (``env -i setsid sh -c 'sleep 999 &'``) carries nothing that names its run; but
+    once its parent exits, the kernel re-parents it to the nearest subreaper: us.
+    Such an orphan belongs to the run that was alive when it started, when only one
+    was; when several were, it is ended only once every one of them is being ended
+    (a timeout or an interrupt), never while it may be another live run's.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.roots: set[int] = set()  # children we started and have not reaped
+        self.helpers: set[int] = set()  # our own helper processes (masking relays)
+        self.runs: dict[str, _Run] = {}  # token -> the run's start (CLOCK_BOOTTIME)
+        self.tick = 1.0 / os.sysconf("SC_CLK_TCK")
+        self.lock = threading.Lock()
+
+    def become_subreaper(self) -> bool:
+        """Ask the kernel to re-parent our orphaned descendants to us (Linux 3.4+)."""
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            self.enabled = libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+        except (OSError, AttributeError):
+            self.enabled = False
+        return self.enabled
+
+    def started(self, pid: int) -> None:
+        if self.enabled:
+            self.roots.add(pid)
+
+    def run_started(self, token: str) -> None:
+        if self.enabled:
+            self.runs[token] = _Run(time.clock_gettime(time.CLOCK_BOOTTIME) - self.tick)
+
+    def run_ending(self, token: str) -> None:
+        run = self.runs.get(token)
+        if run is not None:
+            run.ending = True
+
+    def run_ended(self, token: str, pid: int) -> None:
+        self.runs.pop(token, None)
+        self.roots.discard(pid)
+
+    def orphans(self, token: str) -> list[int]:
+        """Adopted processes (and their descendants) that belong to the run ``token``."""
+        run = self.runs.get(token)
+        if not self.enabled or run is None:
+            return []
+        me = os.getpid()
+        parents: dict[int, int] = {}
+        mine: list[int] = []
+        others = [r for t, r in list(self.runs.items()) if t != token]
+        for pid in _proc_entries():
+            fields = _stat_fields(pid)
+            if not fields or len(fields) < 20 or fields[0] in (b"Z", b"X"):
+                continue
+            ppid = int(fields[1])
+            parents[pid] = ppid
+            if ppid != me or pid in self.roots or pid in self.helpers:
+                continue
+            born = int(fields[19]) * self.tick
+            if born < run.born:
+                continue  # older than the run: not its own
+            if any(r.born <= born and not r.ending for r in others):
+                continue  # may be another live run's
+            mine.append(pid)
+        return _with_descendants(mine, parents)
+
+    def reap(self) -> None:
+        """Collect the exit status of adopted orphans that ended (no zombies pile up)."""
+        if not self.enabled:
+            return
+        with self.lock:
+            self._reap()
+
+    def _reap(self) -> None:
+        me = os.getpid()
+        for pid in _proc_entries():
+            fields = _stat_fields(pid)
+            if fields and fields[0] == b"Z" and int(fields[1]) == me and pid not in self.roots:
+                if pid in self.helpers:
+                    self.helpers.discard(pid)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
+def _with_descendants(pids: list[int], parents: dict[int, int]) -> list[int]:
+    found = set(pids)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return sorted(found)
+
+
+adopt = Adoptions()
 
 
 def _signal_all(pgid: int, pids: list[int], sig: int) -> None:

@@ -31,7 +31,7 @@ from . import __version__, cron
 from .config import Config, load_config
 from .engine import Engine
 from .errors import EXIT_FAILED, ScriptMonitorError
-from .proc import Interrupt
+from .proc import Interrupt, adopt
 from .store import Store
 
 ON_TIME = 60.0  # a tick handled within this many seconds of its due time is on time
@@ -421,6 +421,7 @@ class Scheduler:
         self._maybe_reload()
         self._fire_due()
         self._heartbeat()
+        adopt.reap()
 
     def _announce(self) -> None:
         groups = ", ".join(f"{e.name} ({e.expr}, {e.zone})" for e in self.entries.values())
@@ -752,6 +753,7 @@ class Scheduler:
 def run_scheduler(config: Config, once: bool = False, on_ready: Callable | None = None) -> int:
     """Set up logging and signals, then serve until stopped; return the exit code."""
     setup_logging()
+    adopt.become_subreaper()  # orphaned descendants of scripts come back to be ended
     scheduler = Scheduler(config, clock_from_env(), once=once)
     scheduler.install_signal_handlers()
     if on_ready:

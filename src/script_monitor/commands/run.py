@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..engine import Engine, GroupResult, RunResult
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
-from ..proc import Interrupt, seal_descriptors
+from ..proc import Interrupt, adopt, seal_descriptors
 from ..render import PlainReporter, reporter_for, retry_text, single_run_line
 from . import colors, load, open_store
 
@@ -51,6 +51,7 @@ def _run(
     store = open_store(config)
     store.reap_lost()
     _settle_in(config.root)
+    adopt.become_subreaper()  # orphaned descendants come back to us, to be ended with their run
     interrupt = Interrupt()
     rep = reporter_for(colors(args, config)) if reporter else None
     engine = Engine(config, store, rep, trigger=args.trigger, interrupt=interrupt)
