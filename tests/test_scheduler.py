@@ -24,7 +24,7 @@ import pytest
 
 from conftest import MAIN, cli, write
 from script_monitor import cron
-from script_monitor.scheduler import ON_TIME, decide, overlap_action
+from script_monitor.schedule_time import ON_TIME, decide, overlap_action
 from script_monitor.store import Store
 
 T0 = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()  # a Tuesday, 30 s before a minute

@@ -1,4 +1,5 @@
-"""The built-in scheduler: what is due when (pure functions), and the daemon loop.
+"""The built-in scheduler's daemon loop (due-time maths: schedule_time.py; lock and
+heartbeat: heartbeat.py).
 
 One process per config directory (a POSIX lock on ``scheduler.lock`` in the
 state directory), a heartbeat file other commands read, a small state file
@@ -10,258 +11,47 @@ decides and records.  The rules are in docs/SCHEDULING.md.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
-from pathlib import Path
+from datetime import datetime
 from typing import Any, ClassVar
 
 from . import __version__, cron
 from .config import Config, load_config
 from .engine import Engine
-from .errors import EXIT_FAILED, ScriptMonitorError
+from .errors import ScriptMonitorError
+from .heartbeat import (
+    HEARTBEAT_EVERY,
+    HEARTBEAT_FILE,
+    SchedulerLock,
+    scheduler_status,
+    write_json,
+)
 from .proc import Interrupt, adopt
+from .schedule_time import (
+    Clock,
+    Decision,
+    Entry,
+    clock_from_env,
+    decide,
+    due_ticks,
+    next_due,
+    overlap_action,
+)
 from .store import Store
 
-ON_TIME = 60.0  # a tick handled within this many seconds of its due time is on time
 CONFIG_CHECK_EVERY = 1.0  # real seconds between cheap stat() checks of the config files
-HEARTBEAT_EVERY = 5.0  # real seconds between heartbeat writes
-HEARTBEAT_STALE = 30.0  # a heartbeat older than this means a hung scheduler
-LOCK_FILE = "scheduler.lock"
-HEARTBEAT_FILE = "scheduler.heartbeat"
 STATE_FILE = "scheduler-state.json"
-CLOCK_ENV = "SCRIPT_MONITOR_CLOCK"  # test hook: "EPOCH" or "EPOCHxSPEED"
-MISSED_LIMIT = 10_000
 
 log = logging.getLogger("script_monitor.scheduler")
-
-
-class AlreadyRunning(ScriptMonitorError):
-    """Another scheduler holds the lock of this config directory."""
-
-    exit_code = EXIT_FAILED
-
-
-# ---------------------------------------------------------------- clocks
-
-
-class Clock:
-    """Wall-clock time for the scheduler; tests may accelerate it."""
-
-    speed = 1.0
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
-
-    def real(self, seconds: float) -> float:
-        """How many real seconds pass while this clock advances ``seconds``."""
-        return seconds / self.speed
-
-
-class AcceleratedClock(Clock):
-    """A clock that starts at ``start`` and runs ``speed`` times faster than real time."""
-
-    def __init__(self, start: float, speed: float = 1.0):
-        self.start = start
-        self.speed = speed
-        self._origin = time.monotonic()
-
-    def now(self) -> float:
-        """Simulated seconds since the epoch."""
-        return self.start + (time.monotonic() - self._origin) * self.speed
-
-
-def clock_from_env(environ: dict[str, str] | os._Environ = os.environ) -> Clock:
-    """The real clock, or an accelerated one when ``SCRIPT_MONITOR_CLOCK`` is set (tests)."""
-    text = environ.get(CLOCK_ENV, "").strip()
-    if not text:
-        return Clock()
-    start, _, speed = text.partition("x")
-    try:
-        return AcceleratedClock(float(start), float(speed or 1))
-    except ValueError:
-        raise ScriptMonitorError(
-            f"{CLOCK_ENV}: expected EPOCH or EPOCHxSPEED, got {text!r}"
-        ) from None
-
-
-# ---------------------------------------------------------------- pure decisions
-
-
-@dataclass
-class Entry:
-    """One scheduled group as the scheduler tracks it."""
-
-    name: str
-    expr: str
-    zone: str
-    tz: tzinfo
-    last_tick: float  # every tick up to here has been handled
-    next_due: float | None = None
-
-    def __post_init__(self) -> None:
-        self.next_due = next_due(self.expr, self.tz, self.last_tick)
-
-
-@dataclass
-class Decision:
-    """What to do with the ticks found due: run one, record the others as missed."""
-
-    run: float | None
-    missed: list[float] = field(default_factory=list)
-    reason: str = ""
-
-
-def next_due(expr: str, tz: tzinfo, after: float) -> float | None:
-    """The first fire time strictly after ``after`` (epoch seconds), or None."""
-    nxt = cron.next_fire(expr, tz, datetime.fromtimestamp(after, tz))
-    return nxt.timestamp() if nxt is not None else None
-
-
-def due_ticks(entry: Entry, now: float) -> tuple[list[float], bool]:
-    """The entry's fire times in (last_tick, now]; and whether the list was cut short."""
-    if entry.next_due is None or entry.next_due > now:
-        return [], False
-    found, cut = cron.fires_between(
-        entry.expr,
-        entry.tz,
-        datetime.fromtimestamp(entry.last_tick, entry.tz),
-        datetime.fromtimestamp(now, entry.tz),
-        MISSED_LIMIT,
-    )
-    return [t.timestamp() for t in found], cut
-
-
-def decide(ticks: list[float], now: float, catchup: str, grace: float) -> Decision:
-    """Run the latest tick when on time (or, with catchup: latest, within grace)."""
-    if not ticks:
-        return Decision(None)
-    latest = ticks[-1]
-    late = now - latest
-    if late <= ON_TIME:
-        return Decision(latest, ticks[:-1], "only the latest tick is run")
-    if catchup == "latest" and late <= grace:
-        return Decision(latest, ticks[:-1], "catchup: latest runs only the latest tick")
-    if catchup == "latest":
-        why = f"older than scheduling.catchup_grace ({grace:g}s)"
-    else:
-        why = "catchup: skip"
-    return Decision(None, ticks, why)
-
-
-def overlap_action(policy: str, running: int, queued: bool) -> str:
-    """'start', 'queue' or 'skip' for a tick of a group with ``running`` runs going."""
-    if running == 0 or policy == "allow":
-        return "start"
-    if policy == "queue" and not queued:
-        return "queue"
-    return "skip"
-
-
-def zone_of(config: Config, group_name: str) -> str:
-    """The time zone name a group's schedule is read in."""
-    return config.groups[group_name].timezone or config.settings.scheduling.timezone
-
-
-# ---------------------------------------------------------------- lock and heartbeat
-
-
-_FLOCK = "hhqqi4x"  # struct flock on Linux (64-bit off_t), padded to its C size
-
-
-def lock_holder(state_dir: Path) -> int | None:
-    """The pid holding the scheduler lock (0 if not visible here), or None when free."""
-    try:
-        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        kind, _, _, _, pid = struct.unpack(_FLOCK, answer)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return None if kind == fcntl.F_UNLCK else pid
-
-
-class SchedulerLock:
-    """The one-scheduler-per-config-directory lock (POSIX record lock)."""
-
-    def __init__(self, state_dir: Path):
-        self.path = state_dir / LOCK_FILE
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise AlreadyRunning naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            pid = lock_holder(self.path.parent) or _heartbeat_pid(self.path.parent)
-            who = f" (pid {pid})" if pid else ""
-            raise AlreadyRunning(
-                f"a scheduler is already running for this config directory{who}; "
-                f"only one may run at a time (lock: {self.path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        """Drop the lock (closing the file releases it)."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _heartbeat_pid(state_dir: Path) -> int | None:
-    beat = read_heartbeat(state_dir)
-    return beat.get("pid") if beat else None
-
-
-def read_heartbeat(state_dir: Path) -> dict[str, Any] | None:
-    """The last heartbeat written by a scheduler of this state directory, if any."""
-    try:
-        data = json.loads((state_dir / HEARTBEAT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def scheduler_status(state_dir: Path, now: float | None = None) -> dict[str, Any]:
-    """Whether a scheduler runs for this state directory: running, pid, heartbeat age."""
-    holder = lock_holder(state_dir)
-    if holder is None:
-        return {"running": False, "pid": None, "heartbeat_age": None, "stale": False}
-    beat = read_heartbeat(state_dir) or {}
-    pid = holder or beat.get("pid")
-    updated = beat.get("updated")
-    age = (now or time.time()) - updated if isinstance(updated, int | float) else None
-    stale = age is None or age > HEARTBEAT_STALE
-    return {"running": True, "pid": pid, "heartbeat_age": age, "stale": stale}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Replace a small file atomically (write a temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- logging
@@ -648,7 +438,7 @@ class Scheduler:
         for name, group in self.config.groups.items():
             if not group.schedule:
                 continue
-            expr, zone = cron.expand(group.schedule), zone_of(self.config, name)
+            expr, zone = cron.expand(group.schedule), self.config.zone_of(group)
             old = self.entries.get(name)
             if old is not None and (old.expr, old.zone) == (expr, zone):
                 entries[name] = old
@@ -684,7 +474,7 @@ class Scheduler:
             for e in self.entries.values()
         }
         try:
-            _write_json(self.state_dir / STATE_FILE, {"version": 1, "groups": groups})
+            write_json(self.state_dir / STATE_FILE, {"version": 1, "groups": groups})
             self._state_dirty = False
         except OSError as e:
             log.error("cannot write %s: %s", self.state_dir / STATE_FILE, e.strerror)
@@ -705,7 +495,7 @@ class Scheduler:
             "next_due": min(dues) if dues else None,
         }
         try:
-            _write_json(self.state_dir / HEARTBEAT_FILE, beat)
+            write_json(self.state_dir / HEARTBEAT_FILE, beat)
         except OSError as e:
             log.error("cannot write the heartbeat: %s", e.strerror)
         if not self._enabled:
@@ -759,3 +549,6 @@ def run_scheduler(config: Config, once: bool = False, on_ready: Callable | None 
     if on_ready:
         on_ready(scheduler)
     return scheduler.serve()
+
+
+__all__ = ["Scheduler", "run_scheduler", "scheduler_status"]

@@ -45,9 +45,7 @@ def _status_line(status: dict) -> str:
 
 
 def _row(config: Config, group: Group, last: dict | None, now: datetime) -> dict:
-    from ..scheduler import zone_of
-
-    zone = zone_of(config, group.name)
+    zone = config.zone_of(group)
     tz = cron.resolve_timezone(zone)
     nxt = cron.next_fire(group.schedule or "", tz, now)
     return {
@@ -62,7 +60,7 @@ def _row(config: Config, group: Group, last: dict | None, now: datetime) -> dict
 
 
 def cmd_list_schedules(args: argparse.Namespace) -> int:
-    from ..scheduler import scheduler_status
+    from ..heartbeat import scheduler_status
 
     config = load(args)
     store = open_store(config)
@@ -108,15 +106,13 @@ def _print_table(rows: list[dict], fmt: str) -> None:
 
 
 def _export_target(args: argparse.Namespace) -> tuple[Config, Group, str]:
-    from ..scheduler import zone_of
-
     config = load(args)
     group = config.group(args.group)
     if not group.schedule:
         raise UsageError(
             f"group '{group.name}' has no schedule; add 'schedule:' to it before exporting"
         )
-    return config, group, zone_of(config, group.name)
+    return config, group, config.zone_of(group)
 
 
 def self_command() -> list[str]:
