@@ -236,8 +236,8 @@ def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
         data = loader.construct_document(node) if node is not None else None
         nul = _nul_path(data, ())
         if nul is not None:  # no file name, command or variable can hold one: os calls fail
-            line = Document(path, data, lines).line(nul)
-            problems.append(Problem.error(path, line, "a NUL character (\\0) is not allowed"))
+            where = Document(path, data, lines).line(nul)
+            problems.append(Problem.error(path, where, "a NUL character (\\0) is not allowed"))
             return None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
@@ -245,8 +245,8 @@ def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
         if start is not None and mark is not None and mark.line >= len(text.splitlines()):
             # An unclosed quote or bracket is noticed at the end of the file: name its start.
             mark = start
-        line = mark.line + 1 if mark is not None else None
-        problems.append(Problem.error(path, line, f"invalid YAML: {_yaml_reason(e, text, mark)}"))
+        at = mark.line + 1 if mark is not None else None
+        problems.append(Problem.error(path, at, f"invalid YAML: {_yaml_reason(e, text, mark)}"))
         return None
     except (ValueError, TypeError, OverflowError, RecursionError, LookupError) as e:
         # PyYAML's constructors raise these on odd input, e.g. IndexError for "!!int ''"
@@ -362,6 +362,7 @@ def _describe(text: str, data: dict, doc: Document, base: tuple, label: str):
     text = text.replace("[...]", "")  # a mapping's value: msgspec does not name the key
     text = re.sub(r" - at `key` in `(\$[^`]*)`$", r" - at `\1`", text)  # a mapping's key
     m = _ERROR_AT.match(text)
+    assert m is not None  # the pattern matches any text
     msg, raw_path = m.group("msg"), m.group("path") or ""
     parts: list = [int(i) if i else k for k, i in _PATH_PART.findall(raw_path)]
     unknown = re.match(r"Object contains unknown field `(.*)`", msg)
@@ -595,9 +596,11 @@ def _cross_check(config: Config, problems: list[Problem]) -> None:
         for member in group.scripts:
             used.add(member)
             if member not in config.scripts:
-                at = config.origin.get(f"member:{group.name}:{member}", (file, line))
+                at_file, at_line = config.origin.get(f"member:{group.name}:{member}", (file, line))
                 problems.append(
-                    Problem.error(*at, f"group '{group.name}': unknown script '{member}'")
+                    Problem.error(
+                        at_file, at_line, f"group '{group.name}': unknown script '{member}'"
+                    )
                 )
         if len(set(group.scripts)) != len(group.scripts):
             problems.append(

@@ -282,6 +282,7 @@ class GroupRun:
         else:
             outcome.status = RunStatus.FAILED if outcome.failed else RunStatus.SUCCESS
         outcome.interrupted_by = self.interrupt.signum
+        assert outcome.group_run_id is not None
         engine.store.finish_group(outcome.group_run_id, outcome.status)
         self._tell("group_finished", outcome)
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from . import logs
 from .config import Config, Script
@@ -73,10 +73,10 @@ class Job:
         self.token = ""
         self.masker: Masker | None = None
         self.pump: Pump | None = None
-        self.follower = None
+        self.follower: tuple[threading.Thread, threading.Event] | None = None
         self.env: dict[str, str] | None = None  # until launched
         self.out_fd: int | None = None  # what the child writes to, until launched
-        self.proc = None  # a Popen or Child, or a ProcResult when it never started
+        self.proc: Any = None  # a Popen or Child, or a ProcResult when it never started
         self.result: ProcResult | None = None  # how its process ended
         self.run: RunResult | None = None  # once recorded
 
@@ -232,7 +232,9 @@ class LocalExecutor:
         job.token = env[TOKEN_VAR]
         job.masker = Masker(secrets) if secrets else NO_SECRETS
         if fd is not None:
-            head = logs.header(name, script.command, started, self.trigger, group, run_id)
+            head = logs.header(
+                name, cast("str | list[str]", script.command), started, self.trigger, group, run_id
+            )
             job.log_error = self._write(fd, job.masker.bytes(head) if job.masker else head)
         out_fd, job.pump = self._sink(fd, job.masker, secrets, echo)
         job.follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
@@ -245,11 +247,12 @@ class LocalExecutor:
             job.proc = ProcResult("interrupted", error="interrupted before it started")
         else:
             script = job.script
+            assert job.env is not None and job.out_fd is not None
             adopt.run_started(job.token)
             job.proc = spawn(
                 self._argv(script), cwd=self._cwd(script), env=job.env, out_fd=job.out_fd
             )
-        if job.out_fd != job.fd:
+        if job.out_fd is not None and job.out_fd != job.fd:
             os.close(job.out_fd)  # the pipe's write end, or /dev/null: the child has its own
         job.env = None
 
@@ -361,7 +364,7 @@ class LocalExecutor:
     def _argv(self, script: Script) -> list[str]:
         if isinstance(script.command, str):
             return ["/bin/sh", "-c", script.command]
-        return list(script.command)
+        return list(cast("list[str]", script.command))  # the loader made every word a str
 
     def _env(
         self, script: Script, name: str, group: str | None, run_id: int
@@ -472,6 +475,11 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
+def _ended(job: Job) -> ProcResult:
+    assert job.result is not None
+    return job.result
+
+
 class _Loop:
     """The running children of a group, watched from one thread in one ``poll()``.
 
@@ -508,8 +516,9 @@ class _Loop:
             self.ended.append(job)
             return
         try:
-            pidfd: int | None = os.pidfd_open(job.proc.pid)
-            self.poller.register(pidfd, select.POLLIN)
+            fd = os.pidfd_open(job.proc.pid)
+            self.poller.register(fd, select.POLLIN)
+            pidfd: int | None = fd
         except (AttributeError, OSError):
             pidfd = None  # no pidfd here: the wait below polls this child instead
         timeout = ex.config.timeout_for(job.script)
@@ -542,7 +551,7 @@ class _Loop:
             pass
         out: list[Job] = []
         for job in self.ended:
-            self._finish(job, job.result, out)
+            self._finish(job, _ended(job), out)
         self.ended = []
         while self.done:
             key, result = self.done.popleft()
@@ -610,7 +619,7 @@ class _Loop:
             outcomes[key] = result
         out: list[Job] = []
         for job in self.ended:
-            self._finish(job, job.result, out)
+            self._finish(job, _ended(job), out)
         self.ended = []
         for key in sorted(outcomes):
             job, _, _ = self._forget(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import select
@@ -37,13 +38,14 @@ class Masker:
             return text
         return self.bytes(text.encode()).decode(errors="replace")
 
-    def split(self, data: bytes) -> tuple[bytes, bytes]:
+    def split(self, data: builtins.bytes) -> tuple[builtins.bytes, builtins.bytes]:
         """Mask what is certainly complete; hold back a tail that may start a secret."""
         assert self._re is not None
         cut = len(data) - self._keep
         if cut <= 0:
             return b"", data
-        out, pos = [], 0
+        out: list[builtins.bytes] = []
+        pos = 0
         for m in self._re.finditer(data):
             if m.start() >= cut:
                 break
@@ -126,6 +128,7 @@ def _start_relay(read_fd: int, write_fd: int, secrets: list[str], carry: bytes) 
         )
     except OSError:
         return
+    assert relay.stdin is not None
     try:
         relay.stdin.write(json.dumps({"secrets": secrets, "carry": carry.hex()}).encode())
         relay.stdin.close()

@@ -234,6 +234,7 @@ def _conclude(
         return ProcResult(status, proc.returncode, _signal_of(proc.returncode), proc.pid)
     proc.wait()
     code = proc.returncode
+    assert code is not None  # waited for
     result = ProcResult(
         "success" if code == 0 else "failed",
         code if code >= 0 else None,

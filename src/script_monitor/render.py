@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # engine pulls in subprocess; list and history need none of it
     from .results import GroupResult, RunResult
@@ -142,7 +142,7 @@ class RichReporter:
         self.lock = threading.Lock()
         self.running: dict[str, float] = {}
         self.waiting: dict[str, float] = {}  # retries: name -> when the next attempt starts
-        self.live = None
+        self.live: Any = None
         self.mode = "serial"
 
     def _view(self):

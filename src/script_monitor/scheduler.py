@@ -112,7 +112,7 @@ def fingerprint(config: Config) -> tuple:
         (config.settings.paths.groups_file, "groups.yaml"),
     ):
         paths.update({config.path(value), root / default, (root / default).with_suffix("")})
-    out = []
+    out: list[tuple[str, int | None, int | None, int | None]] = []
     for p in sorted(paths):
         try:
             st = os.stat(p)

@@ -166,6 +166,11 @@ def _proc_start(pid: int) -> str | None:
     return fields[19].decode() if len(fields) > 19 else ""
 
 
+def _rowid(cur: sqlite3.Cursor) -> int:
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    return cur.lastrowid
+
+
 class History(Protocol):
     """What the engine, the scheduler and the commands need of a run history.
 
@@ -356,7 +361,7 @@ class Store:
                 " VALUES (?, ?, 'running', ?, ?)",
                 (group, trigger, now or time.time(), self._owner_text),
             )
-            return cur.lastrowid
+            return _rowid(cur)
 
     def finish_group(self, group_run_id: int, status: str, detail: str | None = None) -> None:
         with self._write() as db:
@@ -394,7 +399,7 @@ class Store:
                     self.owner.host,
                 ),
             )
-            return cur.lastrowid
+            return _rowid(cur)
 
     def finish_run(
         self,
@@ -481,7 +486,7 @@ class Store:
             "SELECT 'r', id, owner FROM runs WHERE status = 'running' UNION ALL "
             "SELECT 'g', id, owner FROM group_runs WHERE status = 'running'"
         )
-        lost = {"r": [], "g": []}
+        lost: dict[str, list[tuple[float, int]]] = {"r": [], "g": []}
         for kind, rid, owner_text in rows:
             owner = Owner.parse(owner_text)
             if owner is not None and owner.is_gone(self.owner):

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from datetime import datetime
+from typing import BinaryIO, cast
 
 from .. import logs
 from ..errors import EXIT_OK, UsageError
@@ -160,9 +161,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 store.reap_lost()
                 return current is None or current["status"] != "running"
 
-            logs.follow(path, 0, out, _throttled(finished))
+            logs.follow(path, 0, cast(BinaryIO, out), _throttled(finished))
         else:
-            logs.copy_file(path, out)
+            logs.copy_file(path, cast(BinaryIO, out))
         if isinstance(out, logs.Utf8Out):
             out.finish()
     except FileNotFoundError:
@@ -177,7 +178,7 @@ def _throttled(check, every: float = 0.25):
         now = time.monotonic()
         if now - state["at"] >= every:
             state["at"], state["value"] = now, check()
-        return state["value"]
+        return bool(state["value"])
 
     return wrapped
 

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, cast
 
-from ..engine import Engine, GroupResult, RunResult
+from ..engine import Engine, GroupResult, Reporter, RunResult
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from ..proc import Interrupt, adopt, seal_descriptors
 from ..render import PlainReporter, reporter_for, retry_text, single_run_line
@@ -36,7 +37,8 @@ def exit_code(statuses: list[str], interrupt: Interrupt) -> int:
     if interrupt.fired:
         if interrupt.signum == signal.SIGINT:
             return EXIT_SIGINT
-        return EXIT_SIGTERM if interrupt.signum == signal.SIGTERM else 128 + interrupt.signum
+        signum = interrupt.signum or 0
+        return EXIT_SIGTERM if signum == signal.SIGTERM else 128 + signum
     return EXIT_OK if all(s in ("success",) for s in statuses) else EXIT_FAILED
 
 
@@ -66,7 +68,7 @@ def _run(
     else:
         statuses = [outcome.status]
     if interrupt.fired:
-        name = signal.Signals(interrupt.signum).name
+        name = signal.Signals(interrupt.signum or 0).name
         print(f"script-monitor: interrupted by {name}; running scripts were ended", file=sys.stderr)
     return exit_code(statuses, interrupt)
 
@@ -97,8 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = sys.stdout
         print(f"Running {args.name}...", flush=True)
         echo = None if args.quiet else _LastByte(out.buffer)
-        engine.reporter = _Retries(args.name, echo)
-        result = engine.run_script(args.name, echo=echo)
+        engine.reporter = cast("Reporter", _Retries(args.name, echo))
+        result = engine.run_script(args.name, echo=cast("BinaryIO | None", echo))
         _end_line(echo)
         print(single_run_line(result), flush=True)
         if result.detail:
