@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import itertools
 import json
 import os
 import platform
@@ -49,8 +50,9 @@ SIZES = {
     "W4": ({"bytes": 200_000_000}, {"bytes": 1_000_000}),
     "W5": ({"n": 100, "sleep": 2, "cap": 100}, {"n": 10, "sleep": 0.2, "cap": 10}),
     "W6": ({"scripts": 500, "runs": 100_000}, {"scripts": 20, "runs": 1_000}),
+    "W8": ({"layers": 10, "width": 20, "cap": 8}, {"layers": 3, "width": 4, "cap": 2}),
 }
-REPS = {"W1": 9, "W2": 15, "W3": 15, "W4": 9, "W5": 7, "W6": 21}
+REPS = {"W1": 9, "W2": 15, "W3": 15, "W4": 9, "W5": 7, "W6": 21, "W8": 15}
 
 
 # ---------------------------------------------------------------- measuring
@@ -212,7 +214,13 @@ def run_reps(tools: list[Tool], reps: int, out_dir: Path, bench: Bench) -> None:
 # ---------------------------------------------------------------- configurations
 
 
-def write_config(root: Path, commands: dict[str, str], execution: str, cap: int) -> None:
+def write_config(
+    root: Path,
+    commands: dict[str, str],
+    execution: str,
+    cap: int,
+    needs: dict[str, list[str]] | None = None,
+) -> None:
     """A config dir with one group ``g`` holding every script, in order."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(f"execution:\n  max_parallel_workers: {cap}\n")
@@ -224,6 +232,7 @@ def write_config(root: Path, commands: dict[str, str], execution: str, cap: int)
     (root / "groups.yaml").write_text(
         f"groups:\n  - name: {GROUP}\n    execution: {execution}\n"
         f"    max_parallel_workers: {cap}\n    scripts:\n{members}"
+        + (f"    depends_on: {json.dumps(needs)}\n" if needs else "")
     )
 
 
@@ -275,6 +284,21 @@ def file_check(log_dir: Path, names: list[str], min_bytes: int = 0) -> Callable:
     return check
 
 
+def folder_check(log_dir: Path, names: list[str], min_bytes: int = 0) -> Callable:
+    """bare ran every script: a new log per run in a folder per script (its newest checked)."""
+
+    def check(_sample: Sample) -> str | None:
+        newest = []
+        for n in names:
+            logs = sorted((log_dir / n).glob(f"{n}_*.log"))
+            if not logs:
+                return f"no log of {n} in {log_dir / n}"
+            newest.append(logs[-1])
+        return _check_logs(newest, min_bytes, None)
+
+    return check
+
+
 def _check_logs(paths: list[Path], min_bytes: int, footer: bytes | None) -> str | None:
     for path in paths:
         try:
@@ -302,7 +326,14 @@ def fresh_dir(path: Path) -> Callable[[], None]:
 # ---------------------------------------------------------------- run-group workloads
 
 
-def group_tools(sm: list[str], root: Path, commands: dict[str, str], cap: int, min_bytes: int = 0):
+def group_tools(
+    sm: list[str],
+    root: Path,
+    commands: dict[str, str],
+    cap: int,
+    min_bytes: int = 0,
+    before: Path | None = None,
+):
     """script-monitor, bare, xargs -P and (when installed) GNU parallel on one group."""
     names = list(commands)
     py = sm[0]
@@ -315,10 +346,21 @@ def group_tools(sm: list[str], root: Path, commands: dict[str, str], cap: int, m
         Tool(
             "bare",
             [py, str(BENCH / "bare.py"), str(root), GROUP],
-            file_check(root / "bare-logs", names, min_bytes),
-            fresh_dir(root / "bare-logs"),
+            folder_check(root / "bare-logs", names, min_bytes),
         ),
     ]
+    if before is not None:  # the same workload through another checkout, in a copy of root
+        other = root.with_name(root.name + "-before")
+        shutil.rmtree(other, ignore_errors=True)
+        shutil.copytree(root, other, ignore=shutil.ignore_patterns("bare-logs", ".script-monitor"))
+        tools.insert(
+            1,
+            Tool(
+                "before",
+                [py, str(before), "--config-dir", str(other), "run-group", GROUP],
+                sm_check(other, names, min_bytes),
+            ),
+        )
     xlogs = root / "xargs-logs"
     tools.append(
         Tool(
@@ -343,8 +385,23 @@ def group_tools(sm: list[str], root: Path, commands: dict[str, str], cap: int, m
     return tools
 
 
+def layers(size: dict) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """W8: ``layers`` layers of ``width`` scripts, each needing every script of the last."""
+    rows = [[f"l{k:02d}s{j:02d}" for j in range(size["width"])] for k in range(size["layers"])]
+    commands = {name: "true" for row in rows for name in row}
+    needs = {name: prev for prev, row in itertools.pairwise(rows) for name in row}
+    return commands, needs
+
+
 def group_workload(key: str, size: dict) -> tuple[str, dict[str, str], str, int, int]:
-    """Title, commands, execution mode, cap and minimum log size of W1-W5."""
+    """Title, commands, execution mode, cap and minimum log size of W1-W5 and W8."""
+    if key == "W8":
+        commands, _ = layers(size)
+        title = (
+            f"{len(commands)} x true in {size['layers']} layers of {size['width']}"
+            f" (each needs the last), parallel, cap {size['cap']}"
+        )
+        return title, commands, "parallel", size["cap"], 0
     if key == "W4":
         n = size["bytes"]
         cmd = f"yes '{W4_LINE}' | head -c {n}"
@@ -489,8 +546,16 @@ def group_targets(key: str, sm: Tool, bare: Tool, n: int) -> list[dict]:
     if key == "W3":
         per_run = [(x.wall - y.wall) / n * 1000 for x, y in zip(sm.samples, bare.samples)]  # noqa: B905
         return [target("extra time per run vs bare", statistics.median(per_run), 0.5, "ms")]
+    if key in ("W2", "W8"):
+        per_run = [(x.wall - y.wall) / n * 1000 for x, y in zip(sm.samples, bare.samples)]  # noqa: B905
+        overhead = statistics.median(per_run)
+        if key == "W8":
+            return [target("extra time per run vs bare", overhead, 0.0, "ms")]
     limits = {"W1": 1.05, "W2": 1.25, "W4": 1.2, "W5": 1.05}
     out = [target("wall time / bare", ratio, limits[key])]
+    if key == "W2":
+        out.append({"target": "extra time per run vs bare", "value": round(overhead, 4),
+                    "limit": None, "unit": "ms", "met": True})  # fmt: skip
     if key == "W4":
         out.append(target("script-monitor peak RSS", rss, 40, "MiB"))
     if key == "W5":
@@ -511,6 +576,7 @@ class Bench:
     reps_override: int | None
     spawner: Path | None = None
     main: Path = MAIN
+    before: Path | None = None  # another checkout's main.py, run side by side
     results: list[dict] = field(default_factory=list)
 
     @property
@@ -556,17 +622,31 @@ class Bench:
     def group(self, key: str) -> None:
         title, commands, mode, cap, min_bytes = group_workload(key, self.size(key))
         root = self.work / key.lower()
-        write_config(root, commands, mode, cap)
-        tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes)
+        needs = layers(self.size(key))[1] if key == "W8" else None
+        write_config(root, commands, mode, cap, needs)
+        tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes, self.before)
+        if needs:  # xargs and GNU parallel know nothing of dependencies
+            tools = [t for t in tools if t.name in ("script-monitor", "before", "bare")]
         self.log(f"{key}: {title}")
         load0 = list(os.getloadavg())
         run_reps(tools, self.reps(key), root, self)
-        sm, bare = tools[0], tools[1]
+        sm, bare = tools[0], next(t for t in tools if t.name == "bare")
         if any(s.problem for s in sm.samples + bare.samples):
             targets = []
         else:
             targets = group_targets(key, sm, bare, len(commands))
+            if key == "W8":
+                targets = self.w8_targets(targets)
         self.record(key, title, tools, bare, targets, load0)
+
+    def w8_targets(self, targets: list[dict]) -> list[dict]:
+        """W8's per-run overhead within 10% of W2's, both measured in this run."""
+        w2 = next((r for r in self.results if r["workload"] == "W2"), None)
+        base = next((t["value"] for t in (w2 or {}).get("targets", []) if t["unit"] == "ms"), None)
+        mine = targets[0]["value"]
+        if base is None or base <= 0:
+            return [{**targets[0], "limit": None, "met": True, "note": "run W2 too to compare"}]
+        return [target("extra time per run / W2's", mine / base, 1.10)]
 
     def w6(self) -> None:
         size = self.size("W6")
@@ -707,6 +787,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--main", type=Path, default=MAIN, help="script-monitor's main.py (to compare checkouts)"
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout's main.py, run beside script-monitor in every group workload",
+    )
     return parser.parse_args(argv)
 
 
@@ -717,8 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="sm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args.python, args.quick, work, args.reps, build_spawner(work), args.main)
-    wanted = (args.only or "W1,W2,W3,W4,W5,W6,W7").upper().split(",")
+    bench = Bench(
+        args.python, args.quick, work, args.reps, build_spawner(work), args.main, args.before
+    )
+    wanted = (args.only or "W1,W2,W3,W4,W5,W6,W7,W8").upper().split(",")
     started = time.time()
     env = environment(args.python)
     for key in wanted:
@@ -763,7 +850,8 @@ def render(report: dict) -> str:
         lines += [f"### {w['workload']}: {w['title']}{reps} ({load})", "", *w["table"], ""]
         for t in w["targets"]:
             mark = "met" if t["met"] else "MISSED"
-            lines.append(f"- {t['target']}: {t['value']:g} {t['unit']} (≤ {t['limit']:g}): {mark}")
+            limit = "no target" if t["limit"] is None else f"≤ {t['limit']:g}"
+            lines.append(f"- {t['target']}: {t['value']:g} {t['unit']} ({limit}): {mark}")
         for tool, problems in w.get("problems", {}).items():
             lines.append(f"- **{tool} did not run every script**: {problems[0]}")
         lines.append("")

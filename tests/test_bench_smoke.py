@@ -33,13 +33,16 @@ def test_quick_benchmark_runs_every_script_and_writes_json(tmp_path):
     assert report["quick"] is True
     assert report["every_script_ran"] is True
     workloads = {w["workload"]: w for w in report["workloads"]}
-    assert {"W1", "W2", "W3", "W4", "W5", "W6", "W7"} <= set(workloads)
+    assert {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"} <= set(workloads)
     for key in ("W1", "W2", "W3", "W4", "W5"):
         tools = workloads[key]["tools"]
         assert {"script-monitor", "bare", "xargs -P"} <= set(tools), key
         assert all(len(t["wall_s"]) == 1 and t["wall_s"][0] > 0 for t in tools.values()), key
         assert workloads[key]["every_script_ran"] is True, workloads[key].get("problems")
         assert workloads[key]["targets"], key  # targets were evaluated, met or not
+    assert set(workloads["W8"]["tools"]) == {"script-monitor", "bare"}
+    assert workloads["W8"]["every_script_ran"] is True
+    assert workloads["W8"]["targets"][0]["target"] == "extra time per run / W2's"
     assert set(workloads["W6"]["tools"]) == {
         "script-monitor --help",
         "script-monitor list",
@@ -63,3 +66,22 @@ def test_bench_check_notices_a_script_that_did_not_run(tmp_path):
     assert problem is not None and "s001.log" in problem
     (logs / "s001.log").write_text("")
     assert check(bench_run.Sample(0.1, 1000, 0)) is None
+
+
+def test_bare_keeps_a_new_log_per_run_in_a_folder_per_script(tmp_path):
+    """The floor does script-monitor's file work: a new file per run, one folder per script."""
+    conf = tmp_path / "c"
+    conf.mkdir()
+    (conf / "scripts.yaml").write_text(
+        "scripts:\n  - {name: a, command: 'echo a'}\n  - {name: b, command: 'echo b'}\n"
+    )
+    (conf / "groups.yaml").write_text(
+        "groups:\n  - {name: g, execution: parallel, scripts: [a, b], depends_on: {b: [a]}}\n"
+    )
+    bare = BENCH.parent / "bare.py"
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(bare), str(conf), "g"], capture_output=True)
+        assert r.returncode == 0, r.stderr
+    for name in ("a", "b"):
+        logs = sorted((conf / "bare-logs" / name).glob(f"{name}_*.log"))
+        assert len(logs) == 2 and logs[-1].read_text() == f"{name}\n"
