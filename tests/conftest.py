@@ -1,21 +1,15 @@
-"""Shared fixtures: real config directories in tmp_path, the real CLI in a subprocess."""
+"""Shared fixtures: real config directories in tmp_path, clean-up of stray processes.
+
+The helpers themselves are in helpers.py (one module, imported by every test file).
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-MAIN = ROOT / "main.py"
-# The user's guide: the shared original beside the checkout when there is one (it is the
-# specification), else the copy shipped in docs/.
-SHARED_GUIDE = ROOT.parent / "shared" / "seed" / "EXECUTION_MODES.md"
-GUIDE = SHARED_GUIDE if SHARED_GUIDE.exists() else ROOT / "docs" / "EXECUTION_MODES.md"
+from helpers import kill_marked
 
 
 @pytest.fixture(autouse=True)
@@ -26,155 +20,11 @@ def _isolate(monkeypatch, tmp_path):
     monkeypatch.setenv("NO_COLOR", "1")
 
 
-def write(directory: Path, name: str, text: str) -> Path:
-    path = directory / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def cli(
-    *args: str,
-    cwd: Path | None = None,
-    env: dict | None = None,
-    timeout: float = 120,
-    input: str | None = None,
-    pass_fds: tuple[int, ...] = (),
-) -> subprocess.CompletedProcess:
-    """Run ``python main.py ARGS`` as a user would; capture text output."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, str(MAIN), *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=input,
-        pass_fds=pass_fds,
-    )
-
-
-def popen(*args: str, **kwargs) -> subprocess.Popen:
-    """Start ``python main.py ARGS`` in the background (for signal tests)."""
-    return subprocess.Popen(
-        [sys.executable, str(MAIN), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     d = tmp_path / "conf"
     d.mkdir()
     return d
-
-
-# ---------------------------------------------------------------- helpers for e2e tests
-
-PROBE = """\
-#!/bin/sh
-# probe NAME SECONDS [EXIT]: log start/end timestamps to events.log, sleep, exit.
-events="$SCRIPT_MONITOR_CONFIG_DIR/events.log"
-echo "$1 start $(date +%s.%N)" >> "$events"
-echo "probe $1 running"
-sleep "$2"
-echo "$1 end $(date +%s.%N)" >> "$events"
-exit "${3:-0}"
-"""
-
-
-def make_config(
-    directory: Path,
-    scripts: dict[str, object],
-    groups: list[dict] | None = None,
-    settings: dict | None = None,
-    extra: dict[str, dict] | None = None,
-) -> Path:
-    """Write scripts.yaml (name -> command or full mapping), groups.yaml, config.yaml."""
-    import yaml
-
-    directory.mkdir(parents=True, exist_ok=True)
-    items = []
-    for name, spec in scripts.items():
-        item = {"name": name, **spec} if isinstance(spec, dict) else {"name": name, "command": spec}
-        items.append({**item, **(extra or {}).get(name, {})})
-    (directory / "scripts.yaml").write_text(yaml.safe_dump({"scripts": items}, sort_keys=False))
-    if groups is not None:
-        (directory / "groups.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
-    if settings is not None:
-        (directory / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    (directory / "probe.sh").write_text(PROBE)
-    return directory
-
-
-def probe(name: str, seconds: float = 0.1, code: int = 0) -> str:
-    """A command running the probe script (relative to the config dir, its default cwd)."""
-    return f"sh probe.sh {name} {seconds} {code}"
-
-
-def events(directory: Path) -> dict[str, tuple[float, float | None]]:
-    """name -> (start, end) as the probe scripts themselves recorded them."""
-    out: dict[str, list] = {}
-    path = directory / "events.log"
-    if not path.exists():
-        return {}
-    for line in path.read_text().splitlines():
-        name, kind, stamp = line.split()
-        out.setdefault(name, [None, None])[0 if kind == "start" else 1] = float(stamp)
-    return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-def max_overlap(spans: dict[str, tuple[float, float | None]]) -> int:
-    """The largest number of spans open at one instant (open-ended spans never close)."""
-    points = []
-    for start, end in spans.values():
-        points.append((start, 1))
-        if end is not None:
-            points.append((end, -1))
-    best = level = 0
-    for _, step in sorted(points, key=lambda p: (p[0], p[1])):  # ends before starts on ties
-        level += step
-        best = max(best, level)
-    return best
-
-
-def hash_tree(directory: Path) -> dict[str, str]:
-    """sha256 of every file under ``directory`` by relative path."""
-    import hashlib
-
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
-def marked_pids(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose environment or command line contains ``marker``."""
-    needle = marker.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            if stat[stat.rfind(b")") + 2 :].split()[0] in (b"Z", b"X"):
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if needle in env or needle in cmd:
-            found.append(int(entry))
-    return found
 
 
 @pytest.fixture
@@ -185,42 +35,3 @@ def marker():
     token = f"smtest-{uuid.uuid4().hex}"
     yield token
     kill_marked(token)
-
-
-def kill_marked(marker: str) -> None:
-    """Clean up after a failing test: SIGKILL every process carrying ``marker``."""
-    import signal
-
-    for pid in marked_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def wait_for(predicate, timeout: float = 20, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-def cli_json(*args: str, **kwargs):
-    """Run a ``--json`` command and parse its output."""
-    import json
-
-    r = cli(*args, **kwargs)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def assert_clean_error(r: subprocess.CompletedProcess, code: int = 2) -> None:
-    """Exit ``code`` with a message and no Python traceback."""
-    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr + r.stdout
-    assert r.stderr.strip()

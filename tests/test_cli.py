@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_clean_error, cli, hash_tree, make_config, write
+from helpers import ROOT, assert_clean_error, cli, hash_tree, make_config, write
 
 CONSOLE = ROOT / ".venv" / "bin" / "script-monitor"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, cli, hash_tree, make_config, write
+from helpers import assert_clean_error, cli, hash_tree, make_config, write
 from script_monitor.config import Settings, get_setting, load_config
 from script_monitor.errors import ConfigError
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from helpers import (
     MAIN,
-    cli,
     cli_json,
     events,
     kill_marked,
@@ -27,6 +26,7 @@ from conftest import (
     max_overlap,
     popen,
     probe,
+    sm,
     wait_for,
     write,
 )
@@ -35,10 +35,6 @@ from script_monitor.engine import Engine
 from script_monitor.logs import RULE
 from script_monitor.proc import Interrupt
 from script_monitor.store import Store
-
-
-def run(conf: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return cli("--config-dir", str(conf), *args, **kwargs)
 
 
 def parallel(conf: Path, n: int, seconds: float, settings=None, workers=None) -> None:
@@ -54,7 +50,7 @@ def parallel(conf: Path, n: int, seconds: float, settings=None, workers=None) ->
 def test_the_cap_bounds_overlap(config_dir):
     parallel(config_dir, 6, 0.4, {"execution": {"max_parallel_workers": 2}})
     started = time.monotonic()
-    r = run(config_dir, "run-group", "p")
+    r = sm(config_dir, "run-group", "p")
     took = time.monotonic() - started
     assert r.returncode == 0, r.stderr
     spans = events(config_dir)
@@ -66,7 +62,7 @@ def test_the_cap_bounds_overlap(config_dir):
 def test_n_scripts_with_cap_n_finish_in_about_one_run(config_dir):
     parallel(config_dir, 4, 1, {"execution": {"max_parallel_workers": 4}})
     started = time.monotonic()
-    r = run(config_dir, "run-group", "p")
+    r = sm(config_dir, "run-group", "p")
     took = time.monotonic() - started
     assert r.returncode == 0, r.stderr
     assert max_overlap(events(config_dir)) == 4
@@ -76,7 +72,7 @@ def test_n_scripts_with_cap_n_finish_in_about_one_run(config_dir):
 def test_without_configuration_the_cap_is_five(config_dir):
     parallel(config_dir, 7, 0.8)
     assert not (config_dir / "config.yaml").exists()
-    r = run(config_dir, "run-group", "p")
+    r = sm(config_dir, "run-group", "p")
     assert r.returncode == 0, r.stderr
     assert max_overlap(events(config_dir)) == 5
 
@@ -84,16 +80,16 @@ def test_without_configuration_the_cap_is_five(config_dir):
 @pytest.mark.parametrize(("global_cap", "group_cap"), [(5, 2), (1, 3)])
 def test_the_group_cap_overrides_the_global_one(config_dir, global_cap, group_cap):
     parallel(config_dir, 5, 0.6, {"execution": {"max_parallel_workers": global_cap}}, group_cap)
-    assert run(config_dir, "run-group", "p").returncode == 0
+    assert sm(config_dir, "run-group", "p").returncode == 0
     assert max_overlap(events(config_dir)) == group_cap
-    r = run(config_dir, "list-groups", "--json")
+    r = sm(config_dir, "list-groups", "--json")
     assert json.loads(r.stdout)[0]["max_parallel_workers"] == group_cap
 
 
 def test_a_serial_group_never_overlaps_and_keeps_its_order(config_dir):
     names = ["c", "a", "b"]
     make_config(config_dir, {n: probe(n, 0.1) for n in names}, [{"name": "g", "scripts": names}])
-    assert run(config_dir, "run-group", "g").returncode == 0
+    assert sm(config_dir, "run-group", "g").returncode == 0
     spans = events(config_dir)
     assert list(spans) == names
     assert max_overlap(spans) == 1
@@ -117,7 +113,7 @@ def test_a_timeout_leaves_no_process_of_the_tree(config_dir, marker, shape):
         settings={"execution": {"kill_grace": 1}},
     )
     started = time.monotonic()
-    r = run(config_dir, "run", "t", timeout=30)
+    r = sm(config_dir, "run", "t", timeout=30)
     took = time.monotonic() - started
     assert r.returncode == 1, r.stderr
     assert "t ✗ FAILED (timeout" in r.stdout
@@ -139,12 +135,12 @@ def test_a_timeout_is_a_failure_in_groups(config_dir, marker):
         ],
         {"execution": {"kill_grace": 1}},
     )
-    r = run(config_dir, "run-group", "par")
+    r = sm(config_dir, "run-group", "par")
     assert r.returncode == 1
     assert "Running slow... ✗ FAILED (timeout)\n" in r.stdout
     assert r.stdout.endswith("  Completed: 3/3\n  Successful: 2/3\n  Failed: slow\n")
     (config_dir / "events.log").unlink()
-    r = run(config_dir, "run-group", "ser")
+    r = sm(config_dir, "run-group", "ser")
     assert r.returncode == 1
     assert "⚠️  Script slow failed. Stopping group execution\n" in r.stdout
     assert events(config_dir) == {}
@@ -160,10 +156,10 @@ def test_default_timeout_applies_and_zero_means_none(config_dir, marker):
         },
         settings={"execution": {"default_timeout": 1, "kill_grace": 1}},
     )
-    r = run(config_dir, "run", "slow")
+    r = sm(config_dir, "run", "slow")
     assert r.returncode == 1 and "timeout" in r.stdout
     assert not marked_pids(marker)
-    r = run(config_dir, "run", "patient")
+    r = sm(config_dir, "run", "patient")
     assert r.returncode == 0, r.stdout
 
 
@@ -270,10 +266,10 @@ def test_a_string_runs_through_the_shell_a_list_without(config_dir):
         },
     )
     home = str(Path.home())
-    r = run(config_dir, "run", "shell", "-q")
+    r = sm(config_dir, "run", "shell", "-q")
     assert r.returncode == 0
     assert f"home={home}\nX2\n".encode() in log_of(config_dir, "shell")
-    r = run(config_dir, "run", "argv", "-q")
+    r = sm(config_dir, "run", "argv", "-q")
     assert r.returncode == 0
     assert b"[two words][$HOME][*][;][|x]" in log_of(config_dir, "argv")
 
@@ -291,9 +287,7 @@ def test_env_adds_to_the_inherited_environment(config_dir, tmp_path):
             }
         },
     )
-    r = run(
-        config_dir, "run", "e", env={"INHERITED": "yes", "GREETING": "overridden"}, cwd=tmp_path
-    )
+    r = sm(config_dir, "run", "e", env={"INHERITED": "yes", "GREETING": "overridden"}, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     # env_file values are secrets: the script gets them, the output shows them masked
     assert "yes hi 5 true from-env *** e\n" in r.stdout
@@ -308,7 +302,7 @@ def test_cwd_is_relative_to_the_config_dir(config_dir, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for name, expected in (("here", config_dir), ("there", config_dir / "work" / "deep")):
-        r = run(config_dir, "run", name, cwd=elsewhere)
+        r = sm(config_dir, "run", name, cwd=elsewhere)
         assert r.returncode == 0
         assert f"{expected}\n" in r.stdout
 
@@ -326,7 +320,7 @@ def test_a_command_that_cannot_start_is_a_clear_failure(config_dir, spec, note):
     make_config(
         config_dir, {"bad": spec, "good": "true"}, [{"name": "g", "scripts": ["bad", "good"]}]
     )
-    r = run(config_dir, "run", "bad")
+    r = sm(config_dir, "run", "bad")
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "bad ✗ FAILED" in r.stdout
@@ -334,7 +328,7 @@ def test_a_command_that_cannot_start_is_a_clear_failure(config_dir, spec, note):
     [last] = cli_json("--config-dir", str(config_dir), "history", "bad", "--json")
     assert last["status"] == "failed" and note in last["detail"]
     assert note.encode() in log_of(config_dir, "bad")
-    r = run(config_dir, "run-group", "g")  # the group goes on to the next script
+    r = sm(config_dir, "run-group", "g")  # the group goes on to the next script
     assert r.stdout == "Running g...\nRunning bad... ✗ FAILED\nRunning good... ✓\n"
 
 
@@ -357,7 +351,7 @@ def test_run_all_runs_every_script_serially_in_declaration_order(config_dir):
             for n in order[3:]
         ),
     )
-    r = run(config_dir, "run-all")
+    r = sm(config_dir, "run-all")
     assert r.returncode == 1  # first_of_b fails, the rest still run
     assert r.stdout.splitlines()[1:] == [
         f"Running {n}... {'✗ FAILED' if n == 'first_of_b' else '✓'}" for n in order
@@ -394,11 +388,11 @@ def test_the_closing_line_of_run_stays_on_its_own_line(config_dir):
         config_dir,
         {"partial": {"command": ["printf", "no newline"]}, "full": "echo full", "silent": "true"},
     )
-    r = run(config_dir, "run", "partial")
+    r = sm(config_dir, "run", "partial")
     assert r.stdout.startswith("Running partial...\nno newline\npartial ✓ (")
-    r = run(config_dir, "run", "full")
+    r = sm(config_dir, "run", "full")
     assert r.stdout.startswith("Running full...\nfull\nfull ✓ (")
-    r = run(config_dir, "run", "silent")
+    r = sm(config_dir, "run", "silent")
     assert r.stdout.startswith("Running silent...\nsilent ✓ (")
 
 
@@ -407,20 +401,20 @@ def test_stdout_and_stderr_interleave_in_order(config_dir):
         config_dir,
         {"mix": "echo out1; echo err1 >&2; echo out2; echo err2 >&2"},
     )
-    assert run(config_dir, "run", "mix", "-q").returncode == 0
+    assert sm(config_dir, "run", "mix", "-q").returncode == 0
     assert b"out1\nerr1\nout2\nerr2\n" in log_of(config_dir, "mix")
 
 
 def test_exit_codes_are_recorded(config_dir):
     make_config(config_dir, {"seven": "exit 7", "ok": "true", "killed": "kill -9 $$"})
-    r = run(config_dir, "run", "seven")
+    r = sm(config_dir, "run", "seven")
     assert r.returncode == 1
     assert "seven ✗ FAILED (exit 7," in r.stdout
     assert (
         cli_json("--config-dir", str(config_dir), "history", "seven", "--json")[0]["exit_code"] == 7
     )
-    assert run(config_dir, "run", "ok").returncode == 0
-    assert run(config_dir, "run", "killed").returncode == 1
+    assert sm(config_dir, "run", "ok").returncode == 0
+    assert sm(config_dir, "run", "killed").returncode == 1
     [last] = cli_json("--config-dir", str(config_dir), "history", "killed", "--json")
     assert (last["status"], last["signal"]) == ("failed", 9)
 
@@ -436,12 +430,12 @@ def test_leftover_background_processes_are_kept_or_killed(config_dir, marker):
         settings={"execution": {"kill_grace": 1}},
     )
     try:
-        assert run(config_dir, "run", "keep").returncode == 0
+        assert sm(config_dir, "run", "keep").returncode == 0
         assert len(marked_pids(marker + "-keep")) == 1  # cron users rely on `nohup app &`
         assert b"left running" in log_of(config_dir, "keep")
     finally:
         kill_marked(marker + "-keep")
-    assert run(config_dir, "run", "kill").returncode == 0
+    assert sm(config_dir, "run", "kill").returncode == 0
     assert wait_for(lambda: not marked_pids(marker), timeout=3)
     assert b"ended (leftovers: kill)" in log_of(config_dir, "kill")
 
@@ -455,16 +449,16 @@ def test_scripts_get_their_run_context_in_the_environment(config_dir):
         },
         [{"name": "g", "scripts": ["ctx"]}],
     )
-    assert run(config_dir, "run-group", "g").returncode == 0
+    assert sm(config_dir, "run-group", "g").returncode == 0
     [last] = cli_json("--config-dir", str(config_dir), "history", "ctx", "--json")
     assert f"ctx/g/{last['id']}/{config_dir}\n".encode() in log_of(config_dir, "ctx")
 
 
 def test_run_echoes_output_live_and_quiet_does_not(config_dir):
     make_config(config_dir, {"talk": "echo hello; echo oops >&2"})
-    r = run(config_dir, "run", "talk")
+    r = sm(config_dir, "run", "talk")
     assert r.stdout.startswith("Running talk...\nhello\noops\ntalk ✓ (")
-    r = run(config_dir, "run", "talk", "-q")
+    r = sm(config_dir, "run", "talk", "-q")
     assert r.stdout.startswith("Running talk...\ntalk ✓ (")
 
 
@@ -504,7 +498,7 @@ def test_children_get_no_inherited_descriptor_and_default_signals(config_dir, tm
     os.set_inheritable(leak_w, True)
     try:
         for args in (("run", "here"), ("run", "there"), ("run-group", "g")):
-            r = run(config_dir, *args, cwd=tmp_path, pass_fds=(leak_w,))
+            r = sm(config_dir, *args, cwd=tmp_path, pass_fds=(leak_w,))
             assert r.returncode == 0, r.stderr
         for name in ("here", "there"):
             text = log_of(config_dir, name).decode()
@@ -530,10 +524,10 @@ def test_a_program_is_looked_up_in_the_scripts_own_path(config_dir):
             "missing": {"command": ["hello-sm"]},
         },
     )
-    r = run(config_dir, "run", "found", "-q")
+    r = sm(config_dir, "run", "found", "-q")
     assert r.returncode == 0, r.stderr
     assert f"hello from {bin_dir}/hello-sm\n".encode() in log_of(config_dir, "found")
-    r = run(config_dir, "run", "missing", "-q")
+    r = sm(config_dir, "run", "missing", "-q")
     assert r.returncode == 1
     assert "cannot start: No such file or directory" in r.stderr
 

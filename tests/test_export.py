@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, write
+from helpers import cli, write
 from script_monitor import cron
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MAIN, cli, kill_marked, popen
+from helpers import MAIN, cli, kill_marked, popen, runs, sm, sm_bytes
 
 pytestmark = pytest.mark.fault
 
@@ -161,19 +161,6 @@ def configure(
         (conf / "groups.yaml").write_text(yaml.safe_dump({"groups": groups}))
 
 
-def sm(conf: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return cli("--config-dir", str(conf), *args, timeout=timeout)
-
-
-def sm_bytes(conf: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The CLI with byte output (logs may hold anything)."""
-    return subprocess.run(
-        [PY, str(MAIN), "--config-dir", str(conf), *args],
-        capture_output=True,
-        timeout=timeout,
-    )
-
-
 def timed(
     conf: Path, *args: str, timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess, float]:
@@ -186,20 +173,6 @@ def no_traceback(r: subprocess.CompletedProcess) -> None:
     err = r.stderr if isinstance(r.stderr, str) else r.stderr.decode(errors="replace")
     assert "Traceback" not in err, err
     assert r.returncode != 70, err
-
-
-def runs(conf: Path, script: str | None = None) -> list[dict]:
-    """Rows of the run history, oldest first (read straight from the real database)."""
-    path = conf / ".script-monitor" / "history.db"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(path)
-    try:
-        db.row_factory = sqlite3.Row
-        sql = "SELECT * FROM runs" + (" WHERE script = ?" if script else "") + " ORDER BY id"
-        return [dict(r) for r in db.execute(sql, (script,) if script else ())]
-    finally:
-        db.close()
 
 
 def statuses(conf: Path) -> dict[str, list[str]]:

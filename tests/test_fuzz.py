@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, event, example, find, given, settings
 from hypothesis import strategies as st
 
-from conftest import cli
+from helpers import cli
 from script_monitor.config import load_config
 from script_monitor.errors import ConfigError
 

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from helpers import (
     MAIN,
     assert_clean_error,
-    cli,
     cli_json,
     events,
+    history,
     kill_marked,
     make_config,
     marked_pids,
     popen,
     probe,
+    sm,
     wait_for,
 )
 from script_monitor.logs import RULE
@@ -50,14 +51,6 @@ RUN_KEYS = {
     "log_state",
     "detail",
 }
-
-
-def sm(conf: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return cli("--config-dir", str(conf), *args, **kwargs)
-
-
-def history(conf: Path, name: str, *extra: str) -> list[dict]:
-    return cli_json("--config-dir", str(conf), "history", name, "--json", *extra)
 
 
 def log_files(conf: Path, name: str) -> list[Path]:

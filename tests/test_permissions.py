@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import cli
+from helpers import cli
 
 pytestmark = [
     pytest.mark.fault,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, cli, cli_json, events, make_config, popen, probe, wait_for
+from helpers import assert_clean_error, cli, events, history, make_config, popen, probe, wait_for
 
 # A script that fails until its Nth attempt, recording each attempt's start time.
 FLAKY = (
@@ -34,8 +34,8 @@ def attempts(conf: Path, name: str) -> list[float]:
     ]
 
 
-def history(conf: Path, name: str) -> list[dict]:
-    return list(reversed(cli_json("--config-dir", str(conf), "history", name, "--json")))
+def newest_last(conf: Path, name: str) -> list[dict]:
+    return list(reversed(history(conf, name)))
 
 
 def test_a_retried_script_records_every_attempt_with_backoff(config_dir):
@@ -47,7 +47,7 @@ def test_a_retried_script_records_every_attempt_with_backoff(config_dir):
     assert r.returncode == 0, r.stderr
     assert "Running f... ✗ FAILED, retrying in 0.3s (attempt 2/4)" in r.stdout
     assert "Running f... ✗ FAILED, retrying in 0.6s (attempt 3/4)" in r.stdout
-    runs = history(config_dir, "f")
+    runs = newest_last(config_dir, "f")
     assert [(x["attempt"], x["status"]) for x in runs] == [
         (1, "failed"),
         (2, "failed"),
@@ -81,7 +81,7 @@ def test_the_exit_code_follows_the_last_attempt_only(config_dir):
         "Running never... ✗ FAILED, retrying in 0s (attempt 3/3)",
         "Running never... ✗ FAILED",
     ]
-    assert [x["attempt"] for x in history(config_dir, "never")] == [1, 2, 3]
+    assert [x["attempt"] for x in newest_last(config_dir, "never")] == [1, 2, 3]
 
 
 def test_exit_codes_limit_what_is_retried_and_interrupts_never_retry(config_dir):
@@ -100,15 +100,15 @@ def test_exit_codes_limit_what_is_retried_and_interrupts_never_retry(config_dir)
         },
     )
     assert cli("--config-dir", str(config_dir), "run", "tempfail").returncode == 0
-    assert len(history(config_dir, "tempfail")) == 2
+    assert len(newest_last(config_dir, "tempfail")) == 2
     assert cli("--config-dir", str(config_dir), "run", "hardfail").returncode == 1
-    assert len(history(config_dir, "hardfail")) == 1
+    assert len(newest_last(config_dir, "hardfail")) == 1
     p = popen("--config-dir", str(config_dir), "run", "slow")
-    assert wait_for(lambda: any(x["status"] == "running" for x in history(config_dir, "slow")))
+    assert wait_for(lambda: any(x["status"] == "running" for x in newest_last(config_dir, "slow")))
     p.send_signal(signal.SIGINT)
     p.communicate(timeout=30)
     assert p.returncode == 130
-    assert [x["status"] for x in history(config_dir, "slow")] == ["interrupted"]
+    assert [x["status"] for x in newest_last(config_dir, "slow")] == ["interrupted"]
 
 
 def test_a_timed_out_attempt_is_retried(config_dir):
@@ -119,7 +119,7 @@ def test_a_timed_out_attempt_is_retried(config_dir):
     r = cli("--config-dir", str(config_dir), "run", "t")
     assert r.returncode == 1
     assert "✗ FAILED (timeout), retrying in 0s (attempt 2/2)" in r.stdout
-    assert [x["status"] for x in history(config_dir, "t")] == ["timeout", "timeout"]
+    assert [x["status"] for x in newest_last(config_dir, "t")] == ["timeout", "timeout"]
 
 
 def test_a_waiting_retry_lets_another_script_use_its_slot(config_dir):
@@ -207,7 +207,7 @@ def test_a_failed_dependency_skips_everything_downstream(config_dir):
     assert "Skipping unit_tests (needs build)\n" in r.stdout
     assert "Skipping e2e_tests (needs build)\n" in r.stdout
     assert "Skipping publish (needs unit_tests)\n" in r.stdout
-    publish, e2e = history(config_dir, "publish")[-1], history(config_dir, "e2e_tests")[-1]
+    publish, e2e = newest_last(config_dir, "publish")[-1], newest_last(config_dir, "e2e_tests")[-1]
     assert (publish["status"], publish["detail"]) == ("skipped", "needs unit_tests")
     assert (e2e["status"], e2e["detail"]) == ("skipped", "needs build")
     assert set(events(config_dir)) == {"fetch_a", "fetch_b", "build"}
@@ -346,7 +346,7 @@ def test_graph_formats(config_dir):
 def test_a_group_without_depends_on_keeps_todays_json(config_dir):
     make_config(config_dir, {"a": "true"}, [{"name": "g", "scripts": ["a"]}])
     cli("--config-dir", str(config_dir), "run-group", "g")
-    run = history(config_dir, "a")[0]
+    run = newest_last(config_dir, "a")[0]
     assert run["attempt"] == 1 and run["host"]
     data = json.loads(cli("--config-dir", str(config_dir), "list-groups", "--json").stdout)
     assert data[0]["depends_on"] == {}
@@ -362,7 +362,8 @@ def test_interrupting_a_parallel_group_waiting_for_a_retry(config_dir):
     p = popen("--config-dir", str(config_dir), "run-group", "g")
     assert wait_for(
         lambda: (
-            len(history(config_dir, "f")) == 1 and history(config_dir, "f")[0]["status"] == "failed"
+            len(newest_last(config_dir, "f")) == 1
+            and newest_last(config_dir, "f")[0]["status"] == "failed"
         )
     )
     started = time.monotonic()
@@ -370,5 +371,5 @@ def test_interrupting_a_parallel_group_waiting_for_a_retry(config_dir):
     _out, _ = p.communicate(timeout=30)
     assert p.returncode == 143
     assert time.monotonic() - started < 10, "did not wait out the 30 s retry delay"
-    assert [x["status"] for x in history(config_dir, "f")] == ["failed"]
-    assert history(config_dir, "g2")[-1]["status"] == "interrupted"
+    assert [x["status"] for x in newest_last(config_dir, "f")] == ["failed"]
+    assert newest_last(config_dir, "g2")[-1]["status"] == "interrupted"

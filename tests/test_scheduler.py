@@ -16,16 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import MAIN, cli, write
+from helpers import MAIN, cli, group_runs, until, write
 from script_monitor import cron
 from script_monitor.schedule_time import ON_TIME, decide, overlap_action
-from script_monitor.store import Store
 
 T0 = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()  # a Tuesday, 30 s before a minute
 
@@ -82,31 +80,11 @@ def start(daemons: list, conf: Path, tmp: Path, clock: str | None = None, *extra
     return d
 
 
-def wait_for(what: Callable[[], object], timeout: float = 20, every: float = 0.1) -> object:
-    """Poll until ``what()`` is truthy; fail with the last value after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    value = what()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every)
-        value = what()
-    assert value, f"timed out after {timeout}s waiting for {what.__name__}"
-    return value
-
-
-def runs(conf: Path, group: str) -> list[dict]:
-    """The group's recorded runs, oldest first (read from the real history database)."""
-    store = Store(conf / ".script-monitor")
-    try:
-        return list(reversed(store.group_history(group, limit=10_000)))
-    finally:
-        store.close()
-
-
 def statuses(conf: Path, group: str) -> list[str]:
-    return [r["status"] for r in runs(conf, group)]
+    return [r["status"] for r in group_runs(conf, group)]
 
 
-def make_config(conf: Path, groups: str, settings: str = "", scripts: str = "") -> None:
+def scheduler_config(conf: Path, groups: str, settings: str = "", scripts: str = "") -> None:
     write(
         conf,
         "scripts.yaml",
@@ -177,16 +155,16 @@ def test_daemon_fires_skips_reloads_and_stops(config_dir, tmp_path, daemons):
             timezone: UTC
             scripts: [bad]
         """
-    make_config(conf, groups)
+    scheduler_config(conf, groups)
     d = start(daemons, conf, tmp_path, f"{T0}x60")
 
     # fires every (accelerated) minute, trigger schedule; a failing group does not stop it
-    wait_for(lambda: statuses(conf, "tick").count("success") >= 3)
-    assert {r["trigger"] for r in runs(conf, "tick")} == {"schedule"}
+    until(lambda: statuses(conf, "tick").count("success") >= 3)
+    assert {r["trigger"] for r in group_runs(conf, "tick")} == {"schedule"}
     assert "failed" in statuses(conf, "failing")
 
     # the 2.5 s group overlaps the next ticks: they are recorded as skipped, with the reason
-    skipped = wait_for(lambda: [r for r in runs(conf, "slowpoke") if r["status"] == "skipped"])
+    skipped = until(lambda: [r for r in group_runs(conf, "slowpoke") if r["status"] == "skipped"])
     assert "still going (overlap: skip)" in skipped[0]["detail"]
 
     # other commands see it alive; a second scheduler is refused
@@ -208,28 +186,28 @@ def test_daemon_fires_skips_reloads_and_stops(config_dir, tmp_path, daemons):
             scripts: [quick]
         """,
     )
-    wait_for(lambda: "success" in statuses(conf, "added"))
+    until(lambda: "success" in statuses(conf, "added"))
     assert "added: added" in d.log()
 
     # an invalid edit is logged and ignored: the previous configuration keeps firing
     rejected = d.log().count("rejected; the previous one stays in use")
     (conf / "groups.yaml").write_text("groups:\n  - name: [broken\n")
-    wait_for(lambda: d.log().count("rejected; the previous one stays in use") > rejected)
+    until(lambda: d.log().count("rejected; the previous one stays in use") > rejected)
     assert "groups.yaml:" in d.log()
-    before = len(runs(conf, "added"))
-    wait_for(lambda: len(runs(conf, "added")) >= before + 2)
+    before = len(group_runs(conf, "added"))
+    until(lambda: len(group_runs(conf, "added")) >= before + 2)
 
     # SIGTERM while a group runs: no new runs, the running one finishes, clean exit
-    wait_for(lambda: statuses(conf, "slowpoke")[-1:] == ["running"], every=0.05)
+    until(lambda: statuses(conf, "slowpoke")[-1:] == ["running"], interval=0.05)
     assert d.stop() == 0
-    final = runs(conf, "slowpoke")[-1]
+    final = group_runs(conf, "slowpoke")[-1]
     assert final["status"] == "success"
     assert "interrupted" not in statuses(conf, "slowpoke")  # reloads did not disturb runs
     assert "scheduler stopped (SIGTERM)" in d.log()
     assert "Traceback" not in d.log()
-    counts = {g: len(runs(conf, g)) for g in ("tick", "added", "slowpoke")}
+    counts = {g: len(group_runs(conf, g)) for g in ("tick", "added", "slowpoke")}
     time.sleep(1.5)
-    assert {g: len(runs(conf, g)) for g in counts} == counts
+    assert {g: len(group_runs(conf, g)) for g in counts} == counts
     write(conf, "groups.yaml", groups)
     r = cli("--config-dir", str(conf), "list-schedules")
     assert "scheduler: not running" in r.stdout
@@ -244,19 +222,19 @@ def test_sighup_reloads_a_change_no_stat_shows(config_dir, tmp_path, daemons):
             timezone: UTC
             scripts: [quick]
         """
-    make_config(conf, text)
+    scheduler_config(conf, text)
     path = conf / "groups.yaml"
     d = start(daemons, conf, tmp_path, f"{T0}x60")
-    wait_for(lambda: "started for" in d.log())
+    until(lambda: "started for" in d.log())
     # same size, same inode, same mtime: only SIGHUP can tell the scheduler
     st = path.stat()
     with path.open("r+") as f:
         f.write(path.read_text().replace("0 0 1 1 *", "* * * * *"))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     time.sleep(2.5)
-    assert runs(conf, "hup") == []
+    assert group_runs(conf, "hup") == []
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "success" in statuses(conf, "hup"))
+    until(lambda: "success" in statuses(conf, "hup"))
     assert "configuration reloaded (SIGHUP); changed: hup" in d.log()
     assert d.stop() == 0
 
@@ -264,7 +242,7 @@ def test_sighup_reloads_a_change_no_stat_shows(config_dir, tmp_path, daemons):
 @pytest.mark.slow
 def test_queue_and_allow_policies(config_dir, tmp_path, daemons):
     conf = config_dir
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -281,15 +259,15 @@ def test_queue_and_allow_policies(config_dir, tmp_path, daemons):
         """,
     )
     d = start(daemons, conf, tmp_path, f"{T0}x60")
-    wait_for(lambda: statuses(conf, "queued").count("success") >= 2, timeout=30)
+    until(lambda: statuses(conf, "queued").count("success") >= 2, timeout=30)
     assert d.stop() == 0
-    queued = [r for r in runs(conf, "queued") if r["status"] != "skipped"]
+    queued = [r for r in group_runs(conf, "queued") if r["status"] != "skipped"]
     for earlier, later in itertools.pairwise(queued):
         assert later["started"] >= earlier["ended"] - 0.05  # one at a time
-    skipped = [r for r in runs(conf, "queued") if r["status"] == "skipped"]
+    skipped = [r for r in group_runs(conf, "queued") if r["status"] == "skipped"]
     assert skipped and "already queued" in skipped[0]["detail"]
     assert "queued behind the running one" in d.log()
-    allowed = [r for r in runs(conf, "allowed") if r["ended"]]
+    allowed = [r for r in group_runs(conf, "allowed") if r["ended"]]
     overlapping = [(a, b) for a, b in itertools.pairwise(allowed) if b["started"] < a["ended"]]
     assert overlapping, "overlap: allow should let runs overlap"
 
@@ -297,7 +275,7 @@ def test_queue_and_allow_policies(config_dir, tmp_path, daemons):
 def test_shutdown_grace_ends_hanging_trees(config_dir, tmp_path, daemons):
     conf = config_dir
     pidfile = tmp_path / "hang.pid"
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -322,9 +300,9 @@ def test_shutdown_grace_ends_hanging_trees(config_dir, tmp_path, daemons):
         """,
     )
     d = start(daemons, conf, tmp_path, f"{T0}x60")
-    wait_for(pidfile.exists)
+    until(pidfile.exists)
     # a hanging group does not stop the others from firing
-    wait_for(lambda: statuses(conf, "tick").count("success") >= 3)
+    until(lambda: statuses(conf, "tick").count("success") >= 3)
     assert statuses(conf, "hang")[0] == "running"
     began = time.monotonic()
     assert d.stop() == 0
@@ -338,7 +316,7 @@ def test_shutdown_grace_ends_hanging_trees(config_dir, tmp_path, daemons):
 
 def test_catchup_after_downtime(config_dir, tmp_path, daemons):
     conf = config_dir
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -359,20 +337,20 @@ def test_catchup_after_downtime(config_dir, tmp_path, daemons):
     )
     t = datetime(2030, 1, 1, 0, 30, tzinfo=UTC).timestamp()
     d = start(daemons, conf, tmp_path, f"{t}x60")
-    wait_for(lambda: "started for" in d.log())
+    until(lambda: "started for" in d.log())
     assert d.stop() == 0  # stopped at 00:30; due at 01:00, 02:00 and 03:00 while down
     t = datetime(2030, 1, 1, 3, 10, tzinfo=UTC).timestamp()
     d = start(daemons, conf, tmp_path, f"{t}x60")
 
     # catchup: latest (default) runs the latest missed tick once; the others are recorded
-    wait_for(lambda: "success" in statuses(conf, "latest"))
-    missed = [r for r in runs(conf, "latest") if r["status"] == "missed"]
+    until(lambda: "success" in statuses(conf, "latest"))
+    missed = [r for r in group_runs(conf, "latest") if r["status"] == "missed"]
     assert len(missed) == 1
     assert "2 ticks missed (2030-01-01 01:00 UTC to 2030-01-01 02:00 UTC)" in missed[0]["detail"]
     assert "the scheduler was not running" in missed[0]["detail"]
     # catchup: skip records all three as missed and runs nothing
-    wait_for(lambda: statuses(conf, "skipper") == ["missed"])
-    assert "3 ticks missed" in runs(conf, "skipper")[0]["detail"]
+    until(lambda: statuses(conf, "skipper") == ["missed"])
+    assert "3 ticks missed" in group_runs(conf, "skipper")[0]["detail"]
     assert d.stop() == 0
     assert statuses(conf, "latest").count("success") == 1
     assert statuses(conf, "daily") == []
@@ -381,7 +359,7 @@ def test_catchup_after_downtime(config_dir, tmp_path, daemons):
     t = datetime(2030, 1, 2, 2, 0, 30, tzinfo=UTC).timestamp()
     d = start(daemons, conf, tmp_path, f"{t}x60", "--once")
     assert d.proc.wait(60) == 0
-    daily = runs(conf, "daily")
+    daily = group_runs(conf, "daily")
     assert [r["status"] for r in daily] == ["missed"]
     assert "older than scheduling.catchup_grace (3600s)" in daily[0]["detail"]
 
@@ -389,7 +367,7 @@ def test_catchup_after_downtime(config_dir, tmp_path, daemons):
 @pytest.mark.slow
 def test_dst_transitions_in_the_daemon(config_dir, tmp_path, daemons):
     conf = config_dir
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -406,8 +384,8 @@ def test_dst_transitions_in_the_daemon(config_dir, tmp_path, daemons):
     # spring forward: 02:30 does not exist on 2030-03-31; it runs once, at 03:00 CEST
     t = datetime(2030, 3, 31, 0, 58, tzinfo=UTC).timestamp()  # 01:58 CET
     d = start(daemons, conf, tmp_path, f"{t}x120")
-    wait_for(lambda: "success" in statuses(conf, "half_past_two"))
-    wait_for(lambda: "success" in statuses(conf, "three"))
+    until(lambda: "success" in statuses(conf, "half_past_two"))
+    until(lambda: "success" in statuses(conf, "three"))
     time.sleep(2)  # 4 more scheduled minutes
     assert d.stop() == 0
     assert statuses(conf, "half_past_two") == ["success"]
@@ -417,8 +395,8 @@ def test_dst_transitions_in_the_daemon(config_dir, tmp_path, daemons):
     (conf / ".script-monitor" / "scheduler-state.json").unlink()  # no catch-up from March
     t = datetime(2030, 10, 27, 0, 28, tzinfo=UTC).timestamp()  # 02:28 CEST
     d = start(daemons, conf, tmp_path, f"{t}x1200")
-    wait_for(lambda: "2030-10-27 02:30 CEST" in d.log())
-    wait_for(lambda: "03:00 CET" in d.log(), timeout=30)  # past the second 02:30 (CET)
+    until(lambda: "2030-10-27 02:30 CEST" in d.log())
+    until(lambda: "03:00 CET" in d.log(), timeout=30)  # past the second 02:30 (CET)
     assert d.stop() == 0
     assert statuses(conf, "half_past_two") == ["success", "success"]
     assert "02:30 CET" not in d.log()
@@ -426,7 +404,7 @@ def test_dst_transitions_in_the_daemon(config_dir, tmp_path, daemons):
 
 def test_paused_then_resumed(config_dir, tmp_path, daemons):
     conf = config_dir
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -441,13 +419,13 @@ def test_paused_then_resumed(config_dir, tmp_path, daemons):
         """,
     )
     d = start(daemons, conf, tmp_path, f"{T0}x60")
-    wait_for(lambda: "scheduling is paused" in d.log())
+    until(lambda: "scheduling is paused" in d.log())
     r = cli("--config-dir", str(conf), "list-schedules")
     assert "scheduling: paused (scheduling.enabled: false)" in r.stdout
     time.sleep(3)  # three scheduled minutes pass
-    assert runs(conf, "tick") == []
+    assert group_runs(conf, "tick") == []
     write(conf, "config.yaml", "scheduling:\n  enabled: true\n")
-    wait_for(lambda: "success" in statuses(conf, "tick"))
+    until(lambda: "success" in statuses(conf, "tick"))
     assert "scheduling resumed" in d.log()
     assert "missed" not in statuses(conf, "tick")  # a pause is deliberate, not a miss
     assert d.stop() == 0
@@ -468,7 +446,7 @@ def test_invalid_configuration_at_start_exits_2(config_dir):
 
 
 def test_list_schedules_shows_next_and_last_run(config_dir):
-    make_config(
+    scheduler_config(
         config_dir,
         """
         groups:
@@ -516,7 +494,7 @@ def test_list_schedules_shows_next_and_last_run(config_dir):
 def test_real_clock_fires_within_a_second_of_the_minute(config_dir, tmp_path, daemons):
     conf = config_dir
     marks = tmp_path / "marks"
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -530,12 +508,12 @@ def test_real_clock_fires_within_a_second_of_the_minute(config_dir, tmp_path, da
         """,
     )
     d = start(daemons, conf, tmp_path)
-    wait_for(lambda: "started for" in d.log())
-    wait_for(lambda: "success" in statuses(conf, "minutely"), timeout=75, every=0.2)
+    until(lambda: "started for" in d.log())
+    until(lambda: "success" in statuses(conf, "minutely"), timeout=75, interval=0.2)
     assert d.stop() == 0
     late = re.search(r"group minutely: starting \(tick .*, (\d+\.\d+)s after due\)", d.log())
     assert float(late.group(1)) < 1.0  # the scheduler started it within a second
-    run = runs(conf, "minutely")[0]
+    run = group_runs(conf, "minutely")[0]
     minute = run["started"] // 60 * 60
     assert run["started"] - minute < 2.0  # and recorded it (generous: 2 busy cores)
     stamped = float(marks.read_text().split()[0])
@@ -559,7 +537,7 @@ def test_lateness_benchmark_runs_quick():
 @pytest.mark.slow
 def test_stall_is_noticed_and_caught_up(config_dir, tmp_path, daemons):
     conf = config_dir
-    make_config(
+    scheduler_config(
         conf,
         """
         groups:
@@ -570,7 +548,7 @@ def test_stall_is_noticed_and_caught_up(config_dir, tmp_path, daemons):
         """,
     )
     d = start(daemons, conf, tmp_path, f"{T0}x60")
-    wait_for(lambda: "success" in statuses(conf, "tick"))
+    until(lambda: "success" in statuses(conf, "tick"))
     beat_path = conf / ".script-monitor" / "scheduler.heartbeat"
     d.proc.send_signal(signal.SIGSTOP)  # a hung scheduler: the heartbeat goes stale
     try:
@@ -583,7 +561,7 @@ def test_stall_is_noticed_and_caught_up(config_dir, tmp_path, daemons):
         time.sleep(3.5)  # three or four scheduled minutes pass while it is stopped
     finally:
         d.proc.send_signal(signal.SIGCONT)
-    missed = wait_for(lambda: [r for r in runs(conf, "tick") if r["status"] == "missed"])
+    missed = until(lambda: [r for r in group_runs(conf, "tick") if r["status"] == "missed"])
     assert "the scheduler was stalled" in missed[0]["detail"]
-    wait_for(lambda: statuses(conf, "tick")[-1:] == ["success"])
+    until(lambda: statuses(conf, "tick")[-1:] == ["success"])
     assert d.stop() == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import cli
+from helpers import cli, sm
 
 pytestmark = pytest.mark.fault
 
@@ -114,10 +114,6 @@ def leaky(tmp_path: Path, config_dir: Path) -> dict:
     return {"values": values, "env": {"INHERITED_SECRET": values["INHERITED_SECRET"]}}
 
 
-def sm(conf: Path, env: dict, *args: str):
-    return cli("--config-dir", str(conf), *args, env=env)
-
-
 @pytest.mark.slow
 def test_secret_values_appear_in_no_file_and_no_output(config_dir, leaky):
     """Pass: after runs (echoed, grouped, timed out, failed) and every reading command, no
@@ -133,7 +129,7 @@ def test_secret_values_appear_in_no_file_and_no_output(config_dir, leaky):
         (["run-group", "all_par"], 1),
         (["run-all"], 1),
     ]:
-        r = sm(config_dir, env, *args)
+        r = sm(config_dir, *args, env=env)
         assert r.returncode == code, (args, r.stderr)
         outputs += [r.stdout, r.stderr]
     for args in [
@@ -148,19 +144,19 @@ def test_secret_values_appear_in_no_file_and_no_output(config_dir, leaky):
         *[["logs", n] for n in ("leak", "boundary", "hang", "fails")],
         *[["logs", "--raw", n] for n in ("leak", "boundary", "hang", "fails")],
     ]:
-        r = sm(config_dir, env, *args)
+        r = sm(config_dir, *args, env=env)
         assert r.returncode == 0, (args, r.stderr)
         assert "Traceback" not in r.stderr
         outputs += [r.stdout, r.stderr]
     assert_nowhere(values, config_dir, outputs)
     # The secrets really were printed, and only they were masked.
-    leak_log = sm(config_dir, env, "logs", "--raw", "leak").stdout
+    leak_log = sm(config_dir, "logs", "--raw", "leak", env=env).stdout
     assert "db=*** plain=visible-value" in leak_log
     assert "api=***" in leak_log and "global=***" in leak_log
     assert leak_log.count("***") == 5
-    boundary_log = sm(config_dir, env, "logs", "--raw", "boundary").stdout
+    boundary_log = sm(config_dir, "logs", "--raw", "boundary", env=env).stdout
     assert "x" * 65530 + "***" + "y" * 70000 + "***" in boundary_log
-    assert "before timeout ***" in sm(config_dir, env, "logs", "hang").stdout
+    assert "before timeout ***" in sm(config_dir, "logs", "hang", env=env).stdout
 
 
 def test_secret_env_declared_in_yaml_is_masked_in_show_config(config_dir):

@@ -2,7 +2,7 @@
 
 import shutil
 
-from conftest import ROOT, cli
+from helpers import ROOT, cli
 
 
 def test_examples_validate_and_run(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, cli, make_config
+from helpers import assert_clean_error, cli, make_config
 from script_monitor.errors import StoreError
 from script_monitor.store import Owner, Store
 

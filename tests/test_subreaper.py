@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import cli, make_config, popen, wait_for
+from helpers import cli, make_config, popen, wait_for
 
 # `env -i setsid -f sleep N`: a new session, an empty environment, and its parent (setsid
 # -f forks) exits at once, so the sleep is an orphan with nothing that names its run.
