@@ -242,7 +242,8 @@ def test_every_command_refuses_an_invalid_config_the_same_way(config_dir):
     before = hash_tree(config_dir)
     reference = cli("--config-dir", str(config_dir), "validate")
     assert_clean_error(reference)
-    verbs = [v for v in VERBS if v not in ("validate", "init")]
+    # init writes a new configuration; completion prints a shell script and reads none
+    verbs = [v for v in VERBS if v not in ("validate", "init", "completion")]
     assert len(verbs) >= 14
     for verb in verbs:
         r = cli("--config-dir", str(config_dir), *_verb_args(verb), timeout=30)
@@ -263,14 +264,15 @@ def test_a_missing_config_directory_is_a_clean_error(tmp_path):
 def test_unknown_script_or_group_is_a_usage_error(config_dir):
     populate(config_dir, {"scripts.yaml": SCRIPTS, "groups.yaml": GROUPS})
     for args, text in (
-        (["run", "zzz"], "unknown script 'zzz'"),
-        (["run-group", "zzz"], "unknown group 'zzz'"),
-        (["history", "zzz"], "unknown script 'zzz'"),
-        (["logs", "zzz"], "unknown script 'zzz'"),
+        (["run", "zzz"], "unknown script 'zzz'; `script-monitor list` shows every script"),
+        (["run-group", "zzz"], "unknown group 'zzz'; `script-monitor list-groups` shows every"),
+        (["history", "zzz"], "unknown script 'zzz'; `script-monitor list` shows every script"),
+        (["logs", "zzz"], "unknown script 'zzz'; `script-monitor list` shows every script"),
     ):
         r = cli("--config-dir", str(config_dir), *args)
         assert_clean_error(r)
-        assert text in r.stderr
+        assert r.stderr.startswith(f"script-monitor: {text}")
+        assert len(r.stderr.splitlines()) == 1  # and never "configuration is invalid"
 
 
 # ---------------------------------------------------------------- warnings, strict

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UnknownName
 
 NAME_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,128}$"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
@@ -183,13 +183,15 @@ class Config(msgspec.Struct):
         try:
             return self.scripts[name]
         except KeyError:
-            raise ConfigError([Problem.error(None, None, f"unknown script '{name}'")]) from None
+            hint = f"'{name}' is a group" if name in self.groups else ""
+            raise UnknownName("script", name, self.scripts, hint) from None
 
     def group(self, name: str) -> Group:
         try:
             return self.groups[name]
         except KeyError:
-            raise ConfigError([Problem.error(None, None, f"unknown group '{name}'")]) from None
+            hint = f"'{name}' is a script" if name in self.scripts else ""
+            raise UnknownName("group", name, self.groups, hint) from None
 
 
 # ---------------------------------------------------------------- YAML reading
@@ -210,8 +212,11 @@ class Document(msgspec.Struct):
         return self.lines.get((), 1)
 
 
-def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
-    """Parse one YAML file; on failure add a problem and return None."""
+def read_yaml(path: Path, problems: list[Problem], empty_ok: bool = False) -> Document | None:
+    """Parse one YAML file; on failure add a problem and return None.
+
+    An empty (or comments-only) file is a problem unless ``empty_ok``: then its data is None.
+    """
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -226,6 +231,8 @@ def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
     if not text.strip() or all(
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
+        if empty_ok:
+            return Document(path, None, {})
         problems.append(Problem.error(path, 1, "file is empty"))
         return None
     loader = yaml.CSafeLoader(text) if yaml.__with_libyaml__ else yaml.SafeLoader(text)
@@ -461,8 +468,8 @@ def load_config(root: Path) -> Config:
     cfg_path = root / "config.yaml"
     if cfg_path.exists():
         files.append(cfg_path)
-        doc = read_yaml(cfg_path, problems)
-        if doc is not None:
+        doc = read_yaml(cfg_path, problems, empty_ok=True)  # empty: every default
+        if doc is not None and doc.data is not None:
             settings = _convert(doc.data, Settings, doc, (), "config", problems) or Settings()
             _check_settings(settings, doc, problems)
             origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
@@ -491,8 +498,9 @@ def load_config(root: Path) -> Config:
 
 
 def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, problems: list):
-    doc = read_yaml(file, problems)
-    if doc is None:
+    optional = key == "groups"  # an empty groups file means no groups; scripts must exist
+    doc = read_yaml(file, problems, empty_ok=optional)
+    if doc is None or (optional and doc.data is None):
         return
     data = doc.data
     kind = key[:-1]
@@ -505,6 +513,8 @@ def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, probl
                 Problem.error(file, doc.line((extra,)), f"unknown top-level key '{extra}'")
             )
     items = data.get(key)
+    if items is None and optional:  # `groups:` with every item commented out
+        return
     if not isinstance(items, list):
         got = "nothing" if items is None else type(items).__name__
         problems.append(

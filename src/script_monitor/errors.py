@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -48,6 +49,27 @@ class ScriptMonitorError(Exception):
 
 class UsageError(ScriptMonitorError):
     pass
+
+
+class UnknownName(UsageError):
+    """A script or group name that is not configured: a typo, not an invalid configuration."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = ""):
+        import difflib
+
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+        text = f"unknown {kind} '{name}'"
+        if hint:
+            text += f" ({hint})"
+        if close:
+            quoted = [f"'{c}'" for c in close]
+            alts = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+            text += f"; did you mean {alts}?"
+        elif not hint:
+            verb = "list" if kind == "script" else "list-groups"
+            text += f"; `script-monitor {verb}` shows every {kind}"
+        self.kind, self.name, self.suggestions = kind, name, close
+        super().__init__(text)
 
 
 class ConfigError(ScriptMonitorError):
