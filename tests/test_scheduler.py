@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -486,7 +487,10 @@ def test_list_schedules_shows_next_and_last_run(config_dir):
     assert data["scheduler"]["running"] is False
     (g,) = data["groups"]
     assert g["name"] == "nightly" and g["timezone"] == "Europe/Berlin"
-    assert datetime.fromisoformat(g["next_run"]).strftime("%Y-%m-%d %H:%M") == nxt
+    berlin = datetime.fromisoformat(g["next_run"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert berlin.strftime("%Y-%m-%d %H:%M") == nxt
+    assert g["next_run"] == datetime.fromisoformat(g["next_run"]).astimezone().isoformat()  # local
+    assert datetime.fromisoformat(g["last_run"]["started"]).tzinfo is not None
     assert g["last_run"]["status"] == "success" and g["last_run"]["trigger"] == "manual"
 
 

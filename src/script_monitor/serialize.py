@@ -1,8 +1,11 @@
-"""The JSON shapes of runs, scripts, groups and schedules: one serializer for every
-``--json`` output of the CLI and for the web API, so the two never disagree.
+"""The JSON shapes of runs, scripts, groups, schedules and the status report: one
+serializer for every ``--json`` output of the CLI and for the web API, so the two
+never disagree.  The shapes are documented in docs/JSON.md (``SCHEMA_VERSION``).
 
-Each function takes the configuration and rows as the store returns them and gives
-plain dicts ready for ``json.dumps``.
+One rule for every value of time: an instant is an ISO 8601 string with the local
+UTC offset, to the second (``iso``); a length of time is a number of seconds, to the
+millisecond (``seconds``).  Each function takes the configuration and rows as the
+store returns them and gives plain dicts ready for ``json.dumps``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import Config
 
+# Bumped when a key is removed or renamed or changes its type or meaning; adding a key
+# does not bump it.  Object outputs carry it; list outputs (list, list-groups, history)
+# stay plain lists and follow the same version (docs/JSON.md).
 SCHEMA_VERSION = 1
 
 
@@ -21,6 +27,11 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
+
+
+def seconds(value: float | None) -> float | None:
+    """A length of time in seconds, to the millisecond (None stays None)."""
+    return None if value is None else round(float(value), 3)
 
 
 def run_json(run: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +47,7 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "signal": run["signal"],
         "started": iso(run["started"]),
         "ended": iso(run["ended"]),
-        "duration": run["duration"],
+        "duration": seconds(run["duration"]),
         "log": run["log_state"] == "ok",
         "log_state": run["log_state"],
         "detail": run["detail"],
@@ -89,17 +100,57 @@ def groups_json(config: Config, last: dict[str, dict[str, Any]]) -> list[dict[st
     ]
 
 
+def scheduler_json(status: dict[str, Any]) -> dict[str, Any]:
+    """The scheduler's state (``scheduler.scheduler_status``)."""
+    return {
+        "running": status["running"],
+        "pid": status["pid"],
+        "heartbeat_age": seconds(status["heartbeat_age"]),
+        "stale": status["stale"],
+    }
+
+
+def schedule_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A scheduled group (a row of ``commands.schedule._row``): when it runs next and ran last."""
+    return {
+        "name": row["name"],
+        "schedule": row["schedule"],
+        "expression": row["expression"],
+        "timezone": row["timezone"],
+        "next_run": iso(row["next"].timestamp()) if row["next"] else None,
+        "last_run": group_run_json(row["last"]),
+    }
+
+
 def schedules_json(rows: list[dict[str, Any]], status: dict, enabled: bool) -> dict[str, Any]:
     """``list-schedules --json``: the scheduler's state and every scheduled group."""
-    groups = [
-        {
-            "name": r["name"],
-            "schedule": r["schedule"],
-            "expression": r["expression"],
-            "timezone": r["timezone"],
-            "next_run": r["next"].isoformat() if r["next"] else None,
-            "last_run": group_run_json(r["last"]),
-        }
-        for r in rows
-    ]
-    return {"scheduler": status, "enabled": enabled, "groups": groups}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "scheduler": scheduler_json(status),
+        "enabled": enabled,
+        "groups": [schedule_json(r) for r in rows],
+    }
+
+
+def config_json(data: dict[str, Any]) -> dict[str, Any]:
+    """``show-config --json``: the effective configuration (``commands.configure.effective``)."""
+    return {"schema_version": SCHEMA_VERSION, **data}
+
+
+def status_json(report: dict[str, Any]) -> dict[str, Any]:
+    """``status --json``: what is going on now (``commands.status.gather``)."""
+    now = report["now"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "time": iso(now),
+        "ok": not report["problems"],
+        "problems": report["problems"],
+        "scheduler": scheduler_json(report["scheduler"]),
+        "enabled": report["enabled"],
+        "running": [
+            {**run_json(r), "elapsed": seconds(max(0.0, now - r["started"]))}
+            for r in report["running"]
+        ],
+        "failures": [run_json(r) for r in report["failures"]],
+        "next_runs": [schedule_json(r) for r in report["next_runs"]],
+    }

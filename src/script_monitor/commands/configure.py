@@ -49,7 +49,9 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     data = effective(config)
     data["settings"] = _full(config.settings)
     if args.json:
-        print(json.dumps(data, indent=2))
+        from ..serialize import config_json
+
+        print(json.dumps(config_json(data), indent=2))
     else:
         import yaml
 
