@@ -32,7 +32,11 @@ VERBS = {
     "list-schedules": ("schedule", "scheduled groups with their next run"),
     "export-systemd": ("schedule", "print (or write) a systemd .service and .timer for a group"),
     "export-cron": ("schedule", "print (or write) a crontab line for a group"),
+    "status": ("status", "what is going on now; exit 1 if a scheduled run failed"),
+    "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
 }
+HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
+PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -52,11 +56,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="configuration directory (default: $SCRIPT_MONITOR_HOME, else the current directory)",
     )
     parser.add_argument("--no-color", action="store_true", help="never use colours")
+    parser.add_argument("--no-pager", action="store_true", help="never page long output")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
     p = _Only() if only else {}
     for verb, (_, text) in VERBS.items():
         if only in (None, verb):
             p[verb] = sub.add_parser(verb, help=text, description=text)
+    if only in HIDDEN:
+        sub.add_parser(only).add_argument("kind", choices=("scripts", "groups"))
 
     p["run"].add_argument("name", help="script name")
     p["run"].add_argument("-q", "--quiet", action="store_true", help="do not echo the output")
@@ -68,12 +75,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             default="manual",
             help="how the run is recorded (exported timers and crontab lines say schedule)",
         )
-    for verb in ("list", "list-groups", "history", "show-config", "list-schedules"):
+    for verb in ("list", "list-groups", "history", "show-config", "list-schedules", "status"):
         p[verb].add_argument("--json", action="store_true", help="machine-readable output")
     p["graph"].add_argument("name", help="group name")
     p["graph"].add_argument(
         "--format", choices=("text", "dot", "mermaid"), default="text", help="default: text"
     )
+    for verb in PAGED:
+        p[verb].add_argument(
+            "--no-pager", action="store_true", default=argparse.SUPPRESS, help="never page"
+        )
+    p["completion"].add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     p["history"].add_argument("name", help="script name")
     p["history"].add_argument(
         "-n", "--limit", type=_positive, default=20, help="show at most N runs (default 20)"
@@ -116,10 +128,10 @@ def _verb_in(argv: list[str]) -> str | None:
         if word == "--config-dir":
             i += 2
             continue
-        if word.startswith("--config-dir=") or word == "--no-color":
+        if word.startswith("--config-dir=") or word in ("--no-color", "--no-pager"):
             i += 1
             continue
-        return word if word in VERBS else None  # -h, --version, typos: the full parser
+        return word if word in VERBS or word in HIDDEN else None  # -h, typos: every parser
     return None
 
 
@@ -148,8 +160,9 @@ def _main(words: list[str]) -> int:
     args = build_parser(_verb_in(words)).parse_args(words)
     from .errors import EXIT_INTERNAL, EXIT_SIGINT, ScriptMonitorError
 
-    module = importlib.import_module(f".commands.{VERBS[args.verb][0]}", __package__)
-    handler = getattr(module, "cmd_" + args.verb.replace("-", "_"))
+    where = VERBS.get(args.verb) or HIDDEN[args.verb]
+    module = importlib.import_module(f".commands.{where[0]}", __package__)
+    handler = getattr(module, "cmd_" + args.verb.strip("_").replace("-", "_"))
     try:
         return handler(args)
     except ScriptMonitorError as e:

@@ -571,3 +571,47 @@ class Store:
             (group_run_id,),
         )
         return [dict(zip(RUN_FIELDS, r, strict=True)) for r in rows]
+
+    # ------------------------------------------------------------ for `status`
+
+    def running_runs(self) -> list[dict[str, Any]]:
+        """Every run still recorded as running, oldest first."""
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE status = 'running' ORDER BY id"
+        )
+        return [dict(zip(RUN_FIELDS, r, strict=True)) for r in rows]
+
+    def recent_runs(self, statuses: list[str], since: float, limit: int) -> list[dict[str, Any]]:
+        """Runs with one of ``statuses`` started at ``since`` or later, newest first.
+
+        Walks back from the newest run and stops at the first one started before
+        ``since`` (ids grow with start times), so only that window is read.
+        """
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            db = self._connect()
+            try:
+                cur = db.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs ORDER BY id DESC")
+                for row in cur:
+                    run = dict(zip(RUN_FIELDS, row, strict=True))
+                    if run["started"] < since or len(out) >= limit:
+                        break
+                    if run["status"] in statuses:
+                        out.append(run)
+                cur.close()
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+        return out
+
+    def last_finished_group_runs(self, trigger: str) -> dict[str, dict[str, Any]]:
+        """Per group, its newest group run with ``trigger`` that ran and ended.
+
+        Ticks recorded as skipped or missed did not run and are passed over.
+        """
+        rows = self._read(
+            f"SELECT {', '.join(GROUP_FIELDS)} FROM group_runs WHERE id IN (SELECT MAX(id)"
+            " FROM group_runs WHERE trigger = ? AND status NOT IN ('running', 'skipped',"
+            " 'missed') GROUP BY group_name)",
+            (trigger,),
+        )
+        return {r[1]: dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows}

@@ -82,6 +82,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     store = open_store(config)
     store.reap_lost()
     runs = store.history(args.name, args.limit)
+    from ..pager import paged  # not on list's path
+
+    with paged(not args.no_pager):
+        return _print_history(args, config, runs)
+
+
+def _print_history(args: argparse.Namespace, config, runs: list[dict]) -> int:
     if args.json:
         import json
 
@@ -152,6 +159,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
         path = logs.resolve(config.log_dir, run["log_path"])
     except logs.LogPathError:
         raise UsageError(f"run {run['id']} names a log outside the log directory") from None
+    from ..pager import paged
+
+    with paged(not (args.no_pager or args.follow)):  # --follow: the output is live
+        _print_log(args, store, run, path)
+    return EXIT_OK
+
+
+def _print_log(args: argparse.Namespace, store, run: dict, path) -> None:
     out = sys.stdout.buffer if args.raw else logs.Utf8Out(sys.stdout.buffer)
     try:
         if args.follow and run["status"] == "running":
@@ -168,7 +183,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
             out.finish()
     except FileNotFoundError:
         raise UsageError(f"the log file of run {run['id']} is missing: {path}") from None
-    return EXIT_OK
 
 
 def _throttled(check, every: float = 0.25):
