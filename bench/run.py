@@ -656,15 +656,24 @@ class Bench:
         title = f"--help, and list on {size['scripts']} scripts with {size['runs']} runs"
         self.log(f"W6: {title}")
         tools = w6_tools([self.py, str(self.main)], root, names, root)
+        if self.before:  # the other checkout's --help and list, in the same repetitions
+            old = w6_tools([self.py, str(self.before)], root, names, root)[:2]
+            for tool in old:
+                tool.name = tool.name.replace("script-monitor", "before:")
+            tools[2:2] = old
         load0 = list(os.getloadavg())
         run_reps(tools, self.reps("W6"), root, self)
-        help_, list_, bare = tools
+        help_, list_, bare = tools[0], tools[1], tools[-1]
         targets = []
         if not any(s.problem for t in tools for s in t.samples):
             targets = [
                 target("--help / bare_list", statistics.median(pair_ratios(help_, bare)), 1.6),
                 target("list / bare_list", statistics.median(pair_ratios(list_, bare)), 2.0),
             ]
+            if self.before:
+                for new, old in zip(tools[:2], tools[2:4], strict=True):
+                    ratio = statistics.median(pair_ratios(new, old))
+                    targets.append(target(f"{new.name} / {old.name}", ratio, 1.05))
         self.record("W6", title, tools, bare, targets, load0)
 
     def w7(self) -> None:
@@ -790,7 +799,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--before",
         type=Path,
-        help="another checkout's main.py, run beside script-monitor in every group workload",
+        help="another checkout's main.py, run beside script-monitor in each group workload and W6",
     )
     return parser.parse_args(argv)
 

@@ -85,3 +85,30 @@ def test_bare_keeps_a_new_log_per_run_in_a_folder_per_script(tmp_path):
     for name in ("a", "b"):
         logs = sorted((conf / "bare-logs" / name).glob(f"{name}_*.log"))
         assert len(logs) == 2 and logs[-1].read_text() == f"{name}\n"
+
+
+def test_w6_times_another_checkout_side_by_side(tmp_path):
+    """`--before OTHER/main.py` adds that checkout's --help and list to W6's repetitions."""
+    from conftest import MAIN
+
+    out = tmp_path / "results.json"
+    argv = [sys.executable, str(BENCH), "--quick", "--only", "W6", "--before", str(MAIN)]
+    done = subprocess.run(
+        [*argv, "--json", str(out), "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [w6] = json.loads(out.read_text())["workloads"]
+    assert list(w6["tools"]) == [
+        "script-monitor --help",
+        "script-monitor list",
+        "before: --help",
+        "before: list",
+        "bare_list",
+    ]
+    assert [t["target"] for t in w6["targets"]][2:] == [
+        "script-monitor --help / before: --help",
+        "script-monitor list / before: list",
+    ]
