@@ -230,6 +230,7 @@ def _verb_args(verb: str) -> list[str]:
         "get-setting": ["execution.max_parallel_workers"],
         "export-systemd": ["g"],
         "export-cron": ["g"],
+        "graph": ["g"],
         "scheduler": [],
     }
     return [verb, *extra.get(verb, [])]
