@@ -206,6 +206,7 @@ def test_a_running_scheduler_is_shown_and_a_stopped_one_is_a_problem(conf, sched
     assert r.stdout.splitlines()[0] == (
         "Scheduler: not running; scheduling is paused (scheduling.enabled: false)"
     )
+    assert "Next runs (if scheduling were on):" in r.stdout.splitlines()
 
 
 def test_a_hung_scheduler_is_a_problem(conf, marker):

@@ -143,7 +143,7 @@ def _lines(config, report: dict) -> list[str]:
     if not rows:
         out.append("Next runs: no group has a schedule")
     else:
-        out.append("Next runs:")
+        out.append("Next runs:" if report["enabled"] else "Next runs (if scheduling were on):")
         out += _table([_next_row(config, r, now) for r in rows])
     if report["problems"]:
         out.append("Problems:")
