@@ -89,7 +89,7 @@ def test_bare_keeps_a_new_log_per_run_in_a_folder_per_script(tmp_path):
 
 def test_w6_times_another_checkout_side_by_side(tmp_path):
     """`--before OTHER/main.py` adds that checkout's --help and list to W6's repetitions."""
-    from conftest import MAIN
+    from helpers import MAIN
 
     out = tmp_path / "results.json"
     argv = [sys.executable, str(BENCH), "--quick", "--only", "W6", "--before", str(MAIN)]

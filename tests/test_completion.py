@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAIN, assert_clean_error, cli, make_config
+from helpers import MAIN, assert_clean_error, cli, make_config
 from script_monitor.cli import VERBS
 
 SCRIPTS = ["check_disk", "check_dns", "backup"]

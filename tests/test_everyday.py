@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, cli, make_config
+from helpers import assert_clean_error, cli, make_config
 
 EMPTY = {
     "zero-bytes": "",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAIN, ROOT, cli, make_config, wait_for
+from helpers import MAIN, ROOT, cli, make_config, wait_for
 from script_monitor.serialize import SCHEMA_VERSION
 
 DOC = ROOT / "docs" / "JSON.md"

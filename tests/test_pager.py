@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAIN, cli, make_config
+from helpers import MAIN, cli, make_config
 
 FAKE_PAGER = """\
 #!/bin/sh

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAIN, assert_clean_error, cli, make_config, wait_for
+from helpers import MAIN, assert_clean_error, cli, make_config, wait_for
 from script_monitor.store import Store
 
 

@@ -40,7 +40,7 @@ def paged(enabled: bool = True) -> Iterator[None]:
         terminal = pager is not None and os.isatty(sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):  # stdout replaced or closed
         terminal = False
-    if not terminal:
+    if pager is None or not terminal:
         yield
         return
     sys.stdout.flush()
@@ -100,7 +100,7 @@ class _Sink(io.RawIOBase):
                 self._start()
         return len(data)
 
-    def _height(self, line: bytes) -> int:
+    def _height(self, line: bytes | bytearray) -> int:
         width = len(self.escape.sub(b"", line).decode("utf-8", "replace").expandtabs())
         return max(1, -(-width // self.columns))
 
