@@ -18,7 +18,7 @@ def test_examples_validate_and_run(tmp_path):
 
 def test_docs_guide_is_the_users_guide():
     """docs/EXECUTION_MODES.md is the user's guide word for word (when the original is here)."""
-    from conftest import SHARED_GUIDE
+    from helpers import SHARED_GUIDE
 
     shipped = (ROOT / "docs" / "EXECUTION_MODES.md").read_text()
     assert "## Parallel Execution" in shipped
