@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from .errors import ConfigError, Problem, UnknownName
+from .states import FAILURES, RunStatus
 
 NAME_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,128}$"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
@@ -48,10 +49,10 @@ class Retries(_Strict):
 
     def retries(self, status: str, exit_code: int | None, attempt: int) -> bool:
         """Whether an attempt that ended with ``status`` is tried again."""
-        if attempt > self.count or status not in ("failed", "timeout", "lost"):
+        if attempt > self.count or status not in FAILURES:
             return False
         if self.exit_codes is not None:
-            return status == "failed" and exit_code in self.exit_codes
+            return status == RunStatus.FAILED and exit_code in self.exit_codes
         return True
 
 

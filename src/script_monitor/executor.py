@@ -32,6 +32,7 @@ from .proc import (
     terminate_tree,
 )
 from .results import RunResult
+from .states import RunStatus
 from .store import History
 
 NO_SECRETS = Masker(())
@@ -244,7 +245,7 @@ class LocalExecutor:
     def launch(self, job: Job) -> None:
         """Start a prepared (and recorded) job's process."""
         if self.interrupt.fired:
-            job.proc = ProcResult("interrupted", error="interrupted before it started")
+            job.proc = ProcResult(RunStatus.INTERRUPTED, error="interrupted before it started")
         else:
             script = job.script
             assert job.env is not None and job.out_fd is not None
@@ -451,9 +452,9 @@ def _detail(result, script: Script, timeout: float) -> str | None:
     notes = []
     if result.error:
         notes.append(result.error)
-    if result.status == "timeout":
+    if result.status == RunStatus.TIMEOUT:
         notes.append(f"timed out after {timeout:g}s; its process tree was ended")
-    if result.status == "interrupted":
+    if result.status == RunStatus.INTERRUPTED:
         notes.append("interrupted; its process tree was ended")
     if result.leftovers:
         pids = " ".join(str(p) for p in result.leftovers[:20])
@@ -571,7 +572,7 @@ class _Loop:
                     self._forget(key)
                     self._finish(job, self.ex.conclude(job, "exited"), out)
             elif deadline is not None and now >= deadline:
-                self._end_in_thread(key, job, "timeout")
+                self._end_in_thread(key, job, RunStatus.TIMEOUT)
         return out
 
     def _finish(self, job: Job, result: ProcResult, out: list[Job]) -> None:

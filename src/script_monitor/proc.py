@@ -18,6 +18,8 @@ import time
 
 import msgspec
 
+from .states import RunStatus
+
 POLL_INTERVAL = 0.02
 TOKEN_VAR = "SCRIPT_MONITOR_RUN_TOKEN"
 
@@ -57,7 +59,7 @@ class Interrupt:
 class ProcResult(msgspec.Struct):
     """How a child ended."""
 
-    status: str  # success | failed | timeout | interrupted
+    status: str  # a RunStatus: success | failed | timeout | interrupted
     exit_code: int | None = None
     signal: int | None = None
     pid: int | None = None
@@ -97,9 +99,11 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str], out_fd: int):
                 setsigdef=_DEFAULT_SIGNALS,
             )
         except ValueError as e:  # a NUL byte in the argv or environment
-            return ProcResult("failed", error=f"cannot start: {e}")
+            return ProcResult(RunStatus.FAILED, error=f"cannot start: {e}")
         except OSError as e:
-            return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
+            return ProcResult(
+                RunStatus.FAILED, error=f"cannot start: {e.strerror or e}: {argv[0]!r}"
+            )
         adopt.started(pid)
         return Child(pid)
     try:
@@ -116,12 +120,12 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str], out_fd: int):
         adopt.started(child.pid)
         return child
     except ValueError as e:  # a NUL byte in the argv, environment or cwd
-        return ProcResult("failed", error=f"cannot start: {e}")
+        return ProcResult(RunStatus.FAILED, error=f"cannot start: {e}")
     except OSError as e:
         if e.filename == cwd:  # the working directory, not the program, is missing
             why = f"cannot start: working directory {cwd!r}: {e.strerror}"
-            return ProcResult("failed", error=why)
-        return ProcResult("failed", error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
+            return ProcResult(RunStatus.FAILED, error=why)
+        return ProcResult(RunStatus.FAILED, error=f"cannot start: {e.strerror or e}: {argv[0]!r}")
 
 
 _DEFAULT_SIGNALS = tuple(
@@ -236,7 +240,7 @@ def _conclude(
     code = proc.returncode
     assert code is not None  # waited for
     result = ProcResult(
-        "success" if code == 0 else "failed",
+        RunStatus.SUCCESS if code == 0 else RunStatus.FAILED,
         code if code >= 0 else None,
         _signal_of(code),
         proc.pid,
@@ -286,9 +290,9 @@ def wait_for_exit(proc: subprocess.Popen | Child, timeout: float, interrupt: Int
                 proc.wait()
                 return "exited"
             if interrupt.fired:
-                return "interrupted"
+                return RunStatus.INTERRUPTED
             if deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
+                return RunStatus.TIMEOUT
     finally:
         os.close(pidfd)
 
@@ -298,9 +302,9 @@ def _wait_polling(
 ) -> str:
     while proc.poll() is None:
         if interrupt.fired:
-            return "interrupted"
+            return RunStatus.INTERRUPTED
         if deadline is not None and time.monotonic() >= deadline:
-            return "timeout"
+            return RunStatus.TIMEOUT
         interrupt.wait(POLL_INTERVAL)
     return "exited"
 

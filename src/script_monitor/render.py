@@ -12,6 +12,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .states import RunStatus
+
 if TYPE_CHECKING:  # engine pulls in subprocess; list and history need none of it
     from .results import GroupResult, RunResult
 
@@ -25,11 +27,11 @@ def use_color(setting: bool, stream: TextIO) -> bool:
 
 
 def mark(result: RunResult) -> str:
-    if result.status == "success":
+    if result.status == RunStatus.SUCCESS:
         return OK
-    if result.status == "timeout":
+    if result.status == RunStatus.TIMEOUT:
         return f"{FAIL} (timeout)"
-    if result.status == "interrupted":
+    if result.status == RunStatus.INTERRUPTED:
         return "✗ INTERRUPTED"
     return FAIL
 
@@ -67,8 +69,10 @@ def summary_lines(outcome: GroupResult) -> list[str]:
     ]
     if outcome.failed:
         lines.append(f"  Failed: {', '.join(r.script for r in outcome.failed)}")
-    skipped = [r.script for r in outcome.results if r.status in ("skipped", "interrupted")]
-    if skipped and outcome.status == "interrupted":
+    skipped = [
+        r.script for r in outcome.results if r.status in (RunStatus.SKIPPED, RunStatus.INTERRUPTED)
+    ]
+    if skipped and outcome.status == RunStatus.INTERRUPTED:
         lines.append(f"  Interrupted: {', '.join(skipped)}")
     elif outcome.skipped:
         lines.append(f"  Skipped: {', '.join(r.script for r in outcome.skipped)}")
@@ -201,7 +205,9 @@ class RichReporter:
             self.running.pop(result.script, None)
         style = "green" if result.ok else "red"
         extra = (
-            f", exit {result.exit_code}" if result.status == "failed" and result.exit_code else ""
+            f", exit {result.exit_code}"
+            if result.status == RunStatus.FAILED and result.exit_code
+            else ""
         )
         self.console.print(
             f"Running {result.script}... [{style}]{mark(result)}[/]"
@@ -237,7 +243,7 @@ def single_run_line(result: RunResult) -> str:
     if result.ok:
         return f"{result.script} {OK} ({duration_text(result.duration)})"
     why = f"exit {result.exit_code}" if result.exit_code is not None else result.status
-    if result.status == "timeout":
+    if result.status == RunStatus.TIMEOUT:
         why = "timeout"
     return (
         f"{result.script} {mark(result).split(' (')[0]} ({why}, {duration_text(result.duration)})"

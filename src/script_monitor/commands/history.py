@@ -12,16 +12,17 @@ from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import duration_text
 from ..serialize import run_json, scripts_json
+from ..states import RunStatus
 from . import colors, load, open_store
 
-STATUS_STYLE = {
-    "success": "green",
-    "failed": "red",
-    "timeout": "red",
-    "lost": "magenta",
-    "interrupted": "yellow",
-    "skipped": "dim",
-    "running": "cyan",
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.SUCCESS: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.TIMEOUT: "red",
+    RunStatus.LOST: "magenta",
+    RunStatus.INTERRUPTED: "yellow",
+    RunStatus.SKIPPED: "dim",
+    RunStatus.RUNNING: "cyan",
 }
 
 
@@ -169,12 +170,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _print_log(args: argparse.Namespace, store, run: dict, path) -> None:
     out = sys.stdout.buffer if args.raw else logs.Utf8Out(sys.stdout.buffer)
     try:
-        if args.follow and run["status"] == "running":
+        if args.follow and run["status"] == RunStatus.RUNNING:
 
             def finished() -> bool:
                 current = store.run(run["id"])
                 store.reap_lost()
-                return current is None or current["status"] != "running"
+                return current is None or current["status"] != RunStatus.RUNNING
 
             logs.follow(path, 0, cast(BinaryIO, out), _throttled(finished))
         else:

@@ -15,6 +15,7 @@ from ..engine import Engine, GroupResult, Reporter, RunResult
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from ..proc import Interrupt, adopt, seal_descriptors
 from ..render import PlainReporter, reporter_for, retry_text, single_run_line
+from ..states import RunStatus
 from . import colors, load, open_store
 
 
@@ -39,7 +40,7 @@ def exit_code(statuses: list[str], interrupt: Interrupt) -> int:
             return EXIT_SIGINT
         signum = interrupt.signum or 0
         return EXIT_SIGTERM if signum == signal.SIGTERM else 128 + signum
-    return EXIT_OK if all(s in ("success",) for s in statuses) else EXIT_FAILED
+    return EXIT_OK if all(s == RunStatus.SUCCESS for s in statuses) else EXIT_FAILED
 
 
 def _run(
