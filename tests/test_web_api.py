@@ -22,8 +22,13 @@ from web_helpers import Server, history, wait_for_run, web_config
 @pytest.fixture(scope="module")
 def conf(tmp_path_factory):
     d = web_config(tmp_path_factory.mktemp("webapi") / "conf")
-    for args in (["run", "quick_ok"], ["run", "quick_ok"], ["run", "always_fails"],
-                 ["run-group", "pair"], ["run", "xss_probe"]):  # fmt: skip
+    for args in (
+        ["run", "quick_ok"],
+        ["run", "quick_ok"],
+        ["run", "always_fails"],
+        ["run-group", "pair"],
+        ["run", "xss_probe"],
+    ):
         cli("--config-dir", str(d), *args)
     return d
 
@@ -147,8 +152,9 @@ def test_errors_are_json_with_their_code(server, method, path, code):
 
 
 def test_a_bad_last_event_id_is_400(server):
-    r = server.get("/api/v1/runs/1/log", headers={"Accept": "text/event-stream",
-                                                  "Last-Event-ID": "later"})  # fmt: skip
+    r = server.get(
+        "/api/v1/runs/1/log", headers={"Accept": "text/event-stream", "Last-Event-ID": "later"}
+    )
     assert r.status_code == 400
 
 
@@ -208,10 +214,19 @@ def test_a_group_started_by_the_api_is_recorded_with_trigger_api(server, conf):
 
 def _raw_log(conf, name: str, run_id: int) -> bytes:
     r = subprocess.run(
-        [sys.executable, str(MAIN), "--config-dir", str(conf), "logs", name, "--run",
-         str(run_id), "--raw"],
+        [
+            sys.executable,
+            str(MAIN),
+            "--config-dir",
+            str(conf),
+            "logs",
+            name,
+            "--run",
+            str(run_id),
+            "--raw",
+        ],
         capture_output=True,
-    )  # fmt: skip
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -391,17 +406,20 @@ def test_metrics_follow_new_runs_running_and_lost_and_never_go_down(server, conf
         start_new_session=True,
     )
     try:
-        assert wait_for(lambda: value(metrics(server), "script_monitor_running",
-                                      script="slow_lines") == 1)  # fmt: skip
-        lost_before = value(metrics(server), "script_monitor_runs_total", script="slow_lines",
-                            status="lost")  # fmt: skip
+        assert wait_for(
+            lambda: value(metrics(server), "script_monitor_running", script="slow_lines") == 1
+        )
+        lost_before = value(
+            metrics(server), "script_monitor_runs_total", script="slow_lines", status="lost"
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert wait_for(lambda: value(metrics(server), "script_monitor_running",
-                                  script="slow_lines") == 0)  # fmt: skip
+    assert wait_for(
+        lambda: value(metrics(server), "script_monitor_running", script="slow_lines") == 0
+    )
     final = metrics(server)
     assert value(final, "script_monitor_runs_total", script="slow_lines", status="lost") == (
         lost_before + 1

@@ -31,12 +31,20 @@ class Server:
             full_env["SM_TEST_MARKER"] = marker
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(MAIN), "--config-dir", str(config_dir), "serve", "--port",
-                 "0", *args],
+                [
+                    sys.executable,
+                    str(MAIN),
+                    "--config-dir",
+                    str(config_dir),
+                    "serve",
+                    "--port",
+                    "0",
+                    *args,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env=full_env,
-            )  # fmt: skip
+            )
         line = self._first_line(30)
         found = re.search(r"serving (http://\S+?)/? for", line)
         if not found:

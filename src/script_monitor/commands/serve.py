@@ -48,8 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"script-monitor: serving http://{shown}:{port}/ for {config.root}", flush=True)
     if token and len(token) < 16:
-        print("script-monitor: warning: the web token is short; use 16 or more random "
-              "characters", file=sys.stderr)  # fmt: skip
+        print(
+            "script-monitor: warning: the web token is short; use 16 or more random characters",
+            file=sys.stderr,
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

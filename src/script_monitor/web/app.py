@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -59,6 +59,7 @@ STATIC_TYPES = {
 }
 DIGITS = re.compile(r"[0-9]{1,19}")
 MAX_INT = 2**63 - 1
+MAX_FORM = 64 * 1024  # bytes; the dashboard's forms are a token and a path
 
 
 def _is_api(path: str) -> bool:
@@ -147,6 +148,25 @@ def _int(text: str | None, what: str, low: int = 0, high: int = MAX_INT) -> int:
     return int(text)
 
 
+async def form_of(request: Request) -> dict[str, str]:
+    """The fields of a url-encoded form (the dashboard's only kind), read once."""
+    cached = getattr(request.state, "form", None)
+    if cached is not None:
+        return cached
+    fields: dict[str, str] = {}
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                raise BadRequest("the form is too large")
+        for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+            fields.setdefault(key, value)
+    request.state.form = fields
+    return fields
+
+
 def _bool(text: str | None, what: str) -> bool:
     if text is None:
         return False
@@ -217,9 +237,7 @@ def create_app(service: Service, security: Security) -> Starlette:
             return  # no session cookie: not a browser's dashboard request (token checked)
         value = request.headers.get("x-csrf-token")
         if value is None and not api:
-            form = await request.form()
-            field = form.get("csrf")
-            value = field if isinstance(field, str) else None
+            value = (await form_of(request)).get("csrf")
         if not security.csrf_ok(request.state.session, value):
             raise HTTPException(403, "missing or wrong CSRF token")
 
@@ -338,7 +356,7 @@ def create_app(service: Service, security: Security) -> Starlette:
 
     async def login(request: Request) -> Response:
         await csrf_checked(request, api=False)
-        form = await request.form()
+        form = await form_of(request)
         token, next_path = form.get("token"), _local(form.get("next"))
         if not security.token:
             return RedirectResponse("/", 303)

@@ -53,9 +53,17 @@ class Totals:
             if status == "running":
                 continue
             del self.watched[run_id]
-            self._add(script, status, 1, started, ended, run_id, duration or 0.0,
-                      1 if duration is not None else 0,
-                      [int(duration is not None and duration <= b) for b in BUCKETS])  # fmt: skip
+            self._add(
+                script,
+                status,
+                1,
+                started,
+                ended,
+                run_id,
+                duration or 0.0,
+                1 if duration is not None else 0,
+                [int(duration is not None and duration <= b) for b in BUCKETS],
+            )
         for script, status, n, started, ended, top_id, dsum, dcount, *counts in data["groups"]:
             if status == "running":
                 self._started(script, started)
@@ -130,10 +138,12 @@ class StoreCollector:
             counts = t.buckets.get(s, [0] * len(BUCKETS))
             hist.add_metric(
                 [s],
-                [*((_le(b), c) for b, c in zip(BUCKETS, counts, strict=True)),
-                 ("+Inf", t.timed.get(s, 0))],
+                [
+                    *((_le(b), c) for b, c in zip(BUCKETS, counts, strict=True)),
+                    ("+Inf", t.timed.get(s, 0)),
+                ],
                 t.sums.get(s, 0.0),
-            )  # fmt: skip
+            )
             last_run.add_metric([s], t.last_started.get(s, 0.0))
             last_ok.add_metric([s], t.last_success.get(s, 0.0))
             last_result.add_metric([s], 1.0 if t.last_final.get(s, (0, ""))[1] == "success" else 0)

@@ -207,7 +207,13 @@ NAME = {
     "required": True,
     "schema": {"type": "string", "pattern": NAME_PATTERN.replace("(?!\\.{1,2}$)", "")},
 }
-RUN_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+MAX_INT = 2**63 - 1  # SQLite's largest integer
+RUN_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+}
 
 
 def _get(summary: str, ok: dict[str, Any], *errors: str, params=()) -> dict[str, Any]:
@@ -263,7 +269,7 @@ def document() -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": "with text/event-stream: start at this byte offset",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
     }
     download = {
         "name": "download",
