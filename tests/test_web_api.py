@@ -461,3 +461,16 @@ def test_serve_refuses_a_busy_port_cleanly(server, conf):
     r = cli("--config-dir", str(conf), "serve", "--port", str(server.port), timeout=30)
     assert r.returncode == 2
     assert "cannot listen on 127.0.0.1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_page_is_the_same_compressed_or_not(server):
+    with server.client() as c:
+        c.get("/")  # the session cookie, so both answers carry the same CSRF token
+        plain = c.get("/", headers={"Accept-Encoding": "identity"})
+        packed = c.get("/", headers={"Accept-Encoding": "gzip"})
+        again = c.get("/", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert plain.text == packed.text == again.text
+    assert int(packed.headers["content-length"]) < len(plain.content) / 3
+    assert plain.text.rstrip().endswith("</html>") and 'id="run-form"' in plain.text

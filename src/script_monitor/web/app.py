@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import re
+import threading
+import zlib
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -223,10 +225,21 @@ def create_app(service: Service, security: Security) -> Starlette:
     def authed(request: Request) -> bool:
         return security.authed(request.state.session)
 
-    async def page(request: Request, title: str, main: str, status: int = 200) -> Response:
+    overview_gz = _Gzipped()
+
+    async def page(
+        request: Request, prefix: str, status: int = 200, gz: _Gzipped | None = None
+    ) -> Response:
+        """A page: ``prefix`` (the head and content) and this session's tail."""
         session, new = session_for(request)
-        html = pages.frame(title, main, session["csrf"], authed(request))
-        response = HTMLResponse(html, status)
+        tail = pages.tail(session["csrf"], authed(request))
+        headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            body = await call((gz or _Gzipped()).body, prefix, tail)
+        else:
+            body = (prefix + tail).encode()
+        response = Response(body, status, headers, media_type="text/html")
         return with_cookie(response, session, request) if new else response
 
     async def csrf_checked(request: Request, api: bool) -> None:
@@ -306,22 +319,22 @@ def create_app(service: Service, security: Security) -> Starlette:
     # ------------------------------------------------------------ dashboard
 
     async def overview(request: Request) -> Response:
-        return await page(request, "Overview", await call(pages.overview))
+        return await page(request, await call(pages.overview), gz=overview_gz)
 
     async def script_page(request: Request) -> Response:
         name = request.path_params["name"]
         limit = request.query_params.get("limit")
         n = HISTORY if limit is None else _int(limit, "limit", 1, MAX_HISTORY)
-        return await page(request, name, await call(pages.script, name, n))
+        return await page(request, pages.head(name) + await call(pages.script, name, n))
 
     async def group_page(request: Request) -> Response:
         name = request.path_params["name"]
-        return await page(request, name, await call(pages.group, name))
+        return await page(request, pages.head(name) + await call(pages.group, name))
 
     async def run_page(request: Request) -> Response:
         run_id = _int(request.path_params["id"], "the run id", 1)
         title, main = await call(pages.run, run_id)
-        return await page(request, title, main)
+        return await page(request, pages.head(title) + main)
 
     async def run_events(request: Request) -> Response:
         run_id = _int(request.path_params["id"], "the run id", 1)
@@ -467,6 +480,24 @@ async def _warm(metrics: Metrics, pages: Pages) -> None:
     with contextlib.suppress(Exception):
         await call(metrics.payload)
         await call(pages.overview)
+
+
+class _Gzipped:
+    """gzip of a page whose long prefix is shared by many requests: the prefix is
+    compressed once and the compressor's state copied for each request's short tail."""
+
+    def __init__(self) -> None:
+        self.entry: tuple[str, bytes, Any] | None = None
+        self.lock = threading.Lock()
+
+    def body(self, prefix: str, tail: str) -> bytes:
+        with self.lock:
+            entry = self.entry
+            if entry is None or entry[0] is not prefix:
+                packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip stream
+                entry = self.entry = (prefix, packer.compress(prefix.encode()), packer)
+            packer = entry[2].copy()
+        return entry[1] + packer.compress(tail.encode()) + packer.flush()
 
 
 def _esc(text: str) -> str:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader
-from markupsafe import Markup
 
 from .. import __version__
 from ..logs import command_text
@@ -43,7 +42,9 @@ def environment(service: Service) -> Environment:
         return moment.astimezone().strftime(fmt)
 
     def isotime(ts: float | None) -> str:
-        return "" if ts is None else datetime.fromtimestamp(ts, UTC).astimezone().isoformat()
+        if ts is None:
+            return ""
+        return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
 
     def size(n: int) -> str:
         for unit in ("bytes", "KiB", "MiB", "GiB"):
@@ -64,23 +65,28 @@ class Pages:
         self.env = environment(service)
         self.asset_version = __version__
 
-    def frame(self, title: str, main: str, csrf: str, authed: bool, flash: str = "") -> str:
-        return self.env.get_template("base.html").render(
-            title=title,
-            main=Markup(main),
-            csrf=csrf,
-            authed=authed,
-            flash=flash,
-            config_error=self.service.config_error,
-            version=__version__,
-            root=str(self.service.root),
-            asset_version=self.asset_version,
+    def head(self, title: str) -> str:
+        """The page up to its content: the same for every visitor (cached with it)."""
+        return self.env.get_template("head.html").render(
+            title=title, config_error=self.service.config_error, asset_version=self.asset_version
         )
+
+    def tail(self, csrf: str, authed: bool) -> str:
+        """The page after its content: this session's CSRF token and sign-out button."""
+        return self.env.get_template("tail.html").render(
+            csrf=csrf, authed=authed, version=__version__, root=str(self.service.root)
+        )
+
+    def frame(self, title: str, main: str, csrf: str, authed: bool) -> str:
+        return self.head(title) + main + self.tail(csrf, authed)
 
     # ------------------------------------------------------------ overview
 
     def overview(self) -> str:
-        return self.service.cached("page:overview", self._overview, ttl=PAGE_TTL)
+        """The overview up to its tail (cached while the history does not change)."""
+        return self.service.cached(
+            "page:overview", lambda: self.head("Overview") + self._overview(), ttl=PAGE_TTL
+        )
 
     def _overview(self) -> str:
         from ..commands.schedule import schedule_rows
@@ -124,7 +130,10 @@ class Pages:
                 "schedule": g.schedule,
                 "last": last_groups.get(g.name),
                 "next": nexts.get(g.name),
-                "recent": store.group_history(g.name, RECENT)[::-1],
+                "recent": [
+                    {**r, "duration": r["ended"] - r["started"] if r["ended"] else None}
+                    for r in store.group_history(g.name, RECENT)[::-1]
+                ],
             }
             for g in config.groups.values()
         ]
