@@ -44,6 +44,7 @@ MAIN = ROOT / "main.py"
 SRC = ROOT / "src"
 
 FULL = {
+    "cold": 30,
     "scripts": 500,
     "runs": 100_000,
     "clients": 20,
@@ -53,6 +54,7 @@ FULL = {
     "reps": 5,
 }
 QUICK = {
+    "cold": 3,
     "scripts": 20,
     "runs": 1000,
     "clients": 4,
@@ -200,6 +202,12 @@ class Server:
                 return int(line.split()[1])
         return 0
 
+    def cpu(self) -> float:
+        """CPU seconds the server has used (user + system)."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rfind(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -263,6 +271,40 @@ async def load(host: str, port: int, path: str, clients: int, total: int, gz: bo
     }
 
 
+def cold(root: Path, server: Server, path: str, n: int) -> dict:
+    """One client; before each request another process commits a finished run, so every
+    answer is computed afresh (what a busy installation sees after each run)."""
+    db = sqlite3.connect(root / ".script-monitor" / "history.db", isolation_level=None)
+    times = []
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            for i in range(n):
+                now = time.time()
+                db.execute(
+                    "INSERT INTO runs (script, trigger, status, started, ended, duration,"
+                    " exit_code, owner, log_state) VALUES (?, 'manual', 'success', ?, ?, 0.1,"
+                    " 0, 'bench|x|1|1', 'none')",
+                    (f"s{i % 7:03d}", now, now),
+                )
+                t0 = time.perf_counter()
+                status, _ = await request(reader, writer, f"{server.host}:{server.port}", path)
+                times.append(time.perf_counter() - t0)
+                assert status == 200, status
+        finally:
+            writer.close()
+
+    asyncio.run(one())
+    db.close()
+    return {
+        "path": path,
+        "requests": n,
+        "p50_ms": statistics.median(times) * 1000,
+        "max_ms": max(times) * 1000,
+    }
+
+
 # ---------------------------------------------------------------- followers
 
 
@@ -302,8 +344,9 @@ async def follow(host: str, port: int, run_id: int) -> tuple[int, str | None]:
     return last_id, status
 
 
-def chatty_run(root: Path, python: str, host: str, port: int, followers: int) -> dict:
+def chatty_run(root: Path, python: str, server: Server, followers: int) -> dict:
     """Run the chatty script, with ``followers`` SSE clients on it; its recorded duration."""
+    host, port, cpu0 = server.host, server.port, server.cpu()
     db_path = root / ".script-monitor" / "history.db"
     db = sqlite3.connect(db_path)
     top = db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
@@ -338,6 +381,7 @@ def chatty_run(root: Path, python: str, host: str, port: int, followers: int) ->
         "log_bytes": size,
         "followers": followers,
         "every_follower_got_it_all": complete,
+        "server_cpu_s": server.cpu() - cpu0,
     }
 
 
@@ -390,6 +434,9 @@ def main() -> int:
                 flush=True,
             )
         report["latency_server_rss_kib"] = server.status("VmHWM")
+        report["cold"] = [cold(root, server, path, size["cold"]) for path, _ in ENDPOINTS[:3]]
+        for c in report["cold"]:
+            print(f"{c['path']} after a commit: median {c['p50_ms']:.1f} ms", flush=True)
     finally:
         server.stop()
 
@@ -397,12 +444,12 @@ def main() -> int:
     server = Server(root, args.python)
     samples: dict[str, list] = {"alone": [], "followed": []}
     try:
-        chatty_run(root, args.python, server.host, server.port, 0)  # warm-up
+        chatty_run(root, args.python, server, 0)  # warm-up
         for rep in range(size["reps"]):
             order = ["alone", "followed"] if rep % 2 == 0 else ["followed", "alone"]
             for kind in order:
                 n = size["followers"] if kind == "followed" else 0
-                samples[kind].append(chatty_run(root, args.python, server.host, server.port, n))
+                samples[kind].append(chatty_run(root, args.python, server, n))
         peak = server.status("VmHWM")
     finally:
         server.stop()
@@ -465,16 +512,22 @@ def _print(report: dict) -> None:
             f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['max_ms']:.1f} | {r['rps']:.0f} | {r['body_bytes']} |"
         )
+    print("\nAfter a commit (one client, every answer computed afresh):\n")
+    print("| endpoint | median ms | max ms |")
+    print("|---|---:|---:|")
+    for c in report["cold"]:
+        print(f"| `{c['path']}` | {c['p50_ms']:.1f} | {c['max_ms']:.1f} |")
     f = report["followers"]
     print(
         f"\n### A chatty run ({s['lines']} lines), alone and with {s['followers']} SSE "
         f"followers, {s['reps']} each\n"
     )
-    print("| | wall time, median s | samples s |")
-    print("|---|---:|---|")
+    print("| | wall time, median s | samples s | server CPU s per run |")
+    print("|---|---:|---|---:|")
     for kind in ("alone", "followed"):
         walls = ", ".join(f"{x['wall_s']:.2f}" for x in f["samples"][kind])
-        print(f"| {kind} | {f[f'median_{kind}_s']:.3f} | {walls} |")
+        cpu = statistics.median(x["server_cpu_s"] for x in f["samples"][kind])
+        print(f"| {kind} | {f[f'median_{kind}_s']:.3f} | {walls} | {cpu:.2f} |")
     print(
         f"\nratio {f['ratio']:.3f}; server peak RSS {f['server_peak_rss_kib'] / 1024:.1f} MiB; "
         f"every follower got the whole log: {f['every_follower_got_it_all']}"

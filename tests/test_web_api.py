@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MAIN, cli, cli_json, wait_for
+from conftest import MAIN, ROOT, cli, cli_json, wait_for
 from web_helpers import Server, history, wait_for_run, web_config
 
 
@@ -385,6 +385,12 @@ def test_metrics_count_the_history_made_by_other_processes(server, conf):
         assert value(m, "script_monitor_running", script=name) == 0
     assert value(m, "script_monitor_last_run_timestamp_seconds", script="never_ran") == 0
     assert value(m, "script_monitor_group_next_run_timestamp_seconds", group="pair") > time.time()
+    assert value(m, "script_monitor_group_next_run_timestamp_seconds", group="rest") is None
+    pair = sm(conf, "list-groups", "--json")[0]["last_run"]
+    assert pair["status"] == "failed"
+    assert value(m, "script_monitor_group_last_run_success", group="pair") == 0
+    assert value(m, "script_monitor_group_last_run_timestamp_seconds", group="pair") > 0
+    assert value(m, "script_monitor_group_last_run_timestamp_seconds", group="rest") == 0
     assert not any(k[0].startswith("script_monitor_scheduler_heartbeat") for k in m)
     assert not any(k[0].startswith("script_monitor_notifications") for k in m)
     assert "# TYPE script_monitor_notifications_total gauge" in server.get("/metrics").text
@@ -474,3 +480,14 @@ def test_a_page_is_the_same_compressed_or_not(server):
     assert plain.text == packed.text == again.text
     assert int(packed.headers["content-length"]) < len(plain.content) / 3
     assert plain.text.rstrip().endswith("</html>") and 'id="run-form"' in plain.text
+
+
+def test_every_metric_named_in_the_docs_is_served(server):
+    text = (ROOT / "docs" / "WEB.md").read_text()
+    named = set(re.findall(r"script_monitor_[a-z_]+", text))
+    served = server.get("/metrics").text
+    families = set(re.findall(r"^# TYPE (script_monitor_[a-z_]+)", served, re.M))
+    samples = set(re.findall(r"^(script_monitor_[a-z_]+)", served, re.M))
+    for name in named:
+        assert name in families or name in samples, name
+    assert families <= {n.removesuffix("_total") for n in named} | named

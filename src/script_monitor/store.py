@@ -702,3 +702,13 @@ class Store:
                 return []
             except sqlite3.DatabaseError as e:
                 raise StoreError(self._explain(e)) from None
+
+    def last_finished_group_runs(self) -> dict[str, dict[str, Any]]:
+        """The newest group run of each group that ran and ended (not running, skipped
+        by its overlap policy, or missed)."""
+        rows = self._read(
+            f"SELECT {', '.join('g.' + f for f in GROUP_FIELDS)} FROM group_runs g JOIN"
+            " (SELECT group_name, MAX(id) AS id FROM group_runs WHERE status NOT IN"
+            " ('running', 'skipped', 'missed') GROUP BY group_name) last ON g.id = last.id"
+        )
+        return {r[1]: dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows}

@@ -149,9 +149,31 @@ class StoreCollector:
             last_result.add_metric([s], 1.0 if t.last_final.get(s, (0, ""))[1] == "success" else 0)
             running.add_metric([s], now_running.get(s, 0))
         yield from (runs, hist, last_run, last_ok, last_result, running)
+        yield from self._groups()
         yield self._next_runs()
         yield self._heartbeat()
         yield self._notifications()
+
+    def _groups(self):
+        """Each configured group's latest finished run (beyond DESIGN's list: for alerts on
+        a failing group)."""
+        success = GaugeMetricFamily(
+            "script_monitor_group_last_run_success",
+            "1 if the group's latest finished run succeeded, else 0 (also never run).",
+            labels=["group"],
+        )
+        when = GaugeMetricFamily(
+            "script_monitor_group_last_run_timestamp_seconds",
+            "Start of the group's latest finished run (0: never).",
+            labels=["group"],
+        )
+        last = self.service.store.last_finished_group_runs()
+        for name in self.service.config.groups:
+            run = last.get(name)
+            success.add_metric([name], 1.0 if run and run["status"] == "success" else 0.0)
+            when.add_metric([name], run["started"] if run else 0.0)
+        yield success
+        yield when
 
     def _next_runs(self) -> GaugeMetricFamily:
         from ..commands.schedule import schedule_rows
