@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MAIN, ROOT, cli, cli_json, wait_for
+from helpers import MAIN, ROOT, cli, cli_json, wait_for
 from web_helpers import Server, history, wait_for_run, web_config
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAIN, ROOT, cli, wait_for
+from helpers import MAIN, ROOT, cli, wait_for
 from web_helpers import TOKEN, Server, history, wait_for_run, web_config
 
 CHROMIUM = os.environ.get("SM_CHROMIUM", "/usr/bin/chromium")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from helpers import cli
 from web_helpers import TOKEN, Server, web_config
 
 EXAMPLES = "25"  # generated cases per operation and phase: bounded, about half a minute

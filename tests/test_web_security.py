@@ -11,7 +11,7 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from conftest import ROOT, assert_clean_error, cli
+from helpers import ROOT, assert_clean_error, cli
 from web_helpers import TOKEN, Server, history, wait_for_run, web_config
 
 

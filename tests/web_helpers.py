@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import MAIN, cli, make_config, write
+from helpers import MAIN, cli, make_config, write
 
 TOKEN = "test-token-0123456789abcdef"
 

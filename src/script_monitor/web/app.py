@@ -407,7 +407,7 @@ def create_app(service: Service, security: Security) -> Starlette:
             code, message = 503, str(exc)
         elif isinstance(exc, HTTPException):
             code, message = exc.status_code, str(exc.detail)
-            extra = exc.headers or {}
+            extra = dict(exc.headers or {})
             if code == 404 and message == "Not Found":
                 message = "no such page"
         else:

@@ -191,7 +191,7 @@ class StoreCollector:
         return family
 
     def _heartbeat(self) -> GaugeMetricFamily:
-        from ..scheduler import read_heartbeat
+        from ..heartbeat import read_heartbeat
 
         family = GaugeMetricFamily(
             "script_monitor_scheduler_heartbeat_timestamp_seconds",
@@ -232,7 +232,7 @@ class Metrics:
         self.lock = threading.Lock()
 
     def payload(self) -> Payload:
-        from ..scheduler import HEARTBEAT_FILE
+        from ..heartbeat import HEARTBEAT_FILE
 
         try:
             beat = (self.service.config.state_dir / HEARTBEAT_FILE).stat().st_mtime_ns

@@ -51,6 +51,8 @@ SCHEMAS: dict[str, Any] = {
             "log",
             "log_state",
             "detail",
+            "attempt",
+            "host",
         ],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
@@ -67,6 +69,8 @@ SCHEMAS: dict[str, Any] = {
             "log": {"type": "boolean", "description": "whether the log file is there"},
             "log_state": {"type": "string", "enum": [s.value for s in LogState]},
             "detail": _nullable({"type": "string"}),
+            "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, ... (retries)"},
+            "host": _nullable({"type": "string", "description": "the host that ran it"}),
         },
     },
     "GroupRun": {

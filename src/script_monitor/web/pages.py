@@ -47,11 +47,12 @@ def environment(service: Service) -> Environment:
         return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
 
     def size(n: int) -> str:
-        for unit in ("bytes", "KiB", "MiB", "GiB"):
-            if n < 1024 or unit == "GiB":
-                return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-            n /= 1024
-        return str(n)
+        value = float(n)
+        for unit in ("bytes", "KiB", "MiB"):
+            if value < 1024:
+                return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+            value /= 1024
+        return f"{value:.1f} GiB"
 
     env.filters.update(when=when, isotime=isotime, dur=duration_text, size=size)
     return env
@@ -90,7 +91,7 @@ class Pages:
 
     def _overview(self) -> str:
         from ..commands.schedule import schedule_rows
-        from ..scheduler import scheduler_status
+        from ..heartbeat import scheduler_status
 
         svc = self.service
         config = svc.config
@@ -112,7 +113,7 @@ class Pages:
                     if s not in script_next or nexts[g.name] < script_next[s]:
                         script_next[s] = nexts[g.name]
         recent = store.recent_runs(list(config.scripts), RECENT)
-        scripts = [
+        scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,
                 "description": s.description,
@@ -122,7 +123,7 @@ class Pages:
             }
             for s in config.scripts.values()
         ]
-        groups = [
+        groups: list[dict[str, Any]] = [
             {
                 "name": g.name,
                 "description": g.description,
@@ -183,8 +184,6 @@ class Pages:
     # ------------------------------------------------------------ a group
 
     def group(self, name: str) -> str:
-        from ..scheduler import zone_of
-
         svc = self.service
         svc.refresh()
         group = svc.group(name)
@@ -196,7 +195,7 @@ class Pages:
         return self.env.get_template("group.html").render(
             group=group,
             workers=config.workers_for(group),
-            zone=zone_of(config, name),
+            zone=config.zone_of(group),
             next=self._next_of([name]) if group.schedule else None,
             members=[{"name": s, "last": last.get(s)} for s in group.scripts],
             runs=runs,
@@ -225,7 +224,8 @@ class Pages:
         return f"{run['script']} #{run_id}", html
 
     def badge(self, status: str) -> str:
-        return str(self.env.get_template("_macros.html").module.badge(status))
+        module: Any = self.env.get_template("_macros.html").module
+        return str(module.badge(status))
 
     # ------------------------------------------------------------ other pages
 

@@ -157,15 +157,15 @@ class Security:
 
     def bearer_ok(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header carries the token."""
-        if not self.token or not authorization:
+        if not authorization:
             return False
         scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        return scheme.lower() == "bearer" and self.token_ok(value.strip())
 
     def token_ok(self, value: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(value.encode(), self.token.encode())
+        if not self.token:
+            return False
+        return hmac.compare_digest(value.encode(), self.token.encode())
 
     # ------------------------------------------------------------ sessions
 

@@ -160,7 +160,7 @@ class Service:
     def schedules(self) -> dict[str, Any]:
         """``list-schedules --json`` (not cached: next runs and the heartbeat move)."""
         from ..commands.schedule import schedule_rows
-        from ..scheduler import scheduler_status
+        from ..heartbeat import scheduler_status
 
         self.refresh()
         config = self.config
@@ -187,7 +187,7 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         from .. import __version__
-        from ..scheduler import read_heartbeat, scheduler_status
+        from ..heartbeat import read_heartbeat, scheduler_status
 
         self.refresh()
         state_dir = self.config.state_dir
