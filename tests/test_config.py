@@ -232,7 +232,6 @@ def _verb_args(verb: str) -> list[str]:
         "export-cron": ["g"],
         "graph": ["g"],
         "scheduler": [],
-        "graph": ["g"],
     }
     return [verb, *extra.get(verb, [])]
 

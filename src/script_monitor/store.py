@@ -629,7 +629,9 @@ class Store:
             except sqlite3.DatabaseError as e:
                 raise StoreError(self._explain(e)) from None
 
-    def recent_runs(self, scripts: list[str], per_script: int) -> dict[str, list[dict[str, Any]]]:
+    def latest_runs_by_script(
+        self, scripts: list[str], per_script: int
+    ) -> dict[str, list[dict[str, Any]]]:
         """The newest ``per_script`` runs of each script (id, status, started, duration)."""
         sql = (
             "SELECT id, status, started, duration FROM runs WHERE script = ?"
@@ -703,7 +705,7 @@ class Store:
             except sqlite3.DatabaseError as e:
                 raise StoreError(self._explain(e)) from None
 
-    def last_finished_group_runs(self) -> dict[str, dict[str, Any]]:
+    def last_ended_group_runs(self) -> dict[str, dict[str, Any]]:
         """The newest group run of each group that ran and ended (not running, skipped
         by its overlap policy, or missed)."""
         rows = self._read(

@@ -167,7 +167,7 @@ class StoreCollector:
             "Start of the group's latest finished run (0: never).",
             labels=["group"],
         )
-        last = self.service.store.last_finished_group_runs()
+        last = self.service.store.last_ended_group_runs()
         for name in self.service.config.groups:
             run = last.get(name)
             success.add_metric([name], 1.0 if run and run["status"] == "success" else 0.0)

@@ -106,6 +106,7 @@ SCHEMAS: dict[str, Any] = {
             "max_parallel_workers",
             "schedule",
             "scripts",
+            "depends_on",
             "last_run",
         ],
         "properties": {
@@ -116,6 +117,11 @@ SCHEMAS: dict[str, Any] = {
             "max_parallel_workers": {"type": "integer", "minimum": 1},
             "schedule": _nullable({"type": "string"}),
             "scripts": {"type": "array", "items": {"type": "string"}},
+            "depends_on": {
+                "type": "object",
+                "description": "member -> the members it needs",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
             "last_run": _nullable({"allOf": [{"$ref": "#/components/schemas/GroupRun"}]}),
         },
     },
@@ -132,8 +138,9 @@ SCHEMAS: dict[str, Any] = {
     "Schedules": {
         "type": "object",
         "description": "As in `list-schedules --json`.",
-        "required": ["scheduler", "enabled", "groups"],
+        "required": ["schema_version", "scheduler", "enabled", "groups"],
         "properties": {
+            "schema_version": {"type": "integer"},
             "scheduler": {"$ref": "#/components/schemas/SchedulerStatus"},
             "enabled": {"type": "boolean"},
             "groups": {

@@ -112,7 +112,7 @@ class Pages:
                 for s in g.scripts:
                     if s not in script_next or nexts[g.name] < script_next[s]:
                         script_next[s] = nexts[g.name]
-        recent = store.recent_runs(list(config.scripts), RECENT)
+        recent = store.latest_runs_by_script(list(config.scripts), RECENT)
         scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,

@@ -22,7 +22,14 @@ from typing import Any
 from .. import logs
 from ..config import Config, Group, load_config
 from ..errors import ConfigError
-from ..serialize import groups_json, run_json, runs_json, schedules_json, scripts_json
+from ..serialize import (
+    groups_json,
+    run_json,
+    runs_json,
+    scheduler_json,
+    schedules_json,
+    scripts_json,
+)
 from ..store import Store
 
 log = logging.getLogger("script_monitor.web")
@@ -196,7 +203,7 @@ class Service:
         return {
             "status": "ok",
             "version": __version__,
-            "scheduler": scheduler_status(state_dir),
+            "scheduler": scheduler_json(scheduler_status(state_dir)),
             "heartbeat": updated if isinstance(updated, int | float) else None,
             "config_error": self.config_error,
         }
