@@ -34,6 +34,7 @@ VERBS = {
     "export-cron": ("schedule", "print (or write) a crontab line for a group"),
     "status": ("status", "what is going on now; exit 1 if a scheduled run failed"),
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
+    "serve": ("serve", "serve the web dashboard, the JSON API and Prometheus metrics"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -71,7 +72,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for verb in ("run", "run-group", "run-all"):
         p[verb].add_argument(
             "--trigger",
-            choices=("manual", "schedule"),
+            choices=("manual", "schedule", "api"),
             default="manual",
             help="how the run is recorded (exported timers and crontab lines say schedule)",
         )
@@ -106,6 +107,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p[verb].add_argument("group", help="group name")
         p[verb].add_argument("--output", metavar="DIR", help="write files into DIR")
     p["export-systemd"].add_argument("--user", action="store_true", help="a user unit")
+    p["serve"].add_argument("--host", help="address to listen on (default web.host, 127.0.0.1)")
+    p["serve"].add_argument(
+        "--port", type=_port, help="port to listen on (default web.port, 8787; 0 = any free)"
+    )
     return parser
 
 
@@ -142,6 +147,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535: {text!r}")
     return value
 
 

@@ -126,6 +126,16 @@ class Display(_Strict):
     date_format: str = "%d %b %H:%M"
 
 
+class Web(_Strict):
+    """``serve``: where the dashboard listens and who may use it (DESIGN §8)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
+    token: str | None = None  # SCRIPT_MONITOR_WEB_TOKEN wins over it
+    metrics_auth: bool = False
+    allowed_hosts: list[str] = []  # extra Host names, e.g. the reverse proxy's public name
+
+
 class Settings(_Strict):
     execution: Execution = msgspec.field(default_factory=Execution)
     default_log_limit: LogLimit = msgspec.field(
@@ -135,6 +145,7 @@ class Settings(_Strict):
     scheduling: Scheduling = msgspec.field(default_factory=Scheduling)
     validation: Validation = msgspec.field(default_factory=Validation)
     display: Display = msgspec.field(default_factory=Display)
+    web: Web = msgspec.field(default_factory=Web)
     env_file: str | None = None
     secret_env: list[EnvName] = []
 

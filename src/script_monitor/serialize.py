@@ -56,6 +56,11 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def runs_json(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history NAME --json``: a script's runs, newest first."""
+    return [run_json(r) for r in runs]
+
+
 def group_run_json(run: dict[str, Any] | None) -> dict[str, Any] | None:
     """A group run (a row of group_runs) as machine-readable fields."""
     if run is None:

@@ -615,3 +615,102 @@ class Store:
             (trigger,),
         )
         return {r[1]: dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows}
+
+    # ================================================================ web (issue 12)
+    # Queries for the dashboard and /metrics (script_monitor.web), kept together here
+    # at the end so that changes elsewhere in this class merge easily.
+
+    def data_version(self) -> tuple[int, int]:
+        """A value that changes whenever anyone commits to the history, this Store included."""
+        with self._lock:
+            db = self._connect()
+            try:
+                return db.execute("PRAGMA data_version").fetchone()[0], db.total_changes
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+
+    def latest_runs_by_script(
+        self, scripts: list[str], per_script: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The newest ``per_script`` runs of each script (id, status, started, duration)."""
+        sql = (
+            "SELECT id, status, started, duration FROM runs WHERE script = ?"
+            " ORDER BY id DESC LIMIT ?"
+        )
+        keys = ("id", "status", "started", "duration")
+        with self._lock:
+            db = self._connect()
+            try:
+                return {
+                    s: [dict(zip(keys, r, strict=True)) for r in db.execute(sql, (s, per_script))]
+                    for s in scripts
+                }
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+
+    def run_totals(
+        self, after_id: int, watched: list[int], buckets: tuple[float, ...]
+    ) -> dict[str, Any]:
+        """What /metrics needs to bring its running totals up to date, in one snapshot.
+
+        ``groups``: one row per (script, status) of the runs with an id above
+        ``after_id``: script, status, count, max started, max ended, max id, sum of
+        durations, count of durations, then one count per bucket (duration <= bound).
+        ``running``: (id, script) of those still running; ``watched``: the rows of the
+        given ids (runs that were running before) as (id, script, status, started,
+        ended, duration); ``top``: the highest run id in this snapshot.
+        """
+        cases = "".join(f", SUM(duration <= {float(b)!r})" for b in buckets)
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN")
+                try:
+                    top = db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
+                    groups = db.execute(
+                        "SELECT script, status, COUNT(*), MAX(started), MAX(ended), MAX(id),"
+                        f" SUM(duration), COUNT(duration){cases} FROM runs"
+                        " WHERE id > ? AND id <= ? GROUP BY script, status",
+                        (after_id, top),
+                    ).fetchall()
+                    running = db.execute(
+                        "SELECT id, script FROM runs WHERE status = 'running' AND id > ?"
+                        " AND id <= ?",
+                        (after_id, top),
+                    ).fetchall()
+                    rows = []
+                    for i in range(0, len(watched), 500):
+                        part = watched[i : i + 500]
+                        rows += db.execute(
+                            "SELECT id, script, status, started, ended, duration FROM runs"
+                            f" WHERE id IN ({','.join('?' * len(part))})",
+                            part,
+                        ).fetchall()
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+        return {"top": top, "groups": groups, "running": running, "watched": rows}
+
+    def notification_counts(self) -> list[tuple[str, str, int]]:
+        """(channel, state, messages) from the notifications table; empty until it exists."""
+        with self._lock:
+            db = self._connect()
+            try:
+                return db.execute(
+                    "SELECT channel, state, COUNT(*) FROM notifications GROUP BY channel, state"
+                ).fetchall()
+            except sqlite3.OperationalError:  # no such table (yet) or other columns
+                return []
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+
+    def last_ended_group_runs(self) -> dict[str, dict[str, Any]]:
+        """The newest group run of each group that ran and ended (not running, skipped
+        by its overlap policy, or missed)."""
+        rows = self._read(
+            f"SELECT {', '.join('g.' + f for f in GROUP_FIELDS)} FROM group_runs g JOIN"
+            " (SELECT group_name, MAX(id) AS id FROM group_runs WHERE status NOT IN"
+            " ('running', 'skipped', 'missed') GROUP BY group_name) last ON g.id = last.id"
+        )
+        return {r[1]: dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows}

@@ -48,6 +48,8 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     config = load(args)
     data = effective(config)
     data["settings"] = _full(config.settings)
+    if data["settings"]["web"]["token"]:
+        data["settings"]["web"]["token"] = "***"
     if args.json:
         from ..serialize import config_json
 

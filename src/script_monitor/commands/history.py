@@ -11,7 +11,7 @@ from typing import BinaryIO, cast
 from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import duration_text
-from ..serialize import run_json, scripts_json
+from ..serialize import runs_json, scripts_json
 from ..states import RunStatus
 from . import colors, load, open_store
 
@@ -93,7 +93,7 @@ def _print_history(args: argparse.Namespace, config, runs: list[dict]) -> int:
     if args.json:
         import json
 
-        print(json.dumps([run_json(r) for r in runs], indent=2))
+        print(json.dumps(runs_json(runs), indent=2))
         return EXIT_OK
     if not runs:
         print(f"{args.name} has never run")

@@ -59,15 +59,18 @@ def _row(config: Config, group: Group, last: dict | None, now: datetime) -> dict
     }
 
 
+def schedule_rows(config: Config, last: dict[str, dict], now: datetime) -> list[dict]:
+    """Every scheduled group with its next fire time and last run (list-schedules, the API)."""
+    return [_row(config, g, last.get(g.name), now) for g in _scheduled(config)]
+
+
 def cmd_list_schedules(args: argparse.Namespace) -> int:
     from ..heartbeat import scheduler_status
 
     config = load(args)
     store = open_store(config)
     store.reap_lost()
-    last = store.last_group_runs()
-    now = datetime.now(UTC)
-    rows = [_row(config, g, last.get(g.name), now) for g in _scheduled(config)]
+    rows = schedule_rows(config, store.last_group_runs(), datetime.now(UTC))
     status = scheduler_status(config.state_dir)
     enabled = config.settings.scheduling.enabled
     if args.json:

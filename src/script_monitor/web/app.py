@@ -1,0 +1,561 @@
+"""The ASGI application: the dashboard, the JSON API and /metrics (DESIGN §8).
+
+Handlers are thin: parse and check the request, call the Service (in a worker thread,
+since the database may block), shape the response.  ``Guard`` checks every request's
+Host, Origin and credentials before any handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import threading
+import zlib
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request, cookie_parser
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+
+from ..errors import StoreError
+from . import logstream
+from .metrics import Metrics
+from .openapi import document
+from .pages import HISTORY, MAX_HISTORY, Pages
+from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security
+from .service import MAX_LIMIT, BadRequest, NotFound, Payload, Service, dumps
+
+log = logging.getLogger("script_monitor.web")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+PUBLIC = ("/static/", "/api/v1/health", "/login", "/favicon.ico")
+STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+DIGITS = re.compile(r"[0-9]{1,19}")
+MAX_INT = 2**63 - 1
+MAX_FORM = 64 * 1024  # bytes; the dashboard's forms are a token and a path
+
+
+def _is_api(path: str) -> bool:
+    return path.startswith("/api/") or path == "/metrics"
+
+
+# ---------------------------------------------------------------- the guard
+
+
+class Guard:
+    """Host, Origin and credential checks for every request, and security headers."""
+
+    def __init__(self, app, security: Security):
+        self.app = app
+        self.sec = security
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        path = scope["path"]
+        sec = self.sec
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                present = {k.lower() for k, _ in message["headers"]}
+                message["headers"] = list(message["headers"]) + [
+                    h for h in SECURITY_HEADERS if h[0] not in present
+                ]
+            await send(message)
+
+        host = headers.get("host")
+        if not sec.host_ok(host, scope.get("scheme") == "https"):
+            await _deny(scope, receive, send_with_headers, 403, "unexpected Host header")
+            return
+        if scope["method"] not in SAFE_METHODS and not sec.origin_ok(
+            headers.get("origin"), headers.get("sec-fetch-site"), host
+        ):
+            await _deny(scope, receive, send_with_headers, 403, "cross-site request refused")
+            return
+        raw_cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE)
+        session = sec.decode(raw_cookie)
+        bearer = sec.bearer_ok(headers.get("authorization"))
+        state = scope.setdefault("state", {})
+        state.update(session=session, cookie=raw_cookie is not None, bearer=bearer)
+        if sec.token and not bearer and not _public(path, sec) and not sec.authed(session):
+            if _is_api(path) or scope["method"] not in SAFE_METHODS:
+                await _deny(scope, receive, send_with_headers, 401, "a valid token is required")
+            else:
+                query = scope.get("query_string", b"").decode("latin-1")
+                target = path + (f"?{query}" if query else "")
+                response = RedirectResponse(f"/login?next={quote(target, safe='')}", 303)
+                await response(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
+def _public(path: str, sec: Security) -> bool:
+    if path == "/metrics":
+        return not sec.metrics_auth
+    return path.startswith(PUBLIC)
+
+
+async def _deny(scope, receive, send, code: int, message: str) -> None:
+    if _is_api(scope["path"]):
+        headers = {"WWW-Authenticate": 'Bearer realm="script-monitor"'} if code == 401 else {}
+        response: Response = JSONResponse({"error": message}, code, headers=headers)
+    else:
+        response = PlainTextResponse(f"{code}: {message}\n", code)
+    await response(scope, receive, send)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+async def call(fn, *args):
+    """Run a Service method in a worker thread (the database may block)."""
+    return await to_thread.run_sync(fn, *args)
+
+
+def _int(text: str | None, what: str, low: int = 0, high: int = MAX_INT) -> int:
+    if text is None or not DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        raise BadRequest(f"{what} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """The fields of a url-encoded form (the dashboard's only kind), read once."""
+    cached = getattr(request.state, "form", None)
+    if cached is not None:
+        return cached
+    fields: dict[str, str] = {}
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                raise BadRequest("the form is too large")
+        for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+            fields.setdefault(key, value)
+    request.state.form = fields
+    return fields
+
+
+def _bool(text: str | None, what: str) -> bool:
+    if text is None:
+        return False
+    value = text.lower()
+    if value not in ("true", "false", "1", "0"):
+        raise BadRequest(f"{what} must be true or false")
+    return value in ("true", "1")
+
+
+def _payload(request: Request, payload: Payload) -> Response:
+    media = "application/json" if payload.media_type == "json" else payload.media_type
+    headers = {"ETag": payload.etag, "Vary": "Accept-Encoding"}
+    if request.headers.get("if-none-match") == payload.etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(payload.gz, media_type=media, headers=headers)
+    return Response(payload.body, media_type=media, headers=headers)
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(dumps(value), status, media_type="application/json")
+
+
+# ---------------------------------------------------------------- the app
+
+
+def create_app(service: Service, security: Security) -> Starlette:
+    """The ASGI app serving ``service`` behind ``security``'s checks."""
+    pages = Pages(service)
+    metrics = Metrics(service)
+    watches = logstream.Watches()
+    static = _static_files()
+
+    # ------------------------------------------------------------ sessions and CSRF
+
+    def session_for(request: Request) -> tuple[dict[str, Any], bool]:
+        """The request's session, or a new one (True: it must be set as a cookie)."""
+        session = request.state.session
+        return (session, False) if session else (security.new_session(), True)
+
+    def with_cookie(response: Response, session: dict[str, Any], request: Request) -> Response:
+        response.set_cookie(
+            COOKIE,
+            security.encode(session),
+            max_age=SESSION_DAYS * 86400,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return response
+
+    def authed(request: Request) -> bool:
+        return security.authed(request.state.session)
+
+    overview_gz = _Gzipped()
+
+    async def page(
+        request: Request, prefix: str, status: int = 200, gz: _Gzipped | None = None
+    ) -> Response:
+        """A page: ``prefix`` (the head and content) and this session's tail."""
+        session, new = session_for(request)
+        tail = pages.tail(session["csrf"], authed(request))
+        headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            body = await call((gz or _Gzipped()).body, prefix, tail)
+        else:
+            body = (prefix + tail).encode()
+        response = Response(body, status, headers, media_type="text/html")
+        return with_cookie(response, session, request) if new else response
+
+    async def csrf_checked(request: Request, api: bool) -> None:
+        """403 unless a state-changing request may go on (see the module security)."""
+        if request.state.bearer:
+            return
+        if api and not request.state.cookie:
+            return  # no session cookie: not a browser's dashboard request (token checked)
+        value = request.headers.get("x-csrf-token")
+        if value is None and not api:
+            value = (await form_of(request)).get("csrf")
+        if not security.csrf_ok(request.state.session, value):
+            raise HTTPException(403, "missing or wrong CSRF token")
+
+    # ------------------------------------------------------------ API
+
+    async def api_scripts(request: Request) -> Response:
+        return _payload(request, await call(service.scripts))
+
+    async def api_groups(request: Request) -> Response:
+        return _payload(request, await call(service.groups))
+
+    async def api_schedules(request: Request) -> Response:
+        return _json(await call(service.schedules))
+
+    async def api_history(request: Request) -> Response:
+        limit = request.query_params.get("limit")
+        n = 20 if limit is None else _int(limit, "limit", 1, MAX_LIMIT)
+        return _json(await call(service.history, request.path_params["name"], n))
+
+    async def api_run(request: Request) -> Response:
+        run_id = _int(request.path_params["id"], "the run id", 1)
+        return _json(await call(service.run_json, run_id))
+
+    async def api_log(request: Request) -> Response:
+        run_id = _int(request.path_params["id"], "the run id", 1)
+        download = _bool(request.query_params.get("download"), "download")
+        offset = request.headers.get("last-event-id") or request.query_params.get("offset")
+        start = 0 if offset is None else _int(offset, "the offset")
+        run, path = await call(_run_and_log, run_id)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _sse(logstream.follow(watches, run, path, start, status_of(run_id)))
+        name = f"{run['script']}-{run_id}.log"
+        return await _file(path, download, name)
+
+    async def api_launch(request: Request) -> Response:
+        await csrf_checked(request, api=True)
+        kind = "script" if request.url.path.startswith("/api/v1/scripts/") else "group"
+        await call(service.launch, kind, request.path_params["name"])
+        return _json({"accepted": True}, 202)
+
+    async def api_health(request: Request) -> Response:
+        return _json(await call(service.health))
+
+    openapi = dumps(document())
+
+    async def api_openapi(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    async def prometheus(request: Request) -> Response:
+        return _payload(request, await call(metrics.payload))
+
+    def _run_and_log(run_id: int):
+        run = service.run(run_id)
+        return run, service.log_path(run)
+
+    def status_of(run_id: int):
+        def get() -> str:
+            run = service.run(run_id)
+            return run["status"]
+
+        async def status() -> str:
+            return await call(get)
+
+        return status
+
+    # ------------------------------------------------------------ dashboard
+
+    async def overview(request: Request) -> Response:
+        return await page(request, await call(pages.overview), gz=overview_gz)
+
+    async def script_page(request: Request) -> Response:
+        name = request.path_params["name"]
+        limit = request.query_params.get("limit")
+        n = HISTORY if limit is None else _int(limit, "limit", 1, MAX_HISTORY)
+        return await page(request, pages.head(name) + await call(pages.script, name, n))
+
+    async def group_page(request: Request) -> Response:
+        name = request.path_params["name"]
+        return await page(request, pages.head(name) + await call(pages.group, name))
+
+    async def run_page(request: Request) -> Response:
+        run_id = _int(request.path_params["id"], "the run id", 1)
+        title, main = await call(pages.run, run_id)
+        return await page(request, pages.head(title) + main)
+
+    async def run_events(request: Request) -> Response:
+        run_id = _int(request.path_params["id"], "the run id", 1)
+        offset = request.headers.get("last-event-id") or request.query_params.get("offset")
+        start = 0 if offset is None else _int(offset, "the offset")
+        run, path = await call(_run_and_log, run_id)
+        stream = logstream.follow(
+            watches, run, path, start, status_of(run_id), html=True, end_html=pages.badge
+        )
+        return _sse(stream)
+
+    async def launch(request: Request) -> Response:
+        await csrf_checked(request, api=False)
+        name = request.path_params["name"]
+        kind = "script" if request.url.path.startswith("/scripts/") else "group"
+        await call(service.launch, kind, name)
+        if request.headers.get("hx-request"):
+            main = pages.env.from_string(
+                '<p class="flash">Started {{ kind }} <b>{{ name }}</b>; '
+                "its run appears in a moment.</p>"
+            ).render(kind=kind, name=name)
+            return HTMLResponse(main, headers={"HX-Trigger": "sm-started"})
+        return RedirectResponse(f"/{kind}s/{quote(name, safe='')}", 303)
+
+    async def login_form(request: Request) -> Response:
+        if not security.token:
+            return RedirectResponse("/", 303)
+        session, new = session_for(request)
+        next_path = _local(request.query_params.get("next"))
+        response = HTMLResponse(pages.login(session["csrf"], next_path, failed=False))
+        return with_cookie(response, session, request) if new else response
+
+    async def login(request: Request) -> Response:
+        await csrf_checked(request, api=False)
+        form = await form_of(request)
+        token, next_path = form.get("token"), _local(form.get("next"))
+        if not security.token:
+            return RedirectResponse("/", 303)
+        if isinstance(token, str) and security.token_ok(token):
+            response = RedirectResponse(next_path, 303)
+            return with_cookie(response, security.new_session(authed=True), request)
+        await asyncio.sleep(1)  # slows down guessing
+        session = request.state.session
+        return HTMLResponse(pages.login(session["csrf"], next_path, failed=True), 401)
+
+    async def logout(request: Request) -> Response:
+        await csrf_checked(request, api=False)
+        response = RedirectResponse("/login" if security.token else "/", 303)
+        return with_cookie(response, security.new_session(), request)
+
+    async def static_file(request: Request) -> Response:
+        found = static.get(request.path_params["file"])
+        if found is None:
+            raise HTTPException(404, "no such file")
+        body, media, etag = found
+        headers = {"Cache-Control": "public, max-age=86400", "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=media, headers=headers)
+
+    # ------------------------------------------------------------ errors
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        extra: dict[str, str] = {}
+        if isinstance(exc, NotFound):
+            code, message = 404, str(exc)
+        elif isinstance(exc, BadRequest):
+            code, message = 400, str(exc)
+        elif isinstance(exc, StoreError):
+            code, message = 503, str(exc)
+        elif isinstance(exc, HTTPException):
+            code, message = exc.status_code, str(exc.detail)
+            extra = dict(exc.headers or {})
+            if code == 404 and message == "Not Found":
+                message = "no such page"
+        else:
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            code, message = 500, "internal error (see the server's log)"
+        if _is_api(request.url.path) or request.headers.get("hx-request"):
+            if request.headers.get("hx-request") and not _is_api(request.url.path):
+                return HTMLResponse(f'<p class="flash bad">{_esc(message)}</p>', code, extra)
+            return JSONResponse({"error": message}, code, extra)
+        session, _new = session_for(request)
+        html = pages.error(code, message, session["csrf"], authed(request))
+        return HTMLResponse(html, code, extra)
+
+    routes = [
+        Route("/", overview),
+        Route("/scripts/{name}", script_page),
+        Route("/scripts/{name}/run", launch, methods=["POST"]),
+        Route("/groups/{name}", group_page),
+        Route("/groups/{name}/run", launch, methods=["POST"]),
+        Route("/runs/{id}", run_page),
+        Route("/runs/{id}/events", run_events),
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/static/{file}", static_file),
+        Route("/metrics", prometheus),
+        Route("/api/v1/scripts", api_scripts),
+        Route("/api/v1/scripts/{name}/runs", api_history),
+        Route("/api/v1/scripts/{name}/run", api_launch, methods=["POST"]),
+        Route("/api/v1/groups", api_groups),
+        Route("/api/v1/groups/{name}/run", api_launch, methods=["POST"]),
+        Route("/api/v1/schedules", api_schedules),
+        Route("/api/v1/runs/{id}", api_run),
+        Route("/api/v1/runs/{id}/log", api_log),
+        Route("/api/v1/health", api_health),
+        Route("/api/v1/openapi.json", api_openapi),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app) -> AsyncIterator[None]:
+        async def reaper() -> None:
+            while True:
+                await asyncio.sleep(5)
+                service.reap_children()
+
+        task = asyncio.get_running_loop().create_task(reaper())
+        warm = asyncio.get_running_loop().create_task(_warm(metrics, pages))
+        try:
+            yield
+        finally:
+            task.cancel()
+            warm.cancel()
+            service.reap_children()
+
+    handlers = {
+        Exception: on_error,
+        HTTPException: on_error,
+        NotFound: on_error,
+        BadRequest: on_error,
+        StoreError: on_error,
+        404: on_error,
+        405: on_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    return Guard(app, security)  # type: ignore[return-value]
+
+
+async def _warm(metrics: Metrics, pages: Pages) -> None:
+    """Fill the caches once at start, so the first visitor does not wait."""
+    with contextlib.suppress(Exception):
+        await call(metrics.payload)
+        await call(pages.overview)
+
+
+class _Gzipped:
+    """gzip of a page whose long prefix is shared by many requests: the prefix is
+    compressed once and the compressor's state copied for each request's short tail."""
+
+    def __init__(self) -> None:
+        self.entry: tuple[str, bytes, Any] | None = None
+        self.lock = threading.Lock()
+
+    def body(self, prefix: str, tail: str) -> bytes:
+        with self.lock:
+            entry = self.entry
+            if entry is None or entry[0] is not prefix:
+                packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip stream
+                entry = self.entry = (prefix, packer.compress(prefix.encode()), packer)
+            packer = entry[2].copy()
+        return entry[1] + packer.compress(tail.encode()) + packer.flush()
+
+
+def _esc(text: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(text))
+
+
+def _local(path: Any) -> str:
+    """A path on this server to go to after signing in (never another site)."""
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        return "/"
+    if "\\" in path or any(ord(c) < 32 for c in path):
+        return "/"
+    return path
+
+
+def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _file(path, download: bool, name: str) -> Response:
+    """The log as it is now: exactly the bytes present when the request came."""
+    size = (await call(os.stat, path)).st_size
+
+    async def body() -> AsyncIterator[bytes]:
+        fd = await call(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        pos = 0
+        try:
+            while pos < size:
+                chunk = await call(os.pread, fd, min(1 << 16, size - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    headers = {"Content-Length": str(size)}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)
+
+
+def _static_files() -> dict[str, tuple[bytes, str, str]]:
+    """The package's static files, read once: no URL path ever reaches the file system."""
+    import hashlib
+
+    out = {}
+    folder = resources.files("script_monitor.web") / "static"
+    for entry in folder.iterdir():
+        suffix = os.path.splitext(entry.name)[1]
+        if suffix in STATIC_TYPES:
+            body = entry.read_bytes()
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+            out[entry.name] = (body, STATIC_TYPES[suffix], etag)
+    return out

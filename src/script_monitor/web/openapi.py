@@ -1,0 +1,333 @@
+"""The OpenAPI 3 description of /api/v1 (served at /api/v1/openapi.json).
+
+Written by hand, next to the serializer it describes (``serialize.py``); the schemathesis
+test in tests/test_web_schema.py checks every response of the live server against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..config import NAME_PATTERN
+from ..states import LogState, RunStatus
+from .service import MAX_LIMIT
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+TIME = {"type": "string", "description": "ISO 8601 date and time"}
+STATUS = {"type": "string", "enum": [s.value for s in RunStatus]}
+GROUP_STATUS = {
+    "type": "string",
+    "description": "a group run's status: a run status, or missed (a tick the scheduler "
+    "recorded as not run)",
+}
+TRIGGER = {"type": "string", "description": "manual, schedule or api"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Run": {
+        "type": "object",
+        "description": "One run of a script, as in `history NAME --json`.",
+        "required": [
+            "id",
+            "script",
+            "group",
+            "group_run_id",
+            "trigger",
+            "status",
+            "exit_code",
+            "signal",
+            "started",
+            "ended",
+            "duration",
+            "log",
+            "log_state",
+            "detail",
+            "attempt",
+            "host",
+        ],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "script": {"type": "string"},
+            "group": _nullable({"type": "string"}),
+            "group_run_id": _nullable({"type": "integer"}),
+            "trigger": TRIGGER,
+            "status": STATUS,
+            "exit_code": _nullable({"type": "integer"}),
+            "signal": _nullable({"type": "integer"}),
+            "started": _nullable(TIME),
+            "ended": _nullable(TIME),
+            "duration": _nullable({"type": "number", "minimum": 0}),
+            "log": {"type": "boolean", "description": "whether the log file is there"},
+            "log_state": {"type": "string", "enum": [s.value for s in LogState]},
+            "detail": _nullable({"type": "string"}),
+            "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, ... (retries)"},
+            "host": _nullable({"type": "string", "description": "the host that ran it"}),
+        },
+    },
+    "GroupRun": {
+        "type": "object",
+        "required": ["id", "status", "trigger", "started", "ended", "detail"],
+        "properties": {
+            "id": {"type": "integer"},
+            "status": GROUP_STATUS,
+            "trigger": TRIGGER,
+            "started": _nullable(TIME),
+            "ended": _nullable(TIME),
+            "detail": _nullable({"type": "string"}),
+        },
+    },
+    "Script": {
+        "type": "object",
+        "description": "A configured script and its latest run, as in `list --json`.",
+        "required": ["name", "description", "last_run"],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "last_run": _nullable({"allOf": [{"$ref": "#/components/schemas/Run"}]}),
+        },
+    },
+    "Group": {
+        "type": "object",
+        "description": "A configured group and its latest run, as in `list-groups --json`.",
+        "required": [
+            "name",
+            "description",
+            "execution",
+            "stop_on_error",
+            "max_parallel_workers",
+            "schedule",
+            "scripts",
+            "depends_on",
+            "last_run",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "execution": {"type": "string", "enum": ["serial", "parallel"]},
+            "stop_on_error": {"type": "boolean"},
+            "max_parallel_workers": {"type": "integer", "minimum": 1},
+            "schedule": _nullable({"type": "string"}),
+            "scripts": {"type": "array", "items": {"type": "string"}},
+            "depends_on": {
+                "type": "object",
+                "description": "member -> the members it needs",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+            "last_run": _nullable({"allOf": [{"$ref": "#/components/schemas/GroupRun"}]}),
+        },
+    },
+    "SchedulerStatus": {
+        "type": "object",
+        "required": ["running", "pid", "heartbeat_age", "stale"],
+        "properties": {
+            "running": {"type": "boolean"},
+            "pid": _nullable({"type": "integer"}),
+            "heartbeat_age": _nullable({"type": "number", "description": "seconds"}),
+            "stale": {"type": "boolean"},
+        },
+    },
+    "Schedules": {
+        "type": "object",
+        "description": "As in `list-schedules --json`.",
+        "required": ["schema_version", "scheduler", "enabled", "groups"],
+        "properties": {
+            "schema_version": {"type": "integer"},
+            "scheduler": {"$ref": "#/components/schemas/SchedulerStatus"},
+            "enabled": {"type": "boolean"},
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "name",
+                        "schedule",
+                        "expression",
+                        "timezone",
+                        "next_run",
+                        "last_run",
+                    ],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "schedule": {"type": "string"},
+                        "expression": {"type": "string"},
+                        "timezone": {"type": "string"},
+                        "next_run": _nullable(TIME),
+                        "last_run": _nullable(
+                            {"allOf": [{"$ref": "#/components/schemas/GroupRun"}]}
+                        ),
+                    },
+                },
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "scheduler", "heartbeat", "config_error"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "version": {"type": "string"},
+            "scheduler": {"$ref": "#/components/schemas/SchedulerStatus"},
+            "heartbeat": _nullable(
+                {"type": "number", "description": "Unix time of the scheduler's last heartbeat"}
+            ),
+            "config_error": _nullable(
+                {"type": "string", "description": "why a changed configuration was not loaded"}
+            ),
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["accepted"],
+        "properties": {"accepted": {"type": "boolean", "enum": [True]}},
+    },
+}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+def _array(ref: str, description: str) -> dict[str, Any]:
+    schema = {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+DENIED = {
+    "401": _error("web.token is set and the request has no valid token"),
+    "403": _error("Host or Origin not this server's, or no CSRF token with a session cookie"),
+}
+NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN.replace("(?!\\.{1,2}$)", "")},
+}
+MAX_INT = 2**63 - 1  # SQLite's largest integer
+RUN_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+}
+
+
+def _get(summary: str, ok: dict[str, Any], *errors: str, params=()) -> dict[str, Any]:
+    responses = {"200": ok, **DENIED}
+    if "400" in errors:
+        responses["400"] = _error("a bad parameter")
+    if "404" in errors:
+        responses["404"] = _error("no such script, group, run or log")
+    return {"get": {"summary": summary, "parameters": list(params), "responses": responses}}
+
+
+def _post(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": "Starts `script-monitor run` (or `run-group`) as a separate process "
+            "recorded with trigger `api`; it outlives a restart of the server.",
+            "parameters": [NAME],
+            "responses": {
+                "202": _json("Accepted", "the run was started"),
+                "404": _error("no such script or group"),
+                **DENIED,
+            },
+        }
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of the API."""
+    log_ok = {
+        "description": "The log as it is now (text/plain); with `Accept: text/event-stream`, "
+        "Server-Sent Events: the log from its start (or from `Last-Event-ID` / `?offset=N`) "
+        "and then what is written, until the run ends. Each event's `id` is the byte offset "
+        "just after its data; carriage returns are sent as line breaks; a final "
+        "`event: end` carries the run's status.",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+    health = _get("Liveness and the scheduler's heartbeat", _json("Health", "the server is up"))
+    health["get"]["security"] = []
+    health["get"]["responses"] = {"200": health["get"]["responses"]["200"]}
+    health["get"]["responses"]["403"] = DENIED["403"]
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20},
+    }
+    offset = {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "description": "with text/event-stream: start at this byte offset",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+    }
+    download = {
+        "name": "download",
+        "in": "query",
+        "required": False,
+        "description": "true: sent as an attachment (Content-Disposition)",
+        "schema": {"type": "boolean"},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "script-monitor",
+            "version": __version__,
+            "description": "The same objects as the CLI's --json output. With web.token set, "
+            "every endpoint but /health needs `Authorization: Bearer TOKEN`.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/scripts": _get("Every script (`list --json`)", _array("Script", "scripts")),
+            "/api/v1/scripts/{name}/runs": _get(
+                "A script's runs, newest first (`history NAME --json`)",
+                _array("Run", "runs"),
+                "400",
+                "404",
+                params=[NAME, limit],
+            ),
+            "/api/v1/scripts/{name}/run": _post("Run a script now"),
+            "/api/v1/groups": _get("Every group (`list-groups --json`)", _array("Group", "groups")),
+            "/api/v1/groups/{name}/run": _post("Run a group now"),
+            "/api/v1/schedules": _get(
+                "Scheduled groups (`list-schedules --json`)", _json("Schedules", "schedules")
+            ),
+            "/api/v1/runs/{id}": _get(
+                "One run", _json("Run", "the run"), "400", "404", params=[RUN_ID]
+            ),
+            "/api/v1/runs/{id}/log": _get(
+                "A run's log", log_ok, "400", "404", params=[RUN_ID, offset, download]
+            ),
+            "/api/v1/health": health,
+            "/api/v1/openapi.json": _get(
+                "This document",
+                {"description": "OpenAPI 3", "content": {"application/json": {"schema": {}}}},
+            ),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

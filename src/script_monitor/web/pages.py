@@ -1,0 +1,282 @@
+"""The dashboard's HTML: Jinja2 templates with autoescaping, over the Service's data.
+
+Pages are rendered in two parts: the page's own content (``main``), which is the same
+for every visitor and is cached while the history does not change, and the frame
+around it (the session's CSRF token, the sign-out button), rendered per request.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+
+from .. import __version__
+from ..logs import command_text
+from ..render import duration_text
+from . import logstream
+from .security import SESSION_DAYS
+from .service import NotFound, Service
+
+RECENT = 10  # runs in a strip on the overview
+HISTORY = 50  # runs on a script's page (?limit= up to MAX_HISTORY)
+MAX_HISTORY = 2000
+PAGE_TTL = 5.0  # seconds a cached page may show "next run" times that moved on
+
+
+def environment(service: Service) -> Environment:
+    env = Environment(
+        loader=PackageLoader("script_monitor.web", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+    def when(ts: float | datetime | None) -> str:
+        if ts is None:
+            return "-"
+        fmt = service.config.settings.display.date_format
+        moment = ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
+        return moment.astimezone().strftime(fmt)
+
+    def isotime(ts: float | None) -> str:
+        if ts is None:
+            return ""
+        return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
+
+    def size(n: int) -> str:
+        value = float(n)
+        for unit in ("bytes", "KiB", "MiB"):
+            if value < 1024:
+                return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+            value /= 1024
+        return f"{value:.1f} GiB"
+
+    env.filters.update(when=when, isotime=isotime, dur=duration_text, size=size)
+    return env
+
+
+class Pages:
+    """Renders each page's content; ``frame`` wraps it for one request."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.env = environment(service)
+        self.asset_version = __version__
+
+    def head(self, title: str) -> str:
+        """The page up to its content: the same for every visitor (cached with it)."""
+        return self.env.get_template("head.html").render(
+            title=title, config_error=self.service.config_error, asset_version=self.asset_version
+        )
+
+    def tail(self, csrf: str, authed: bool) -> str:
+        """The page after its content: this session's CSRF token and sign-out button."""
+        return self.env.get_template("tail.html").render(
+            csrf=csrf, authed=authed, version=__version__, root=str(self.service.root)
+        )
+
+    def frame(self, title: str, main: str, csrf: str, authed: bool) -> str:
+        return self.head(title) + main + self.tail(csrf, authed)
+
+    # ------------------------------------------------------------ overview
+
+    def overview(self) -> str:
+        """The overview up to its tail (cached while the history does not change)."""
+        return self.service.cached(
+            "page:overview", lambda: self.head("Overview") + self._overview(), ttl=PAGE_TTL
+        )
+
+    def _overview(self) -> str:
+        from ..commands.schedule import schedule_rows
+        from ..heartbeat import scheduler_status
+
+        svc = self.service
+        config = svc.config
+        store = svc.store
+        last = store.last_runs()
+        last_groups = store.last_group_runs()
+        enabled = config.settings.scheduling.enabled
+        nexts = {}
+        if enabled:
+            nexts = {
+                r["name"]: r["next"]
+                for r in schedule_rows(config, last_groups, datetime.now(UTC))
+                if r["next"] is not None
+            }
+        script_next: dict[str, datetime] = {}
+        for g in config.groups.values():
+            if g.name in nexts:
+                for s in g.scripts:
+                    if s not in script_next or nexts[g.name] < script_next[s]:
+                        script_next[s] = nexts[g.name]
+        recent = store.latest_runs_by_script(list(config.scripts), RECENT)
+        scripts: list[dict[str, Any]] = [
+            {
+                "name": s.name,
+                "description": s.description,
+                "last": last.get(s.name),
+                "next": script_next.get(s.name),
+                "recent": recent.get(s.name, [])[::-1],
+            }
+            for s in config.scripts.values()
+        ]
+        groups: list[dict[str, Any]] = [
+            {
+                "name": g.name,
+                "description": g.description,
+                "mode": g.execution,
+                "schedule": g.schedule,
+                "last": last_groups.get(g.name),
+                "next": nexts.get(g.name),
+                "recent": [
+                    {**r, "duration": r["ended"] - r["started"] if r["ended"] else None}
+                    for r in store.group_history(g.name, RECENT)[::-1]
+                ],
+            }
+            for g in config.groups.values()
+        ]
+        status = scheduler_status(config.state_dir)
+        return self.env.get_template("overview.html").render(
+            scripts=scripts,
+            groups=groups,
+            failing=sum(1 for s in scripts if s["last"] and s["last"]["status"] in _FAILED),
+            running=sum(1 for s in scripts for r in s["recent"][-1:] if r["status"] == "running"),
+            scheduler=_scheduler_text(status, enabled),
+        )
+
+    # ------------------------------------------------------------ a script
+
+    def script(self, name: str, limit: int) -> str:
+        svc = self.service
+        svc.refresh()
+        script = svc.script(name)
+        config = svc.config
+        runs = svc.store.history(name, limit)
+        member_of = [g.name for g in config.groups.values() if name in g.scripts]
+        timeout = config.timeout_for(script)
+        return self.env.get_template("script.html").render(
+            script=script,
+            command=command_text(script.command),
+            timeout=duration_text(timeout) if timeout else "none",
+            member_of=member_of,
+            next=self._next_of(member_of),
+            runs=runs,
+            limit=limit,
+            chart=_chart(runs[:HISTORY][::-1]),
+        )
+
+    def _next_of(self, groups: list[str]) -> datetime | None:
+        from ..commands.schedule import schedule_rows
+
+        config = self.service.config
+        if not config.settings.scheduling.enabled:
+            return None
+        times = [
+            r["next"]
+            for r in schedule_rows(config, {}, datetime.now(UTC))
+            if r["name"] in groups and r["next"] is not None
+        ]
+        return min(times, default=None)
+
+    # ------------------------------------------------------------ a group
+
+    def group(self, name: str) -> str:
+        svc = self.service
+        svc.refresh()
+        group = svc.group(name)
+        config = svc.config
+        last = svc.store.last_runs()
+        runs = svc.store.group_history(name, 20)
+        for g in runs:
+            g["members"] = svc.store.runs_of_group_run(g["id"])
+        return self.env.get_template("group.html").render(
+            group=group,
+            workers=config.workers_for(group),
+            zone=config.zone_of(group),
+            next=self._next_of([name]) if group.schedule else None,
+            members=[{"name": s, "last": last.get(s)} for s in group.scripts],
+            runs=runs,
+        )
+
+    # ------------------------------------------------------------ a run
+
+    def run(self, run_id: int) -> tuple[str, str]:
+        """(title, content) of a run's page: its facts and the tail of its log."""
+        svc = self.service
+        run = svc.run(run_id)
+        log = None
+        missing = ""
+        try:
+            log = logstream.tail(svc.log_path(run))
+        except NotFound as e:
+            missing = str(e)
+        except OSError as e:
+            missing = f"the log cannot be read: {e.strerror}"
+        html = self.env.get_template("run.html").render(
+            run=run,
+            log=log,
+            log_missing=missing,
+            live=log is not None and run["status"] == "running",
+        )
+        return f"{run['script']} #{run_id}", html
+
+    def badge(self, status: str) -> str:
+        module: Any = self.env.get_template("_macros.html").module
+        return str(module.badge(status))
+
+    # ------------------------------------------------------------ other pages
+
+    def login(self, csrf: str, next_path: str, failed: bool) -> str:
+        main = self.env.get_template("login.html").render(
+            csrf=csrf, next=next_path, failed=failed, days=SESSION_DAYS
+        )
+        return self.frame("Sign in", main, csrf, authed=False)
+
+    def error(self, code: int, message: str, csrf: str, authed: bool) -> str:
+        main = self.env.get_template("error.html").render(code=code, message=message)
+        return self.frame(str(code), main, csrf, authed)
+
+
+_FAILED = {"failed", "timeout", "lost"}
+
+
+def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:
+    if not status["running"]:
+        text = "not running"
+    elif status["stale"]:
+        text = "running, but no recent heartbeat"
+    else:
+        text = "running"
+    return text + ("" if enabled else " (scheduling paused)")
+
+
+def _chart(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bars for the durations of finished runs, oldest first, in a 600 x 160 box."""
+    done = [r for r in runs if r["duration"] is not None and r["status"] != "skipped"]
+    width, height, base = 600, 160, 150
+    chart: dict[str, Any] = {"width": width, "height": height, "base": base, "bars": []}
+    chart["count"] = len(done)
+    if not done:
+        return chart
+    top = max(r["duration"] for r in done) or 1.0
+    step = width / max(len(done), 40)
+    for i, r in enumerate(done):
+        h = max(2.0, (base - 4) * r["duration"] / top)
+        chart["bars"].append(
+            {
+                "id": r["id"],
+                "status": r["status"],
+                "duration": r["duration"],
+                "x": round(i * step + step * 0.1, 2),
+                "w": round(step * 0.8, 2),
+                "y": round(base - h, 2),
+                "h": round(h, 2),
+            }
+        )
+    chart["top"] = top
+    chart["median"] = statistics.median(r["duration"] for r in done)
+    chart["ok"] = sum(1 for r in done if r["status"] == "success")
+    return chart

@@ -1,0 +1,241 @@
+"""Who may use the server, and from where (DESIGN §8).
+
+- Binding: loopback by default; any other address needs a token (checked by ``serve``).
+- Host: every request's ``Host`` must name the address served (or a configured
+  ``web.allowed_hosts`` name), so a DNS-rebinding page cannot reach it.
+- Origin: a state-changing request whose browser ``Origin`` (or ``Sec-Fetch-Site``)
+  says it comes from another site is refused, token or not.
+- Token: ``Authorization: Bearer TOKEN`` for the API; the dashboard asks for it once
+  and keeps a signed session cookie.
+- CSRF: a request made with the session cookie that changes state must carry the
+  session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``).
+
+Nothing here imports the web framework: it works on plain header values.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+TOKEN_ENV = "SCRIPT_MONITOR_WEB_TOKEN"
+COOKIE = "sm_session"
+SESSION_DAYS = 7
+SECRET_FILE = "web-session.key"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def effective_token(configured: str | None, environ: Any = os.environ) -> str | None:
+    """``SCRIPT_MONITOR_WEB_TOKEN`` wins over ``web.token``; empty means none."""
+    value = environ.get(TOKEN_ENV)
+    if value is None:
+        value = configured
+    return value or None
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and the name localhost."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_wildcard(host: str) -> bool:
+    return host.strip("[]") in ("", "0.0.0.0", "::")
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """('name', port) from a Host header or an allowed_hosts entry; None if malformed."""
+    value = value.strip().lower()
+    if not value or any(c in value for c in "/\\@ \t?#"):
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[1:end], value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:] if rest else None
+    elif value.count(":") > 1:  # a bare IPv6 address
+        name, port_text = value, None
+    else:
+        name, _, port_text = value.partition(":")
+        port_text = port_text or None
+    if port_text is None:
+        return name, None
+    if not port_text.isdigit() or int(port_text) > 65535:
+        return None
+    return name, int(port_text)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class Security:
+    """The checks, configured for one server."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str | None,
+        metrics_auth: bool,
+        allowed_hosts: list[str],
+        state_dir: Path,
+    ):
+        self.port = port
+        self.token = token
+        self.metrics_auth = metrics_auth
+        self.wildcard = is_wildcard(host)
+        self.names: set[str] = {host.strip("[]").lower()}
+        if is_loopback(host) or self.wildcard:
+            self.names |= {"localhost", "127.0.0.1", "::1"}
+        if self.wildcard:
+            for name in (socket.gethostname(), socket.getfqdn()):
+                self.names.add(name.lower())
+        self.extra: set[tuple[str, int | None]] = set()
+        for entry in allowed_hosts:
+            parsed = _split_host(entry)
+            if parsed is not None:
+                self.extra.add(parsed)
+        self.key = _session_key(state_dir)
+        self.token_tag = self._tag(token) if token else ""
+
+    # ------------------------------------------------------------ Host and Origin
+
+    def host_ok(self, host: str | None, https: bool = False) -> bool:
+        """Whether a Host header names this server."""
+        if host is None:
+            return False
+        parsed = _split_host(host)
+        if parsed is None:
+            return False
+        name, port = parsed
+        if (name, None) in self.extra or (name, port) in self.extra:
+            return True
+        if port is None:
+            port = 443 if https else 80
+        if port != self.port:
+            return False
+        return name in self.names or (self.wildcard and _is_ip(name))
+
+    def origin_ok(self, origin: str | None, fetch_site: str | None, host: str | None) -> bool:
+        """Whether a state-changing request may come from where the browser says it does."""
+        if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+            return False
+        if origin is None:
+            return True  # not sent by a browser (curl, Prometheus, scripts)
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False  # "null" (sandboxed frames, file://) and anything odd
+        if host is not None and parts.netloc.lower() == host.strip().lower():
+            return True
+        parsed = _split_host(parts.netloc)
+        return parsed is not None and ((parsed[0], None) in self.extra or parsed in self.extra)
+
+    # ------------------------------------------------------------ token
+
+    def bearer_ok(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the token."""
+        if not authorization:
+            return False
+        scheme, _, value = authorization.partition(" ")
+        return scheme.lower() == "bearer" and self.token_ok(value.strip())
+
+    def token_ok(self, value: str) -> bool:
+        if not self.token:
+            return False
+        return hmac.compare_digest(value.encode(), self.token.encode())
+
+    # ------------------------------------------------------------ sessions
+
+    def _tag(self, token: str) -> str:
+        """A fingerprint of the token: sessions made with another token are not valid."""
+        return hmac.new(self.key, b"token:" + token.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def new_session(self, authed: bool = False) -> dict[str, Any]:
+        return {
+            "csrf": secrets.token_urlsafe(24),
+            "auth": self.token_tag if authed else "",
+            "t": int(time.time()),
+        }
+
+    def authed(self, session: dict[str, Any] | None) -> bool:
+        """Whether a session was opened with the current token."""
+        if not self.token or not session:
+            return False
+        return hmac.compare_digest(str(session.get("auth", "")), self.token_tag)
+
+    def encode(self, session: dict[str, Any]) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(session, separators=(",", ":")).encode())
+        sig = hmac.new(self.key, body, hashlib.sha256).digest()
+        return f"{body.decode()}.{base64.urlsafe_b64encode(sig).decode().rstrip('=')}"
+
+    def decode(self, cookie: str | None) -> dict[str, Any] | None:
+        """The session in a cookie value, or None when it is missing, forged or old."""
+        if not cookie or "." not in cookie or len(cookie) > 4096:
+            return None
+        body, _, sig = cookie.rpartition(".")
+        want = hmac.new(self.key, body.encode(), hashlib.sha256).digest()
+        try:
+            got = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+            data = json.loads(base64.urlsafe_b64decode(body))
+        except (ValueError, TypeError):
+            return None
+        if not hmac.compare_digest(got, want) or not isinstance(data, dict):
+            return None
+        issued = data.get("t")
+        if not isinstance(issued, int) or time.time() - issued > SESSION_DAYS * 86400:
+            return None
+        if not isinstance(data.get("csrf"), str):
+            return None
+        return data
+
+    @staticmethod
+    def csrf_ok(session: dict[str, Any] | None, value: str | None) -> bool:
+        if not session or not value:
+            return False
+        return hmac.compare_digest(value.encode(), str(session["csrf"]).encode())
+
+
+def _session_key(state_dir: Path) -> bytes:
+    """The key that signs session cookies, kept in the state folder so that sessions
+    outlive a restart; a fresh random key when it cannot be kept there."""
+    path = state_dir / SECRET_FILE
+    key = secrets.token_bytes(32)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        try:
+            os.link(tmp, path)  # never replaces a key another server already uses
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        data = path.read_bytes()
+    except OSError:
+        return key
+    return data if len(data) >= 32 else key

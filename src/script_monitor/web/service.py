@@ -1,0 +1,278 @@
+"""What the web server knows and does, without any HTTP: the configuration (reloaded
+when its files change), the history (the same Store and serializer as the CLI),
+cached renderings of both, and starting runs as separate processes.
+
+Every method here is synchronous and may block on the database; the app calls them
+in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import logs
+from ..config import Config, Group, load_config
+from ..errors import ConfigError
+from ..serialize import (
+    groups_json,
+    run_json,
+    runs_json,
+    scheduler_json,
+    schedules_json,
+    scripts_json,
+)
+from ..store import Store
+
+log = logging.getLogger("script_monitor.web")
+
+CONFIG_CHECK_EVERY = 1.0  # seconds between cheap stat() checks of the config files
+REAP_EVERY = 1.0  # seconds between looks for runs whose process died (-> lost)
+MAX_LIMIT = 10_000  # most runs one history request returns
+
+
+class NotFound(Exception):
+    """An unknown name or id, or a log that is not there: 404."""
+
+
+class BadRequest(Exception):
+    """A bad parameter: 400."""
+
+
+class Payload:
+    """A response body computed once and served many times (gzip made when first asked)."""
+
+    def __init__(self, body: bytes, media_type: str):
+        self.body = body
+        self.media_type = media_type
+        self._gz: bytes | None = None
+        self.etag = f'"{hash(body) & 0xFFFFFFFFFFFF:x}"'
+
+    @property
+    def gz(self) -> bytes:
+        if self._gz is None:
+            import gzip
+
+            self._gz = gzip.compress(self.body, compresslevel=5)
+        return self._gz
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Service:
+    """One config directory as the web server sees it."""
+
+    def __init__(self, config: Config, command: list[str]):
+        from ..scheduler import fingerprint
+
+        self._fingerprint_of = fingerprint
+        self.root = config.root
+        self.config = config
+        self.config_gen = 0
+        self.config_error: str | None = None
+        self._fingerprint = fingerprint(config)
+        self._config_checked = time.monotonic()
+        self.store = Store(config.state_dir)
+        self._reaped = 0.0
+        self._lock = threading.Lock()
+        self._cache: dict[Any, tuple[Any, float, Any]] = {}
+        self._builders: dict[Any, threading.Lock] = {}
+        self.command = command  # how to run script-monitor again (for runs started here)
+        self.children: list[subprocess.Popen] = []
+
+    # ------------------------------------------------------------ freshness
+
+    def refresh(self) -> tuple:
+        """Reload a changed configuration, mark dead runs lost; return the data's version.
+
+        The version changes whenever anyone commits to the history or the configuration
+        is reloaded, so anything computed from both can be cached under it.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if now - self._config_checked >= CONFIG_CHECK_EVERY:
+                self._config_checked = now
+                self._maybe_reload()
+            if now - self._reaped >= REAP_EVERY:
+                self._reaped = now
+                self.store.reap_lost()
+        return (*self.store.data_version(), self.config_gen)
+
+    def _maybe_reload(self) -> None:
+        current = self._fingerprint_of(self.config)
+        if current == self._fingerprint:
+            return
+        self._fingerprint = current
+        try:
+            config = load_config(self.root)
+        except ConfigError as e:
+            self.config_error = str(e.problems[0]) if e.problems else str(e)
+            log.warning("configuration is invalid; keeping the last good one: %s", e)
+            return
+        if config.state_dir != self.config.state_dir:
+            log.warning("paths.state_dir changed: restart the server to follow it")
+        self.config = config
+        self.config_error = None
+        self.config_gen += 1
+        self._fingerprint = self._fingerprint_of(config)
+
+    def cached(
+        self, key: Any, build: Callable[[], Any], ttl: float | None = None, extra: Any = None
+    ) -> Any:
+        """``build()``, or its last result while the data's version (and ``extra``) is the
+        same and it is younger than ``ttl`` seconds.  Concurrent misses build it once."""
+        version = (self.refresh(), extra)
+        hit = self._cache.get(key)
+        if hit and hit[0] == version and (ttl is None or time.monotonic() - hit[1] < ttl):
+            return hit[2]
+        with self._lock:
+            lock = self._builders.setdefault(key, threading.Lock())
+        with lock:
+            hit = self._cache.get(key)
+            if hit and hit[0] == version and (ttl is None or time.monotonic() - hit[1] < ttl):
+                return hit[2]
+            value = build()
+            with self._lock:
+                if len(self._cache) > 256:  # e.g. many different ?limit= values
+                    self._cache.clear()
+                self._cache[key] = (version, time.monotonic(), value)
+            return value
+
+    # ------------------------------------------------------------ the API's objects
+
+    def scripts(self) -> Payload:
+        """``list --json``."""
+        return self.cached(
+            "api:scripts",
+            lambda: Payload(dumps(scripts_json(self.config, self.store.last_runs())), "json"),
+        )
+
+    def groups(self) -> Payload:
+        """``list-groups --json``."""
+        return self.cached(
+            "api:groups",
+            lambda: Payload(dumps(groups_json(self.config, self.store.last_group_runs())), "json"),
+        )
+
+    def schedules(self) -> dict[str, Any]:
+        """``list-schedules --json`` (not cached: next runs and the heartbeat move)."""
+        from ..commands.schedule import schedule_rows
+        from ..heartbeat import scheduler_status
+
+        self.refresh()
+        config = self.config
+        rows = schedule_rows(config, self.store.last_group_runs(), datetime.now(UTC))
+        status = scheduler_status(config.state_dir)
+        return schedules_json(rows, status, config.settings.scheduling.enabled)
+
+    def history(self, name: str, limit: int) -> list[dict[str, Any]]:
+        """``history NAME --json --limit N``."""
+        self.refresh()
+        self.script(name)
+        return runs_json(self.store.history(name, limit))
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """One run's row (404 when unknown)."""
+        self.refresh()
+        row = self.store.run(run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return row
+
+    def run_json(self, run_id: int) -> dict[str, Any]:
+        return run_json(self.run(run_id))
+
+    def health(self) -> dict[str, Any]:
+        from .. import __version__
+        from ..heartbeat import read_heartbeat, scheduler_status
+
+        self.refresh()
+        state_dir = self.config.state_dir
+        beat = read_heartbeat(state_dir) or {}
+        updated = beat.get("updated")
+        return {
+            "status": "ok",
+            "version": __version__,
+            "scheduler": scheduler_json(scheduler_status(state_dir)),
+            "heartbeat": updated if isinstance(updated, int | float) else None,
+            "config_error": self.config_error,
+        }
+
+    def script(self, name: str):
+        try:
+            return self.config.scripts[name]
+        except KeyError:
+            raise NotFound(f"unknown script '{name}'") from None
+
+    def group(self, name: str) -> Group:
+        try:
+            return self.config.groups[name]
+        except KeyError:
+            raise NotFound(f"unknown group '{name}'") from None
+
+    # ------------------------------------------------------------ logs
+
+    def log_path(self, run: dict[str, Any]) -> Path:
+        """The log file of a run; NotFound when it was never written, rotated or cleared.
+
+        The stored path is taken relative to the log directory and must stay inside it.
+        """
+        if run["log_state"] != "ok" or not run["log_path"]:
+            why = {
+                "rotated": "was rotated away",
+                "cleared": "was cleared",
+                "none": "was never written",
+                "error": "could not be written",
+            }.get(run["log_state"], run["log_state"])
+            raise NotFound(f"the log of run {run['id']} {why}")
+        try:
+            path = logs.resolve(self.config.log_dir, run["log_path"])
+        except logs.LogPathError:
+            raise NotFound(f"run {run['id']} names a log outside the log directory") from None
+        if not path.is_file():
+            raise NotFound(f"the log file of run {run['id']} is missing")
+        return path
+
+    # ------------------------------------------------------------ starting runs
+
+    def launch(self, kind: str, name: str) -> None:
+        """Start ``run NAME`` or ``run-group NAME`` as its own process, recorded with
+        trigger ``api``: in a new session, so that it outlives this server."""
+        self.refresh()
+        if kind == "script":
+            self.script(name)
+            argv = [*self.command, "--config-dir", str(self.root), "run", "--quiet"]
+        else:
+            self.group(name)
+            argv = [*self.command, "--config-dir", str(self.root), "run-group"]
+        argv += ["--trigger", "api", "--", name]
+        env = {k: v for k, v in os.environ.items() if k != "SCRIPT_MONITOR_WEB_TOKEN"}
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.root,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+        log.info("started %s %s (pid %d)", kind, name, child.pid)
+        with self._lock:
+            self.children.append(child)
+        self.reap_children()
+
+    def reap_children(self) -> None:
+        """Collect the exit status of runs started here that have ended (no zombies)."""
+        with self._lock:
+            self.children = [c for c in self.children if c.poll() is None]
