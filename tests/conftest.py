@@ -35,3 +35,61 @@ def marker():
     token = f"smtest-{uuid.uuid4().hex}"
     yield token
     kill_marked(token)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL database of this test session's own, migrated; dropped at the end."""
+    import os
+
+    from helpers import PG_ADMIN_URL, need_server
+
+    try:
+        import psycopg
+    except ImportError as e:
+        need_server("PostgreSQL", f"psycopg is not installed ({e})")
+    name = f"sm_test_{os.getpid()}"
+    try:
+        admin = psycopg.connect(f"{PG_ADMIN_URL}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.Error as e:
+        need_server("PostgreSQL", f"{PG_ADMIN_URL}: {str(e).strip()}")
+    admin.execute(f"DROP DATABASE IF EXISTS {name}")
+    admin.execute(f"CREATE DATABASE {name}")
+    url = f"{PG_ADMIN_URL}/{name}"
+    from script_monitor.store import Store
+
+    Store(Path("/nonexistent"), url).migrate()
+    yield url
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def empty_pg(url: str) -> None:
+    """Delete every row of the session's database (each test starts with an empty history)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+                " current_schema() AND table_name != 'schema_version'"
+            )
+        ]
+        if tables:
+            con.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path: Path):
+    """A Store on each backend: SQLite in tmp_path, PostgreSQL in the session's database."""
+    from script_monitor.store import Store
+
+    if request.param == "sqlite":
+        s = Store(tmp_path / "state")
+    else:
+        url = request.getfixturevalue("pg_url")
+        empty_pg(url)
+        s = Store(tmp_path / "state", url)
+    yield s
+    s.close()

@@ -253,3 +253,46 @@ def group_runs(conf: Path, group: str) -> list[dict]:
         return list(reversed(store.group_history(group, limit=10_000)))
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- servers (distributed)
+
+PG_ADMIN_URL = os.environ.get("SCRIPT_MONITOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_TEST_URL = os.environ.get("SCRIPT_MONITOR_TEST_REDIS", "redis://127.0.0.1:6379/9")
+AMQP_TEST_URL = os.environ.get("SCRIPT_MONITOR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def need_server(what: str, reason: str) -> None:
+    """Skip the test for a missing server, except under CI=true where it must be there."""
+    import pytest
+
+    message = f"{what} is not available: {reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: the server must run; see .ci/run)")
+    pytest.skip(message)
+
+
+def port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def direct_sql(store, sql: str, args: tuple = ()) -> list:
+    """Run SQL on the store's database with a connection of its own (tampering in tests)."""
+    if store.url is None:
+        with sqlite3.connect(store.path) as con:
+            rows = con.execute(sql, args).fetchall()
+        con.close()
+        return rows
+    from script_monitor.store_pg import PgConnection
+
+    con = PgConnection(store.url, 10_000)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()

@@ -232,6 +232,7 @@ def _verb_args(verb: str) -> list[str]:
         "export-cron": ["g"],
         "graph": ["g"],
         "scheduler": [],
+        "store": ["migrate"],
     }
     return [verb, *extra.get(verb, [])]
 

@@ -12,13 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_clean_error, cli, make_config
+from helpers import assert_clean_error, cli, direct_sql, make_config
 from script_monitor.errors import StoreError
 from script_monitor.store import Owner, Store
+from script_monitor.store_pg import PgConnection
 
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(backend_store):
+    """Each test with a ``store`` runs on SQLite and on PostgreSQL (conftest.backend_store)."""
+    return backend_store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):
     s = Store(tmp_path / "state")
     yield s
     s.close()
@@ -94,13 +101,13 @@ def test_reap_lost_marks_only_runs_of_dead_owners(store):
     store.finish_run(done, "success", 5.0, 1.0, 0)
     group = store.start_group("g", "manual")
     me = Owner.current()
-    with sqlite3.connect(store.path) as con:
-        con.execute("UPDATE runs SET owner = ? WHERE id = ?", (_dead_owner(), dead))
-        con.execute(
-            "UPDATE runs SET owner = ? WHERE id = ?",
-            (str(Owner("other-host", me.boot, 1, "1")), foreign),
-        )
-        con.execute("UPDATE group_runs SET owner = ? WHERE id = ?", (_dead_owner(), group))
+    direct_sql(store, "UPDATE runs SET owner = ? WHERE id = ?", (_dead_owner(), dead))
+    direct_sql(
+        store,
+        "UPDATE runs SET owner = ? WHERE id = ?",
+        (str(Owner("other-host", me.boot, 1, "1")), foreign),
+    )
+    direct_sql(store, "UPDATE group_runs SET owner = ? WHERE id = ?", (_dead_owner(), group))
     assert store.reap_lost() == 1
     statuses = {r["id"]: r["status"] for r in store.history("a")}
     assert statuses == {dead: "lost", mine: "running", foreign: "running", done: "success"}
@@ -114,8 +121,7 @@ def test_a_reused_pid_is_not_taken_for_the_owner(store):
     me = Owner.current()
     rid = store.start_run("a", "manual", 1.0)
     impostor = Owner(me.host, me.boot, me.pid, str(int(me.start or 0) + 1))
-    with sqlite3.connect(store.path) as con:
-        con.execute("UPDATE runs SET owner = ? WHERE id = ?", (str(impostor), rid))
+    direct_sql(store, "UPDATE runs SET owner = ? WHERE id = ?", (str(impostor), rid))
     assert store.reap_lost() == 1
 
 
@@ -237,9 +243,10 @@ def test_store_fills_the_history_interface():
         assert list(ours) == list(inspect.signature(getattr(History, name)).parameters), name
 
 
-def test_rotation_reads_only_runs_that_still_have_a_log(store):
+def test_rotation_reads_only_runs_that_still_have_a_log(sqlite_store):
     """A script run every minute has half a million rows a year: rotation must not
     walk them all.  Its queries go through the partial index of runs with a log."""
+    store = sqlite_store
     now = time.time()
     for i in range(30):
         rid = store.start_run("a", "manual", now, log_path=f"a/{i}.log")
@@ -283,7 +290,7 @@ def test_a_batch_commits_its_writes_together_or_not_at_all(store):
     """The engine records a loop's ends and starts in one batch and starts the
     processes after it: another reader sees all of the batch or none of it."""
     first = store.start_run("a", "manual", 1.0, log_path="a/1.log")
-    other = sqlite3.connect(store.path)
+    other = sqlite3.connect(store.path) if store.url is None else PgConnection(store.url, 1000)
     try:
         with store.batch():
             store.finish_run(first, "success", 2.0, 1.0, 0)

@@ -35,6 +35,7 @@ VERBS = {
     "status": ("status", "what is going on now; exit 1 if a scheduled run failed"),
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
     "serve": ("serve", "serve the web dashboard, the JSON API and Prometheus metrics"),
+    "store": ("store", "migrate the history's schema, or copy it to another store"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -111,6 +112,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p["serve"].add_argument(
         "--port", type=_port, help="port to listen on (default web.port, 8787; 0 = any free)"
     )
+    p["store"].add_argument("action", choices=("migrate", "copy"), help="what to do")
+    p["store"].add_argument("--to", metavar="URL", help="copy: the store to copy into")
     return parser
 
 

@@ -74,6 +74,7 @@ class Script(_Strict):
     secret_env: list[EnvName] = []
     leftovers: Literal["keep", "kill"] = "keep"
     retries: Annotated[int, msgspec.Meta(ge=0)] | Retries = 0
+    queue: Name | None = None  # the Celery queue its runs go to (DESIGN §9)
 
 
 class Group(_Strict):
@@ -99,6 +100,18 @@ class Execution(_Strict):
     max_parallel_workers: Positive = 5
     default_timeout: Seconds = 300
     kill_grace: Seconds = 5
+    backend: Literal["local", "celery"] = "local"
+    lost_after: Annotated[float, msgspec.Meta(gt=0)] = 60
+
+
+class StoreSettings(_Strict):
+    url: str | None = None  # postgresql://...; default: SQLite in the state folder
+
+
+class CelerySettings(_Strict):
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    queue: Name = "script-monitor"
+    visibility_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class Paths(_Strict):
@@ -146,6 +159,8 @@ class Settings(_Strict):
     validation: Validation = msgspec.field(default_factory=Validation)
     display: Display = msgspec.field(default_factory=Display)
     web: Web = msgspec.field(default_factory=Web)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
     env_file: str | None = None
     secret_env: list[EnvName] = []
 
@@ -172,6 +187,11 @@ class Config(msgspec.Struct):
     @property
     def state_dir(self) -> Path:
         return self.path(self.settings.paths.state_dir)
+
+    @property
+    def store_url(self) -> str | None:
+        """$SCRIPT_MONITOR_STORE_URL, else ``store.url``; None for SQLite."""
+        return os.environ.get("SCRIPT_MONITOR_STORE_URL") or self.settings.store.url
 
     def timeout_for(self, script: Script) -> float:
         return self.settings.execution.default_timeout if script.timeout is None else script.timeout

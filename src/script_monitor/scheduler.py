@@ -134,7 +134,7 @@ class Scheduler:
         self.state_dir = config.state_dir
         self.clock = clock or Clock()
         self.once = once
-        self.store = Store(self.state_dir)
+        self.store = Store(self.state_dir, config.store_url)
         self.kill = Interrupt()  # fired only when the shutdown grace runs out
         self.lock = SchedulerLock(self.state_dir)
         self.entries: dict[str, Entry] = {}

@@ -3,8 +3,9 @@
 SQLite in WAL mode with a busy timeout and explicit ``BEGIN IMMEDIATE`` write
 transactions, so that many script-monitor processes (cron, the scheduler, a
 person at a shell) can record runs at once without losing any.  The engine only
-uses the methods of ``Store``; a PostgreSQL implementation can fill the same
-interface later.
+uses the methods of ``Store``.  The same class keeps a shared PostgreSQL history
+(``store.url``, distributed execution): ``store_pg.PgConnection`` gives it sqlite3's
+connection interface and translates SQLite's SQL, so every method is written once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def busy_timeout_ms() -> int:
 
 
 DB_NAME = "history.db"
+_POOL_LOCK = threading.Lock()
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS = [
@@ -225,12 +227,24 @@ class History(Protocol):
 class Store:
     """The run history of one config directory."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, url: str | None = None):
         self.path = state_dir / DB_NAME
+        self.url = url or None  # a postgresql:// URL, else SQLite at self.path
+        self.where = str(self.path)
+        self._pool: Any = None
+        if self.url is not None:
+            from .store_pg import is_postgres, mask_url
+
+            self.where = mask_url(self.url)
+            if not is_postgres(self.url):
+                raise StoreError(
+                    f"store.url {self.where}: only postgresql:// URLs are supported"
+                    " (leave it out for the SQLite history in the state folder)"
+                )
         self.owner = Owner.current()
         self._owner_text = str(self.owner)
         self._lock = threading.RLock()
-        self._db: sqlite3.Connection | None = None
+        self._db: Any = None  # a sqlite3.Connection, or a store_pg.PgConnection
         self._batching: sqlite3.Connection | None = None
         self.busy_ms = busy_timeout_ms()
 
@@ -239,6 +253,8 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
             return self._db
+        if self.url is not None:
+            return self._connect_pg()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
@@ -256,8 +272,96 @@ class Store:
         self._db = db
         return db
 
+    def _connect_pg(self) -> Any:
+        from .store_pg import PgConnection
+
+        try:
+            db = PgConnection(self.url or "", self.busy_ms)
+            self._setup_pg(db, migrate=False)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(self._explain(e)) from None
+        self._db = db
+        return db
+
+    def _setup_pg(self, db: Any, migrate: bool) -> int:
+        """Check (or bring up to date) the schema version; return the version found."""
+        from .store_pg import SCHEMA_TABLE, ddl
+
+        db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+        row = db.execute(f"SELECT MAX(version) FROM {SCHEMA_TABLE}").fetchone()
+        found = row[0] or 0
+        if found > len(MIGRATIONS):
+            raise StoreError(
+                f"the store {self.where} has schema version {found}, newer than this"
+                f" script-monitor knows ({len(MIGRATIONS)}): upgrade script-monitor on this host"
+            )
+        if found == len(MIGRATIONS):
+            return found
+        if not migrate:
+            raise StoreError(
+                f"the store {self.where} has schema version {found}, this script-monitor"
+                f" needs {len(MIGRATIONS)}: run `script-monitor store migrate` first"
+            )
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(f"SELECT MAX(version) FROM {SCHEMA_TABLE}").fetchone()
+            version = row[0] or 0
+            for step in MIGRATIONS[version:]:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        db.execute(ddl(statement))
+            db.execute(f"DELETE FROM {SCHEMA_TABLE}")
+            db.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (?)", (len(MIGRATIONS),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.forget_tables()
+        return found
+
+    def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema; return (version before, version now)."""
+        if self.url is None:
+            before = 0
+            if self.path.exists():
+                try:
+                    with sqlite3.connect(self.path) as probe:
+                        before = probe.execute("PRAGMA user_version").fetchone()[0]
+                    probe.close()
+                except sqlite3.DatabaseError as e:
+                    raise StoreError(self._explain(e)) from None
+            self._connect()
+            return before, len(MIGRATIONS)
+        from .store_pg import PgConnection
+
+        with self._lock:
+            try:
+                db = PgConnection(self.url, self.busy_ms)
+                try:
+                    before = self._setup_pg(db, migrate=True)
+                finally:
+                    db.close()
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+        return before, len(MIGRATIONS)
+
+    @property
+    def is_shared(self) -> bool:
+        """True for a PostgreSQL history (shared by hosts), False for SQLite."""
+        return self.url is not None
+
     def _explain(self, e: sqlite3.Error) -> str:
         text = str(e)
+        if self.url is not None:
+            if text.startswith("cannot reach the store"):
+                return text
+            if "locked" in text:
+                return (
+                    f"the store {self.where} stayed locked by another process for "
+                    f"{self.busy_ms / 1000:g}s; nothing was recorded"
+                )
+            return f"the store {self.where} cannot be used: {text}"
         if "locked" in text or "busy" in text:
             return (
                 f"the run history {self.path} stayed locked by another process for "
@@ -338,18 +442,40 @@ class Store:
                 raise StoreError(self._explain(e)) from None
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        if not self._lock.acquire(blocking=self.url is None):
+            return self._read_pooled(sql, args)  # PostgreSQL: another thread has the connection
+        try:
             db = self._connect()
             try:
                 return db.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as e:
                 raise StoreError(self._explain(e)) from None
+        finally:
+            self._lock.release()
+
+    def _read_pooled(self, sql: str, args: tuple) -> list[Any]:
+        """A read on a pool connection, beside the one another thread is using."""
+        from .store_pg import PgConnection, pool
+
+        try:
+            with _POOL_LOCK:
+                if self._pool is None:
+                    self._pool = pool(self.url or "", self.busy_ms)
+            with self._pool.connection() as raw:
+                return PgConnection(self.url or "", self.busy_ms, raw).execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(self._explain(e)) from None
+        except Exception as e:  # the pool's own errors (PoolTimeout)
+            raise StoreError(f"cannot reach the store {self.where}: {e}") from None
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     # ------------------------------------------------------------ writes
 
@@ -625,6 +751,10 @@ class Store:
         with self._lock:
             db = self._connect()
             try:
+                if self.url is not None:  # moves with every write to the cluster
+                    return db.execute("SELECT pg_current_wal_lsn()::text").fetchone()[
+                        0
+                    ], db.total_changes
                 return db.execute("PRAGMA data_version").fetchone()[0], db.total_changes
             except sqlite3.DatabaseError as e:
                 raise StoreError(self._explain(e)) from None
@@ -660,7 +790,7 @@ class Store:
         given ids (runs that were running before) as (id, script, status, started,
         ended, duration); ``top``: the highest run id in this snapshot.
         """
-        cases = "".join(f", SUM(duration <= {float(b)!r})" for b in buckets)
+        cases = "".join(f", COUNT(*) FILTER (WHERE duration <= {float(b)!r})" for b in buckets)
         with self._lock:
             db = self._connect()
             try:

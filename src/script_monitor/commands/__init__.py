@@ -34,7 +34,7 @@ def _collect_from_now_on() -> None:
 
 
 def open_store(config: Config) -> Store:
-    return Store(config.state_dir)
+    return Store(config.state_dir, config.store_url)
 
 
 def colors(args: argparse.Namespace, config: Config) -> bool:

@@ -82,7 +82,7 @@ class Service:
         self.config_error: str | None = None
         self._fingerprint = fingerprint(config)
         self._config_checked = time.monotonic()
-        self.store = Store(config.state_dir)
+        self.store = Store(config.state_dir, config.store_url)
         self._reaped = 0.0
         self._lock = threading.Lock()
         self._cache: dict[Any, tuple[Any, float, Any]] = {}

@@ -1,0 +1,97 @@
+"""``store migrate`` and ``store copy --to URL`` (DESIGN §9)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import StoreError, UsageError
+from ..store import Store
+from . import load, open_store
+
+BATCH = 1000
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    config = load(args)
+    store = open_store(config) if args.action == "copy" else None
+    if args.action == "migrate":
+        store = Store(config.state_dir, config.store_url)
+        before, now = store.migrate()
+        store.close()
+        if before == now:
+            print(f"the store {store.where} is up to date (schema version {now})")
+        else:
+            print(f"the store {store.where}: schema version {before} -> {now}")
+        return 0
+    if not args.to:
+        raise UsageError("store copy needs --to URL (postgresql://... or sqlite:///path)")
+    assert store is not None
+    target = _target(args.to, config.state_dir)
+    if target.where == store.where:
+        raise UsageError(f"store copy: {target.where} is the store it would copy from")
+    target.migrate()
+    counts = copy_history(store, target)
+    store.close()
+    target.close()
+    total = ", ".join(f"{n} {t}" for t, n in counts.items())
+    print(f"copied {total or 'nothing'} from {store.where} to {target.where}")
+    return 0
+
+
+def _target(url: str, state_dir: Path) -> Store:
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite://") :])
+        if path.name != "history.db":
+            raise UsageError(f"store copy: a SQLite target is a path ending in history.db: {url}")
+        return Store(path.parent)
+    return Store(state_dir, url)
+
+
+def _tables(store: Store) -> dict[str, list[str]]:
+    """Every table of the history with its columns (schema bookkeeping left out)."""
+    if store.url is None:
+        names = [
+            r[0]
+            for r in store._read(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+            )
+        ]
+        return {n: [r[1] for r in store._read(f"PRAGMA table_info({n})")] for n in names}
+    out: dict[str, list[str]] = {}
+    for table, column in store._read(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name != 'schema_version'"
+        " ORDER BY table_name, ordinal_position"
+    ):
+        out.setdefault(table, []).append(column)
+    return out
+
+
+def copy_history(source: Store, target: Store) -> dict[str, int]:
+    """Copy every row of every table the two stores share; the target must be empty."""
+    have, want = _tables(source), _tables(target)
+    shared = [t for t in have if t in want]
+    for table in shared:
+        if target._read(f"SELECT 1 FROM {table} LIMIT 1"):
+            raise StoreError(
+                f"store copy: the table {table} of {target.where} already has rows;"
+                " copy into an empty store"
+            )
+    counts: dict[str, int] = {}
+    # group_runs before runs, so that no row ever points at one not yet copied
+    for table in sorted(shared, key=lambda t: (t != "group_runs", t != "runs", t)):
+        cols = [c for c in have[table] if c in want[table]]
+        order = " ORDER BY id" if "id" in cols else ""
+        rows = source._read(f"SELECT {', '.join(cols)} FROM {table}{order}")
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with target._write() as db:
+            for i in range(0, len(rows), BATCH):
+                db.executemany(sql, [tuple(r) for r in rows[i : i + BATCH]])
+            if target.url is not None and "id" in cols:
+                db.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                )
+        counts[table] = len(rows)
+    return counts
