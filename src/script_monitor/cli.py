@@ -36,6 +36,7 @@ VERBS = {
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
     "serve": ("serve", "serve the web dashboard, the JSON API and Prometheus metrics"),
     "store": ("store", "migrate the history's schema, or copy it to another store"),
+    "worker": ("worker", "run scripts sent by run/run-group/the scheduler (execution: celery)"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -114,6 +115,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p["store"].add_argument("action", choices=("migrate", "copy"), help="what to do")
     p["store"].add_argument("--to", metavar="URL", help="copy: the store to copy into")
+    p["worker"].add_argument(
+        "--queues", metavar="A,B", help="queues to take runs from (default celery.queue)"
+    )
+    p["worker"].add_argument(
+        "--concurrency", type=_positive, default=4, help="runs at once (default 4)"
+    )
+    p["worker"].add_argument(
+        "--hostname", metavar="NAME", help="default script-monitor@<this machine's hostname>"
+    )
     return parser
 
 

@@ -8,7 +8,7 @@ and tells a reporter what happened.  Deciding lives in ``planner`` (pure), doing
 from __future__ import annotations
 
 import time
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from .config import Config, Group
 from .executor import Executor, Job, LocalExecutor
@@ -49,7 +49,11 @@ class Engine:
         self.reporter = reporter
         self.trigger = trigger
         self.interrupt = interrupt or Interrupt()
-        self.executor = LocalExecutor(config, store, trigger, self.interrupt)
+        self.executor: LocalExecutor | Any = LocalExecutor(config, store, trigger, self.interrupt)
+        if config.settings.execution.backend == "celery":  # runs go to workers (DESIGN §9)
+            from .distributed.executor import CeleryExecutor
+
+            self.executor = CeleryExecutor(config, store, trigger, self.interrupt)  # type: ignore[arg-type]
 
     def run_script(
         self,
@@ -82,6 +86,8 @@ class Engine:
         attempt: int,
     ) -> RunResult:
         ex = self.executor
+        if not isinstance(ex, LocalExecutor):
+            return ex.run_one(name, group, group_run_id, echo, attempt)
         job = ex.prepare(name, group, group_run_id, echo, attempt)
         ex.launch(job)
         if isinstance(job.proc, ProcResult):  # it could not start
@@ -251,8 +257,9 @@ class GroupRun:
     def _interrupted(self) -> None:
         """End every running tree, record each run, skip what never started."""
         ex = self.engine.executor
+        ended = ex.end_all(RunStatus.INTERRUPTED)  # outside the batch: workers must record
         with self.engine.store.batch():
-            for job in ex.end_all(RunStatus.INTERRUPTED):
+            for job in ended:
                 self._ended(job)
             for i in range(len(self.slots)):
                 self.slots.give_up(i)

@@ -86,6 +86,19 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE runs ADD COLUMN host TEXT;
     """,
+    # Distributed execution: a worker claims a run by setting its first heartbeat, and
+    # beats while it runs; cancel asks its worker to end it; a remote run's output
+    # reaches the history in chunks (logs from any host).
+    """
+    ALTER TABLE runs ADD COLUMN heartbeat REAL;
+    ALTER TABLE runs ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS run_logs (
+        run_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    """,
 ]
 
 RUN_FIELDS = [
@@ -844,3 +857,128 @@ class Store:
             " ('running', 'skipped', 'missed') GROUP BY group_name) last ON g.id = last.id"
         )
         return {r[1]: dict(zip(GROUP_FIELDS, r, strict=True)) for r in rows}
+
+    # ================================================================ distributed (issue 13)
+    # A run sent to a Celery worker: its row is written by the caller (start_run, in
+    # the caller's batch); the worker claims it, beats, ships its log, records its end.
+
+    def _write_own(self, sql: str, args: tuple) -> int:
+        """One statement on rows only this process writes (heartbeats, log chunks): on
+        PostgreSQL outside the serialized write lock; returns the rows changed."""
+        if self.url is None:
+            with self._write() as db:
+                return db.execute(sql, args).rowcount
+        with self._lock:
+            db = self._connect()
+            try:
+                return db.execute(sql, args).rowcount
+            except sqlite3.DatabaseError as e:
+                raise StoreError(self._explain(e)) from None
+
+    def claim_run(
+        self, run_id: int, host: str, owner: str, started: float, log_path: str | None
+    ) -> bool:
+        """Take a run sent to workers; False when another delivery has it (or it ended)."""
+        return (
+            self._write_own(
+                "UPDATE runs SET heartbeat = ?, host = ?, owner = ?, started = ?, log_path = ?,"
+                " log_state = ? WHERE id = ? AND status = 'running' AND heartbeat IS NULL"
+                " AND cancel = 0",
+                (started, host, owner, started, log_path, "ok" if log_path else "none", run_id),
+            )
+            == 1
+        )
+
+    def beat(self, run_ids: list[int], now: float) -> list[int]:
+        """Record a heartbeat for these runs; return those to end (cancelled, or no longer
+        running because the caller gave them up as lost)."""
+        if not run_ids:
+            return []
+        marks = ",".join("?" * len(run_ids))
+        self._write_own(
+            f"UPDATE runs SET heartbeat = ? WHERE id IN ({marks}) AND status = 'running'",
+            (now, *run_ids),
+        )
+        rows = self._read(
+            f"SELECT id FROM runs WHERE id IN ({marks}) AND (cancel = 1 OR status != 'running')",
+            tuple(run_ids),
+        )
+        return [r[0] for r in rows]
+
+    def ended_or_stale(
+        self, run_ids: list[int], lost_after: float, now: float
+    ) -> list[dict[str, Any]]:
+        """Of these runs, the rows that ended; claimed runs whose heartbeat is older than
+        ``lost_after`` are first marked lost."""
+        if not run_ids:
+            return []
+        marks = ",".join("?" * len(run_ids))
+        rows = self._read(
+            f"SELECT id, status, heartbeat FROM runs WHERE id IN ({marks})", tuple(run_ids)
+        )
+        stale = [
+            r[0] for r in rows if r[1] == "running" and r[2] is not None and r[2] < now - lost_after
+        ]
+        if stale:
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE runs SET status = 'lost', ended = ?, duration = ? - started,"
+                    " detail = ? WHERE id = ? AND status = 'running' AND heartbeat < ?",
+                    [
+                        (
+                            now,
+                            now,
+                            f"no heartbeat from its worker for {lost_after:g}s",
+                            i,
+                            now - lost_after,
+                        )
+                        for i in stale
+                    ],
+                )
+        ended = [r[0] for r in rows if r[1] != "running"] + stale
+        if not ended:
+            return []
+        marks = ",".join("?" * len(ended))
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE id IN ({marks})"
+            " AND status != 'running'",
+            tuple(ended),
+        )
+        return [dict(zip(RUN_FIELDS, r, strict=True)) for r in rows]
+
+    def cancel_runs(self, run_ids: list[int], status: str, detail: str) -> None:
+        """Ask the workers to end these runs; those not claimed yet end here at once."""
+        if not run_ids:
+            return
+        now = time.time()
+        marks = ",".join("?" * len(run_ids))
+        with self._write() as db:
+            db.execute(f"UPDATE runs SET cancel = 1 WHERE id IN ({marks})", tuple(run_ids))
+            db.execute(
+                f"UPDATE runs SET status = ?, ended = ?, duration = 0, detail = ?"
+                f" WHERE id IN ({marks}) AND status = 'running' AND heartbeat IS NULL",
+                (status, now, detail, *run_ids),
+            )
+
+    def give_up_runs(self, run_ids: list[int], status: str, detail: str) -> None:
+        """Record runs still running as ended by the caller (their worker did not answer)."""
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "UPDATE runs SET status = ?, ended = ?, duration = ? - started, detail = ?"
+                " WHERE id = ? AND status = 'running'",
+                [(status, now, now, detail, i) for i in run_ids],
+            )
+
+    def add_log_chunk(self, run_id: int, seq: int, data: bytes) -> None:
+        self._write_own(
+            "INSERT INTO run_logs (run_id, seq, data) VALUES (?, ?, ?)", (run_id, seq, data)
+        )
+
+    def log_chunks(self, run_id: int, after: int = -1) -> list[tuple[int, bytes]]:
+        """The chunks of a run's log shipped to the history, after chunk ``after``."""
+        rows = self._read(
+            "SELECT seq, data FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after),
+        )
+        return [(r[0], bytes(r[1])) for r in rows]

@@ -1,0 +1,55 @@
+"""``worker``: a Celery worker that runs the scripts of this configuration (DESIGN §9)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..proc import adopt
+from . import load, open_store
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    config = load(args)
+    from ..distributed.app import TASK, check_broker, default_hostname, make_app
+    from ..distributed.worker import Runs, run_claimed
+    from .run import _settle_in
+
+    settings = config.settings
+    store = open_store(config)
+    store.reap_lost()  # also checks that the store answers and its schema is this version
+    app = make_app(config)
+    check_broker(app, settings.celery.broker_url)
+    hostname = args.hostname or default_hostname()
+    queues = [q.strip() for q in (args.queues or settings.celery.queue).split(",") if q.strip()]
+    runs = Runs(store, settings.execution.lost_after)
+
+    @app.task(name=TASK, acks_late=True, ignore_result=True)
+    def run(message: dict) -> str:
+        return run_claimed(config, store, runs, hostname, message)
+
+    _settle_in(config.root)
+    adopt.become_subreaper()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    print(
+        f"script-monitor worker {hostname}: queues {', '.join(queues)}, concurrency"
+        f" {args.concurrency}, store {store.where}",
+        file=sys.stderr,
+        flush=True,
+    )
+    worker = app.Worker(
+        hostname=hostname,
+        queues=queues,
+        concurrency=args.concurrency,
+        pool="threads",
+        loglevel="WARNING",
+        without_mingle=True,
+        without_gossip=True,
+        without_heartbeat=True,
+        quiet=True,
+    )
+    worker.start()
+    runs.stop.set()
+    store.close()
+    return int(worker.exitcode or 0)

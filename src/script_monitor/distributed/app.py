@@ -1,0 +1,78 @@
+"""The Celery application of a configuration: broker, queues and the settings that keep
+a run from running twice (docs/DISTRIBUTED.md explains each)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from ..config import Config
+from ..errors import ScriptMonitorError
+from ..store_pg import mask_url
+
+TASK = "script_monitor.run"
+
+
+class BrokerError(ScriptMonitorError):
+    """The broker cannot be reached (exit 2; the run is not made locally instead)."""
+
+
+def default_hostname() -> str:
+    return f"script-monitor@{socket.gethostname()}"
+
+
+def visibility_timeout(config: Config) -> float:
+    """Longer than the longest script can run: a message is redelivered (Redis) only once
+    its run is certainly over (and a redelivery finds its run claimed anyway)."""
+    if config.settings.celery.visibility_timeout is not None:
+        return config.settings.celery.visibility_timeout
+    longest = max(
+        [config.timeout_for(s) for s in config.scripts.values()]
+        or [config.settings.execution.default_timeout]
+    )
+    return min(longest, 7 * 86400) + 2 * config.settings.execution.lost_after + 3600
+
+
+def make_app(config: Config) -> Any:
+    from celery import Celery
+
+    settings = config.settings.celery
+    app = Celery("script_monitor", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        task_default_queue=settings.queue,
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=None,
+        task_soft_time_limit=None,
+        broker_transport_options={"visibility_timeout": visibility_timeout(config)},
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=2,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+def check_broker(app: Any, url: str, timeout: float = 5) -> None:
+    """Raise BrokerError (exit 2, URL masked) unless the broker answers."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as e:
+        raise BrokerError(f"cannot reach the broker {mask_url(url)}: {_reason(e, url)}") from None
+
+
+def _reason(e: Exception, url: str) -> str:
+    from urllib.parse import urlsplit
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    password = urlsplit(url).password
+    text = text.replace(url, mask_url(url))
+    return text.replace(password, "***") if password else text

@@ -1,0 +1,228 @@
+"""``CeleryExecutor``: the second ``Executor``; runs go to Celery workers.
+
+The caller keeps the planner (``engine.GroupRun``): ``prepare`` writes the run's row
+in the caller's batch as the local executor does, ``start`` sends one message per run
+after the commit, ``wait``/``collect`` poll the store for the runs that ended (one
+indexed query over this group's running ids, every 20 ms growing to 250 ms) and mark
+lost a claimed run whose heartbeat is older than ``execution.lost_after``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, BinaryIO
+
+from .. import logs
+from ..config import Config
+from ..executor import Job
+from ..proc import Interrupt
+from ..results import RunResult
+from ..states import RunStatus
+from ..store import Store
+from ..store_pg import mask_url
+from .app import TASK, BrokerError, check_broker, make_app
+
+POLL_MIN, POLL_MAX = 0.02, 0.25
+UNCLAIMED = "interrupted before a worker took it"
+
+
+class CeleryExecutor:
+    def __init__(self, config: Config, store: Store, trigger: str, interrupt: Interrupt):
+        self.config, self.store, self.trigger, self.interrupt = config, store, trigger, interrupt
+        self.lost_after = config.settings.execution.lost_after
+        self.sent: dict[int, Job] = {}
+        self.ready: list[dict[str, Any]] = []
+        self.poll = POLL_MIN
+        self._app: Any = None
+
+    # ------------------------------------------------------------ the group loop
+
+    def app(self) -> Any:
+        if self._app is None:
+            app = make_app(self.config)
+            check_broker(app, self.config.settings.celery.broker_url)
+            self._app = app
+        return self._app
+
+    def open(self) -> None:
+        self.app()
+
+    def close(self) -> None:
+        pass
+
+    def hold(self) -> None:
+        pass
+
+    def release(self, committed: bool) -> None:
+        pass
+
+    def prepare(
+        self,
+        name: str,
+        group: str | None,
+        group_run_id: int | None,
+        echo: BinaryIO | None = None,
+        attempt: int = 1,
+    ) -> Job:
+        self.app()  # no row for a run that could not be sent
+        script = self.config.script(name)
+        started = time.time()
+        rel = logs.new_log_name(name, started)
+        run_id = self.store.start_run(
+            name, self.trigger, started, group_run_id, group, rel, attempt=attempt
+        )
+        job = Job(name, script, started, rel, None, run_id)
+        job.attempt = attempt
+        job.proc = {
+            "run_id": run_id,
+            "script": name,
+            "group": group,
+            "group_run_id": group_run_id,
+            "trigger": self.trigger,
+            "attempt": attempt,
+        }
+        return job
+
+    def start(self, job: Job) -> None:
+        queue = job.script.queue or self.config.settings.celery.queue
+        try:
+            self.app().send_task(TASK, args=(job.proc,), queue=queue, ignore_result=True)
+        except Exception as e:
+            url = mask_url(self.config.settings.celery.broker_url)
+            self.store.give_up_runs([job.run_id], RunStatus.FAILED, f"not sent to {url}: {e}")
+            raise BrokerError(f"cannot send run {job.run_id} to the broker {url}: {e}") from None
+        self.sent[job.run_id] = job
+        self.poll = POLL_MIN
+
+    def discard(self, job: Job) -> None:
+        pass  # its row was rolled back and nothing was sent
+
+    def wait(self, until: float | None) -> None:
+        while not self.ready and self.sent:
+            self.ready = self.store.ended_or_stale(list(self.sent), self.lost_after, time.time())
+            if self.ready:
+                self.poll = POLL_MIN
+                return
+            pause = self.poll
+            if until is not None:
+                pause = min(pause, until - time.monotonic())
+            if pause <= 0 or self.interrupt.wait(pause):
+                return
+            self.poll = min(self.poll * 1.5, POLL_MAX)
+        if not self.sent and until is not None:
+            self.interrupt.wait(max(0.0, until - time.monotonic()))
+
+    def collect(self) -> list[Job]:
+        rows, self.ready = self.ready, []
+        out = []
+        for row in rows:
+            job = self.sent.pop(row["id"], None)
+            if job is None:
+                continue
+            job.run = RunResult(
+                job.name,
+                row["status"],
+                row["exit_code"],
+                row["signal"],
+                row["duration"] or 0.0,
+                job.run_id,
+                self.config.log_dir / row["log_path"] if row["log_path"] else None,
+                row["detail"],
+                job.attempt,
+            )
+            out.append(job)
+        return out
+
+    def end_all(self, status: str) -> list[Job]:
+        """Ask the workers to end every run; give up on those that do not answer in time."""
+        ids = list(self.sent)
+        self.store.cancel_runs(ids, status, UNCLAIMED)
+        beat = max(0.2, min(self.lost_after / 4, 5.0))
+        deadline = time.monotonic() + self.config.settings.execution.kill_grace + 2 * beat + 5
+        ended: list[dict[str, Any]] = []
+        while self.sent and time.monotonic() < deadline:
+            ended = self.store.ended_or_stale(ids, self.lost_after, time.time())
+            if len(ended) == len(ids):
+                break
+            time.sleep(0.1)
+        left = [i for i in ids if i not in {r["id"] for r in ended}]
+        if left:
+            self.store.give_up_runs(left, status, "interrupted; its worker did not confirm the end")
+        self.ready = self.store.ended_or_stale(ids, self.lost_after, time.time())
+        return self.collect()
+
+    def abandon(self) -> None:
+        if self.sent:
+            try:
+                self.store.cancel_runs(list(self.sent), RunStatus.INTERRUPTED, UNCLAIMED)
+            except Exception:
+                pass
+
+    @property
+    def running(self) -> int:
+        return len(self.sent) + len(self.ready)
+
+    # ------------------------------------------------------------ one run (`run NAME`)
+
+    def run_one(
+        self,
+        name: str,
+        group: str | None,
+        group_run_id: int | None,
+        echo: BinaryIO | None,
+        attempt: int,
+    ) -> RunResult:
+        with self.store.batch():
+            job = self.prepare(name, group, group_run_id, echo, attempt)
+        self.start(job)
+        follow = _Echo(self.store, job.run_id, echo) if echo is not None else None
+        while True:
+            self.wait(time.monotonic() + 0.25 if follow else None)
+            if follow:
+                follow.pump(done=False)
+            if self.interrupt.fired:
+                jobs = self.end_all(RunStatus.INTERRUPTED)
+                break
+            if self.ready:
+                jobs = self.collect()
+                break
+        if follow:
+            follow.pump(done=True)
+        assert jobs and jobs[0].run is not None
+        return jobs[0].run
+
+
+class _Echo:
+    """A remote run's output on the terminal, from the log chunks in the history (without
+    the log's header and footer, as ``run`` prints a local run's)."""
+
+    RULE = logs.RULE.encode()
+
+    def __init__(self, store: Store, run_id: int, out: BinaryIO):
+        self.store, self.run_id, self.out = store, run_id, out
+        self.seq = -1
+        self.buf = b""
+        self.in_body = False
+
+    def pump(self, done: bool) -> None:
+        for seq, data in self.store.log_chunks(self.run_id, self.seq):
+            self.seq = seq
+            self.buf += data
+        if not self.in_body:
+            end = self.buf.find(self.RULE + b"\n", len(self.RULE))
+            if end < 0:
+                return
+            self.buf = self.buf[end + len(self.RULE) + 1 :]
+            self.in_body = True
+        foot = self.buf.rfind(self.RULE + b"\nfinished: ")
+        if done and foot >= 0:
+            body, self.buf = self.buf[:foot], b""
+        elif done:
+            body, self.buf = self.buf, b""
+        else:
+            keep = len(self.RULE) + 12  # what may be the start of the footer
+            cut = max(0, len(self.buf) - keep) if foot < 0 else foot
+            body, self.buf = self.buf[:cut], self.buf[cut:]
+        if body:
+            self.out.write(body)
+            self.out.flush()

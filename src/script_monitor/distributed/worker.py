@@ -1,0 +1,205 @@
+"""What a worker does with one run: claim it, run it as the local engine does, beat,
+ship its log to the history, record its end.
+
+The run's row was written by the caller.  ``LocalExecutor`` prepares, launches,
+concludes and finishes the run exactly as for a local run (own session, timeout and
+tree kill, env and secrets, masking, the log file and its rotation); it is given a
+``_ClaimedRun`` in place of the store, whose ``start_run`` claims the existing row
+instead of inserting one and whose ``finish_run`` ships the rest of the log first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from ..config import Config
+from ..executor import LocalExecutor
+from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
+from ..states import RunStatus
+from ..store import Store
+
+LOG_CAP = 8 * 1024 * 1024  # bytes of one run's output shipped to the history
+CHUNK = 64 * 1024
+SHIP_EVERY = 0.5  # seconds
+
+
+class Duplicate(Exception):
+    """The run was claimed by another delivery of its message (or already ended)."""
+
+
+class Runs:
+    """This worker's runs: one heartbeat thread for all of them; ends them when told to,
+    or when the store cannot be reached for ``lost_after`` seconds."""
+
+    def __init__(self, store: Store, lost_after: float):
+        self.store = store
+        self.lost_after = lost_after
+        self.every = max(0.2, min(lost_after / 4, 5.0))
+        self.active: dict[int, Interrupt] = {}
+        self.lock = threading.Lock()
+        self.last_ok = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+        self.thread.start()
+
+    def add(self, run_id: int, interrupt: Interrupt) -> None:
+        with self.lock:
+            self.active[run_id] = interrupt
+
+    def remove(self, run_id: int) -> None:
+        with self.lock:
+            self.active.pop(run_id, None)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every):
+            with self.lock:
+                ids = list(self.active)
+            if not ids:
+                self.last_ok = time.monotonic()
+                continue
+            try:
+                end = self.store.beat(ids, time.time())
+                self.last_ok = time.monotonic()
+            except Exception:
+                if time.monotonic() - self.last_ok < self.lost_after:
+                    continue
+                end = ids  # the store is out of reach: end the scripts rather than run unrecorded
+            with self.lock:
+                for run_id in end:
+                    if run_id in self.active:
+                        self.active[run_id].fire(signal.SIGTERM)
+
+
+class _Shipper:
+    """Copies the run's log file into the history in chunks while it is written."""
+
+    def __init__(self, store: Store, run_id: int, path: str):
+        self.store, self.run_id, self.path = store, run_id, path
+        self.offset = 0
+        self.seq = 0
+        self.capped = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"ship-{run_id}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(SHIP_EVERY):
+            self.ship()
+
+    def ship(self) -> None:
+        if self.capped:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(LOG_CAP - self.offset + 1)
+        except OSError:
+            return
+        if not data:
+            return
+        if self.offset + len(data) > LOG_CAP:
+            data = data[: LOG_CAP - self.offset]
+            note = (
+                f"\n[script-monitor: the output went on past {LOG_CAP // 1024} KiB; the rest is"
+                " only in the worker's log file]\n"
+            ).encode()
+            data += note
+            self.capped = True
+        for i in range(0, len(data), CHUNK):
+            part = data[i : i + CHUNK]
+            try:
+                self.store.add_log_chunk(self.run_id, self.seq, part)
+            except Exception:
+                return  # tried again next turn from the same offset
+            self.seq += 1
+            self.offset += len(part)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.ship()
+
+
+class _ClaimedRun:
+    """The store as LocalExecutor sees it for one claimed run."""
+
+    def __init__(self, store: Store, run_id: int, host: str, log_dir: str):
+        self._store, self.run_id, self.host, self.log_dir = store, run_id, host, log_dir
+        self.shipper: _Shipper | None = None
+        self.claimed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def start_run(
+        self, script, trigger, started, group_run_id=None, group=None, log_path=None, attempt=1
+    ) -> int:
+        owner = str(self._store.owner)  # this worker process: reap_lost here knows it
+        if not self._store.claim_run(self.run_id, self.host, owner, started, log_path):
+            raise Duplicate(self.run_id)
+        self.claimed = True
+        if log_path:
+            self.shipper = _Shipper(self._store, self.run_id, os.path.join(self.log_dir, log_path))
+        return self.run_id
+
+    def finish_run(self, run_id: int, *args: Any, **kwargs: Any) -> list[str]:
+        if self.shipper is not None:
+            self.shipper.finish()
+            if self.shipper.capped:
+                detail = args[5] if len(args) > 5 else kwargs.get("detail")
+                note = f"log in the history capped at {LOG_CAP // 1024} KiB"
+                detail = f"{detail}; {note}" if detail else note
+                if len(args) > 5:
+                    args = (*args[:5], detail, *args[6:])
+                else:
+                    kwargs["detail"] = detail
+        return self._store.finish_run(run_id, *args, **kwargs)
+
+
+def run_claimed(
+    config: Config, store: Store, runs: Runs, host: str, message: dict[str, Any]
+) -> str:
+    """Run the message's run unless another delivery has it; return what happened."""
+    run_id = int(message["run_id"])
+    name = message["script"]
+    if name not in config.scripts:
+        if store.claim_run(run_id, host, str(store.owner), time.time(), None):
+            store.finish_run(
+                run_id,
+                RunStatus.FAILED,
+                time.time(),
+                0.0,
+                detail=f"the worker {host} has no script {name!r} in its configuration",
+            )
+        return "unknown script"
+    interrupt = Interrupt()
+    claimed = _ClaimedRun(store, run_id, host, str(config.log_dir))
+    ex = LocalExecutor(config, claimed, message.get("trigger", "manual"), interrupt)
+    try:
+        try:
+            job = ex.prepare(
+                name, message.get("group"), message.get("group_run_id"), None,
+                int(message.get("attempt", 1)),
+            )  # fmt: skip
+        except Duplicate:
+            return "duplicate"
+        runs.add(run_id, interrupt)
+        try:
+            ex.launch(job)
+            if isinstance(job.proc, ProcResult):
+                result = job.proc
+            else:
+                status = wait_for_exit(job.proc, config.timeout_for(job.script), interrupt)
+                result = ex.conclude(job, status)
+            ex.finish(job, result)
+        finally:
+            runs.remove(run_id)
+            adopt.reap()
+        return str(result.status)
+    finally:
+        for fd in (interrupt._r, interrupt._w):
+            os.close(fd)
