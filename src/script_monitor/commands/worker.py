@@ -38,6 +38,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    from celery.signals import worker_ready
+
+    def ready(**_: object) -> None:
+        print(f"script-monitor worker {hostname}: ready", file=sys.stderr, flush=True)
+
+    worker_ready.connect(ready, weak=False)
     worker = app.Worker(
         hostname=hostname,
         queues=queues,
