@@ -69,7 +69,7 @@ def cluster(request, pg_url, tmp_path):
     workers: list[subprocess.Popen] = []
 
     class Cluster:
-        settings = {
+        settings = {  # noqa: RUF012
             "store": {"url": pg_url},
             "execution": {"backend": "celery", "lost_after": 3},
             "celery": {"broker_url": broker, "queue": queue},
