@@ -415,6 +415,20 @@ def group_workload(key: str, size: dict) -> tuple[str, dict[str, str], str, int,
     return title, dict.fromkeys(script_names(n), cmd), "parallel", cap, 0
 
 
+def notify_tool(root: Path, copy: Path, sm: Tool, names: list[str], min_bytes: int) -> Tool:
+    """script-monitor on a copy of ``root`` whose config.yaml adds a notification channel
+    (``--notify``).  The scripts succeed and never failed, so no event fires: this
+    measures what a configured channel costs a run that sends nothing."""
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.mkdir(parents=True)
+    for name in ("config.yaml", "scripts.yaml", "groups.yaml"):
+        shutil.copy(root / name, copy / name)
+    with open(copy / "config.yaml", "a") as f:
+        f.write('notifications:\n  channels:\n    ops: ["json://127.0.0.1:9/bench"]\n')
+    argv = [str(copy) if a == str(root) else a for a in sm.argv]
+    return Tool("script-monitor + channel", argv, sm_check(copy, names, min_bytes))
+
+
 # ---------------------------------------------------------------- W6: --help and list
 
 
@@ -577,6 +591,7 @@ class Bench:
     spawner: Path | None = None
     main: Path = MAIN
     before: Path | None = None  # another checkout's main.py, run side by side
+    notify: bool = False  # also time script-monitor with a notification channel configured
     results: list[dict] = field(default_factory=list)
 
     @property
@@ -627,6 +642,9 @@ class Bench:
         tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes, self.before)
         if needs:  # xargs and GNU parallel know nothing of dependencies
             tools = [t for t in tools if t.name in ("script-monitor", "before", "bare")]
+        if self.notify:  # the same run with a channel configured and no event firing
+            copy = self.work / f"{key.lower()}-notify"
+            tools.insert(1, notify_tool(root, copy, tools[0], list(commands), min_bytes))
         self.log(f"{key}: {title}")
         load0 = list(os.getloadavg())
         run_reps(tools, self.reps(key), root, self)
@@ -637,6 +655,9 @@ class Bench:
             targets = group_targets(key, sm, bare, len(commands))
             if key == "W8":
                 targets = self.w8_targets(targets)
+            if self.notify:
+                ratio = statistics.median(pair_ratios(tools[1], sm))
+                targets.append(target("with a channel / without", ratio, 1.05))
         self.record(key, title, tools, bare, targets, load0)
 
     def w8_targets(self, targets: list[dict]) -> list[dict]:
@@ -801,6 +822,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="another checkout's main.py, run beside script-monitor in each group workload and W6",
     )
+    parser.add_argument(
+        "--notify",
+        action="store_true",
+        help="also run script-monitor with a notification channel configured (no event fires)",
+    )
     return parser.parse_args(argv)
 
 
@@ -814,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(
         args.python, args.quick, work, args.reps, build_spawner(work), args.main, args.before
     )
+    bench.notify = args.notify
     wanted = (args.only or "W1,W2,W3,W4,W5,W6,W7,W8").upper().split(",")
     started = time.time()
     env = environment(args.python)

@@ -233,6 +233,7 @@ def _verb_args(verb: str) -> list[str]:
         "graph": ["g"],
         "scheduler": [],
         "store": ["migrate"],
+        "notify-test": ["ops"],
     }
     return [verb, *extra.get(verb, [])]
 

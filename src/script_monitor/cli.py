@@ -37,6 +37,10 @@ VERBS = {
     "serve": ("serve", "serve the web dashboard, the JSON API and Prometheus metrics"),
     "store": ("store", "migrate the history's schema, or copy it to another store"),
     "worker": ("worker", "run scripts sent by run/run-group/the scheduler (execution: celery)"),
+    "notifications": ("notify", "recent notification messages, newest first"),
+    "notify-test": ("notify", "send a test message through a channel"),
+    "alerts": ("notify", "output alerts that matched, newest first"),
+    "watchdog": ("notify", "check for missed ticks, overdue runs and a dead scheduler"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -45,7 +49,7 @@ PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser; with ``only``, just that verb's sub-parser is built.
 
-    Building all seventeen costs a few milliseconds at every start, and a command run
+    Building all of them costs a few milliseconds at every start, and a command run
     every minute by cron only ever needs its own.
     """
     parser = argparse.ArgumentParser(
@@ -78,7 +82,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             default="manual",
             help="how the run is recorded (exported timers and crontab lines say schedule)",
         )
-    for verb in ("list", "list-groups", "history", "show-config", "list-schedules", "status"):
+    for verb in (
+        *("list", "list-groups", "history", "show-config", "list-schedules", "status"),
+        *("notifications", "notify-test", "alerts", "watchdog"),
+    ):
         p[verb].add_argument("--json", action="store_true", help="machine-readable output")
     p["graph"].add_argument("name", help="group name")
     p["graph"].add_argument(
@@ -89,6 +96,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "--no-pager", action="store_true", default=argparse.SUPPRESS, help="never page"
         )
     p["completion"].add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    for verb in ("notifications", "alerts"):
+        p[verb].add_argument(
+            "-n", "--limit", type=_positive, default=20, help="show at most N (default 20)"
+        )
+    p["notifications"].add_argument(
+        "--deliver", action="store_true", help="send every pending message now (no backoff)"
+    )
+    p["notify-test"].add_argument("channel", help="channel name (notifications.channels)")
+    p["alerts"].add_argument("name", nargs="?", help="script name (default: every script)")
     p["history"].add_argument("name", help="script name")
     p["history"].add_argument(
         "-n", "--limit", type=_positive, default=20, help="show at most N runs (default 20)"

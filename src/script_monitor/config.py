@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import yaml
@@ -27,6 +27,29 @@ EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     pass
+
+
+# Notifications and output alerts (DESIGN §7); checked in the block at the end of this file.
+Event = Literal["failure", "recovery", "success", "output", "missed", "overdue"]
+EVENTS: tuple[str, ...] = get_args(Event)
+DEFAULT_ON: list[Event] = ["failure", "recovery", "missed", "overdue"]
+
+
+class NotifySpec(_Strict):
+    channels: list[str] | None = None  # None: the default's
+    on: list[Event] | None = None
+
+
+class Alert(_Strict):
+    pattern: Annotated[str, msgspec.Meta(min_length=1)]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    fail: bool = False
+
+
+class Notifications(_Strict):
+    channels: dict[Name, Annotated[list[str], msgspec.Meta(min_length=1)]] = {}
+    default: NotifySpec = msgspec.field(default_factory=NotifySpec)
+    timeout: Seconds = 10
 
 
 class LogLimit(_Strict):
@@ -75,6 +98,9 @@ class Script(_Strict):
     leftovers: Literal["keep", "kill"] = "keep"
     retries: Annotated[int, msgspec.Meta(ge=0)] | Retries = 0
     queue: Name | None = None  # the Celery queue its runs go to (DESIGN §9)
+    notify: NotifySpec | bool | None = None
+    alerts: list[Alert] = []
+    max_duration: Seconds | None = None
 
 
 class Group(_Strict):
@@ -88,6 +114,8 @@ class Group(_Strict):
     timezone: str | None = None
     overlap: Literal["skip", "queue", "allow"] = "skip"
     catchup: Literal["skip", "latest"] = "latest"
+    notify: NotifySpec | bool | None = None
+    max_duration: Seconds | None = None
     depends_on: dict[str, list[str] | str] = {}
 
     def needs(self, member: str) -> list[str]:
@@ -126,6 +154,7 @@ class Scheduling(_Strict):
     timezone: str = "local"
     catchup_grace: Seconds = 3600
     shutdown_grace: Seconds = 30
+    missed_grace: Seconds = 300
 
 
 class Validation(_Strict):
@@ -163,6 +192,7 @@ class Settings(_Strict):
     celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
     env_file: str | None = None
     secret_env: list[EnvName] = []
+    notifications: Notifications = msgspec.field(default_factory=Notifications)
 
 
 class Config(msgspec.Struct):
@@ -340,6 +370,8 @@ def _index_node(node: Any, path: tuple, lines: dict, file: Path, problems: list)
         seen: set = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key_node.tag == "tag:yaml.org,2002:bool":  # YAML 1.1 `on:`/`yes:` keys stay text
+                key_node.tag = "tag:yaml.org,2002:str"
             if key in seen:
                 problems.append(
                     Problem.error(file, key_node.start_mark.line + 1, f"duplicate key '{key}'")
@@ -372,6 +404,8 @@ _CHOICES = {
     "catchup": "skip or latest",
     "leftovers": "keep or kill",
     "type": "count or age",
+    "severity": "info, warning or critical",
+    "on": ", ".join(EVENTS),
 }
 
 
@@ -505,6 +539,7 @@ def load_config(root: Path) -> Config:
             settings = _convert(doc.data, Settings, doc, (), "config", problems) or Settings()
             _check_settings(settings, doc, problems)
             origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
+            _check_notifications(settings, doc, problems, origin)
     paths = settings.paths
     scripts: dict[str, Script] = {}
     groups: dict[str, Group] = {}
@@ -517,6 +552,7 @@ def load_config(root: Path) -> Config:
     config = Config(root, settings, scripts, groups, files, origin=origin)
     if not any(p.level == "error" for p in problems):  # else members would look missing
         _cross_check(config, problems)
+        _check_notify_channels(config, problems)
     _check_env_files(config, problems)
     _check_permissions(config, problems)
     errors = [p for p in problems if p.level == "error"]
@@ -585,6 +621,7 @@ def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, probl
         elif isinstance(obj.command, list):  # `[sleep, 5]`: YAML numbers are argv words too
             obj.command = [a if isinstance(a, str) else str(a) for a in obj.command]
         _check_item(obj, doc, (key, i), label, problems)
+        _check_notify_fields(obj, doc, (key, i), label, problems, origin)
 
 
 def _check_item(obj: Script | Group, doc: Document, base: tuple, label: str, problems: list):
@@ -815,3 +852,89 @@ def get_setting(settings: Settings, key: str) -> Any:
 
 def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value)
+
+
+# ---------------------------------------------------------------- notifications (DESIGN §7)
+
+
+def _check_notifications(
+    settings: Settings, doc: Document, problems: list[Problem], origin: dict
+) -> None:
+    """config.yaml: default channels exist; every URL looks like one (``validate`` parses
+    it with Apprise: see channel_problems)."""
+    section = settings.notifications
+    base = ("notifications",)
+    if section.default.on is None:
+        section.default.on = list(DEFAULT_ON)
+    for name, urls in section.channels.items():
+        for i, url in enumerate(urls):
+            line = doc.line((*base, "channels", name, i))
+            origin[f"channel:{name}:{i}"] = (doc.path, line)
+            if "://" not in url:
+                problems.append(
+                    Problem.error(
+                        doc.path, line, f"config: channel '{name}': not an Apprise URL: {url!r}"
+                    )
+                )
+    for j, name in enumerate(section.default.channels or []):
+        if name not in section.channels:
+            line = doc.line((*base, "default", "channels", j))
+            problems.append(Problem.error(doc.path, line, f"config: unknown channel '{name}'"))
+
+
+def _check_notify_fields(
+    obj: Script | Group, doc: Document, base: tuple, label: str, problems: list, origin: dict
+) -> None:
+    """Alert patterns compile; note where `notify.channels` is, for _check_notify_channels."""
+    kind = "script" if isinstance(obj, Script) else "group"
+    if isinstance(obj.notify, NotifySpec) and obj.notify.channels:
+        for j, name in enumerate(obj.notify.channels):
+            at = (doc.path, doc.line((*base, "notify", "channels", j)) or 1)
+            origin[f"notify:{kind}:{obj.name}:{name}"] = at
+    for k, alert in enumerate(getattr(obj, "alerts", [])):
+        try:
+            re.compile(alert.pattern)
+        except (re.error, RecursionError, OverflowError) as e:
+            line = doc.line((*base, "alerts", k, "pattern"))
+            problems.append(
+                Problem.error(
+                    doc.path, line, f"{label}: invalid alert pattern {alert.pattern!r}: {e}"
+                )
+            )
+
+
+def _check_notify_channels(config: Config, problems: list[Problem]) -> None:
+    channels = config.settings.notifications.channels
+    for key, (file, line) in config.origin.items():
+        if key.startswith("notify:"):
+            _, kind, name, channel = key.split(":", 3)
+            if channel not in channels:
+                problems.append(
+                    Problem.error(file, line, f"{kind} '{name}': unknown channel '{channel}'")
+                )
+
+
+def channel_problems(config: Config) -> list[Problem]:
+    """Channel URLs Apprise cannot parse (offline; imports Apprise: ``validate`` only)."""
+    from .notify.channels import VAR, environment, parse_problem
+
+    env = environment(config)
+    problems = []
+    for name, urls in config.settings.notifications.channels.items():
+        for i, url in enumerate(urls):
+            file, line = config.origin.get(f"channel:{name}:{i}", (None, None))
+            unset = [v for v in VAR.findall(url) if v not in env]
+            if unset:
+                problems.append(
+                    Problem.warning(
+                        file,
+                        line,
+                        f"channel '{name}': ${{{unset[0]}}} is not set in the environment or"
+                        " the global env_file (the URL is not checked)",
+                    )
+                )
+                continue
+            why = parse_problem(VAR.sub(lambda m: env[m.group(1)], url))
+            if why:
+                problems.append(Problem.error(file, line, f"channel '{name}': {why}"))
+    return problems

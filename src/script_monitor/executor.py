@@ -50,6 +50,7 @@ class Job:
         "index",
         "log_error",
         "masker",
+        "matcher",
         "name",
         "out_fd",
         "proc",
@@ -73,6 +74,7 @@ class Job:
         self.log_error: str | None = None
         self.token = ""
         self.masker: Masker | None = None
+        self.matcher: Any = None  # an alerts.Matcher when the script has output alerts
         self.pump: Pump | None = None
         self.follower: tuple[threading.Thread, threading.Event] | None = None
         self.env: dict[str, str] | None = None  # until launched
@@ -237,7 +239,11 @@ class LocalExecutor:
                 name, cast("str | list[str]", script.command), started, self.trigger, group, run_id
             )
             job.log_error = self._write(fd, job.masker.bytes(head) if job.masker else head)
-        out_fd, job.pump = self._sink(fd, job.masker, secrets, echo)
+        if script.alerts:  # output alerts (DESIGN §7): matched by the relay thread
+            from .alerts import Matcher
+
+            job.matcher = Matcher(script.alerts)
+        out_fd, job.pump = self._sink(fd, job.masker, secrets, echo, job.matcher)
         job.follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
         job.env, job.out_fd = env, out_fd
         return job
@@ -281,7 +287,14 @@ class LocalExecutor:
         if job.follower is not None:
             job.follower[1].set()
             job.follower[0].join()
+        alert = None
+        if job.matcher is not None:  # output alerts: record them; `fail: true` fails the run
+            from .alerts import conclude
+
+            result, alert = conclude(job.matcher, self.store, job.run_id, job.name, result)
         detail = _detail(result, job.script, self.config.timeout_for(job.script))
+        if alert:
+            detail = f"{detail}; {alert}" if detail else alert
         if job.masker:
             detail = job.masker.text(detail)
         fd, log_error = job.fd, job.log_error
@@ -328,9 +341,15 @@ class LocalExecutor:
             logs.remove(self.log_dir, gone)
 
     def _sink(
-        self, fd: int | None, masker: Masker, secrets: list[str], echo: BinaryIO | None
+        self,
+        fd: int | None,
+        masker: Masker,
+        secrets: list[str],
+        echo: BinaryIO | None,
+        matcher: Any = None,
     ) -> tuple[int, Pump | None]:
-        """Where the child writes: the log (through a masking pipe when it has secrets).
+        """Where the child writes: the log (through a masking pipe when it has secrets or
+        output alerts: the relay thread feeds the matcher).
 
         Without a log, ``run``'s output still reaches the terminal; else /dev/null.
         """
@@ -340,10 +359,10 @@ class LocalExecutor:
             target = os.dup(echo.fileno())
         if target is None:
             return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), None
-        if not masker:
+        if not masker and matcher is None:
             return target, None
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        pump = Pump(read_end, os.dup(target), masker, secrets)
+        pump = Pump(read_end, os.dup(target), masker, secrets, matcher and matcher.feed)
         if target != fd:
             os.close(target)
         return write_end, pump

@@ -9,7 +9,7 @@ import select
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 MASK = b"***"
@@ -66,9 +66,17 @@ class Pump:
     its output (masked) and is not killed by SIGPIPE when script-monitor exits.
     """
 
-    def __init__(self, read_fd: int, write_fd: int, masker: Masker, secrets: list[str]):
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int,
+        masker: Masker,
+        secrets: list[str],
+        watch: Callable[[bytes], None] | None = None,
+    ):
         self.read_fd, self.write_fd = read_fd, write_fd
         self.masker, self.secrets = masker, secrets
+        self.watch = watch  # sees what is logged (output alerts)
         self.carry = b""
         self.eof = False
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
@@ -86,10 +94,16 @@ class Pump:
                     chunk = os.read(self.read_fd, CHUNK)
                     if not chunk:
                         self.eof = True
-                        _write_all(self.write_fd, self.masker.bytes(self.carry))
-                        return
-                    done, self.carry = self.masker.split(self.carry + chunk)
+                        done, self.carry = self.masker.bytes(self.carry), b""
+                    elif self.masker:
+                        done, self.carry = self.masker.split(self.carry + chunk)
+                    else:
+                        done = chunk
                     _write_all(self.write_fd, done)
+                    if self.watch is not None and done:
+                        self.watch(done)
+                    if self.eof:
+                        return
                 elif self._stop_r in ready:
                     return
         except OSError:
@@ -152,6 +166,10 @@ def relay_main(read_fd: int, write_fd: int, state: dict) -> None:
     masker = Masker(state["secrets"])
     carry = bytes.fromhex(state["carry"])
     while chunk := os.read(read_fd, CHUNK):
+        if not masker:  # a relay for output alerts only: nothing to mask
+            _write_all(write_fd, carry + chunk)
+            carry = b""
+            continue
         done, carry = masker.split(carry + chunk)
         _write_all(write_fd, done)
     _write_all(write_fd, masker.bytes(carry))

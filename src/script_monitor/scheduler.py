@@ -135,6 +135,10 @@ class Scheduler:
         self.clock = clock or Clock()
         self.once = once
         self.store = Store(self.state_dir, config.store_url)
+        if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
+            from .notify import watch_store
+
+            watch_store(config, self.store, wait=False)
         self.kill = Interrupt()  # fired only when the shutdown grace runs out
         self.lock = SchedulerLock(self.state_dir)
         self.entries: dict[str, Entry] = {}
@@ -153,6 +157,7 @@ class Scheduler:
         self._state_dirty = False
         self._started = time.time()
         self._started_sim = self.clock.now()
+        self._watch_state: dict = {}  # watchdog and notifications (see _watch)
 
     # ------------------------------------------------------------ signals
 
@@ -212,6 +217,14 @@ class Scheduler:
         self._fire_due()
         self._heartbeat()
         adopt.reap()
+        self._watch()
+
+    def _watch(self) -> None:
+        """The watchdog every minute, pending notifications every few seconds (DESIGN §7)."""
+        from .watchdog import scheduler_turn
+
+        # Real time, not self.clock: the history records real times.
+        scheduler_turn(self.config, self.store, time.time(), self._watch_state, log)
 
     def _announce(self) -> None:
         groups = ", ".join(f"{e.name} ({e.expr}, {e.zone})" for e in self.entries.values())
@@ -333,6 +346,9 @@ class Scheduler:
         try:
             engine = Engine(config, self.store, None, trigger="schedule", interrupt=self.kill)
             outcome = engine.run_group(name)
+            from .notify import unit_finished  # its events; delivered off this thread
+
+            unit_finished(config, self.store, outcome, trigger="schedule", wait=False)
             failed = ", ".join(r.script for r in outcome.failed)
             level = logging.INFO if outcome.status == "success" else logging.WARNING
             log.log(

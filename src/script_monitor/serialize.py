@@ -159,3 +159,39 @@ def status_json(report: dict[str, Any]) -> dict[str, Any]:
         "failures": [run_json(r) for r in report["failures"]],
         "next_runs": [schedule_json(r) for r in report["next_runs"]],
     }
+
+
+# ---------------------------------------------------------------- notifications (DESIGN §7)
+
+
+def notification_json(note: dict[str, Any]) -> dict[str, Any]:
+    """A recorded message (``notifications --json``)."""
+    return {
+        "id": note["id"],
+        "event": note["event"],
+        "unit": note["unit"],
+        "run": note["run_id"],
+        "channel": note["channel"],
+        "state": note["state"],
+        "attempts": note["attempts"],
+        "title": note["title"],
+        "created": iso(note["created"]),
+        "sent": iso(note["sent"]),
+        "next_try": iso(note["next_try"]) if note["state"] == "pending" else None,
+        "last_error": note["last_error"],
+    }
+
+
+def alert_json(match: dict[str, Any]) -> dict[str, Any]:
+    """A recorded output alert (``alerts --json``)."""
+    return {
+        "id": match["id"],
+        "script": match["script"],
+        "run": match["run_id"],
+        "line_number": match["line_number"],
+        "line": match["line"],
+        "severity": match["severity"],
+        "pattern": match["pattern"],
+        "fail": bool(match["fail"]),
+        "time": iso(match["created"]),
+    }

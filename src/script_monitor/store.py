@@ -99,6 +99,65 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, seq)
     );
     """,
+    # Notifications, output alerts and the watchdog (DESIGN §7): see the block at the
+    # end of Store.  `notifications.key` (event, unit run, channel) is unique, so the
+    # same event of the same run is recorded, and so sent, once.  Few pages: a new
+    # history must fit on a small disk (tests/test_faults.py).
+    """
+    CREATE TABLE IF NOT EXISTS notifications (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        run_id INTEGER,
+        channel TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        accepted TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        next_try REAL NOT NULL,
+        sent REAL,
+        last_error TEXT,
+        claimed_by TEXT,
+        claimed_until REAL
+    );
+    CREATE INDEX IF NOT EXISTS notifications_unit ON notifications (unit, id);
+    CREATE TABLE IF NOT EXISTS alert_matches (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        script TEXT NOT NULL,
+        line_number INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        fail INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS alert_matches_run ON alert_matches (run_id);
+    CREATE TABLE IF NOT EXISTS alert_overflow (
+        run_id INTEGER PRIMARY KEY,
+        dropped INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS watch_positions (
+        group_name TEXT PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        position REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS watch_events (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT,
+        created REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS group_runs_running ON group_runs (status)
+        WHERE status = 'running';
+    CREATE INDEX IF NOT EXISTS group_runs_scheduled ON group_runs (group_name, started)
+        WHERE trigger = 'schedule';
+    """,
 ]
 
 RUN_FIELDS = [
@@ -643,6 +702,8 @@ class Store:
                 " AND status = 'running'",
                 lost["g"],
             )
+        if self.on_lost is not None:  # notifications: a lost run is a failure (DESIGN §7)
+            self.on_lost([r for _, r in lost["r"]], [g for _, g in lost["g"]])
         return len(lost["r"])
 
     # ------------------------------------------------------------ queries
@@ -982,3 +1043,318 @@ class Store:
             (run_id, after),
         )
         return [(r[0], bytes(r[1])) for r in rows]
+
+    # ------------------------------------------------------------ notifications, alerts,
+    # watchdog (DESIGN §7).  Used by script_monitor.notify, alerts and watchdog.
+
+    # Called with the ids of the runs and group runs reap_lost marked lost; set by
+    # whoever opens the store when notifications are configured.
+    on_lost: Any = None
+
+    NOTE_FIELDS = (
+        "id, key, event, unit, ref, run_id, channel, title, body, state, attempts, accepted,"
+        " created, next_try, sent, last_error, claimed_by, claimed_until"
+    )
+
+    def add_notifications(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Record messages as pending (once per key); return the ids of the new ones."""
+        now = time.time()
+        ids = []
+        with self._write() as db:
+            for r in rows:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO notifications (key, event, unit, ref, run_id, channel,"
+                    " title, body, state, created, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+                    " 'pending', ?, ?)",
+                    (
+                        r["key"],
+                        r["event"],
+                        r["unit"],
+                        r["ref"],
+                        r.get("run_id"),
+                        r["channel"],
+                        r["title"],
+                        r["body"],
+                        now,
+                        now,
+                    ),
+                )
+                if cur.rowcount == 1:
+                    ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def last_unit_event(self, unit: str, events: tuple[str, ...]) -> str | None:
+        """The newest of ``events`` recorded for a run unit, if any."""
+        marks = ", ".join("?" * len(events))
+        rows = self._read(
+            f"SELECT event FROM notifications WHERE unit = ? AND event IN ({marks})"
+            " ORDER BY id DESC LIMIT 1",
+            (unit, *events),
+        )
+        return rows[0][0] if rows else None
+
+    def due_notifications(self, now: float) -> bool:
+        """Whether a pending message may be tried now."""
+        rows = self._read(
+            "SELECT 1 FROM notifications WHERE state = 'pending' AND next_try <= ? LIMIT 1",
+            (now,),
+        )
+        return bool(rows)
+
+    def claim_notifications(
+        self, now: float, lease: float, limit: int = 20, force: bool = False, after: int = 0
+    ) -> list[dict[str, Any]]:
+        """Take pending messages that are due (with ``force``, all pending ones) for this
+        process; a claim held by another live process is left alone.
+
+        The check and the claim are one ``BEGIN IMMEDIATE`` transaction, so two
+        processes never take the same message.  Only ids above ``after``: one pass
+        tries each message once."""
+        cond = "state = 'pending' AND id > ?" + ("" if force else " AND next_try <= ?")
+        args: tuple = (after,) if force else (after, now)
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT {self.NOTE_FIELDS} FROM notifications WHERE {cond} ORDER BY id LIMIT ?",
+                (*args, limit * 4),
+            ).fetchall()
+            fields = [f.strip() for f in self.NOTE_FIELDS.split(",")]
+            taken = []
+            for row in rows:
+                note = dict(zip(fields, row, strict=True))
+                holder = note["claimed_by"]
+                if holder and (note["claimed_until"] or 0) > now:
+                    if holder == self._owner_text:
+                        continue  # this process is sending it
+                    owner = Owner.parse(holder)
+                    if owner is None or not owner.is_gone(self.owner):
+                        continue  # another live process is sending it
+                same = "claimed_by IS NULL" if holder is None else "claimed_by = ?"
+                cur = db.execute(
+                    "UPDATE notifications SET claimed_by = ?, claimed_until = ? WHERE id = ?"
+                    f" AND state = 'pending' AND {same}",
+                    (
+                        self._owner_text,
+                        now + lease,
+                        note["id"],
+                        *([] if holder is None else [holder]),
+                    ),
+                )
+                if cur.rowcount == 1:
+                    taken.append(note)
+                if len(taken) >= limit:
+                    break
+            return taken
+
+    def finish_attempt(
+        self,
+        note_id: int,
+        state: str,
+        accepted: str,
+        error: str | None,
+        next_try: float,
+    ) -> None:
+        """Record one delivery attempt of a message this process had claimed."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE notifications SET state = ?, accepted = ?, last_error = ?,"
+                " attempts = attempts + 1, next_try = ?, sent = CASE WHEN ? = 'sent' THEN ?"
+                " ELSE sent END, claimed_by = NULL, claimed_until = NULL"
+                " WHERE id = ? AND claimed_by = ?",
+                (state, accepted, error, next_try, state, now, note_id, self._owner_text),
+            )
+
+    def record_sent(self, rows: list[dict[str, Any]]) -> None:
+        """Record messages that were sent at once (``notify-test``), never retried."""
+        now = time.time()
+        with self._write() as db:
+            for r in rows:
+                db.execute(
+                    "INSERT INTO notifications (key, event, unit, ref, run_id, channel, title,"
+                    " body, state, attempts, accepted, created, next_try, sent, last_error)"
+                    " VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                    (
+                        r["key"],
+                        r["event"],
+                        r["unit"],
+                        r["ref"],
+                        r["channel"],
+                        r["title"],
+                        r["body"],
+                        r["state"],
+                        r.get("accepted", ""),
+                        now,
+                        now,
+                        now if r["state"] == "sent" else None,
+                        r.get("last_error"),
+                    ),
+                )
+
+    def notifications(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recorded messages, newest first."""
+        fields = [f.strip() for f in self.NOTE_FIELDS.split(",")]
+        rows = self._read(
+            f"SELECT {self.NOTE_FIELDS} FROM notifications ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [dict(zip(fields, r, strict=True)) for r in rows]
+
+    ALERT_FIELDS = (
+        "id",
+        "run_id",
+        "script",
+        "line_number",
+        "line",
+        "severity",
+        "pattern",
+        "fail",
+        "created",
+    )
+
+    def add_alert_matches(
+        self, run_id: int, script: str, matches: list[tuple], dropped: int
+    ) -> None:
+        """Record a run's output alerts: (line_number, line, severity, pattern, fail) each."""
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO alert_matches (run_id, script, line_number, line, severity,"
+                " pattern, fail, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, script, *m[:4], int(m[4]), now) for m in matches],
+            )
+            if dropped:
+                db.execute(
+                    "INSERT OR REPLACE INTO alert_overflow (run_id, dropped) VALUES (?, ?)",
+                    (run_id, dropped),
+                )
+
+    def alert_matches(
+        self, script: str | None = None, limit: int = 20, run_ids: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Output alerts, newest first: of one script, of some runs, or all."""
+        where: list[str] = []
+        args: list[Any] = []
+        if script is not None:
+            where.append("script = ?")
+            args.append(script)
+        if run_ids is not None:
+            where.append(f"run_id IN ({', '.join('?' * len(run_ids))})")
+            args += run_ids
+        cond = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {', '.join(self.ALERT_FIELDS)} FROM alert_matches{cond}"
+            " ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [dict(zip(self.ALERT_FIELDS, r, strict=True)) for r in rows]
+
+    def first_alerts(self, run_ids: list[int], per_run: int) -> tuple[list[dict], dict]:
+        """The first ``per_run`` matches of each run, and how many each run had in all
+        (those beyond the recorded ones included)."""
+        marks = ", ".join("?" * len(run_ids))
+        rows = self._read(
+            f"SELECT {', '.join(self.ALERT_FIELDS)} FROM (SELECT *, ROW_NUMBER() OVER"
+            " (PARTITION BY run_id ORDER BY id) AS n FROM alert_matches"
+            f" WHERE run_id IN ({marks})) WHERE n <= ? ORDER BY id",
+            (*run_ids, per_run),
+        )
+        counts: dict[int, int] = dict(
+            (r[0], r[1])
+            for r in self._read(
+                f"SELECT run_id, COUNT(*) FROM alert_matches WHERE run_id IN ({marks})"
+                " GROUP BY run_id",
+                tuple(run_ids),
+            )
+        )
+        for rid, dropped in self.alerts_dropped(run_ids).items():
+            counts[rid] = counts.get(rid, 0) + dropped
+        return [dict(zip(self.ALERT_FIELDS, r, strict=True)) for r in rows], counts
+
+    def alerts_dropped(self, run_ids: list[int]) -> dict[int, int]:
+        """How many matches beyond the recorded ones each run had."""
+        if not run_ids:
+            return {}
+        rows = self._read(
+            f"SELECT run_id, dropped FROM alert_overflow WHERE run_id IN"
+            f" ({', '.join('?' * len(run_ids))})",
+            tuple(run_ids),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def watch_position(self, group: str, schedule: str, floor: float) -> float | None:
+        """Where the watchdog's search for missed ticks of a group starts; None the first
+        time (or after the schedule changed), when the position is set to ``floor``."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT schedule, position FROM watch_positions WHERE group_name = ?", (group,)
+            ).fetchone()
+            if row is not None and row[0] == schedule:
+                return row[1]
+            db.execute(
+                "INSERT OR REPLACE INTO watch_positions (group_name, schedule, position)"
+                " VALUES (?, ?, ?)",
+                (group, schedule, floor),
+            )
+            return None
+
+    def advance_watch(self, group: str, schedule: str, old: float, new: float) -> bool:
+        """Move a group's position from ``old`` to ``new``; False if another checker did."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE watch_positions SET position = ? WHERE group_name = ? AND schedule = ?"
+                " AND position = ?",
+                (new, group, schedule, old),
+            )
+            return cur.rowcount == 1
+
+    def scheduled_starts(self, group: str, since: float, until: float) -> list[float]:
+        """Start times of the group's runs with trigger ``schedule`` in [since, until]."""
+        rows = self._read(
+            "SELECT started FROM group_runs WHERE group_name = ? AND trigger = 'schedule'"
+            " AND started BETWEEN ? AND ? ORDER BY started",
+            (group, since, until),
+        )
+        return [r[0] for r in rows]
+
+    def add_watch_event(self, key: str, kind: str, subject: str, detail: str) -> bool:
+        """Record a watchdog finding once; True when it is new."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO watch_events (key, kind, subject, detail, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key, kind, subject, detail, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def watch_events(self, limit: int = 20) -> list[dict[str, Any]]:
+        fields = ("key", "kind", "subject", "detail", "created")
+        rows = self._read(
+            f"SELECT {', '.join(fields)} FROM watch_events ORDER BY created DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(zip(fields, r, strict=True)) for r in rows]
+
+    def running_units(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The runs and the group runs recorded as running."""
+        runs = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE status = 'running'")
+        groups = self._read(
+            f"SELECT {', '.join(GROUP_FIELDS)} FROM group_runs WHERE status = 'running'"
+        )
+        return (
+            [dict(zip(RUN_FIELDS, r, strict=True)) for r in runs],
+            [dict(zip(GROUP_FIELDS, r, strict=True)) for r in groups],
+        )
+
+    # Other watchdog marks share watch_positions under names no group can have.
+    def watch_state(self, name: str) -> float | None:
+        rows = self._read(
+            "SELECT position FROM watch_positions WHERE group_name = ?", (":" + name,)
+        )
+        return rows[0][0] if rows else None
+
+    def set_watch_state(self, name: str, value: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO watch_positions (group_name, schedule, position)"
+                " VALUES (?, '', ?)",
+                (":" + name, value),
+            )

@@ -34,7 +34,12 @@ def _collect_from_now_on() -> None:
 
 
 def open_store(config: Config) -> Store:
-    return Store(config.state_dir, config.store_url)
+    store = Store(config.state_dir, config.store_url)
+    if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
+        from ..notify import watch_store
+
+        watch_store(config, store)
+    return store
 
 
 def colors(args: argparse.Namespace, config: Config) -> bool:

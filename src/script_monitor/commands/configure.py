@@ -15,6 +15,15 @@ from . import load
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(config_dir_from(args.config_dir))  # ConfigError -> exit 2
+    if config.settings.notifications.channels:  # Apprise parses each URL (DESIGN §7)
+        from ..config import channel_problems
+        from ..errors import ConfigError
+
+        found = channel_problems(config)
+        errors = [p for p in found if p.level == "error"]
+        config.warnings += [p for p in found if p.level == "warning"]
+        if errors:
+            raise ConfigError(errors, config.warnings)
     for problem in config.warnings:
         print(problem)
     n_w = len(config.warnings)
@@ -65,14 +74,9 @@ def _full(settings: Settings) -> dict:
     """Every setting, defaults included (to_builtins omits defaults)."""
     import msgspec
 
-    out = {}
-    for name in settings.__struct_fields__:
-        value = getattr(settings, name)
-        if isinstance(value, msgspec.Struct):
-            out[name] = {f: getattr(value, f) for f in value.__struct_fields__}
-        else:
-            out[name] = value
-    return out
+    if not isinstance(settings, msgspec.Struct):
+        return to_builtins(settings)
+    return {name: _full(getattr(settings, name)) for name in settings.__struct_fields__}
 
 
 def cmd_get_setting(args: argparse.Namespace) -> int:
@@ -82,12 +86,12 @@ def cmd_get_setting(args: argparse.Namespace) -> int:
     except KeyError:
         raise UsageError(f"unknown setting '{args.key}'") from None
     if hasattr(value, "__struct_fields__"):
-        value = {f: getattr(value, f) for f in value.__struct_fields__}
+        value = _full(value)
     if isinstance(value, bool):
         print("true" if value else "false")
     elif isinstance(value, float) and value.is_integer():
         print(int(value))
-    elif isinstance(value, dict):
+    elif isinstance(value, dict | list):
         print(json.dumps(value))
     else:
         print(value)

@@ -71,6 +71,11 @@ def _run(
     if interrupt.fired:
         name = signal.Signals(interrupt.signum or 0).name
         print(f"script-monitor: interrupted by {name}; running scripts were ended", file=sys.stderr)
+    else:  # notifications (DESIGN §7): the unit's events, then a bounded wait for delivery
+        from ..notify import unit_finished
+
+        unit = "(all)" if args.verb == "run-all" else None
+        unit_finished(config, store, outcome, unit, args.trigger)
     return exit_code(statuses, interrupt)
 
 

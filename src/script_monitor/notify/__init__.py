@@ -1,0 +1,141 @@
+"""Notifications (DESIGN §7): events of finished run units, recorded in an outbox in the
+store and delivered through Apprise channels.
+
+This module is imported after every run, so it imports nothing heavy: without a
+configured channel ``unit_finished`` returns at once, and Apprise is loaded only when
+a message is actually sent.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..store import Store
+
+
+def unit_finished(
+    config: Config,
+    store: Store,
+    outcome: Any,
+    unit: str | None = None,
+    trigger: str = "manual",
+    wait: bool = True,
+) -> None:
+    """A run unit ended: record the messages its events fire, then deliver what is due.
+
+    ``outcome`` is the engine's GroupResult (``unit`` names it, e.g. ``(all)``) or
+    RunResult.  With ``wait`` the caller waits at most ``notifications.timeout`` for
+    delivery; the scheduler does not wait.  Never raises: a notification problem
+    never changes a run's result or the exit code.
+    """
+    if not config.settings.notifications.channels:
+        return
+    try:
+        new = []
+        if _may_fire(config, store, outcome, unit):  # else nothing more is imported
+            from .events import record_unit, unit_of
+
+            new = record_unit(config, store, unit_of(outcome, unit, trigger))
+        if new or store.due_notifications(time.time()):
+            deliver(config, store, wait)
+    except Exception as e:
+        _warn(e)
+
+
+def _may_fire(config: Config, store: Store, outcome: Any, unit: str | None) -> bool:
+    """Whether a finished unit may fire an event (events.record_unit decides which)."""
+    group = hasattr(outcome, "results")
+    name = unit or (outcome.name if group else outcome.script)
+    spec = spec_for(config, "group" if group else "script", name)
+    if spec is None:
+        return False
+    on = spec[1]
+    results = outcome.results if group else [outcome]
+    if any(r.status in ("failed", "timeout", "lost") for r in results):
+        return "failure" in on
+    ok = bool(results) and all(r.status == "success" for r in results)
+    if "output" in on and any(
+        getattr(config.scripts.get(r.script), "alerts", None) for r in results
+    ):
+        return True
+    if ok and "success" in on:
+        return True
+    return (
+        ok
+        and "recovery" in on
+        and (store.last_unit_event(name, ("failure", "recovery")) == "failure")
+    )
+
+
+def spec_for(config: Config, kind: str, name: str) -> tuple[list[str], list[str]] | None:
+    """(channels, events) for a unit: its own ``notify`` over the default; None when off.
+
+    The group's ``notify`` applies to a group run, the script's to ``run NAME``, the
+    default otherwise (``(all)``, the scheduler itself)."""
+    from ..config import DEFAULT_ON, NotifySpec
+
+    section = config.settings.notifications
+    if kind == "group":
+        obj: Any = config.groups.get(name)
+    elif kind == "script":
+        obj = config.scripts.get(name)
+    else:
+        obj = None
+    own = getattr(obj, "notify", None)
+    if own is False:
+        return None
+    own = own if isinstance(own, NotifySpec) else NotifySpec()
+    channels = own.channels if own.channels is not None else section.default.channels
+    if channels is None:
+        channels = list(section.channels)
+    events = own.on if own.on is not None else (section.default.on or DEFAULT_ON)
+    channels = [c for c in channels if c in section.channels]
+    return (channels, list(events)) if channels and events else None
+
+
+def deliver(config: Config, store: Store, wait: bool = True, force: bool = False) -> bool:
+    """Deliver due messages (``force``: every pending one) on the delivery thread; with
+    ``wait``, wait for it at most ``notifications.timeout``.  True when it ended."""
+    from .outbox import COURIER
+
+    COURIER.start(config, store, force)
+    if wait:
+        return COURIER.wait(config.settings.notifications.timeout)
+    return False
+
+
+def lost_hook(config: Config, store: Store, wait: bool = True):
+    """What ``Store.reap_lost`` calls with the runs it marked lost: notify ``failure``
+    (with ``wait``, the finding command waits for delivery, bounded: it is rare)."""
+
+    def on_lost(runs: list[int], groups: list[int]) -> None:
+        try:
+            from .events import lost_units, record_unit
+
+            new = []
+            for unit in lost_units(config, store, runs, groups):
+                new += record_unit(config, store, unit)
+            if new:
+                deliver(config, store, wait)
+        except Exception as e:
+            _warn(e)
+
+    return on_lost
+
+
+def watch_store(config: Config, store: Store, wait: bool = True) -> Store:
+    """Let ``store`` notify the runs it finds lost (only when channels are configured)."""
+    channels = config.settings.notifications.channels
+    store.on_lost = lost_hook(config, store, wait) if channels else None
+    return store
+
+
+def _warn(e: Exception) -> None:
+    try:
+        print(f"script-monitor: notifications: {e}", file=sys.stderr)
+    except (OSError, ValueError):
+        pass

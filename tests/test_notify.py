@@ -1,0 +1,609 @@
+"""Notifications (DESIGN §7) end to end: the real CLI, a real HTTP receiver (Apprise
+``json://``) and a real SMTP server (aiosmtpd) on loopback, the real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers import MAIN, ROOT, assert_clean_error, cli, cli_json, wait_for, write
+
+# ---------------------------------------------------------------- receivers
+
+
+class Receiver:
+    """A webhook receiver on loopback: ``mode`` is ok, error (500) or hang."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        self.mode = "ok"
+        self.delay = 0.0
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length", 0))
+                data = self.rfile.read(n)
+                if outer.mode == "hang":
+                    outer.release.wait(60)
+                    return
+                if outer.mode == "error":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                time.sleep(outer.delay)
+                outer.posts.append(json.loads(data))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def setup(
+    d: Path,
+    urls: list[str],
+    scripts: str,
+    groups: str = "",
+    on: str = "[failure, recovery]",
+    timeout: float = 5,
+    extra: str = "",
+) -> Path:
+    """A config dir whose config.yaml is written by hand: ``on:`` is a bare YAML key."""
+    d.mkdir(parents=True, exist_ok=True)
+    url_lines = "".join(f'      - "{u}"\n' for u in urls)
+    (d / "config.yaml").write_text(
+        f"notifications:\n  channels:\n    ops:\n{url_lines}"
+        f"  default:\n    channels: [ops]\n    on: {on}\n  timeout: {timeout}\n{extra}"
+    )
+    write(d, "scripts.yaml", scripts)
+    if groups:
+        write(d, "groups.yaml", groups)
+    return d
+
+
+def notes(d: Path) -> list[dict]:
+    return cli_json("--config-dir", str(d), "notifications", "--json", "--limit", "100")
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_group_failure_one_message_with_failed_scripts_and_log_tail(tmp_path, receiver):
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: ok1
+            command: echo fine
+          - name: bad1
+            command: for i in $(seq 1 30); do echo "bad1 line $i"; done; exit 3
+          - name: bad2
+            command: echo "disk full" >&2; exit 4
+        """,
+        """
+        groups:
+          - name: nightly
+            execution: serial
+            scripts: [ok1, bad1, bad2]
+        """,
+    )
+    r = cli("--config-dir", str(d), "run-group", "nightly")
+    assert r.returncode == 1, r.stderr
+    assert len(receiver.posts) == 1, receiver.posts
+    post = receiver.posts[0]
+    assert post["title"] == f"script-monitor: nightly FAILED on {os.uname().nodename}"
+    body = post["message"]
+    assert "2 of 3 scripts failed" in body
+    assert "bad1" in body and "exit code 3" in body
+    assert "bad2" in body and "exit code 4" in body and "disk full" in body
+    # the last 20 lines of bad1's output, not the 10 before them, nor the log's footer
+    assert "bad1 line 30" in body and "bad1 line 11" in body and "bad1 line 10\n" not in body
+    assert "finished:" not in body
+    assert "- ok1" not in body
+    bad1 = cli_json("--config-dir", str(d), "history", "bad1", "--json")[0]
+    assert f"logs bad1 --run {bad1['id']}" in body
+    [note] = notes(d)
+    assert note["event"] == "failure" and note["unit"] == "nightly"
+    assert note["channel"] == "ops" and note["state"] == "sent" and note["attempts"] == 1
+
+
+def test_recovery_follows_a_notified_failure_and_success_is_off_by_default(tmp_path, receiver):
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: flaky
+            command: test -f ok
+        """,
+    )
+    (d / "ok").write_text("")
+    assert cli("--config-dir", str(d), "run", "flaky").returncode == 0  # never failed: silence
+    assert receiver.posts == []
+    assert cli("--config-dir", str(d), "run", "flaky").returncode == 0
+    (d / "ok").unlink(missing_ok=True)
+    assert cli("--config-dir", str(d), "run", "flaky").returncode == 1
+    (d / "ok").write_text("")
+    assert cli("--config-dir", str(d), "run", "flaky").returncode == 0
+    assert cli("--config-dir", str(d), "run", "flaky").returncode == 0  # no second recovery
+    titles = [p["title"].split(": ", 1)[1] for p in receiver.posts]
+    host = os.uname().nodename
+    assert titles == [f"flaky FAILED on {host}", f"flaky RECOVERED on {host}"]
+    assert [n["event"] for n in notes(d)] == ["recovery", "failure"]
+
+
+def test_success_when_enabled_and_silence_with_notify_false(tmp_path, receiver):
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: a
+            command: "true"
+          - name: b
+            command: "false"
+        """,
+        """
+        groups:
+          - name: quiet
+            notify: false
+            scripts: [a, b]
+          - name: loud
+            scripts: [a]
+        """,
+        on="[failure, success]",
+    )
+    assert cli("--config-dir", str(d), "run-group", "quiet").returncode == 1
+    assert cli("--config-dir", str(d), "run-group", "loud").returncode == 0
+    assert [p["title"].split()[1:3] for p in receiver.posts] == [["loud", "SUCCEEDED"]]
+    assert [n["unit"] for n in notes(d)] == ["loud"]
+
+
+def test_script_notify_applies_to_run_name_and_group_notify_replaces_keys(tmp_path, receiver):
+    other = Receiver()
+    try:
+        d = setup(
+            tmp_path / "c",
+            [receiver.url],
+            """
+            scripts:
+              - name: a
+                command: "false"
+                notify: {on: [success]}
+            """,
+            """
+            groups:
+              - name: g
+                notify: {channels: [chat]}
+                scripts: [a]
+            """,
+            extra="",
+        )
+        text = (d / "config.yaml").read_text()
+        text = text.replace("  default:", f'    chat: ["{other.url}"]\n  default:')
+        (d / "config.yaml").write_text(text)
+        assert cli("--config-dir", str(d), "run", "a").returncode == 1  # on: [success] only
+        assert receiver.posts == [] and other.posts == []
+        assert cli("--config-dir", str(d), "run-group", "g").returncode == 1
+        assert receiver.posts == []  # the group's channels replace the default's
+        assert len(other.posts) == 1 and " g FAILED " in other.posts[0]["title"]
+    finally:
+        other.close()
+
+
+@pytest.mark.slow
+def test_fifty_failing_scripts_of_a_parallel_group_send_one_message(tmp_path, receiver):
+    names = [f"s{i:02d}" for i in range(50)]
+    scripts = "scripts:\n" + "".join(
+        f"  - name: {n}\n    command: echo 'broken {n}'; exit 2\n" for n in names
+    )
+    groups = (
+        f"groups:\n  - name: all50\n    execution: parallel\n    scripts: [{', '.join(names)}]\n"
+    )
+    d = setup(tmp_path / "c", [receiver.url], scripts, groups)
+    r = cli("--config-dir", str(d), "run-group", "all50")
+    assert r.returncode == 1
+    assert len(receiver.posts) == 1
+    body = receiver.posts[0]["message"]
+    assert "50 of 50 scripts failed" in body
+    assert all(f"- {n} (run" in body for n in names)
+    assert len(notes(d)) == 1
+
+
+def test_run_all_is_one_unit_named_all(tmp_path, receiver):
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: a
+            command: "false"
+          - name: b
+            command: "false"
+        """,
+    )
+    assert cli("--config-dir", str(d), "run-all").returncode == 1
+    assert len(receiver.posts) == 1
+    assert receiver.posts[0]["title"].startswith("script-monitor: (all) FAILED on ")
+
+
+def test_email_through_a_real_smtp_server(tmp_path):
+    from aiosmtpd.controller import Controller
+
+    mails = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            mails.append(envelope)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        url = f"mailto://127.0.0.1:{port}?from=monitor@example.com&to=ops@example.com"
+        d = setup(
+            tmp_path / "c",
+            [url],
+            """
+            scripts:
+              - name: backup
+                command: 'echo "pg_dump: connection refused"; exit 1'
+            """,
+        )
+        assert cli("--config-dir", str(d), "run", "backup").returncode == 1
+        assert wait_for(lambda: mails, 5)
+    finally:
+        controller.stop()
+    [mail] = mails
+    assert mail.rcpt_tos == ["ops@example.com"]
+    text = mail.content.decode(errors="replace")
+    assert f"Subject: script-monitor: backup FAILED on {os.uname().nodename}" in text
+    assert "pg_dump: connection refused" in text
+
+
+def test_secret_from_env_file_never_reaches_the_receiver(tmp_path, receiver):
+    d = setup(
+        tmp_path / "c",
+        ["json://hook:${HOOK_PASSWORD}@127.0.0.1:${HOOK_PORT}/hook"],
+        """
+        scripts:
+          - name: leaky
+            command: echo "token is $API_TOKEN"; echo "$API_TOKEN" >&2; exit 1
+            env_file: leaky.env
+        """,
+        extra="env_file: global.env\n",
+    )
+    (d / "leaky.env").write_text("API_TOKEN=tok-5up3r-s3cr3t\n")
+    (d / "global.env").write_text(f"HOOK_PORT={receiver.port}\nHOOK_PASSWORD=pw-h00k-s3cr3t\n")
+    for f in ("leaky.env", "global.env"):
+        (d / f).chmod(0o600)
+    assert cli("--config-dir", str(d), "run", "leaky").returncode == 1
+    assert len(receiver.posts) == 1
+    body = json.dumps(receiver.posts)
+    assert "token is ***" in body
+    assert "tok-5up3r-s3cr3t" not in body and "pw-h00k-s3cr3t" not in body
+    # an undeliverable message's error names no token either
+    (d / "global.env").write_text(f"HOOK_PORT={free_port()}\nHOOK_PASSWORD=pw-h00k-s3cr3t\n")
+    assert cli("--config-dir", str(d), "run", "leaky").returncode == 1
+    out = cli("--config-dir", str(d), "notifications", "--json")
+    assert "pw-h00k-s3cr3t" not in out.stdout and "tok-5up3r-s3cr3t" not in out.stdout
+    assert json.loads(out.stdout)[0]["state"] == "pending"
+
+
+# ---------------------------------------------------------------- a receiver that fails
+
+
+FAILING = """
+scripts:
+  - name: broken
+    command: echo "it broke"; exit 7
+"""
+
+
+def _timed_run(d: Path) -> tuple[int, float]:
+    start = time.monotonic()
+    r = cli("--config-dir", str(d), "run", "broken")
+    return r.returncode, time.monotonic() - start
+
+
+def _deliver_racing(d: Path) -> None:
+    """Two processes deliver every pending message at once."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(d), "notifications", "--deliver"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["refused", "error", "hang"])
+def test_failing_receiver_never_changes_the_run_then_delivers_once(tmp_path, receiver, failure):
+    timeout = 2.0
+    baseline = setup(tmp_path / "base", [receiver.url], FAILING, on="[recovery]")
+    code0, took0 = _timed_run(baseline)  # no event fires: no delivery at all
+    assert code0 == 7 or code0 == 1
+    port = free_port() if failure == "refused" else receiver.port
+    d = setup(
+        tmp_path / "c",
+        [f"json://127.0.0.1:{port}/hook"],
+        FAILING,
+        timeout=timeout,
+    )
+    receiver.mode = failure
+    code, took = _timed_run(d)
+    assert code == code0 == 1
+    assert took <= took0 + timeout + 1.0, (took, took0)
+    [note] = notes(d)
+    assert note["state"] == "pending" and note["event"] == "failure"
+    if failure != "hang":
+        assert note["attempts"] == 1 and note["last_error"]
+    assert receiver.posts == []
+    # the receiver works again: two processes race to deliver, it arrives exactly once
+    if failure == "refused":
+        text = (d / "config.yaml").read_text().replace(f":{port}/", f":{receiver.port}/")
+        (d / "config.yaml").write_text(text)
+    receiver.release.set()
+    receiver.mode = "ok"
+    receiver.delay = 0.3  # both processes are alive while it is being sent
+    posts_before = len(receiver.posts)
+    _deliver_racing(d)
+    _deliver_racing(d)
+    assert len(receiver.posts) - posts_before == 1, receiver.posts
+    assert "it broke" in receiver.posts[-1]["message"]
+    [note] = notes(d)
+    assert note["state"] == "sent"
+
+
+def test_retry_goes_only_to_urls_that_have_not_accepted(tmp_path, receiver):
+    port = free_port()
+    d = setup(
+        tmp_path / "c",
+        [receiver.url, f"json://127.0.0.1:{port}/second"],
+        FAILING,
+        timeout=2,
+    )
+    assert cli("--config-dir", str(d), "run", "broken").returncode == 1
+    assert len(receiver.posts) == 1
+    [note] = notes(d)
+    assert note["state"] == "pending" and "ops URL 2" in note["last_error"]
+    second = Receiver()
+    try:
+        text = (d / "config.yaml").read_text().replace(f":{port}/", f":{second.port}/")
+        (d / "config.yaml").write_text(text)
+        assert cli("--config-dir", str(d), "notifications", "--deliver").returncode == 0
+        assert len(receiver.posts) == 1 and len(second.posts) == 1
+    finally:
+        second.close()
+    assert notes(d)[0]["state"] == "sent"
+
+
+def test_a_message_older_than_a_day_is_marked_failed(tmp_path):
+    d = setup(tmp_path / "c", [f"json://127.0.0.1:{free_port()}/x"], FAILING, timeout=2)
+    assert cli("--config-dir", str(d), "run", "broken").returncode == 1
+    db = sqlite3.connect(d / ".script-monitor" / "history.db")
+    db.execute("UPDATE notifications SET created = created - 90000")
+    db.commit()
+    db.close()
+    assert cli("--config-dir", str(d), "notifications", "--deliver").returncode == 0
+    [note] = notes(d)
+    assert note["state"] == "failed" and note["attempts"] == 2
+
+
+def test_pending_messages_are_sent_by_the_next_run(tmp_path, receiver):
+    port = free_port()
+    d = setup(
+        tmp_path / "c",
+        [f"json://127.0.0.1:{port}/hook"],
+        FAILING + "  - name: fine\n    command: 'true'\n",
+        timeout=2,
+    )
+    assert cli("--config-dir", str(d), "run", "broken").returncode == 1
+    text = (d / "config.yaml").read_text().replace(f":{port}/", f":{receiver.port}/")
+    (d / "config.yaml").write_text(text)
+    db = sqlite3.connect(d / ".script-monitor" / "history.db")
+    db.execute("UPDATE notifications SET next_try = 0")  # its backoff is over
+    db.commit()
+    db.close()
+    assert cli("--config-dir", str(d), "run", "fine").returncode == 0  # fires nothing itself
+    assert len(receiver.posts) == 1 and "broken FAILED" in receiver.posts[0]["title"]
+
+
+# ---------------------------------------------------------------- lost runs
+
+
+@pytest.mark.slow
+def test_a_run_found_lost_notifies_failure_once(tmp_path, receiver, marker):
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        f"""
+        scripts:
+          - name: long
+            command: echo started; sleep 30 # {marker}
+        """,
+        """
+        groups:
+          - name: g
+            scripts: [long]
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(d), "run-group", "g"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert wait_for(lambda: (d / "logs" / "long").exists() and any((d / "logs/long").iterdir()))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert cli("--config-dir", str(d), "list").returncode == 0
+    assert cli("--config-dir", str(d), "list").returncode == 0
+    assert len(receiver.posts) == 1
+    assert " g FAILED " in receiver.posts[0]["title"]
+    assert "long" in receiver.posts[0]["message"] and "lost" in receiver.posts[0]["message"]
+
+
+# ---------------------------------------------------------------- commands
+
+
+def test_notify_test_accepts_fails_and_refuses_unknown(tmp_path, receiver):
+    d = setup(tmp_path / "c", [receiver.url], FAILING)
+    r = cli("--config-dir", str(d), "notify-test", "ops")
+    assert r.returncode == 0, r.stderr
+    assert "accepted" in r.stdout
+    assert len(receiver.posts) == 1 and "test message" in receiver.posts[0]["title"]
+    receiver.mode = "error"
+    r = cli("--config-dir", str(d), "notify-test", "ops", "--json")
+    assert r.returncode == 1
+    data = json.loads(r.stdout)
+    assert data["ok"] is False and data["urls"][0]["error"]
+    assert_clean_error(cli("--config-dir", str(d), "notify-test", "nope"))
+    assert [n["event"] for n in notes(d)] == ["test", "test"]
+    assert [n["state"] for n in notes(d)] == ["failed", "sent"]
+
+
+def test_notifications_lists_newest_first_in_plain_text(tmp_path, receiver):
+    d = setup(tmp_path / "c", [receiver.url], FAILING)
+    r = cli("--config-dir", str(d), "notifications")
+    assert r.returncode == 0 and "No notifications" in r.stdout
+    cli("--config-dir", str(d), "run", "broken")
+    r = cli("--config-dir", str(d), "notifications")
+    assert r.returncode == 0
+    assert "failure" in r.stdout and "broken" in r.stdout and "sent" in r.stdout
+
+
+def test_validate_checks_channels_urls_and_patterns_with_file_and_line(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / "config.yaml").write_text(
+        "notifications:\n"
+        "  channels:\n"
+        "    ops:\n"
+        '      - "json://127.0.0.1:9/x"\n'
+        '      - "bogus://nowhere"\n'
+        "  default:\n"
+        "    channels: [ops]\n"
+        "    on: [failure]\n"
+    )
+    write(
+        d,
+        "scripts.yaml",
+        """
+        scripts:
+          - name: a
+            command: "true"
+            notify: {channels: [nosuch]}
+            alerts:
+              - pattern: 'ERROR('
+        """,
+    )
+    r = cli("--config-dir", str(d), "validate")
+    assert_clean_error(r)
+    assert f"{d / 'scripts.yaml'}:6: error: script 'a': invalid alert pattern" in r.stderr
+    (d / "scripts.yaml").write_text((d / "scripts.yaml").read_text().replace("ERROR(", "ERROR"))
+    r = cli("--config-dir", str(d), "validate")
+    assert_clean_error(r)
+    assert f"{d / 'scripts.yaml'}:4: error: script 'a': unknown channel 'nosuch'" in r.stderr
+    (d / "scripts.yaml").write_text((d / "scripts.yaml").read_text().replace("nosuch", "ops"))
+    r = cli("--config-dir", str(d), "validate")
+    assert_clean_error(r)
+    assert f"{d / 'config.yaml'}:5: error: channel 'ops': not a usable Apprise URL" in r.stderr
+    (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("bogus", "json"))
+    r = cli("--config-dir", str(d), "validate")
+    assert r.returncode == 0, r.stderr
+    # a bare `on:` is the key "on" (YAML 1.1 reads it as true)
+    on = cli("--config-dir", str(d), "get-setting", "notifications.default.on")
+    assert on.stdout.strip() == '["failure"]'
+
+
+def test_on_with_an_unknown_event_is_an_error(tmp_path):
+    d = setup(tmp_path / "c", ["json://127.0.0.1:9/x"], FAILING, on="[failure, explosion]")
+    r = cli("--config-dir", str(d), "validate")
+    assert_clean_error(r)
+    assert "config.yaml:7" in r.stderr and "explosion" in r.stderr
+
+
+def test_no_channel_event_imports_no_apprise(tmp_path, receiver):
+    d = setup(tmp_path / "c", [receiver.url], "scripts:\n  - name: ok\n    command: 'true'\n")
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('APPRISE', 'apprise' in sys.modules, file=sys.stderr))\n"
+        "from script_monitor.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    for verb in (["run", "ok"], ["list"]):
+        r = subprocess.run(
+            [sys.executable, "-c", probe, "--config-dir", str(d), *verb],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "APPRISE False" in r.stderr
+    assert receiver.posts == []
+
+
+def test_deliver_tries_each_pending_message_once_per_pass(tmp_path):
+    d = setup(tmp_path / "c", [f"json://127.0.0.1:{free_port()}/x"], FAILING, timeout=2)
+    assert cli("--config-dir", str(d), "run", "broken").returncode == 1
+    start = time.monotonic()
+    r = cli("--config-dir", str(d), "notifications", "--deliver", "--json", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - start < 10
+    [note] = json.loads(r.stdout)
+    assert note["state"] == "pending" and note["attempts"] == 2
+    assert "ops URL 1 (json)" in note["last_error"]
