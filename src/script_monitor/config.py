@@ -905,9 +905,9 @@ def _check_notify_fields(
 
 def _check_notify_channels(config: Config, problems: list[Problem]) -> None:
     channels = config.settings.notifications.channels
-    for key, (file, line) in config.origin.items():
+    for key, where in config.origin.items():
         if key.startswith("notify:"):
-            _, kind, name, channel = key.split(":", 3)
+            (file, line), (_, kind, name, channel) = where, key.split(":", 3)
             if channel not in channels:
                 problems.append(
                     Problem.error(file, line, f"{kind} '{name}': unknown channel '{channel}'")
