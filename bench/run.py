@@ -415,18 +415,23 @@ def group_workload(key: str, size: dict) -> tuple[str, dict[str, str], str, int,
     return title, dict.fromkeys(script_names(n), cmd), "parallel", cap, 0
 
 
-def notify_tool(root: Path, copy: Path, sm: Tool, names: list[str], min_bytes: int) -> Tool:
-    """script-monitor on a copy of ``root`` whose config.yaml adds a notification channel
-    (``--notify``).  The scripts succeed and never failed, so no event fires: this
-    measures what a configured channel costs a run that sends nothing."""
+def notify_tool(
+    root: Path, copy: Path, sm: Tool, names: list[str], min_bytes: int, channel: bool
+) -> Tool:
+    """script-monitor on a copy of ``root`` (``--notify``); with ``channel`` its
+    config.yaml adds a notification channel.  The scripts succeed and never failed, so
+    no event fires: the pair measures what a configured channel costs a run that sends
+    nothing.  Both are copies, so neither shares a directory with bare's logs."""
     shutil.rmtree(copy, ignore_errors=True)
     copy.mkdir(parents=True)
     for name in ("config.yaml", "scripts.yaml", "groups.yaml"):
         shutil.copy(root / name, copy / name)
-    with open(copy / "config.yaml", "a") as f:
-        f.write('notifications:\n  channels:\n    ops: ["json://127.0.0.1:9/bench"]\n')
+    if channel:
+        with open(copy / "config.yaml", "a") as f:
+            f.write('notifications:\n  channels:\n    ops: ["json://127.0.0.1:9/bench"]\n')
     argv = [str(copy) if a == str(root) else a for a in sm.argv]
-    return Tool("script-monitor + channel", argv, sm_check(copy, names, min_bytes))
+    name = "script-monitor + channel" if channel else "script-monitor (copy)"
+    return Tool(name, argv, sm_check(copy, names, min_bytes))
 
 
 # ---------------------------------------------------------------- W6: --help and list
@@ -642,9 +647,12 @@ class Bench:
         tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes, self.before)
         if needs:  # xargs and GNU parallel know nothing of dependencies
             tools = [t for t in tools if t.name in ("script-monitor", "before", "bare")]
-        if self.notify:  # the same run with a channel configured and no event firing
-            copy = self.work / f"{key.lower()}-notify"
-            tools.insert(1, notify_tool(root, copy, tools[0], list(commands), min_bytes))
+        if self.notify:  # the same run with a channel configured and no event firing,
+            # against the same run without, each in a directory of its own made the same way
+            for i, channel in enumerate((False, True)):
+                copy = self.work / f"{key.lower()}-{'notify' if channel else 'plain'}"
+                tool = notify_tool(root, copy, tools[0], list(commands), min_bytes, channel)
+                tools.insert(1 + i, tool)
         self.log(f"{key}: {title}")
         load0 = list(os.getloadavg())
         run_reps(tools, self.reps(key), root, self)
@@ -656,8 +664,8 @@ class Bench:
             if key == "W8":
                 targets = self.w8_targets(targets)
             if self.notify:
-                ratio = statistics.median(pair_ratios(tools[1], sm))
-                targets.append(target("with a channel / without", ratio, 1.05))
+                ratio = statistics.median(pair_ratios(tools[2], tools[1]))
+                targets.append(target("with a channel / without (copies)", ratio, 1.05))
         self.record(key, title, tools, bare, targets, load0)
 
     def w8_targets(self, targets: list[dict]) -> list[dict]:
