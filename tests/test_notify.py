@@ -607,3 +607,45 @@ def test_deliver_tries_each_pending_message_once_per_pass(tmp_path):
     [note] = json.loads(r.stdout)
     assert note["state"] == "pending" and note["attempts"] == 2
     assert "ops URL 1 (json)" in note["last_error"]
+
+
+@pytest.mark.slow
+def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: nightly_check
+            command: echo "replica lag too high"; exit 2
+        """,
+        """
+        groups:
+          - name: nightly
+            schedule: "* * * * *"
+            scripts: [nightly_check]
+        """,
+    )
+    start = time.time() // 60 * 60 + 59  # a tick one simulated second from now
+    env = dict(os.environ, SCRIPT_MONITOR_CLOCK=f"{start}x60")
+    proc = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(d), "scheduler"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert wait_for(lambda: receiver.posts, 30), "the scheduler sent nothing"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    post = receiver.posts[0]
+    assert post["title"] == f"script-monitor: nightly FAILED on {os.uname().nodename}"
+    assert "replica lag too high" in post["message"] and "trigger schedule" in post["message"]
+    # one message per group run, never two for the same run
+    import re
+
+    runs = [re.search(r"\(group run (\d+),", p["message"]).group(1) for p in receiver.posts]
+    assert len(set(runs)) == len(runs)
+    assert "Traceback" not in err
