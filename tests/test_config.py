@@ -234,7 +234,6 @@ def _verb_args(verb: str) -> list[str]:
         "scheduler": [],
         "store": ["migrate"],
         "notify-test": ["ops"],
-        "graph": ["g"],
     }
     return [verb, *extra.get(verb, [])]
 

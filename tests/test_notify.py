@@ -649,3 +649,92 @@ def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
     runs = [re.search(r"\(group run (\d+),", p["message"]).group(1) for p in receiver.posts]
     assert len(set(runs)) == len(runs)
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_every_notify_json_output_matches_the_documentation(tmp_path, receiver, marker):
+    """notifications, notify-test, alerts and watchdog --json against docs/JSON.md (the
+    other outputs are checked by test_json_schema.py), with every key seen with a value."""
+    from script_monitor.serialize import SCHEMA_VERSION
+    from script_monitor.store import Store
+    from test_json_schema import (
+        INHERITED,
+        NOTIFY_OBJECTS,
+        NOTIFY_OUTPUTS,
+        OBJECTS,
+        OUTPUTS,
+        Checker,
+    )
+
+    refused = f"json://127.0.0.1:{free_port()}/down"
+    d = setup(
+        tmp_path / "c",
+        [receiver.url, refused],
+        f"""
+        scripts:
+          - name: bad
+            command: echo "ERROR disk"; exit 1
+            alerts:
+              - pattern: ERROR
+                severity: critical
+                fail: true
+          - name: slow
+            command: sleep 30 # {marker}
+            max_duration: 1
+        """,
+        """
+        groups:
+          - name: every
+            schedule: "* * * * *"
+            scripts: [bad]
+        """,
+        on="[failure, missed, overdue]",
+        timeout=2,
+        extra="scheduling:\n  missed_grace: 60\n",
+    )
+    text = (d / "config.yaml").read_text()
+    text = text.replace("  default:", f'    chat: ["{receiver.url}"]\n  default:')
+    (d / "config.yaml").write_text(text.replace("channels: [ops]", "channels: [ops, chat]"))
+    assert cli("--config-dir", str(d), "run", "bad").returncode == 1  # chat: sent; ops: pending
+    assert cli("--config-dir", str(d), "notify-test", "ops").returncode == 1
+    store = Store(d / ".script-monitor")
+    store.set_watch_state("scheduler_seen", time.time() - 30)  # a scheduler ran here
+    store.close()
+    base = time.time() // 60 * 60 + 30
+    assert watchdog_json(d, base)[0] == 0  # sets the positions
+    slow = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(d), "run", "-q", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: (d / "logs" / "slow").exists())
+        time.sleep(1.5)
+        code, report = watchdog_json(d, base + 300)
+    finally:
+        slow.send_signal(signal.SIGTERM)
+        slow.communicate(timeout=30)
+    assert code == 1 and report["schema_version"] == SCHEMA_VERSION
+    assert report["missed"] and report["overdue"] and report["scheduler"]["state"] == "down"
+    r = cli("--config-dir", str(d), "notify-test", "ops", "--json")
+    outputs = {
+        "notifications": [notes(d)],
+        "alerts": [cli_json("--config-dir", str(d), "alerts", "--json")],
+        "notify-test": [json.loads(r.stdout)],
+        "watchdog": [report],
+    }
+    assert set(outputs) == NOTIFY_OUTPUTS <= set(OUTPUTS)
+    checker = Checker()
+    for command, values in outputs.items():
+        for value in values:
+            checker.check(value, OUTPUTS[command], command)
+    documented = {
+        (t, k) for t, keys in OBJECTS.items() if t in NOTIFY_OBJECTS for k in keys
+    } - INHERITED
+    assert documented - checker.seen == set(), "keys never seen with a value"
+
+
+def watchdog_json(d: Path, at: float) -> tuple[int, dict]:
+    r = cli("--config-dir", str(d), "watchdog", "--json", env={"SCRIPT_MONITOR_CLOCK": f"{at}"})
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)

@@ -195,3 +195,45 @@ def alert_json(match: dict[str, Any]) -> dict[str, Any]:
         "fail": bool(match["fail"]),
         "time": iso(match["created"]),
     }
+
+
+def watchdog_json(report: Any) -> dict[str, Any]:
+    """``watchdog --json``: one check (a ``watchdog.Report``)."""
+    s = report.scheduler
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "ok": not report.wrong,
+        "checked": iso(report.now),
+        "missed": [
+            {"group": m["group"], "count": m["count"], "ticks": m["ticks"], "detail": m["detail"]}
+            for m in report.missed
+        ],
+        "overdue": [
+            {
+                "kind": o["kind"],
+                "name": o["name"],
+                "run": o["run"],
+                "started": iso(o["started"]),
+                "running_for": seconds(o["running_for"]),
+                "max_duration": seconds(o["max_duration"]),
+                "detail": o["detail"],
+            }
+            for o in report.overdue
+        ],
+        "scheduler": {
+            "state": s["state"],
+            "detail": s["detail"],
+            "last_seen": iso(s.get("last_seen")),
+            "heartbeat_age": seconds(s.get("heartbeat_age")),
+        },
+    }
+
+
+def notify_test_json(channel: str, ok: bool, urls: list[dict[str, Any]]) -> dict[str, Any]:
+    """``notify-test --json``: whether every URL of the channel accepted the message."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "channel": channel,
+        "ok": ok,
+        "urls": [{"url": u["url"], "scheme": u["scheme"], "error": u["error"]} for u in urls],
+    }

@@ -42,13 +42,9 @@ class Report(msgspec.Struct):
         return bool(self.missed or self.overdue or self.scheduler.get("state") == "down")
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "ok": not self.wrong,
-            "checked": iso(self.now),
-            "missed": self.missed,
-            "overdue": self.overdue,
-            "scheduler": self.scheduler,
-        }
+        from .serialize import watchdog_json
+
+        return watchdog_json(self)
 
     def lines(self) -> list[str]:
         out = []
@@ -210,8 +206,8 @@ def _overdue_item(kind: str, name: str, rid: int, started: float, limit: float, 
         "kind": kind,
         "name": name,
         "run": rid,
-        "started": iso(started),
-        "running_for": round(took, 1),
+        "started": started,
+        "running_for": took,
         "max_duration": limit,
         "detail": f"{what} {rid} has been running for {took:.0f}s, past its max_duration"
         f" of {limit:g}s",
@@ -225,7 +221,7 @@ def _overdue_event(config, store, kind: str, unit: str, ref: str, item: dict) ->
 
     body = (
         f"{item['kind'].capitalize()} {item['name']} on {host()}: {item['detail']}"
-        f" (started {item['started']}).\n"
+        f" (started {iso(item['started'])}).\n"
         f"Look: script-monitor --config-dir {config.root} status\n"
     )
     return _notify(config, store, kind, unit, "overdue", ref, body)
@@ -248,7 +244,7 @@ def _scheduler(config: Config, store: Store, now: float) -> tuple[dict, int]:
     if last is None:
         return {"state": "never", "detail": "no scheduler has run on this store"}, 0
     age = now - last
-    info = {"last_seen": iso(last), "heartbeat_age": round(age, 1)}
+    info = {"last_seen": last, "heartbeat_age": age}
     if not scheduled or not config.settings.scheduling.enabled:
         why = "no scheduled groups" if not scheduled else "scheduling.enabled is false"
         return {"state": "not needed", "detail": f"not watched ({why})", **info}, 0

@@ -9,7 +9,7 @@ import threading
 from datetime import datetime
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
-from ..serialize import alert_json, notification_json
+from ..serialize import alert_json, notification_json, notify_test_json
 from . import load, open_store
 
 
@@ -108,7 +108,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         ]
     )
     if args.json:
-        print(json.dumps({"channel": args.channel, "ok": ok, "urls": results}, indent=2))
+        print(json.dumps(notify_test_json(args.channel, ok, results), indent=2))
     else:
         for r in results:
             state = "accepted" if r["error"] is None else f"FAILED: {r['error']}"
