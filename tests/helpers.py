@@ -239,7 +239,12 @@ def runs(conf: Path, script: str | None = None) -> list[dict]:
     try:
         db.row_factory = sqlite3.Row
         sql = "SELECT * FROM runs" + (" WHERE script = ?" if script else "") + " ORDER BY id"
-        return [dict(r) for r in db.execute(sql, (script,) if script else ())]
+        try:
+            return [dict(r) for r in db.execute(sql, (script,) if script else ())]
+        except sqlite3.OperationalError as e:  # created, its schema not committed yet
+            if "no such table" in str(e):
+                return []
+            raise
     finally:
         db.close()
 
