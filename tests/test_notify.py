@@ -738,3 +738,50 @@ def watchdog_json(d: Path, at: float) -> tuple[int, dict]:
     r = cli("--config-dir", str(d), "watchdog", "--json", env={"SCRIPT_MONITOR_CLOCK": f"{at}"})
     assert r.returncode in (0, 1), r.stderr
     return r.returncode, json.loads(r.stdout)
+
+
+def test_notifications_alerts_and_watchdog_on_postgresql(pg_url, tmp_path, receiver):
+    """The outbox, alerts and watchdog tables through the PostgreSQL store (DESIGN §9)."""
+    from conftest import empty_pg
+
+    empty_pg(pg_url)
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: pgbad
+            command: echo "ERROR on pg"; exit 5
+            alerts:
+              - pattern: ERROR
+        """,
+        """
+        groups:
+          - name: pgsched
+            schedule: "* * * * *"
+            scripts: [pgbad]
+        """,
+        on="[failure, recovery, missed]",
+        extra="scheduling:\n  missed_grace: 60\n",
+    )
+    env = {"SCRIPT_MONITOR_STORE_URL": pg_url}
+    assert cli("--config-dir", str(d), "run", "pgbad", env=env).returncode == 1
+    assert cli("--config-dir", str(d), "run", "pgbad", env=env).returncode == 1
+    assert [p["title"].split()[1:3] for p in receiver.posts] == [["pgbad", "FAILED"]] * 2
+    got = cli_json("--config-dir", str(d), "notifications", "--json", env=env)
+    assert [(n["event"], n["state"]) for n in got] == [("failure", "sent")] * 2
+    [a, _] = cli_json("--config-dir", str(d), "alerts", "--json", env=env)
+    assert (a["script"], a["line_number"], a["line"]) == ("pgbad", 1, "ERROR on pg")
+    base = time.time() // 60 * 60 + 30
+    for at, code in ((base, 0), (base + 300, 1), (base + 301, 0)):
+        r = cli(
+            "--config-dir",
+            str(d),
+            "watchdog",
+            "--json",
+            env={**env, "SCRIPT_MONITOR_CLOCK": f"{at}"},
+        )
+        assert r.returncode == code, r.stderr
+    assert [p["title"].split()[1:3] for p in receiver.posts][-1] == ["pgsched", "MISSED"]
+    r = cli("--config-dir", str(d), "notifications", "--deliver", env=env)
+    assert r.returncode == 0, r.stderr
