@@ -645,8 +645,8 @@ class Bench:
         needs = layers(self.size(key))[1] if key == "W8" else None
         write_config(root, commands, mode, cap, needs)
         tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes, self.before)
-        if needs:  # xargs and GNU parallel know nothing of dependencies
-            tools = [t for t in tools if t.name in ("script-monitor", "before", "bare")]
+        if needs:  # xargs, GNU parallel and checkouts before depends_on know nothing of it
+            tools = [t for t in tools if t.name in ("script-monitor", "bare")]
         if self.notify:  # the same run with a channel configured and no event firing,
             # against the same run without, each in a directory of its own made the same way
             for i, channel in enumerate((False, True)):

@@ -87,30 +87,45 @@ class Decision:
 
 
 def decide(plan: Plan, slots: list[Slot], now: float) -> Decision:
-    """What the group does at time ``now``; reads ``slots``, changes nothing."""
+    """What the group does at time ``now``; reads ``slots``, changes nothing.
+
+    Called on every turn of a group's loop, so it starts at the first member that is
+    not final and looks at dependencies only when something did not succeed.
+    """
     out = Decision()
-    final = [s.phase is Phase.DONE for s in slots]
-    status = [s.status for s in slots]
-    failed = next(
-        (i for i, s in enumerate(slots) if s.phase is Phase.DONE and _failed(s.status)), None
-    )
-    if plan.stop_on_error and failed is not None:
-        out.stopped_by = failed
-        for i, s in enumerate(slots):
-            if s.phase is Phase.PENDING:
-                out.skip.append((i, STOPPED_DETAIL))
-                final[i] = True
-        out.done = all(final)
-        return out
+    first = _first_open(slots)
+    if plan.stop_on_error:
+        failed = next(
+            (i for i, s in enumerate(slots) if s.phase is Phase.DONE and _failed(s.status)), None
+        )
+        if failed is not None:
+            out.stopped_by = failed
+            out.skip = [(i, STOPPED_DETAIL) for i in range(first, len(slots))
+                        if slots[i].phase is Phase.PENDING]  # fmt: skip
+            out.done = all(s.phase in (Phase.DONE, Phase.PENDING) for s in slots[first:])
+            return out
+    skipped: set[int] = set()
     if plan.serial:
-        _serial(plan, slots, now, final, status, out)
-        out.done = all(final) and not out.start
-        return out
-    _skip_downstream(plan, slots, final, status, out)
-    busy = sum(s.phase is Phase.RUNNING for s in slots)
-    for i, s in enumerate(slots):
+        _serial(plan, slots, now, first, skipped, out)
+    else:
+        if _unsuccessful(slots):
+            _skip_downstream(plan, slots, first, skipped, out)
+        _parallel(plan, slots, now, first, skipped, out)
+    out.done = not out.start and all(
+        slots[i].phase is Phase.DONE or i in skipped for i in range(first, len(slots))
+    )
+    return out
+
+
+def _parallel(
+    plan: Plan, slots: list[Slot], now: float, first: int, skipped: set[int], out: Decision
+) -> None:
+    """Ready members start in list order while a worker is free; retries wait their time."""
+    busy = _running(slots)
+    for i in range(first, len(slots)):
         if busy + len(out.start) >= plan.workers:
             break
+        s = slots[i]
         if s.phase is Phase.WAITING:
             if s.retry_at is None or s.retry_at <= now:
                 out.start.append(i)
@@ -118,22 +133,21 @@ def decide(plan: Plan, slots: list[Slot], now: float) -> Decision:
                 out.wake_at = s.retry_at
         elif (
             s.phase is Phase.PENDING
-            and not final[i]
-            and all(status[d] is RunStatus.SUCCESS for d in plan.deps(i))
+            and i not in skipped
+            and all(slots[d].status is RunStatus.SUCCESS for d in plan.deps(i))
         ):
             out.start.append(i)
     if busy + len(out.start) >= plan.workers:
         out.wake_at = _earliest_retry(slots, now, out.wake_at)
-    out.done = all(final) and not out.start
-    return out
 
 
 def _serial(
-    plan: Plan, slots: list[Slot], now: float, final: list[bool], status: list, out: Decision
+    plan: Plan, slots: list[Slot], now: float, first: int, skipped: set[int], out: Decision
 ) -> None:
     """One at a time in the listed order: the first member not yet final decides."""
-    for i, s in enumerate(slots):
-        if final[i]:
+    for i in range(first, len(slots)):
+        s = slots[i]
+        if s.phase is Phase.DONE:
             continue
         if s.phase is Phase.WAITING:
             if s.retry_at is None or s.retry_at <= now:
@@ -141,33 +155,58 @@ def _serial(
             else:
                 out.wake_at = s.retry_at
         elif s.phase is Phase.PENDING:
-            bad = next((d for d in plan.deps(i) if status[d] is not RunStatus.SUCCESS), None)
+            bad = next((d for d in plan.deps(i) if slots[d].status is not RunStatus.SUCCESS), None)
             if bad is not None:  # its dependencies are listed (and final) before it
                 out.skip.append((i, f"needs {plan.scripts[bad]}"))
-                final[i], status[i] = True, RunStatus.SKIPPED
+                skipped.add(i)
                 continue
             out.start.append(i)
         return  # running, waiting or just started: nothing passes it
 
 
 def _skip_downstream(
-    plan: Plan, slots: list[Slot], final: list[bool], status: list, out: Decision
+    plan: Plan, slots: list[Slot], first: int, skipped: set[int], out: Decision
 ) -> None:
     """Skip every pending member that needs one that ended without success (to a fixpoint)."""
     changed = True
     while changed:
         changed = False
-        for i, s in enumerate(slots):
-            if s.phase is not Phase.PENDING or final[i]:
+        for i in range(first, len(slots)):
+            if slots[i].phase is not Phase.PENDING or i in skipped:
                 continue
             bad = next(
-                (d for d in plan.deps(i) if final[d] and status[d] is not RunStatus.SUCCESS), None
+                (
+                    d
+                    for d in plan.deps(i)
+                    if d in skipped
+                    or (slots[d].phase is Phase.DONE and slots[d].status is not RunStatus.SUCCESS)
+                ),
+                None,
             )
             if bad is not None:
                 out.skip.append((i, f"needs {plan.scripts[bad]}"))
-                final[i] = True
-                status[i] = RunStatus.SKIPPED
+                skipped.add(i)
                 changed = True
+
+
+def _first_open(slots: list[Slot]) -> int:
+    """The first member that is not final (every one before it is)."""
+    i = getattr(slots, "open_from", 0)
+    while i < len(slots) and slots[i].phase is Phase.DONE:
+        i += 1
+    return i
+
+
+def _running(slots: list[Slot]) -> int:
+    count = getattr(slots, "running", None)
+    return count if count is not None else sum(s.phase is Phase.RUNNING for s in slots)
+
+
+def _unsuccessful(slots: list[Slot]) -> bool:
+    count = getattr(slots, "unsuccessful", None)
+    if count is not None:
+        return count > 0
+    return any(s.phase is Phase.DONE and s.status is not RunStatus.SUCCESS for s in slots)
 
 
 def _earliest_retry(slots: list[Slot], now: float, wake: float | None) -> float | None:
@@ -182,7 +221,15 @@ def _failed(status: RunStatus | None) -> bool:
 
 
 class Slots(list[Slot]):
-    """The members' slots, changed only through these methods."""
+    """The members' slots, changed only through these methods.
+
+    It also keeps three counts that ``decide`` would otherwise recount on every turn:
+    the first member not yet final, how many run, how many ended without success.
+    """
+
+    open_from: int = 0
+    running: int = 0
+    unsuccessful: int = 0
 
     @classmethod
     def new(cls, plan: Plan) -> Slots:
@@ -192,6 +239,7 @@ class Slots(list[Slot]):
         """Member ``i`` starts an attempt; its number (1, 2, …)."""
         s = self[i]
         s.phase, s.attempts, s.retry_at = Phase.RUNNING, s.attempts + 1, None
+        self.running += 1
         return s.attempts
 
     def ended(
@@ -200,20 +248,30 @@ class Slots(list[Slot]):
         """An attempt of member ``i`` ended; the delay before its retry, or None if final."""
         s = self[i]
         s.status, s.exit_code = RunStatus(status), exit_code
+        self.running -= 1
         policy = plan.policy(i)
         if policy.retries(s.status, exit_code, s.attempts):
             delay = policy.delay_before(s.attempts + 1)
             s.phase, s.retry_at = Phase.WAITING, now + delay
             return delay
-        s.phase = Phase.DONE
+        self._final(s)
         return None
 
     def skipped(self, i: int, detail: str) -> None:
         s = self[i]
-        s.phase, s.status, s.detail = Phase.DONE, RunStatus.SKIPPED, detail
+        s.status, s.detail = RunStatus.SKIPPED, detail
+        self._final(s)
 
     def give_up(self, i: int) -> None:
         """An interrupt: a member waiting for its retry keeps its last attempt's status."""
         s = self[i]
         if s.phase is Phase.WAITING:
-            s.phase, s.retry_at = Phase.DONE, None
+            s.retry_at = None
+            self._final(s)
+
+    def _final(self, s: Slot) -> None:
+        s.phase = Phase.DONE
+        if s.status is not RunStatus.SUCCESS:
+            self.unsuccessful += 1
+        while self.open_from < len(self) and self[self.open_from].phase is Phase.DONE:
+            self.open_from += 1
