@@ -32,7 +32,7 @@ from .proc import (
     terminate_tree,
 )
 from .results import RunResult
-from .states import RunStatus
+from .states import LogState, RunStatus
 from .store import History
 
 NO_SECRETS = Masker(())
@@ -312,7 +312,7 @@ class LocalExecutor:
             result.signal,
             result.pid,
             detail,
-            "error" if fd is None else None,
+            LogState.ERROR if fd is None else None,
             expire=self._expiry(job.script) if fd is not None else None,
         )
         if self._held is not None:  # the rows are not committed yet: delete after

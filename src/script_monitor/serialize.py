@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .states import LogState
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -48,7 +50,7 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "started": iso(run["started"]),
         "ended": iso(run["ended"]),
         "duration": seconds(run["duration"]),
-        "log": run["log_state"] == "ok",
+        "log": run["log_state"] == LogState.OK,
         "log_state": run["log_state"],
         "detail": run["detail"],
         "attempt": run["attempt"],

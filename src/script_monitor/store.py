@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import msgspec
 
 from .errors import StoreError
+from .states import LogState
 
 BUSY_TIMEOUT_MS = 60_000
 BUSY_TIMEOUT_ENV = "SCRIPT_MONITOR_BUSY_TIMEOUT"  # seconds; how long a write waits for a lock
@@ -238,6 +239,10 @@ def _proc_start(pid: int) -> str | None:
     if fields and fields[0] in (b"Z", b"X"):
         return None
     return fields[19].decode() if len(fields) > 19 else ""
+
+
+def _log_state(log_path: str | None) -> LogState:
+    return LogState.OK if log_path else LogState.NONE
 
 
 def _rowid(cur: sqlite3.Cursor) -> int:
@@ -592,7 +597,7 @@ class Store:
                     started,
                     self._owner_text,
                     log_path,
-                    "ok" if log_path else "none",
+                    _log_state(log_path),
                     attempt,
                     self.owner.host,
                 ),
@@ -635,7 +640,8 @@ class Store:
         rows = db.execute(sql, args).fetchall()
         if rows:
             db.executemany(
-                "UPDATE runs SET log_state = 'rotated' WHERE id = ?", [(r[0],) for r in rows]
+                "UPDATE runs SET log_state = ? WHERE id = ?",
+                [(LogState.ROTATED, r[0]) for r in rows],
             )
         return [r[1] for r in rows if r[1]]
 
@@ -675,7 +681,7 @@ class Store:
             args = (script,)
         with self._write() as db:
             rows = db.execute(f"SELECT log_path FROM runs WHERE {cond}", args).fetchall()
-            db.execute(f"UPDATE runs SET log_state = 'cleared' WHERE {cond}", args)
+            db.execute(f"UPDATE runs SET log_state = ? WHERE {cond}", (LogState.CLEARED, *args))
         return [r[0] for r in rows if r[0]]
 
     def reap_lost(self) -> int:
@@ -945,7 +951,15 @@ class Store:
                 "UPDATE runs SET heartbeat = ?, host = ?, owner = ?, started = ?, log_path = ?,"
                 " log_state = ? WHERE id = ? AND status = 'running' AND heartbeat IS NULL"
                 " AND cancel = 0",
-                (started, host, owner, started, log_path, "ok" if log_path else "none", run_id),
+                (
+                    started,
+                    host,
+                    owner,
+                    started,
+                    log_path,
+                    _log_state(log_path),
+                    run_id,
+                ),
             )
             == 1
         )

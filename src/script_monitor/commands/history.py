@@ -12,7 +12,7 @@ from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import duration_text
 from ..serialize import runs_json, scripts_json
-from ..states import RunStatus
+from ..states import LogState, RunStatus
 from . import colors, load, open_store
 
 STATUS_STYLE: dict[str, str] = {
@@ -104,7 +104,9 @@ def _print_history(args: argparse.Namespace, config, runs: list[dict]) -> int:
         code = "-" if r["exit_code"] is None else str(r["exit_code"])
         if r["signal"]:
             code = f"signal {r['signal']}"
-        log_note = "" if r["log_state"] in ("ok", "none") else f" (log {r['log_state']})"
+        log_note = (
+            "" if r["log_state"] in (LogState.OK, LogState.NONE) else f" (log {r['log_state']})"
+        )
         if r["attempt"] > 1:
             log_note = f" (attempt {r['attempt']}){log_note}"
         rows.append(
@@ -147,12 +149,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
         run = store.latest_run(args.name, with_log=True)
         if run is None:
             raise UsageError(f"{args.name} has no runs yet")
-    if run["log_state"] != "ok" or not run["log_path"]:
+    if run["log_state"] != LogState.OK or not run["log_path"]:
         why = {
-            "rotated": "was rotated away",
-            "cleared": "was cleared",
-            "none": "was never written",
-            "error": "could not be written",
+            LogState.ROTATED: "was rotated away",
+            LogState.CLEARED: "was cleared",
+            LogState.NONE: "was never written",
+            LogState.ERROR: "could not be written",
         }.get(run["log_state"], run["log_state"])
         detail = f" ({run['detail']})" if run["detail"] else ""
         raise UsageError(f"the log of run {run['id']} of {args.name} {why}{detail}")
