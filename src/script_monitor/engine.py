@@ -8,12 +8,12 @@ and tells a reporter what happened.  Deciding lives in ``planner`` (pure), doing
 from __future__ import annotations
 
 import time
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from .config import Config, Group
 from .executor import Executor, Job, LocalExecutor
 from .planner import INTERRUPTED_DETAIL, Phase, Plan, Slots, decide
-from .proc import Interrupt, ProcResult, wait_for_exit
+from .proc import Interrupt
 from .results import GroupResult, RunResult
 from .states import RunStatus
 from .store import History
@@ -49,7 +49,7 @@ class Engine:
         self.reporter = reporter
         self.trigger = trigger
         self.interrupt = interrupt or Interrupt()
-        self.executor: LocalExecutor | Any = LocalExecutor(config, store, trigger, self.interrupt)
+        self.executor: Executor = LocalExecutor(config, store, trigger, self.interrupt)
         if config.settings.execution.backend == "celery":  # runs go to workers (DESIGN §9)
             from .distributed.executor import CeleryExecutor
 
@@ -67,7 +67,7 @@ class Engine:
         policy = self.config.retries_for(script)
         attempt = 1
         while True:
-            result = self._attempt(name, group, group_run_id, echo, attempt)
+            result = self.executor.run_one(name, group, group_run_id, echo, attempt)
             if not policy.retries(result.status, result.exit_code, attempt):
                 return result
             delay = policy.delay_before(attempt + 1)
@@ -76,24 +76,6 @@ class Engine:
             if self.interrupt.wait(delay):
                 return result  # an interrupt never retries
             attempt += 1
-
-    def _attempt(
-        self,
-        name: str,
-        group: str | None,
-        group_run_id: int | None,
-        echo: BinaryIO | None,
-        attempt: int,
-    ) -> RunResult:
-        ex = self.executor
-        if not isinstance(ex, LocalExecutor):
-            return ex.run_one(name, group, group_run_id, echo, attempt)
-        job = ex.prepare(name, group, group_run_id, echo, attempt)
-        ex.launch(job)
-        if isinstance(job.proc, ProcResult):  # it could not start
-            return ex.finish(job, job.proc)
-        status = wait_for_exit(job.proc, self.config.timeout_for(job.script), self.interrupt)
-        return ex.finish(job, ex.conclude(job, status))
 
     # ------------------------------------------------------------ groups
 

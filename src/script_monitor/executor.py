@@ -30,6 +30,7 @@ from .proc import (
     conclude,
     spawn,
     terminate_tree,
+    wait_for_exit,
 )
 from .results import RunResult
 from .states import LogState, RunStatus
@@ -101,6 +102,31 @@ class Executor(Protocol):
     def start(self, job: Job) -> None:
         """Start a prepared run whose row is committed."""
         ...
+
+    def run_one(
+        self,
+        name: str,
+        group: str | None,
+        group_run_id: int | None,
+        echo: BinaryIO | None,
+        attempt: int,
+    ) -> RunResult:
+        """Run one attempt of one script outside a group loop (``run NAME``) to its end."""
+        ...
+
+    def open(self) -> None:
+        """Get ready to run a group."""
+        ...
+
+    def close(self) -> None:
+        """After a group."""
+        ...
+
+    def hold(self) -> None:
+        """Keep what must wait for the batch's commit (rotated logs) until ``release``."""
+        ...
+
+    def release(self, committed: bool) -> None: ...
 
     def discard(self, job: Job) -> None:
         """Forget a prepared run whose row was never committed."""
@@ -197,6 +223,21 @@ class LocalExecutor:
         return len(loop.running) + len(loop.ended) if loop is not None else 0
 
     # ------------------------------------------------------------ one run
+
+    def run_one(
+        self,
+        name: str,
+        group: str | None,
+        group_run_id: int | None,
+        echo: BinaryIO | None,
+        attempt: int,
+    ) -> RunResult:
+        job = self.prepare(name, group, group_run_id, echo, attempt)
+        self.launch(job)
+        if isinstance(job.proc, ProcResult):  # it could not start
+            return self.finish(job, job.proc)
+        status = wait_for_exit(job.proc, self.config.timeout_for(job.script), self.interrupt)
+        return self.finish(job, self.conclude(job, status))
 
     def prepare(
         self,
