@@ -6,11 +6,16 @@ Fixtures live in conftest.py; every test file imports its helpers from here.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,3 +306,57 @@ def direct_sql(store, sql: str, args: tuple = ()) -> list:
         return con.execute(sql, args).fetchall()
     finally:
         con.close()
+
+
+# ---------------------------------------------------------------- receivers on loopback
+
+
+class Receiver:
+    """A webhook receiver on loopback: ``mode`` is ok, error (500) or hang."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        self.mode = "ok"
+        self.delay = 0.0
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length", 0))
+                data = self.rfile.read(n)
+                if outer.mode == "hang":
+                    outer.release.wait(60)
+                    return
+                if outer.mode == "error":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                time.sleep(outer.delay)
+                outer.posts.append(json.loads(data))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

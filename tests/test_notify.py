@@ -6,64 +6,27 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from helpers import MAIN, ROOT, assert_clean_error, cli, cli_json, wait_for, write
+from helpers import (
+    MAIN,
+    ROOT,
+    Receiver,
+    assert_clean_error,
+    cli,
+    cli_json,
+    free_port,
+    wait_for,
+    write,
+)
 
 # ---------------------------------------------------------------- receivers
-
-
-class Receiver:
-    """A webhook receiver on loopback: ``mode`` is ok, error (500) or hang."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-        self.mode = "ok"
-        self.delay = 0.0
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length", 0))
-                data = self.rfile.read(n)
-                if outer.mode == "hang":
-                    outer.release.wait(60)
-                    return
-                if outer.mode == "error":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                time.sleep(outer.delay)
-                outer.posts.append(json.loads(data))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.port}/hook"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -71,13 +34,6 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- configurations

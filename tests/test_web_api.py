@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import MAIN, ROOT, cli, cli_json, wait_for
+from helpers import MAIN, ROOT, Receiver, cli, cli_json, free_port, wait_for
 from web_helpers import Server, history, wait_for_run, web_config
 
 
@@ -395,6 +395,41 @@ def test_metrics_count_the_history_made_by_other_processes(server, conf):
     assert not any(k[0].startswith("script_monitor_scheduler_heartbeat") for k in m)
     assert not any(k[0].startswith("script_monitor_notifications") for k in m)
     assert "# TYPE script_monitor_notifications_total gauge" in server.get("/metrics").text
+
+
+def test_notification_messages_are_counted_by_channel_and_state(tmp_path):
+    """Messages made by `run` processes show in /metrics: sent to a live receiver, pending
+    (or failed) for a channel whose port refuses."""
+    receiver = Receiver()
+    try:
+        conf = web_config(
+            tmp_path / "conf",
+            {
+                "notifications": {
+                    "channels": {
+                        "live": [receiver.url],
+                        "dead": [f"json://127.0.0.1:{free_port()}/x"],
+                    },
+                    "default": {"channels": ["live", "dead"], "on": ["failure"]},
+                    "timeout": 2,
+                }
+            },
+        )
+        assert cli("--config-dir", str(conf), "run", "always_fails").returncode == 1
+        assert wait_for(lambda: receiver.posts)
+        server = Server(conf)
+        try:
+            m = metrics(server)
+            assert value(m, "script_monitor_notifications_total", channel="live", state="sent") == 1
+            stuck = [
+                value(m, "script_monitor_notifications_total", channel="dead", state=state)
+                for state in ("pending", "failed")
+            ]
+            assert sum(v or 0 for v in stuck) == 1
+        finally:
+            server.stop()
+    finally:
+        receiver.close()
 
 
 def test_metrics_follow_new_runs_running_and_lost_and_never_go_down(server, conf, marker):
