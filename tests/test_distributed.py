@@ -16,108 +16,24 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import empty_pg
 from helpers import (
-    AMQP_TEST_URL,
     MAIN,
-    REDIS_TEST_URL,
     assert_clean_error,
     cli,
     direct_sql,
     events,
     make_config,
-    need_server,
-    port_open,
     probe,
     sm,
 )
 from test_guide import doc_with_group, fenced_after, setup_guide
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def redis_url():
-    if not port_open("127.0.0.1", 6379):
-        need_server("Redis", "nothing listens on 127.0.0.1:6379")
-    import redis
-
-    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
-    yield REDIS_TEST_URL
-    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
-
-
-@pytest.fixture(scope="session")
-def amqp_url():
-    if not port_open("127.0.0.1", 5672):
-        need_server("RabbitMQ", "nothing listens on 127.0.0.1:5672")
-    return AMQP_TEST_URL
-
-
-@pytest.fixture(params=["redis", "amqp"])
-def cluster(request, pg_url, tmp_path):
-    """Settings for a distributed config, and a way to start workers for it."""
-    broker = request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url")
-    empty_pg(pg_url)
-    queue = f"smtest-{uuid.uuid4().hex[:10]}"
-    workers: list[subprocess.Popen] = []
-
-    class Cluster:
-        settings = {  # noqa: RUF012
-            "store": {"url": pg_url},
-            "execution": {"backend": "celery", "lost_after": 3},
-            "celery": {"broker_url": broker, "queue": queue},
-        }
-        url = pg_url
-
-        def distribute(self, conf: Path, **execution) -> None:
-            settings = json.loads(json.dumps(self.settings))
-            settings["execution"].update(execution)
-            (conf / "config.yaml").write_text(yaml.safe_dump(settings))
-
-        def worker(self, conf: Path, name: str, queues: str | None = None) -> subprocess.Popen:
-            args = ["--hostname", f"{name}@test", "--concurrency", "4"]
-            if queues:
-                args += ["--queues", ",".join(f"{queue}-{q}" for q in queues.split(","))]
-            log = open(conf / f"worker-{name}.log", "w")  # noqa: SIM115
-            p = subprocess.Popen(
-                [sys.executable, str(MAIN), "--config-dir", str(conf), "worker", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            workers.append(p)
-            deadline = time.monotonic() + 20
-            while "ready" not in (conf / f"worker-{name}.log").read_text():
-                assert p.poll() is None, (conf / f"worker-{name}.log").read_text()
-                assert time.monotonic() < deadline, "the worker did not get ready"
-                time.sleep(0.1)
-            return p
-
-    c = Cluster()
-    c.queue = queue
-    yield c
-    for p in workers:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait()
-    if request.param == "amqp":  # leave no queue of ours behind on the broker
-        from kombu import Connection
-
-        with Connection(broker) as conn:
-            for q in (queue, f"{queue}-db"):
-                try:
-                    conn.default_channel.queue_delete(q)
-                except Exception:
-                    pass
 
 
 def runs_of(conf: Path, name: str) -> list[dict]:

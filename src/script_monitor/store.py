@@ -643,7 +643,13 @@ class Store:
                 "UPDATE runs SET log_state = ? WHERE id = ?",
                 [(LogState.ROTATED, r[0]) for r in rows],
             )
+            Store._drop_chunks(db, [r[0] for r in rows])
         return [r[1] for r in rows if r[1]]
+
+    @staticmethod
+    def _drop_chunks(db, run_ids: list[int]) -> None:
+        """A rotated or cleared log goes from the history too (a remote run's chunks)."""
+        db.executemany("DELETE FROM run_logs WHERE run_id = ?", [(i,) for i in run_ids])
 
     def add_skipped(
         self,
@@ -680,9 +686,10 @@ class Store:
             cond += " AND script = ?"
             args = (script,)
         with self._write() as db:
-            rows = db.execute(f"SELECT log_path FROM runs WHERE {cond}", args).fetchall()
+            rows = db.execute(f"SELECT id, log_path FROM runs WHERE {cond}", args).fetchall()
             db.execute(f"UPDATE runs SET log_state = ? WHERE {cond}", (LogState.CLEARED, *args))
-        return [r[0] for r in rows if r[0]]
+            self._drop_chunks(db, [r[0] for r in rows])
+        return [r[1] for r in rows if r[1]]
 
     def reap_lost(self) -> int:
         """Mark runs whose owning process is gone as ``lost``; return how many."""
@@ -1057,6 +1064,24 @@ class Store:
             (run_id, after),
         )
         return [(r[0], bytes(r[1])) for r in rows]
+
+    def log_chunk_sizes(self, run_id: int, after: int = -1) -> list[tuple[int, int]]:
+        """(seq, bytes) of a run's log chunks after chunk ``after``: where each one starts."""
+        return [
+            (r[0], r[1])
+            for r in self._read(
+                "SELECT seq, length(data) FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, after),
+            )
+        ]
+
+    def log_chunk_span(self, run_id: int, first: int, last: int) -> bytes:
+        """The bytes of chunks ``first`` to ``last`` of a run's log, joined."""
+        rows = self._read(
+            "SELECT data FROM run_logs WHERE run_id = ? AND seq >= ? AND seq <= ? ORDER BY seq",
+            (run_id, first, last),
+        )
+        return b"".join(bytes(r[0]) for r in rows)
 
     # ------------------------------------------------------------ notifications, alerts,
     # watchdog (DESIGN §7).  Used by script_monitor.notify, alerts and watchdog.

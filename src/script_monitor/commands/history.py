@@ -149,43 +149,38 @@ def cmd_logs(args: argparse.Namespace) -> int:
         run = store.latest_run(args.name, with_log=True)
         if run is None:
             raise UsageError(f"{args.name} has no runs yet")
-    if run["log_state"] != LogState.OK or not run["log_path"]:
-        why = {
-            LogState.ROTATED: "was rotated away",
-            LogState.CLEARED: "was cleared",
-            LogState.NONE: "was never written",
-            LogState.ERROR: "could not be written",
-        }.get(run["log_state"], run["log_state"])
-        detail = f" ({run['detail']})" if run["detail"] else ""
-        raise UsageError(f"the log of run {run['id']} of {args.name} {why}{detail}")
-    try:
-        path = logs.resolve(config.log_dir, run["log_path"])
-    except logs.LogPathError:
-        raise UsageError(f"run {run['id']} names a log outside the log directory") from None
+    from .. import logsource
     from ..pager import paged
 
-    with paged(not (args.no_pager or args.follow)):  # --follow: the output is live
-        _print_log(args, store, run, path)
+    try:
+        source = logsource.open_log(config.log_dir, store, run)
+    except logsource.LogUnavailable as e:
+        raise UsageError(str(e)) from None
+    try:
+        with paged(not (args.no_pager or args.follow)):  # --follow: the output is live
+            _print_log(args, store, run, source)
+    finally:
+        source.close()
     return EXIT_OK
 
 
-def _print_log(args: argparse.Namespace, store, run: dict, path) -> None:
+def _print_log(args: argparse.Namespace, store, run: dict, source) -> None:
+    """The log from this host's file or, for a remote run, from the history's chunks."""
+    from .. import logsource
+
     out = sys.stdout.buffer if args.raw else logs.Utf8Out(sys.stdout.buffer)
-    try:
-        if args.follow and run["status"] == RunStatus.RUNNING:
+    if args.follow and run["status"] == RunStatus.RUNNING:
 
-            def finished() -> bool:
-                current = store.run(run["id"])
-                store.reap_lost()
-                return current is None or current["status"] != RunStatus.RUNNING
+        def finished() -> bool:
+            current = store.run(run["id"])
+            store.reap_lost()
+            return current is None or current["status"] != RunStatus.RUNNING
 
-            logs.follow(path, 0, cast(BinaryIO, out), _throttled(finished))
-        else:
-            logs.copy_file(path, cast(BinaryIO, out))
-        if isinstance(out, logs.Utf8Out):
-            out.finish()
-    except FileNotFoundError:
-        raise UsageError(f"the log file of run {run['id']} is missing: {path}") from None
+        logsource.follow(source, cast(BinaryIO, out), _throttled(finished))
+    else:
+        logsource.copy(source, cast(BinaryIO, out))
+    if isinstance(out, logs.Utf8Out):
+        out.finish()
 
 
 def _throttled(check, every: float = 0.25):

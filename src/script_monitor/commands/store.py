@@ -82,9 +82,12 @@ def copy_history(source: Store, target: Store) -> dict[str, int]:
     # group_runs before runs, so that no row ever points at one not yet copied
     for table in sorted(shared, key=lambda t: (t != "group_runs", t != "runs", t)):
         cols = [c for c in have[table] if c in want[table]]
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        if table == "run_logs":  # remote runs' output: up to 8 MiB a run, one run at a time
+            counts[table] = _copy_chunks(source, target, cols, sql)
+            continue
         order = " ORDER BY id" if "id" in cols else ""
         rows = source._read(f"SELECT {', '.join(cols)} FROM {table}{order}")
-        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with target._write() as db:
             for i in range(0, len(rows), BATCH):
                 db.executemany(sql, [tuple(r) for r in rows[i : i + BATCH]])
@@ -95,3 +98,19 @@ def copy_history(source: Store, target: Store) -> dict[str, int]:
                 )
         counts[table] = len(rows)
     return counts
+
+
+def _copy_chunks(source: Store, target: Store, cols: list[str], sql: str) -> int:
+    """The log chunks of remote runs, read and written a run at a time (never the whole
+    table in memory)."""
+    n = 0
+    for (run_id,) in source._read("SELECT DISTINCT run_id FROM run_logs ORDER BY run_id"):
+        rows = source._read(
+            f"SELECT {', '.join(cols)} FROM run_logs WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        with target._write() as db:
+            db.executemany(
+                sql, [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+            )
+        n += len(rows)
+    return n

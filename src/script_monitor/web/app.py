@@ -279,11 +279,11 @@ def create_app(service: Service, security: Security) -> Starlette:
         download = _bool(request.query_params.get("download"), "download")
         offset = request.headers.get("last-event-id") or request.query_params.get("offset")
         start = 0 if offset is None else _int(offset, "the offset")
-        run, path = await call(_run_and_log, run_id)
+        run, source = await call(_run_and_log, run_id)
         if "text/event-stream" in request.headers.get("accept", ""):
-            return _sse(logstream.follow(watches, run, path, start, status_of(run_id)))
+            return _sse(logstream.follow(watches, run, source, start, status_of(run_id)))
         name = f"{run['script']}-{run_id}.log"
-        return await _file(path, download, name)
+        return await _file(source, download, name)
 
     async def api_launch(request: Request) -> Response:
         await csrf_checked(request, api=True)
@@ -304,7 +304,7 @@ def create_app(service: Service, security: Security) -> Starlette:
 
     def _run_and_log(run_id: int):
         run = service.run(run_id)
-        return run, service.log_path(run)
+        return run, service.log_source(run)
 
     def status_of(run_id: int):
         def get() -> str:
@@ -340,9 +340,9 @@ def create_app(service: Service, security: Security) -> Starlette:
         run_id = _int(request.path_params["id"], "the run id", 1)
         offset = request.headers.get("last-event-id") or request.query_params.get("offset")
         start = 0 if offset is None else _int(offset, "the offset")
-        run, path = await call(_run_and_log, run_id)
+        run, source = await call(_run_and_log, run_id)
         stream = logstream.follow(
-            watches, run, path, start, status_of(run_id), html=True, end_html=pages.badge
+            watches, run, source, start, status_of(run_id), html=True, end_html=pages.badge
         )
         return _sse(stream)
 
@@ -523,22 +523,26 @@ def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-async def _file(path, download: bool, name: str) -> Response:
-    """The log as it is now: exactly the bytes present when the request came."""
-    size = (await call(os.stat, path)).st_size
+async def _file(source, download: bool, name: str) -> Response:
+    """The log as it is now: exactly the bytes present when the request came (this host's
+    file or a remote run's chunks, ``logsource``)."""
+    try:
+        size = await call(source.size)
+    except BaseException:
+        source.close()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
-        fd = await call(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         pos = 0
         try:
             while pos < size:
-                chunk = await call(os.pread, fd, min(1 << 16, size - pos), pos)
+                chunk = await call(source.read, pos, min(1 << 16, size - pos))
                 if not chunk:
                     break
                 pos += len(chunk)
                 yield chunk
         finally:
-            os.close(fd)
+            source.close()
 
     headers = {"Content-Length": str(size)}
     if download:

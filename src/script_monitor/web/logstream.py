@@ -10,25 +10,29 @@ U+FFFD); a chunk never ends inside a UTF-8 character, and a carriage return is s
 a line break (SSE cannot carry a bare CR).  Joining the events' data gives the text.
 A final ``event: end`` carries the run's status.
 
-Followers of one run share a ``Watch``: one task that looks at the file's size and
+Followers of one run share a ``Watch``: one task that looks at the log's size and
 the run's status, and wakes them all when either changes; so a hundred followers cost
-one poll, not a hundred.
+one poll, not a hundred.  The log is a ``logsource.LogSource``: this host's file, or a
+remote run's chunks in the history (read in a worker thread, looked at every
+``REMOTE_EVERY`` s), with the same byte offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from markupsafe import escape
 
+from ..logsource import FileLog, LogSource
+
 TAIL = 64 * 1024  # bytes the first view of a log shows
 CHUNK = 64 * 1024  # most bytes in one event
 SIZE_EVERY = 0.1  # seconds between looks at a followed log's size
+REMOTE_EVERY = 0.25  # the same for a remote run's log (its worker ships every 0.5 s)
 STATUS_EVERY = 0.5  # seconds between looks at a followed run's status
 KEEPALIVE = 15.0  # seconds of silence before a comment line keeps proxies from timing out
 
@@ -55,18 +59,20 @@ def text_of(data: bytes) -> str:
     return text
 
 
-def tail(path: Path, size: int = TAIL) -> dict[str, Any]:
-    """The end of a log: at most ``size`` bytes, starting at a line when it can.
+def tail(log: Path | LogSource, size: int = TAIL) -> dict[str, Any]:
+    """The end of a log (a path, or an open ``LogSource``, local or remote): at most
+    ``size`` bytes, starting at a line when it can.
 
     ``start`` and ``end`` are byte offsets; a live view goes on from ``end``.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    source = FileLog(log) if isinstance(log, Path) else log
     try:
-        total = os.fstat(fd).st_size
+        total = source.size()
         start = max(0, total - size)
-        data = os.pread(fd, total - start, start)
+        data = source.read(start, total - start)
     finally:
-        os.close(fd)
+        if source is not log:
+            source.close()
     if start > 0:
         nl = data.find(b"\n")
         if 0 <= nl < len(data) - 1:
@@ -87,11 +93,12 @@ def sse_event(offset: int, text: str, event: str | None = None) -> str:
 
 
 class Watch:
-    """The shared view of one followed run: its log's size and its status."""
+    """The shared view of one followed run: its log (one open source for all its
+    followers), the log's size and the run's status."""
 
-    def __init__(self, run_id: int, path: Path, status: str, get_status: Callable):
+    def __init__(self, run_id: int, source: LogSource, status: str, get_status: Callable):
         self.run_id = run_id
-        self.path = path
+        self.source = source
         self.status = status
         self.size = -1
         self.get_status = get_status  # async () -> status
@@ -103,13 +110,24 @@ class Watch:
         old, self.changed = self.changed, asyncio.Event()
         old.set()
 
+    async def size_now(self) -> int:
+        if self.source.remote:
+            return await asyncio.to_thread(self.source.size)
+        return self.source.size()
+
+    async def read(self, offset: int, n: int) -> bytes:
+        if self.source.remote:
+            return await asyncio.to_thread(self.source.read, offset, n)
+        return self.source.read(offset, n)
+
     async def poll(self) -> None:
         loop = asyncio.get_running_loop()
         next_status = loop.time() + STATUS_EVERY
+        every = REMOTE_EVERY if self.source.remote else SIZE_EVERY
         while self.followers > 0 and self.status == "running":
             try:
-                size = os.stat(self.path).st_size
-            except OSError:
+                size = await self.size_now()
+            except Exception:  # a store out of reach: try again next time
                 size = self.size
             if size != self.size:
                 self.size = size
@@ -123,20 +141,25 @@ class Watch:
                 if status != self.status:
                     self.status = status
                     self._notify()
-            await asyncio.sleep(SIZE_EVERY)
+            await asyncio.sleep(every)
 
 
 class Watches:
-    """Every followed run's Watch, made when the first follower comes, gone after the last."""
+    """Every followed run's Watch, made when the first follower comes, gone after the last
+    (which closes its log)."""
 
     def __init__(self) -> None:
         self.by_run: dict[int, Watch] = {}
 
-    def join(self, run_id: int, path: Path, status: str, get_status: Callable) -> Watch:
+    def join(self, run_id: int, source: LogSource, status: str, get_status: Callable) -> Watch:
+        """The run's Watch; ``source`` is the caller's opened log: kept by a new Watch,
+        closed here when the run already has one."""
         watch = self.by_run.get(run_id)
         if watch is None or watch.task is None or watch.task.done():
-            watch = Watch(run_id, path, status, get_status)
+            watch = Watch(run_id, source, status, get_status)
             self.by_run[run_id] = watch
+        else:
+            source.close()
         watch.followers += 1
         if watch.task is None:
             watch.task = asyncio.get_running_loop().create_task(watch.poll())
@@ -144,14 +167,16 @@ class Watches:
 
     def leave(self, watch: Watch) -> None:
         watch.followers -= 1
-        if watch.followers <= 0 and self.by_run.get(watch.run_id) is watch:
-            del self.by_run[watch.run_id]
+        if watch.followers <= 0:
+            if self.by_run.get(watch.run_id) is watch:
+                del self.by_run[watch.run_id]
+            watch.source.close()
 
 
 async def follow(
     watches: Watches,
     run: dict[str, Any],
-    path: Path,
+    source: LogSource,
     offset: int,
     get_status: Callable,
     html: bool = False,
@@ -159,8 +184,7 @@ async def follow(
 ) -> AsyncIterator[str]:
     """The SSE stream of a log from ``offset``: what is there, then what is written,
     until the run has ended; then ``event: end`` with its status."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    watch = watches.join(run["id"], path, run["status"], get_status)
+    watch = watches.join(run["id"], source, run["status"], get_status)
     convert = (lambda t: str(escape(t))) if html else (lambda t: t)
     try:
         yield "retry: 2000\n\n"
@@ -169,9 +193,12 @@ async def follow(
             changed = watch.changed
             status = watch.status  # read before the size: an ended run's log is complete
             ended = status != "running"
-            size = os.fstat(fd).st_size
+            if ended or watch.size < 0 or not watch.source.remote:
+                size = await watch.size_now()
+            else:
+                size = watch.size  # a remote log: the Watch's last look (one query for all)
             while pos < size:
-                data = os.pread(fd, min(CHUNK, size - pos), pos)
+                data = await watch.read(pos, min(CHUNK, size - pos))
                 if not data:
                     break
                 cut = len(data) if ended else utf8_cut(data)
@@ -189,5 +216,4 @@ async def follow(
                 continue
             yield ": keepalive\n\n"
     finally:
-        os.close(fd)
         watches.leave(watch)

@@ -210,7 +210,11 @@ class Pages:
         log = None
         missing = ""
         try:
-            log = logstream.tail(svc.log_path(run))
+            source = svc.log_source(run)
+            try:
+                log = logstream.tail(source)
+            finally:
+                source.close()
         except NotFound as e:
             missing = str(e)
         except OSError as e:

@@ -16,10 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from .. import logs
 from ..config import Config, Group, load_config
 from ..errors import ConfigError
 from ..serialize import (
@@ -222,26 +220,16 @@ class Service:
 
     # ------------------------------------------------------------ logs
 
-    def log_path(self, run: dict[str, Any]) -> Path:
-        """The log file of a run; NotFound when it was never written, rotated or cleared.
+    def log_source(self, run: dict[str, Any]) -> Any:
+        """The log of a run, opened: this host's file, or a remote run's chunks in the
+        history (``logsource``); NotFound when it was never written, rotated, cleared or
+        is missing.  The caller closes it."""
+        from ..logsource import LogUnavailable, open_log
 
-        The stored path is taken relative to the log directory and must stay inside it.
-        """
-        if run["log_state"] != "ok" or not run["log_path"]:
-            why = {
-                "rotated": "was rotated away",
-                "cleared": "was cleared",
-                "none": "was never written",
-                "error": "could not be written",
-            }.get(run["log_state"], run["log_state"])
-            raise NotFound(f"the log of run {run['id']} {why}")
         try:
-            path = logs.resolve(self.config.log_dir, run["log_path"])
-        except logs.LogPathError:
-            raise NotFound(f"run {run['id']} names a log outside the log directory") from None
-        if not path.is_file():
-            raise NotFound(f"the log file of run {run['id']} is missing")
-        return path
+            return open_log(self.config.log_dir, self.store, run)
+        except LogUnavailable as e:
+            raise NotFound(str(e)) from None
 
     # ------------------------------------------------------------ starting runs
 
