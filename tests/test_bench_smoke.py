@@ -112,3 +112,23 @@ def test_w6_times_another_checkout_side_by_side(tmp_path):
         "script-monitor --help / before: --help",
         "script-monitor list / before: list",
     ]
+
+
+@pytest.mark.slow
+def test_quick_distributed_benchmark_runs_through_real_workers(tmp_path, pg_url, redis_url):
+    """bench/distributed.py --quick: workers started and stopped, every run checked (the
+    harness exits non-zero otherwise), both tables printed and the JSON complete."""
+    out = tmp_path / "dist.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "distributed.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["quick"] is True
+    assert [r["workers"] for r in report["throughput"]] == [1, 2]
+    assert all(r["runs_per_s"] > 0 and r["span_s"] > 0 for r in report["throughput"])
+    assert report["celery_ms_per_run"] > 0 and "local_ms_per_run" in report
+    assert "| workers | wall (s) |" in done.stdout and "| local (SQLite) |" in done.stdout
