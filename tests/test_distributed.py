@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +196,195 @@ def Store_(conf: Path, url: str):
     from script_monitor.store import Store
 
     return Store(conf, url)
+
+
+# ---------------------------------------------------------------- the scheduler, run-all,
+# a worker cut off from the store (Redis only: the broker is not what these exercise)
+
+
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)
+def test_the_scheduler_fires_a_group_on_workers(cluster, tmp_path):
+    conf = make_config(
+        tmp_path / "c",
+        {"a": probe("a", 0.1), "b": probe("b", 0.1)},
+        [
+            {
+                "name": "tick",
+                "schedule": "* * * * *",
+                "timezone": "UTC",
+                "execution": "parallel",
+                "scripts": ["a", "b"],
+            }
+        ],
+    )
+    cluster.distribute(conf)
+    cluster.worker(conf, "w1")
+    t0 = 1893456030.0  # 2030-01-01 00:00:30 UTC: at 60x, a minute every real second
+    log = open(tmp_path / "scheduler.log", "w")  # noqa: SIM115
+    env = {**os.environ, "SCRIPT_MONITOR_CLOCK": f"{t0}x60"}
+    daemon = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "scheduler"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            groups = json.loads(sm(conf, "list-groups", "--json").stdout)
+            last = groups[0].get("last_run") or {}
+            if last.get("status") == "success":
+                break
+            assert daemon.poll() is None, (tmp_path / "scheduler.log").read_text()
+            assert time.monotonic() < deadline, groups
+            time.sleep(0.2)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(40)
+        log.close()
+    assert code == 0, (tmp_path / "scheduler.log").read_text()
+    for name in ("a", "b"):
+        runs = [r for r in runs_of(conf, name) if r["status"] != "running"]
+        assert runs and {(r["trigger"], r["host"]) for r in runs} == {("schedule", "w1@test")}
+        assert all(r["status"] == "success" for r in runs)
+    assert "Traceback" not in (tmp_path / "scheduler.log").read_text()
+
+
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)
+def test_run_all_on_workers_prints_and_exits_as_locally(cluster, tmp_path):
+    scripts = {"one": "echo one", "two": "echo two; exit 4", "three": "echo three"}
+    local = make_config(tmp_path / "local", scripts)
+    remote = make_config(tmp_path / "remote", scripts)
+    here = sm(local, "run-all")
+    cluster.distribute(remote)
+    cluster.worker(remote, "w1")
+    there = sm(remote, "run-all")
+    assert there.returncode == here.returncode != 0, there.stderr
+    assert there.stdout == here.stdout
+    for name in scripts:
+        (run,) = runs_of(remote, name)
+        assert run["host"] == "w1@test" and run["trigger"] == "manual"
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that the test controls: ``cut()`` closes it and every
+    connection through it, as a network failure would (the server itself stays up)."""
+
+    def __init__(self, port: int):
+        import socket
+        import threading
+
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list = []
+        self.lock = threading.Lock()
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while self.open:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                if not self.open:
+                    client.close()
+                    upstream.close()
+                    return
+                self.socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        import socket
+
+        with self.lock:
+            self.open = False
+            self.listener.close()
+            for s in self.socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)
+def test_a_worker_cut_off_from_the_store_ends_its_script(cluster, tmp_path):
+    """The worker reaches PostgreSQL through a proxy the test cuts mid-run (the shared
+    server is never stopped): after lost_after (3 s) without the store, the worker ends
+    the script rather than let it run unrecorded; the caller marks the run lost."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    conf = make_config(
+        tmp_path / "c", {"long": f"echo $$ > {tmp_path}/pid; sleep 60; echo on > {tmp_path}/after"}
+    )
+    cluster.distribute(conf)
+    there = tmp_path / "worker"
+    shutil.copytree(conf, there)
+    parts = urlsplit(cluster.url)
+    proxy = Proxy(parts.port or 5432)
+    settings = yaml.safe_load((there / "config.yaml").read_text())
+    netloc = (
+        f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+    )
+    settings["store"]["url"] = urlunsplit(parts._replace(netloc=netloc))
+    (there / "config.yaml").write_text(yaml.safe_dump(settings))
+    cluster.worker(there, "cutoff")
+    caller = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "long"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text().strip():
+            assert caller.poll() is None, caller.communicate()
+            assert time.monotonic() < deadline, "the script did not start"
+            time.sleep(0.05)
+        pid = int((tmp_path / "pid").read_text())
+        proxy.cut()
+        cut = time.monotonic()
+        while _alive(pid):
+            assert time.monotonic() - cut < 3 + 10, "the cut-off worker left its script running"
+            time.sleep(0.1)
+        ended_after = time.monotonic() - cut
+        caller.communicate(timeout=30)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert ended_after >= 2.5  # it was the loss of the store, not an early end
+    assert not (tmp_path / "after").exists()
+    (run,) = runs_of(conf, "long")
+    assert run["status"] == "lost" and run["host"] == "cutoff@test", run
+    assert caller.returncode != 0
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie is not running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"

@@ -54,7 +54,7 @@ def test_logs_reads_a_remote_run_from_the_history_and_store_copy_carries_it(
         {
             "far": "true",
             "near": {"command": "echo near", "log_limit": {"type": "count", "value": 1}},
-        },  # noqa: E501
+        },
     )
     body = b"header\n" + bytes(range(32, 127)) * (BIG // 95) + "é\nthe-remote-end\n".encode()
     store = Store(load_config(conf).state_dir)

@@ -139,3 +139,25 @@ def test_local_commands_import_no_distributed_library(config_dir):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_serve_on_postgresql_answers_scripts_and_metrics(pg, config_dir):
+    """``serve`` with the history in PostgreSQL: the scripts' last runs and the
+    Prometheus counters come from it (runs recorded by a separate CLI process)."""
+    from web_helpers import Server
+
+    conf = conf_on(config_dir, pg)
+    assert sm(conf, "run-group", "g").returncode == 1
+    server = Server(conf)
+    try:
+        scripts = {s["name"]: s for s in server.get("/api/v1/scripts").json()}
+        assert scripts["ok"]["last_run"]["status"] == "success"
+        assert scripts["bad"]["last_run"]["status"] == "failed"
+        metrics = server.get("/metrics").text
+        assert 'script_monitor_runs_total{script="ok",status="success"} 2.0' in metrics
+        assert 'script_monitor_runs_total{script="bad",status="failed"} 1.0' in metrics
+        assert sm(conf, "run", "bad").returncode == 1  # a change is seen at once
+        metrics = server.get("/metrics").text
+        assert 'script_monitor_runs_total{script="bad",status="failed"} 2.0' in metrics
+    finally:
+        server.stop()
