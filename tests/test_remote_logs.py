@@ -169,7 +169,13 @@ def test_a_running_remote_run_s_log_live_where_its_file_is_not(cluster, tmp_path
         out, err = follow.communicate(timeout=60)
         assert follow.returncode == 0, err
         reader.join(60)
-        assert caller.wait(60) == 0
+        echoed, _ = caller.communicate(timeout=60)
+        assert caller.returncode == 0
+        # `run` echoed the output from the same chunks, without the log's header and footer
+        lines_echoed = echoed.decode().splitlines()
+        assert lines_echoed[0].startswith("Running slow")
+        assert lines_echoed[1:9] == [f"line-{i}" for i in range(1, 9)], lines_echoed
+        assert len(lines_echoed) == 10 and "====" not in echoed.decode()
         ended = json.loads(sm(conf, "history", "slow", "--json").stdout)[0]
         assert ended["status"] == "success" and ended["host"] == "far@test"
         # the file is on the worker's side only; every reader showed its bytes

@@ -1057,14 +1057,6 @@ class Store:
             "INSERT INTO run_logs (run_id, seq, data) VALUES (?, ?, ?)", (run_id, seq, data)
         )
 
-    def log_chunks(self, run_id: int, after: int = -1) -> list[tuple[int, bytes]]:
-        """The chunks of a run's log shipped to the history, after chunk ``after``."""
-        rows = self._read(
-            "SELECT seq, data FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq",
-            (run_id, after),
-        )
-        return [(r[0], bytes(r[1])) for r in rows]
-
     def log_chunk_sizes(self, run_id: int, after: int = -1) -> list[tuple[int, int]]:
         """(seq, bytes) of a run's log chunks after chunk ``after``: where each one starts."""
         return [

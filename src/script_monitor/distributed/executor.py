@@ -193,21 +193,26 @@ class CeleryExecutor:
 
 
 class _Echo:
-    """A remote run's output on the terminal, from the log chunks in the history (without
-    the log's header and footer, as ``run`` prints a local run's)."""
+    """A remote run's output on the terminal, from the log chunks in the history (read
+    through ``logsource.ChunkLog``, as ``logs`` reads them), without the log's header
+    and footer, as ``run`` prints a local run's."""
 
     RULE = logs.RULE.encode()
 
     def __init__(self, store: Store, run_id: int, out: BinaryIO):
-        self.store, self.run_id, self.out = store, run_id, out
-        self.seq = -1
+        from ..logsource import ChunkLog
+
+        self.log = ChunkLog(store, run_id)
+        self.out = out
+        self.offset = 0
         self.buf = b""
         self.in_body = False
 
     def pump(self, done: bool) -> None:
-        for seq, data in self.store.log_chunks(self.run_id, self.seq):
-            self.seq = seq
-            self.buf += data
+        end = self.log.size()
+        if end > self.offset:
+            self.buf += self.log.read(self.offset, end - self.offset)
+            self.offset = end
         if not self.in_body:
             end = self.buf.find(self.RULE + b"\n", len(self.RULE))
             if end < 0:
