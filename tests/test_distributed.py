@@ -104,13 +104,14 @@ def test_depends_on_retries_and_queues_across_workers(cluster, tmp_path):
     assert "ok" in sm(conf, "logs", "flaky").stdout
 
 
-def test_a_killed_worker_leaves_a_lost_run_retried_elsewhere_never_twice(cluster, tmp_path):
+def test_a_killed_worker_leaves_a_lost_run_retried_elsewhere_never_twice(cluster, tmp_path, marker):
     conf = make_config(
         tmp_path / "c",
         {
             "long": {
                 "command": "echo x >> starts.log; test -e once || { touch once; exec sleep 60; }",
                 "retries": {"count": 1, "delay": 0},
+                "env": {"SM_TEST_MARKER": marker},  # the orphaned sleep is killed by marker
             }
         },
     )
@@ -140,7 +141,6 @@ def test_a_killed_worker_leaves_a_lost_run_retried_elsewhere_never_twice(cluster
     ]
     time.sleep(1)
     assert (conf / "starts.log").read_text().count("x") == 2  # one per attempt, no replay
-    subprocess.run(["pkill", "-f", "exec sleep 60|^sleep 60$"], check=False)
 
 
 def test_a_message_published_twice_runs_once(cluster, tmp_path):
