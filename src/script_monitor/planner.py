@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from .config import NO_RETRIES, Retries
 from .states import RunStatus
@@ -55,6 +56,15 @@ class Plan:
         workers = max(workers, 1)
         serial = workers == 1 if serial is None else serial
         return cls(tuple(scripts), needs, 1 if serial else workers, stop_on_error, policies, serial)
+
+    @cached_property
+    def dependents(self) -> tuple[tuple[int, ...], ...]:
+        """Per member: the members that need it."""
+        out: list[list[int]] = [[] for _ in self.scripts]
+        for i, deps in enumerate(self.needs):
+            for d in deps:
+                out[d].append(i)
+        return tuple(tuple(x) for x in out)
 
     def policy(self, i: int) -> Retries:
         return self.retries[i] if self.retries else NO_RETRIES
@@ -131,13 +141,9 @@ def _parallel(
                 out.start.append(i)
             elif out.wake_at is None or s.retry_at < out.wake_at:
                 out.wake_at = s.retry_at
-        elif (
-            s.phase is Phase.PENDING
-            and i not in skipped
-            and all(slots[d].status is RunStatus.SUCCESS for d in plan.deps(i))
-        ):
+        elif s.phase is Phase.PENDING and i not in skipped and _ready(plan, slots, i):
             out.start.append(i)
-    if busy + len(out.start) >= plan.workers:
+    if busy + len(out.start) >= plan.workers and _any_waiting(slots):
         out.wake_at = _earliest_retry(slots, now, out.wake_at)
 
 
@@ -197,6 +203,19 @@ def _first_open(slots: list[Slot]) -> int:
     return i
 
 
+def _ready(plan: Plan, slots: list[Slot], i: int) -> bool:
+    """Every dependency of member ``i`` succeeded."""
+    unmet = getattr(slots, "unmet", None)
+    if unmet is not None:
+        return unmet[i] == 0
+    return all(slots[d].status is RunStatus.SUCCESS for d in plan.deps(i))
+
+
+def _any_waiting(slots: list[Slot]) -> bool:
+    count = getattr(slots, "waiting", None)
+    return count > 0 if count is not None else any(s.phase is Phase.WAITING for s in slots)
+
+
 def _running(slots: list[Slot]) -> int:
     count = getattr(slots, "running", None)
     return count if count is not None else sum(s.phase is Phase.RUNNING for s in slots)
@@ -223,21 +242,30 @@ def _failed(status: RunStatus | None) -> bool:
 class Slots(list[Slot]):
     """The members' slots, changed only through these methods.
 
-    It also keeps three counts that ``decide`` would otherwise recount on every turn:
-    the first member not yet final, how many run, how many ended without success.
+    It also keeps counts that ``decide`` would otherwise recount on every turn: the
+    first member not yet final, how many run, wait for a retry or ended without
+    success, and per member how many of its dependencies have not succeeded yet.
     """
 
     open_from: int = 0
     running: int = 0
+    waiting: int = 0
     unsuccessful: int = 0
+    plan: Plan | None = None
+    unmet: list[int] | None = None
 
     @classmethod
     def new(cls, plan: Plan) -> Slots:
-        return cls(Slot() for _ in plan.scripts)
+        slots = cls(Slot() for _ in plan.scripts)
+        slots.plan = plan
+        slots.unmet = [len(plan.deps(i)) for i in range(len(plan.scripts))]
+        return slots
 
     def started(self, i: int) -> int:
         """Member ``i`` starts an attempt; its number (1, 2, …)."""
         s = self[i]
+        if s.phase is Phase.WAITING:
+            self.waiting -= 1
         s.phase, s.attempts, s.retry_at = Phase.RUNNING, s.attempts + 1, None
         self.running += 1
         return s.attempts
@@ -253,8 +281,12 @@ class Slots(list[Slot]):
         if policy.retries(s.status, exit_code, s.attempts):
             delay = policy.delay_before(s.attempts + 1)
             s.phase, s.retry_at = Phase.WAITING, now + delay
+            self.waiting += 1
             return delay
         self._final(s)
+        if s.status is RunStatus.SUCCESS and self.unmet is not None and self.plan is not None:
+            for j in self.plan.dependents[i]:
+                self.unmet[j] -= 1
         return None
 
     def skipped(self, i: int, detail: str) -> None:
@@ -267,6 +299,7 @@ class Slots(list[Slot]):
         s = self[i]
         if s.phase is Phase.WAITING:
             s.retry_at = None
+            self.waiting -= 1
             self._final(s)
 
     def _final(self, s: Slot) -> None:
