@@ -11,7 +11,7 @@ more than truncating one on a journaled disk), prints one line per script and ex
 handling, no log rotation: it is the floor that script-monitor's bookkeeping is
 measured against.
 
-    python bench/bare.py CONFIG_DIR GROUP
+    python bench/bare.py CONFIG_DIR GROUP [LOG_DIR]     # LOG_DIR: default CONFIG_DIR/bare-logs
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def main(argv: list[str]) -> int:
         "max_parallel_workers", 5
     )
     workers = cap if group.get("execution") == "parallel" else 1
-    log_dir = root / "bare-logs"
-    log_dir.mkdir(exist_ok=True)
+    log_dir = Path(argv[2]) if len(argv) > 2 else root / "bare-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     members = group["scripts"]
     needs = {k: [v] if isinstance(v, str) else v for k, v in group.get("depends_on", {}).items()}
     codes = _run_all(members, needs, workers, lambda s: _run(scripts[s]["command"], log_dir / s))

@@ -337,16 +337,20 @@ def group_tools(
     """script-monitor, bare, xargs -P and (when installed) GNU parallel on one group."""
     names = list(commands)
     py = sm[0]
+    bare_logs = root.with_name(root.name + "-bare-logs")
+    shutil.rmtree(bare_logs, ignore_errors=True)
     tools = [
         Tool(
             "script-monitor",
             [*sm, "--config-dir", str(root), "run-group", GROUP],
             sm_check(root, names, min_bytes),
         ),
+        # bare's logs pile up (a new file per run): outside the config dir, so that no
+        # tool works in a directory crowded by another's files.
         Tool(
             "bare",
-            [py, str(BENCH / "bare.py"), str(root), GROUP],
-            folder_check(root / "bare-logs", names, min_bytes),
+            [py, str(BENCH / "bare.py"), str(root), GROUP, str(bare_logs)],
+            folder_check(bare_logs, names, min_bytes),
         ),
     ]
     if before is not None:  # the same workload through another checkout, in a copy of root
