@@ -45,9 +45,11 @@ class Job:
 
     __slots__ = (
         "attempt",
+        "echo",
         "env",
         "fd",
         "follower",
+        "group",
         "index",
         "log_error",
         "masker",
@@ -61,6 +63,7 @@ class Job:
         "run",
         "run_id",
         "script",
+        "secrets",
         "started",
         "token",
     )
@@ -71,6 +74,9 @@ class Job:
         self.name, self.script, self.started, self.rel = name, script, started, rel
         self.fd, self.run_id = fd, run_id
         self.index = 0  # the member of the group it runs for
+        self.group: str | None = None
+        self.echo: BinaryIO | None = None
+        self.secrets: list[str] = []
         self.attempt = 1
         self.log_error: str | None = None
         self.token = ""
@@ -247,50 +253,55 @@ class LocalExecutor:
         echo: BinaryIO | None = None,
         attempt: int = 1,
     ) -> Job:
-        """Record the run as started and open its log; ``_launch`` starts it.
+        """Record the run as started; ``launch`` opens its log and starts it.
 
         Inside a store batch the row is committed with the batch, and the process
-        must only be launched after that commit."""
+        must only be launched after that commit.  The log file is created by
+        ``launch``, not here: creating a file is the costliest step of a run on many
+        disks, and done after the commit it overlaps with the runs already started
+        instead of delaying every start of the batch.  The row names the log from
+        the start; a log that cannot be created is marked when the run ends."""
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)
-        fd, log_error = self._open_log(rel)
-        try:
-            run_id = self.store.start_run(
-                name,
-                self.trigger,
-                started,
-                group_run_id,
-                group,
-                rel if fd is not None else None,
-                attempt=attempt,
-            )
-        except BaseException:  # not recorded, so not run: leave no orphan log behind
-            if fd is not None:
-                os.close(fd)
-                logs.remove(self.log_dir, [rel])
-            raise
-        job = Job(name, script, started, rel, fd, run_id)
-        job.log_error, job.attempt = log_error, attempt
-        env, secrets = self._env(script, name, group, run_id)
+        run_id = self.store.start_run(
+            name, self.trigger, started, group_run_id, group, rel, attempt=attempt
+        )
+        job = Job(name, script, started, rel, None, run_id)
+        job.attempt, job.group, job.echo = attempt, group, echo
+        env, job.secrets = self._env(script, name, group, run_id)
         job.token = env[TOKEN_VAR]
-        job.masker = Masker(secrets) if secrets else NO_SECRETS
+        job.masker = Masker(job.secrets) if job.secrets else NO_SECRETS
+        job.env = env
+        return job
+
+    def _open(self, job: Job) -> None:
+        """Create the run's log with its header; set up where the child writes."""
+        fd, job.log_error = self._open_log(job.rel)
+        job.fd = fd
+        script, masker = job.script, job.masker
+        assert masker is not None
         if fd is not None:
             head = logs.header(
-                name, cast("str | list[str]", script.command), started, self.trigger, group, run_id
+                job.name,
+                cast("str | list[str]", script.command),
+                job.started,
+                self.trigger,
+                job.group,
+                job.run_id,
             )
-            job.log_error = self._write(fd, job.masker.bytes(head) if job.masker else head)
+            job.log_error = self._write(fd, masker.bytes(head) if masker else head)
         if script.alerts:  # output alerts (DESIGN §7): matched by the relay thread
             from .alerts import Matcher
 
             job.matcher = Matcher(script.alerts)
-        out_fd, job.pump = self._sink(fd, job.masker, secrets, echo, job.matcher)
-        job.follower = self._start_echo(rel, fd, echo) if echo and fd is not None else None
-        job.env, job.out_fd = env, out_fd
-        return job
+        job.out_fd, job.pump = self._sink(fd, masker, job.secrets, job.echo, job.matcher)
+        echo = job.echo
+        job.follower = self._start_echo(job.rel, fd, echo) if echo and fd is not None else None
 
     def launch(self, job: Job) -> None:
-        """Start a prepared (and recorded) job's process."""
+        """Open a prepared (and recorded) job's log and start its process."""
+        self._open(job)
         if self.interrupt.fired:
             job.proc = ProcResult(RunStatus.INTERRUPTED, error="interrupted before it started")
         else:
@@ -305,7 +316,7 @@ class LocalExecutor:
         job.env = None
 
     def discard(self, job: Job) -> None:
-        """A prepared job whose row was never committed: close and remove its log."""
+        """A prepared job whose row was never committed (its log is not created yet)."""
         if job.out_fd is not None and job.out_fd != job.fd:
             os.close(job.out_fd)
         if job.pump is not None:
