@@ -16,21 +16,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import MAIN, ROOT, Receiver, cli, cli_json, free_port, wait_for
-from web_helpers import Server, history, wait_for_run, web_config
+from web_helpers import Server, history, populated_config, wait_for_run, web_config
 
 
 @pytest.fixture(scope="module")
 def conf(tmp_path_factory):
-    d = web_config(tmp_path_factory.mktemp("webapi") / "conf")
-    for args in (
-        ["run", "quick_ok"],
-        ["run", "quick_ok"],
-        ["run", "always_fails"],
-        ["run-group", "pair"],
-        ["run", "xss_probe"],
-    ):
-        cli("--config-dir", str(d), *args)
-    return d
+    return populated_config(tmp_path_factory.mktemp("webapi") / "conf")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers import MAIN, ROOT, cli, wait_for
-from web_helpers import TOKEN, Server, history, wait_for_run, web_config
+from web_helpers import TOKEN, Server, history, populated_config, wait_for_run, web_config
 
 CHROMIUM = os.environ.get("SM_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -80,16 +80,7 @@ def snap(page, shots: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def conf(tmp_path_factory):
-    d = web_config(tmp_path_factory.mktemp("webui") / "conf")
-    for args in (
-        ["run", "quick_ok"],
-        ["run", "always_fails"],
-        ["run", "quick_ok"],
-        ["run", "xss_probe"],
-        ["run-group", "pair"],
-    ):
-        cli("--config-dir", str(d), *args)
-    return d
+    return populated_config(tmp_path_factory.mktemp("webui") / "conf")
 
 
 @pytest.fixture(scope="module")

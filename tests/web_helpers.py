@@ -130,6 +130,22 @@ def web_config(directory: Path, settings: dict | None = None, more: dict | None 
     return make_config(directory, scripts, groups, settings)
 
 
+def populated_config(directory: Path) -> Path:
+    """``web_config`` with a small history: successes, a failure, a group run, the XSS probe."""
+    from helpers import cli
+
+    d = web_config(directory)
+    for args in (
+        ["run", "quick_ok"],
+        ["run", "quick_ok"],
+        ["run", "always_fails"],
+        ["run-group", "pair"],
+        ["run", "xss_probe"],
+    ):
+        cli("--config-dir", str(d), *args)
+    return d
+
+
 def history(config_dir: Path, name: str, limit: int = 1000) -> list[dict]:
     import json
 
