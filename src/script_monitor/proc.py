@@ -456,6 +456,23 @@ class Adoptions:
             self._reap()
 
     def _reap(self) -> None:
+        # Ask the kernel first (WNOWAIT: look, do not collect).  Most of the time no
+        # child has ended, or the one that has is an orphan, and the /proc scan below
+        # (about 1.5 ms with a hundred processes, more on a busy machine) is not needed.
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return  # no children at all
+            if info is None:
+                return  # none has ended
+            if info.si_pid in self.roots:
+                break  # a run's own process, for its executor: look past it below
+            self.helpers.discard(info.si_pid)
+            try:
+                os.waitpid(info.si_pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
         me = os.getpid()
         for pid in _proc_entries():
             fields = _stat_fields(pid)
