@@ -40,9 +40,15 @@ def test_quick_benchmark_runs_every_script_and_writes_json(tmp_path):
         assert all(len(t["wall_s"]) == 1 and t["wall_s"][0] > 0 for t in tools.values()), key
         assert workloads[key]["every_script_ran"] is True, workloads[key].get("problems")
         assert workloads[key]["targets"], key  # targets were evaluated, met or not
-    assert set(workloads["W8"]["tools"]) == {"script-monitor", "bare"}
+    assert set(workloads["W8"]["tools"]) == {
+        "script-monitor", "bare",  # and the companions, timed in the same repetitions:
+        "script-monitor, W2 shape", "bare, W2 shape",  # W8's runs without depends_on
+        "script-monitor, 1 run", "bare, 1 run",  # the start-up
+    }  # fmt: skip
     assert workloads["W8"]["every_script_ran"] is True
-    assert workloads["W8"]["targets"][0]["target"] == "extra time per run / W2's"
+    limited = [t for t in workloads["W8"]["targets"] if t["limit"] is not None]
+    assert [t["target"] for t in limited] == ["extra time per run / W2's at the same 12 runs"]
+    assert limited[0]["limit"] == 1.1 and limited[0]["value"] > 0
     assert set(workloads["W6"]["tools"]) == {
         "script-monitor --help",
         "script-monitor list",
