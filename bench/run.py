@@ -61,20 +61,17 @@ REPS = {"W1": 9, "W2": 21, "W3": 15, "W4": 9, "W5": 7, "W6": 21, "W8": 31}
 # that point (rotation began at the 10th), and a run's median depended on how many
 # repetitions it had: on this disk rotation costs up to 0.2 ms a run.
 WARMUPS = {"W2": 10, "W3": 10, "W8": 10}
-# Companions: other groups timed in the same repetitions as a workload, by
-# script-monitor and bare, each in a config directory of its own.  W8's per-run
-# overhead is compared with W2's at W8's own number of runs (W2's shape: 200 x true,
-# parallel, cap 8, no depends_on): W2 proper has 400 runs, so dividing each one's
-# extra time by its runs would give W8 twice W2's share of the fixed start-up (about
-# 25 ms: interpreter, imports, config, opening the history).  The one-run group
-# measures that start-up, to show the per-run figures without it.
-# key -> [(label, workload shape, full size, quick size)]
+# Companions: other groups of the same scripts, in the same config directory (so
+# their logs go to the same folders), timed in the same repetitions by script-monitor
+# and bare.  W8's per-run overhead is compared with W2's shape at W8's own number of
+# runs: the same 200 scripts, parallel, cap 8, without depends_on.  W2 proper has
+# 400 runs, so dividing each one's extra time by its runs would give W8 twice W2's
+# share of the fixed start-up (about 20 ms: interpreter, imports, config, opening the
+# history).  The one-run group measures that start-up, to show the figures without it.
+# key -> [(label, group name, members: "all" or "first", execution)]
 COMPANIONS = {
-    "W2": [("1 run", "W3", {"n": 1}, {"n": 1})],
-    "W8": [
-        ("W2 shape", "W2", {"n": 200, "cap": 8}, {"n": 12, "cap": 2}),
-        ("1 run", "W3", {"n": 1}, {"n": 1}),
-    ],
+    "W2": [("1 run", "one", "first", "serial")],
+    "W8": [("W2 shape", "flat", "all", "parallel"), ("1 run", "one", "first", "serial")],
 }
 
 
@@ -244,8 +241,10 @@ def write_config(
     execution: str,
     cap: int,
     needs: dict[str, list[str]] | None = None,
+    extra: list[tuple[str, list[str], str]] = (),  # type: ignore[assignment]
 ) -> None:
-    """A config dir with one group ``g`` holding every script, in order."""
+    """A config dir with group ``g`` holding every script in order, and ``extra``
+    groups: (name, members, execution), with the same cap and no depends_on."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(f"execution:\n  max_parallel_workers: {cap}\n")
     lines = ["scripts:"]
@@ -257,6 +256,11 @@ def write_config(
         f"groups:\n  - name: {GROUP}\n    execution: {execution}\n"
         f"    max_parallel_workers: {cap}\n    scripts:\n{members}"
         + (f"    depends_on: {json.dumps(needs)}\n" if needs else "")
+        + "".join(
+            f"  - name: {name}\n    execution: {mode}\n    max_parallel_workers: {cap}\n"
+            f"    scripts: {json.dumps(members)}\n"
+            for name, members, mode in extra
+        )
     )
 
 
@@ -266,7 +270,7 @@ def script_names(n: int) -> list[str]:
 
 def commands_file(root: Path, commands: dict[str, str], log_dir: Path) -> Path:
     """One shell line per script, its output redirected to its own log (xargs, parallel)."""
-    path = root / f"{log_dir.name}.cmds"
+    path = log_dir.with_name(log_dir.name + ".cmds")
     path.write_text(
         "".join(f"{cmd} > {log_dir / name}.log 2>&1\n" for name, cmd in commands.items())
     )
@@ -276,8 +280,11 @@ def commands_file(root: Path, commands: dict[str, str], log_dir: Path) -> Path:
 # ---------------------------------------------------------------- proofs of work
 
 
-def sm_check(root: Path, names: list[str], min_bytes: int = 0) -> Callable[[Sample], str | None]:
+def sm_check(
+    root: Path, names: list[str], min_bytes: int = 0, log_dir: Path | None = None
+) -> Callable[[Sample], str | None]:
     """script-monitor ran every script: success rows in its newest group run, log footers."""
+    logs = log_dir or root / "logs"
 
     def check(_sample: Sample) -> str | None:
         db = sqlite3.connect(f"file:{root / '.script-monitor' / 'history.db'}?mode=ro", uri=True)
@@ -294,7 +301,7 @@ def sm_check(root: Path, names: list[str], min_bytes: int = 0) -> Callable[[Samp
         bad = [r[0] for r in rows if r[1] != "success" or r[2] != 0]
         if bad:
             return f"not successful: {', '.join(bad[:5])}"
-        return _check_logs([root / "logs" / r[3] for r in rows], min_bytes, b"finished: success")
+        return _check_logs([logs / r[3] for r in rows], min_bytes, b"finished: success")
 
     return check
 
@@ -357,39 +364,56 @@ def group_tools(
     cap: int,
     min_bytes: int = 0,
     before: Path | None = None,
+    group: str = GROUP,
+    baselines: bool = True,
 ):
-    """script-monitor, bare, xargs -P and (when installed) GNU parallel on one group."""
+    """script-monitor, bare, xargs -P and (when installed) GNU parallel on one group
+    (only the first two without ``baselines``).
+
+    script-monitor, ``before`` and bare write their logs into the same folders
+    (``root/logs/NAME/``, each under names of its own).  On this ext4 the cost of
+    creating a file depends on where its directory lives: 0.02 ms in one folder,
+    0.3-0.8 ms in another, at the same moment (the kernel's search for a free inode
+    in the directory's block group).  In folders of their own, two identical builds
+    differed by 20% on W2 (1.19x and 1.42x bare) by their directories alone.
+    """
     names = list(commands)
     py = sm[0]
-    bare_logs = root.with_name(root.name + "-bare-logs")
-    shutil.rmtree(bare_logs, ignore_errors=True)
+    logs = root / "logs"
     tools = [
         Tool(
             "script-monitor",
-            [*sm, "--config-dir", str(root), "run-group", GROUP],
+            [*sm, "--config-dir", str(root), "run-group", group],
             sm_check(root, names, min_bytes),
         ),
-        # bare's logs pile up (a new file per run): outside the config dir, so that no
-        # tool works in a directory crowded by another's files.
         Tool(
             "bare",
-            [py, str(BENCH / "bare.py"), str(root), GROUP, str(bare_logs)],
-            folder_check(bare_logs, names, min_bytes),
+            [py, str(BENCH / "bare.py"), str(root), group, str(logs)],
+            folder_check(logs, names, min_bytes),
         ),
     ]
-    if before is not None:  # the same workload through another checkout, in a copy of root
+    if before is not None:  # the same workload through another checkout: a copy of root
+        # with a history of its own, its logs in the same folders
         other = root.with_name(root.name + "-before")
         shutil.rmtree(other, ignore_errors=True)
-        shutil.copytree(root, other, ignore=shutil.ignore_patterns("bare-logs", ".script-monitor"))
+        shutil.copytree(root, other, ignore=shutil.ignore_patterns("logs", ".script-monitor"))
+        with open(other / "config.yaml", "a") as f:
+            f.write(f"paths:\n  log_dir: {json.dumps(str(logs))}\n")
         tools.insert(
             1,
             Tool(
                 "before",
-                [py, str(before), "--config-dir", str(other), "run-group", GROUP],
-                sm_check(other, names, min_bytes),
+                [py, str(before), "--config-dir", str(other), "run-group", group],
+                sm_check(other, names, min_bytes, logs),
             ),
         )
-    xlogs = root / "xargs-logs"
+    if not baselines:
+        return tools
+    # xargs' and parallel's logs outside the config directory: a tool that
+    # creates and deletes hundreds of files beside script-monitor's logs (same
+    # directory tree, so the same ext4 block groups) slows script-monitor's own
+    # file creation, and not that of `before`, which runs in a copy elsewhere.
+    xlogs = root.with_name(root.name + "-xargs-logs")
     tools.append(
         Tool(
             "xargs -P",
@@ -400,7 +424,7 @@ def group_tools(
         )
     )  # fmt: skip
     if shutil.which("parallel"):
-        plogs = root / "parallel-logs"
+        plogs = root.with_name(root.name + "-parallel-logs")
         tools.append(
             Tool(
                 "GNU parallel",
@@ -676,7 +700,11 @@ class Bench:
         title, commands, mode, cap, min_bytes = group_workload(key, self.size(key))
         root = self.work / key.lower()
         needs = layers(self.size(key))[1] if key == "W8" else None
-        write_config(root, commands, mode, cap, needs)
+        extra = [
+            (group, list(commands) if which == "all" else list(commands)[:1], execution)
+            for _, group, which, execution in COMPANIONS.get(key, [])
+        ]
+        write_config(root, commands, mode, cap, needs, extra)
         tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes, self.before)
         if needs:  # xargs, GNU parallel and checkouts before depends_on know nothing of it
             tools = [t for t in tools if t.name in ("script-monitor", "bare")]
@@ -686,7 +714,7 @@ class Bench:
                 copy = self.work / f"{key.lower()}-{'notify' if channel else 'plain'}"
                 tool = notify_tool(root, copy, tools[0], list(commands), min_bytes, channel)
                 tools.insert(1 + i, tool)
-        extra = self.companion_tools(key)
+        extra = self.companion_tools(key, root, commands, cap, min_bytes)
         self.log(f"{key}: {title}")
         load0 = list(os.getloadavg())
         warmups = 1 if self.quick else WARMUPS.get(key, 1)
@@ -712,16 +740,18 @@ class Bench:
                 walls = [round(x.wall, 5) for x in t.samples]
                 self.results[-1]["tools"][t.name] = {**stats(t.samples), "wall_s": walls}
 
-    def companion_tools(self, key: str) -> list[tuple[str, Tool, Tool, int]]:
+    def companion_tools(
+        self, key: str, root: Path, commands: dict[str, str], cap: int, min_bytes: int
+    ) -> list[tuple[str, Tool, Tool, int]]:
         """(label, script-monitor, bare, runs) for each of ``key``'s ``COMPANIONS``."""
         out = []
-        for label, shape, full, quick in COMPANIONS.get(key, []):
-            _, commands, mode, cap, min_bytes = group_workload(shape, quick if self.quick else full)
-            root = self.work / f"{key.lower()}-{label.replace(' ', '-')}"
-            write_config(root, commands, mode, cap)
-            sm, bare = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes)[:2]
+        for label, group, which, _ in COMPANIONS.get(key, []):
+            members = dict(commands) if which == "all" else dict(list(commands.items())[:1])
+            sm, bare = group_tools(
+                [self.py, str(self.main)], root, members, cap, min_bytes, None, group, False
+            )
             sm.name, bare.name = f"script-monitor, {label}", f"bare, {label}"
-            out.append((label, sm, bare, len(commands)))
+            out.append((label, sm, bare, len(members)))
         return out
 
     def per_run_targets(self, key: str, main: tuple, extra: list[tuple]) -> list[dict]:

@@ -793,7 +793,7 @@ def test_full_disk_under_history_refuses_to_run_and_keeps_earlier_runs(config_di
     flag = tmp_path / "ran"
     configure(config_dir, [{"name": "a", "command": f"echo x >> {flag}"}])
     state = config_dir / ".script-monitor"
-    with mounted(state, "size=256k"):
+    with mounted(state, "size=512k"):  # room for a fresh history and a few more migrations
         assert sm(config_dir, "run", "a").returncode == 0
         filler = state / "filler"
         try:
