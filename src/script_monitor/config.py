@@ -4,7 +4,6 @@ This is the only module that reads the user's YAML. It never writes it.
 Every problem is reported with the file and line it comes from.
 """
 
-from __future__ import annotations
 
 import os
 import re

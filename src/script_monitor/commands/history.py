@@ -11,7 +11,6 @@ from typing import BinaryIO, cast
 from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import duration_text
-from ..serialize import runs_json, scripts_json
 from ..states import LogState, RunStatus
 from . import colors, load, open_store
 
@@ -61,6 +60,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
+        from ..serialize import scripts_json  # not on the plain list's path
+
         print(json.dumps(scripts_json(config, last), indent=2))
         return EXIT_OK
     rows = []
@@ -92,6 +93,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 def _print_history(args: argparse.Namespace, config, runs: list[dict]) -> int:
     if args.json:
         import json
+
+        from ..serialize import runs_json
 
         print(json.dumps(runs_json(runs), indent=2))
         return EXIT_OK
