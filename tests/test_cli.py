@@ -222,6 +222,22 @@ def test_building_only_the_verbs_parser_parses_the_same(argv):
     assert build_parser(_verb_in(argv)).parse_args(argv) == build_parser().parse_args(argv)
 
 
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["-h"], ["--config-dir", "x", "--help"], ["--no-color", "-h", "run"]]
+)
+def test_the_top_level_help_is_the_same_without_the_verbs_arguments(argv, capsys):
+    """`--help` builds every verb's name and help but none of their arguments."""
+    from script_monitor.cli import TOP, _verb_in, build_parser
+
+    assert _verb_in(argv) == TOP
+    texts = []
+    for only in (TOP, None):
+        with pytest.raises(SystemExit):
+            build_parser(only).parse_args(argv)
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and "run-group" in texts[0] and "usage: script-monitor" in texts[0]
+
+
 @pytest.mark.parametrize("verb", ["run", "run-group", "history", "logs", "export-systemd"])
 def test_a_verbs_help_is_the_same_with_one_parser_or_all(verb, capsys):
     from script_monitor.cli import build_parser

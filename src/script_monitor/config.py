@@ -4,7 +4,6 @@ This is the only module that reads the user's YAML. It never writes it.
 Every problem is reported with the file and line it comes from.
 """
 
-
 import os
 import re
 from pathlib import Path
