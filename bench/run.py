@@ -241,7 +241,7 @@ def write_config(
     execution: str,
     cap: int,
     needs: dict[str, list[str]] | None = None,
-    extra: list[tuple[str, list[str], str]] = (),  # type: ignore[assignment]
+    extra: tuple[tuple[str, list[str], str], ...] = (),
 ) -> None:
     """A config dir with group ``g`` holding every script in order, and ``extra``
     groups: (name, members, execution), with the same cap and no depends_on."""
@@ -616,6 +616,16 @@ def info(name: str, value: float, unit: str = "ms") -> dict:
     return {"target": name, "value": round(value, 4), "limit": None, "unit": unit, "met": True}
 
 
+def companion_groups(
+    key: str, commands: dict[str, str]
+) -> list[tuple[str, str, dict[str, str], str]]:
+    """``key``'s ``COMPANIONS`` as (label, group name, members with commands, execution)."""
+    return [
+        (label, group, dict(commands) if which == "all" else dict(list(commands.items())[:1]), mode)
+        for label, group, which, mode in COMPANIONS.get(key, [])
+    ]
+
+
 def extra_per_run(sm: Tool, bare: Tool, n: int) -> list[float]:
     """Per repetition: script-monitor's extra wall time over bare, in ms per run."""
     return [(x.wall - y.wall) / n * 1000 for x, y in zip(sm.samples, bare.samples, strict=True)]
@@ -628,7 +638,7 @@ def group_targets(key: str, sm: Tool, bare: Tool, n: int) -> list[dict]:
         per_run = statistics.median(extra_per_run(sm, bare, n))
         return [target("extra time per run vs bare", per_run, 0.5, "ms")]
     if key == "W8":
-        return []  # Bench.w8_targets: against W2's, once both are measured
+        return []  # Bench.per_run_targets: against W2's shape, in the same repetitions
     limits = {"W1": 1.05, "W2": 1.25, "W4": 1.2, "W5": 1.05}
     out = [target("wall time / bare", ratio, limits[key])]
     if key == "W4":
@@ -700,11 +710,10 @@ class Bench:
         title, commands, mode, cap, min_bytes = group_workload(key, self.size(key))
         root = self.work / key.lower()
         needs = layers(self.size(key))[1] if key == "W8" else None
-        extra = [
-            (group, list(commands) if which == "all" else list(commands)[:1], execution)
-            for _, group, which, execution in COMPANIONS.get(key, [])
-        ]
-        write_config(root, commands, mode, cap, needs, extra)
+        groups = companion_groups(key, commands)
+        write_config(
+            root, commands, mode, cap, needs, tuple((g, list(m), e) for _, g, m, e in groups)
+        )
         tools = group_tools([self.py, str(self.main)], root, commands, cap, min_bytes, self.before)
         if needs:  # xargs, GNU parallel and checkouts before depends_on know nothing of it
             tools = [t for t in tools if t.name in ("script-monitor", "bare")]
@@ -714,7 +723,7 @@ class Bench:
                 copy = self.work / f"{key.lower()}-{'notify' if channel else 'plain'}"
                 tool = notify_tool(root, copy, tools[0], list(commands), min_bytes, channel)
                 tools.insert(1 + i, tool)
-        extra = self.companion_tools(key, root, commands, cap, min_bytes)
+        extra = self.companion_tools(groups, root, cap, min_bytes)
         self.log(f"{key}: {title}")
         load0 = list(os.getloadavg())
         warmups = 1 if self.quick else WARMUPS.get(key, 1)
@@ -741,12 +750,15 @@ class Bench:
                 self.results[-1]["tools"][t.name] = {**stats(t.samples), "wall_s": walls}
 
     def companion_tools(
-        self, key: str, root: Path, commands: dict[str, str], cap: int, min_bytes: int
+        self,
+        groups: list[tuple[str, str, dict[str, str], str]],
+        root: Path,
+        cap: int,
+        min_bytes: int,
     ) -> list[tuple[str, Tool, Tool, int]]:
-        """(label, script-monitor, bare, runs) for each of ``key``'s ``COMPANIONS``."""
+        """(label, script-monitor, bare, runs) for each companion group (``companion_groups``)."""
         out = []
-        for label, group, which, _ in COMPANIONS.get(key, []):
-            members = dict(commands) if which == "all" else dict(list(commands.items())[:1])
+        for label, group, members, _ in groups:
             sm, bare = group_tools(
                 [self.py, str(self.main)], root, members, cap, min_bytes, None, group, False
             )
@@ -760,17 +772,17 @@ class Bench:
         Medians of the per-repetition differences (script-monitor minus bare), in ms.
         """
 
-        def extra_ms(sm: Tool, bare: Tool) -> float:
-            return statistics.median(x.wall - y.wall for x, y in zip(sm.samples, bare.samples))  # noqa: B905
+        def extra_ms(sm: Tool, bare: Tool) -> float:  # the whole group's extra time
+            return statistics.median(extra_per_run(sm, bare, 1))
 
         n = main[2]
         mine = extra_ms(*main[:2])
         by_label = {label: (extra_ms(sm, bare), runs) for label, sm, bare, runs in extra}
         startup = by_label["1 run"][0]
-        per_run = {"with": mine / n * 1000, "without": (mine - startup) / (n - 1) * 1000, "runs": n}
+        per_run = {"with": mine / n, "without": (mine - startup) / (n - 1), "runs": n}
         self.per_run[key] = per_run
         out = [
-            info("start-up: extra time of a one-run group vs bare", startup * 1000),
+            info("start-up: extra time of a one-run group vs bare", startup),
             info(f"extra time per run vs bare ({n} runs)", per_run["with"]),
             info("the same, start-up taken out", per_run["without"]),
         ]
@@ -1011,8 +1023,7 @@ def render(report: dict) -> str:
         for t in w["targets"]:
             mark = "met" if t["met"] else "MISSED"
             limit = "no target" if t["limit"] is None else f"≤ {t['limit']:g}"
-            value = "not measured" if t["value"] is None else f"{t['value']:g} {t['unit']}"
-            lines.append(f"- {t['target']}: {value} ({limit}): {mark}")
+            lines.append(f"- {t['target']}: {t['value']:g} {t['unit']} ({limit}): {mark}")
         for tool, problems in w.get("problems", {}).items():
             lines.append(f"- **{tool} did not run every script**: {problems[0]}")
         lines.append("")
