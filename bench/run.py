@@ -499,7 +499,7 @@ def populate_history(src: Path, root: Path, scripts: list[str], runs: int) -> No
     from script_monitor.store import Store
 
     store = Store(root / ".script-monitor")
-    store.reap_lost()  # opens the database: creates it and its schema
+    store.runs.reap_lost()  # opens the database: creates it and its schema
     store.close()
     per_script = runs // len(scripts)
     now = time.time() - per_script * 3600

@@ -116,7 +116,7 @@ def populate(root: Path, names: list[str], runs: int) -> None:
     from script_monitor.store import Store
 
     store = Store(root / ".script-monitor")
-    store.reap_lost()  # creates the database and its schema
+    store.runs.reap_lost()  # creates the database and its schema
     store.close()
     rng = random.Random(12)
     per = runs // len(names)

@@ -256,11 +256,14 @@ def runs(conf: Path, script: str | None = None) -> list[dict]:
 
 def group_runs(conf: Path, group: str) -> list[dict]:
     """A group's recorded runs, oldest first (read straight from the real database)."""
+    import msgspec
+
     from script_monitor.store import Store
 
     store = Store(conf / ".script-monitor")
     try:
-        return list(reversed(store.group_history(group, limit=10_000)))
+        rows = store.runs.group_history(group, limit=10_000)
+        return [msgspec.structs.asdict(g) for g in reversed(rows)]
     finally:
         store.close()
 
@@ -299,11 +302,12 @@ def direct_sql(store, sql: str, args: tuple = ()) -> list:
             rows = con.execute(sql, args).fetchall()
         con.close()
         return rows
-    from script_monitor.store_pg import PgConnection
+    import psycopg
 
-    con = PgConnection(store.url, 10_000)
+    con = psycopg.connect(store.url, autocommit=True)
     try:
-        return con.execute(sql, args).fetchall()
+        cur = con.execute(sql.replace("?", "%s"), args)
+        return cur.fetchall() if cur.description else []
     finally:
         con.close()
 

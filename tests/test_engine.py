@@ -233,8 +233,8 @@ def test_an_interrupt_before_the_start_skips_every_script(config_dir):
     assert [r.status for r in outcome.results] == ["skipped", "skipped"]
     assert outcome.status == "interrupted"
     assert events(config_dir) == {}
-    assert store.group_run(outcome.group_run_id)["status"] == "interrupted"
-    assert [r["status"] for r in store.runs_of_group_run(outcome.group_run_id)] == [
+    assert store.runs.group_run(outcome.group_run_id)["status"] == "interrupted"
+    assert [r.status for r in store.runs.runs_of_group_run(outcome.group_run_id)] == [
         "skipped",
         "skipped",
     ]
@@ -470,9 +470,10 @@ def test_engine_run_script_returns_its_result_and_log(config_dir):
     assert (result.status, result.exit_code, result.ok) == ("failed", 3, False)
     assert result.log_path is not None and result.log_path.is_file()
     assert b"engine\n" in result.log_path.read_bytes()
-    row = store.run(result.run_id)
-    assert row["status"] == "failed" and row["exit_code"] == 3
-    assert os.path.samefile(config.log_dir / row["log_path"], result.log_path)
+    row = store.runs.run(result.run_id)
+    assert row is not None and row.status == "failed" and row.exit_code == 3
+    assert row.log_path is not None
+    assert os.path.samefile(config.log_dir / row.log_path, result.log_path)
     store.close()
 
 

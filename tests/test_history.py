@@ -231,12 +231,12 @@ def test_rotation_by_age_removes_old_logs(config_dir):
     rel = "a/20000101-000000.000000-1.log"
     (config_dir / "logs" / "a").mkdir(parents=True)
     (config_dir / "logs" / rel).write_text("old output\n")
-    old = store.start_run("a", "manual", old_start, log_path=rel)
-    store.finish_run(old, "success", old_start + 1, 1.0, 0)
+    old = store.runs.start_run("a", "manual", old_start, log_path=rel)
+    store.runs.finish_run(old, "success", old_start + 1, 1.0, 0)
     recent_rel = "a/recent.log"
     (config_dir / "logs" / recent_rel).write_text("recent output\n")
-    recent = store.start_run("a", "manual", time.time() - 86400, log_path=recent_rel)
-    store.finish_run(recent, "success", time.time() - 86399, 1.0, 0)
+    recent = store.runs.start_run("a", "manual", time.time() - 86400, log_path=recent_rel)
+    store.runs.finish_run(recent, "success", time.time() - 86399, 1.0, 0)
     store.close()
     assert sm(config_dir, "run", "a").returncode == 0
     assert not (config_dir / "logs" / rel).exists()

@@ -166,8 +166,8 @@ def scenario(config_dir: Path, marker: str):
     from script_monitor.store import Store
 
     store = Store(conf / ".script-monitor")
-    tick = store.start_group("nightly", "schedule")
-    store.finish_group(tick, "skipped", detail="tick skipped: the run before is still going")
+    tick = store.runs.start_group("nightly", "schedule")
+    store.runs.finish_group(tick, "skipped", detail="tick skipped: the run before is still going")
     store.close()
     env = {**os.environ, "SCRIPT_MONITOR_TEST_MARK": marker}
     daemon = subprocess.Popen(

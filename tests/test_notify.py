@@ -654,7 +654,7 @@ def test_every_notify_json_output_matches_the_documentation(tmp_path, receiver, 
     assert cli("--config-dir", str(d), "run", "bad").returncode == 1  # chat: sent; ops: pending
     assert cli("--config-dir", str(d), "notify-test", "ops").returncode == 1
     store = Store(d / ".script-monitor")
-    store.set_watch_state("scheduler_seen", time.time() - 30)  # a scheduler ran here
+    store.watch.set_state("scheduler_seen", time.time() - 30)  # a scheduler ran here
     store.close()
     base = time.time() // 60 * 60 + 30
     assert watchdog_json(d, base)[0] == 0  # sets the positions

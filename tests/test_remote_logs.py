@@ -32,12 +32,14 @@ def remote_run(store: Store, script: str, body: bytes, pieces: int = 3) -> int:
     """A run recorded as a worker on another machine records one: its row, a claim by
     that machine's process, its log shipped in ``pieces`` chunks, its end."""
     started = time.time() - 100  # older than the runs made here after it
-    run_id = store.start_run(script, "manual", started, log_path=f"{script}/remote.log")
-    assert store.claim_run(run_id, "w@far", "farhost|boot|1|1", started, f"{script}/remote.log")
+    run_id = store.runs.start_run(script, "manual", started, log_path=f"{script}/remote.log")
+    assert store.claims.claim_run(
+        run_id, "w@far", "farhost|boot|1|1", started, f"{script}/remote.log"
+    )
     step = -(-len(body) // pieces)
     for seq, i in enumerate(range(0, len(body), step)):
-        store.add_log_chunk(run_id, seq, body[i : i + step])
-    store.finish_run(run_id, "success", started + 1, 1.0, exit_code=0)
+        store.logs.add(run_id, seq, body[i : i + step])
+    store.runs.finish_run(run_id, "success", started + 1, 1.0, exit_code=0)
     return run_id
 
 

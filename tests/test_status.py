@@ -90,8 +90,8 @@ def test_a_failed_scheduled_run_makes_exit_1_until_one_succeeds(conf):
     # a tick the scheduler skipped or recorded as missed did not run: it changes nothing
     store = Store(conf / ".script-monitor")
     for state in ("skipped", "missed"):
-        tick = store.start_group("nightly", "schedule")
-        store.finish_group(tick, state, detail="recorded tick")
+        tick = store.runs.start_group("nightly", "schedule")
+        store.runs.finish_group(tick, state, detail="recorded tick")
     assert status(conf).returncode == 1
     # the next scheduled run succeeds: all is well again
     make_config(

@@ -15,13 +15,18 @@ import pytest
 from helpers import assert_clean_error, cli, direct_sql, make_config
 from script_monitor.errors import StoreError
 from script_monitor.store import Owner, Store
-from script_monitor.store_pg import PgConnection
 
 
 @pytest.fixture
 def store(backend_store):
     """Each test with a ``store`` runs on SQLite and on PostgreSQL (conftest.backend_store)."""
     return backend_store
+
+
+def _pg(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
 
 
 @pytest.fixture
@@ -32,44 +37,44 @@ def sqlite_store(tmp_path: Path):
 
 
 def test_a_run_is_recorded_from_start_to_finish(store):
-    group = store.start_group("g", "manual")
-    rid = store.start_run("a", "manual", 1000.0, group, "g", "a/x.log")
-    row = store.run(rid)
-    assert (row["status"], row["log_state"], row["group_run_id"]) == ("running", "ok", group)
-    store.finish_run(rid, "failed", 1002.5, 2.5, 3, None, 4242, "boom")
-    store.finish_group(group, "failed")
-    row = store.run(rid)
-    assert (row["status"], row["exit_code"], row["duration"], row["pid"], row["detail"]) == (
+    group = store.runs.start_group("g", "manual")
+    rid = store.runs.start_run("a", "manual", 1000.0, group, "g", "a/x.log")
+    row = store.runs.run(rid)
+    assert (row.status, row.log_state, row.group_run_id) == ("running", "ok", group)
+    store.runs.finish_run(rid, "failed", 1002.5, 2.5, 3, None, 4242, "boom")
+    store.runs.finish_group(group, "failed")
+    row = store.runs.run(rid)
+    assert (row.status, row.exit_code, row.duration, row.pid, row.detail) == (
         "failed",
         3,
         2.5,
         4242,
         "boom",
     )
-    assert store.group_run(group)["status"] == "failed"
-    assert store.runs_of_group_run(group)[0]["id"] == rid
-    assert store.run(rid + 100) is None
+    assert store.runs.group_run(group).status == "failed"
+    assert store.runs.runs_of_group_run(group)[0].id == rid
+    assert store.runs.run(rid + 100) is None
 
 
 def test_history_is_newest_first_and_limited(store):
-    ids = [store.start_run("a", "manual", float(i)) for i in range(5)]
-    store.start_run("b", "manual", 9.0)
-    assert [r["id"] for r in store.history("a")] == ids[::-1]
-    assert [r["id"] for r in store.history("a", 2)] == ids[:2:-1]
-    assert store.history("nobody") == []
+    ids = [store.runs.start_run("a", "manual", float(i)) for i in range(5)]
+    store.runs.start_run("b", "manual", 9.0)
+    assert [r.id for r in store.runs.history("a")] == ids[::-1]
+    assert [r.id for r in store.runs.history("a", 2)] == ids[:2:-1]
+    assert store.runs.history("nobody") == []
 
 
 def test_last_runs_skip_skipped_and_latest_run_with_log(store):
-    ran = store.start_run("a", "manual", 1.0, log_path="a/1.log")
-    store.finish_run(ran, "success", 2.0, 1.0, 0)
-    store.add_skipped(["a", "b"], "manual", None, "g", "stop_on_error")
-    last = store.last_runs()
-    assert last["a"]["id"] == ran
+    ran = store.runs.start_run("a", "manual", 1.0, log_path="a/1.log")
+    store.runs.finish_run(ran, "success", 2.0, 1.0, 0)
+    store.runs.add_skipped(["a", "b"], "manual", None, "g", "stop_on_error")
+    last = store.reads.last_runs()
+    assert last["a"].id == ran
     assert "b" not in last  # a script only ever skipped has no last run
-    assert store.latest_run("a", with_log=True)["id"] == ran
-    assert store.latest_run("a")["status"] == "skipped"
-    skipped = store.history("b")[0]
-    assert (skipped["status"], skipped["detail"], skipped["group_name"]) == (
+    assert store.runs.latest_run("a", with_log=True).id == ran
+    assert store.runs.latest_run("a").status == "skipped"
+    skipped = store.runs.history("b")[0]
+    assert (skipped.status, skipped.detail, skipped.group_name) == (
         "skipped",
         "stop_on_error",
         "g",
@@ -77,11 +82,11 @@ def test_last_runs_skip_skipped_and_latest_run_with_log(store):
 
 
 def test_last_group_runs(store):
-    first = store.start_group("g", "manual")
-    store.finish_group(first, "success")
-    second = store.start_group("g", "schedule")
-    assert store.last_group_runs()["g"]["id"] == second
-    assert [g["id"] for g in store.group_history("g")] == [second, first]
+    first = store.runs.start_group("g", "manual")
+    store.runs.finish_group(first, "success")
+    second = store.runs.start_group("g", "schedule")
+    assert store.reads.last_group_runs()["g"].id == second
+    assert [g.id for g in store.runs.group_history("g")] == [second, first]
 
 
 def _dead_owner() -> str:
@@ -94,12 +99,12 @@ def _dead_owner() -> str:
 
 
 def test_reap_lost_marks_only_runs_of_dead_owners(store):
-    dead = store.start_run("a", "manual", 1.0)
-    mine = store.start_run("a", "manual", 2.0)
-    foreign = store.start_run("a", "manual", 3.0)
-    done = store.start_run("a", "manual", 4.0)
-    store.finish_run(done, "success", 5.0, 1.0, 0)
-    group = store.start_group("g", "manual")
+    dead = store.runs.start_run("a", "manual", 1.0)
+    mine = store.runs.start_run("a", "manual", 2.0)
+    foreign = store.runs.start_run("a", "manual", 3.0)
+    done = store.runs.start_run("a", "manual", 4.0)
+    store.runs.finish_run(done, "success", 5.0, 1.0, 0)
+    group = store.runs.start_group("g", "manual")
     me = Owner.current()
     direct_sql(store, "UPDATE runs SET owner = ? WHERE id = ?", (_dead_owner(), dead))
     direct_sql(
@@ -108,58 +113,58 @@ def test_reap_lost_marks_only_runs_of_dead_owners(store):
         (str(Owner("other-host", me.boot, 1, "1")), foreign),
     )
     direct_sql(store, "UPDATE group_runs SET owner = ? WHERE id = ?", (_dead_owner(), group))
-    assert store.reap_lost() == 1
-    statuses = {r["id"]: r["status"] for r in store.history("a")}
+    assert store.runs.reap_lost() == 1
+    statuses = {r.id: r.status for r in store.runs.history("a")}
     assert statuses == {dead: "lost", mine: "running", foreign: "running", done: "success"}
-    assert store.run(dead)["ended"] is not None
-    assert store.group_run(group)["status"] == "lost"
-    assert store.reap_lost() == 0
+    assert store.runs.run(dead).ended is not None
+    assert store.runs.group_run(group).status == "lost"
+    assert store.runs.reap_lost() == 0
 
 
 def test_a_reused_pid_is_not_taken_for_the_owner(store):
     """Same pid, other start time: the recorder died and its pid was reused."""
     me = Owner.current()
-    rid = store.start_run("a", "manual", 1.0)
+    rid = store.runs.start_run("a", "manual", 1.0)
     impostor = Owner(me.host, me.boot, me.pid, str(int(me.start or 0) + 1))
     direct_sql(store, "UPDATE runs SET owner = ? WHERE id = ?", (str(impostor), rid))
-    assert store.reap_lost() == 1
+    assert store.runs.reap_lost() == 1
 
 
 def test_expire_logs_by_count_and_age(store):
     now = time.time()
     ids = []
     for i in range(5):
-        rid = store.start_run("a", "manual", now - (5 - i) * 86400, log_path=f"a/{i}.log")
-        store.finish_run(rid, "success", now, 1.0, 0)
+        rid = store.runs.start_run("a", "manual", now - (5 - i) * 86400, log_path=f"a/{i}.log")
+        store.runs.finish_run(rid, "success", now, 1.0, 0)
         ids.append(rid)
-    running = store.start_run("a", "manual", now - 10 * 86400, log_path="a/running.log")
-    assert store.expire_logs("a", keep=3, before=None) == ["a/1.log", "a/0.log"]
-    assert store.expire_logs("a", keep=3, before=None) == []
-    assert store.expire_logs("a", keep=None, before=now - 2.5 * 86400) == ["a/2.log"]
-    states = {r["id"]: r["log_state"] for r in store.history("a")}
+    running = store.runs.start_run("a", "manual", now - 10 * 86400, log_path="a/running.log")
+    assert store.runs.expire_logs("a", keep=3, before=None) == ["a/1.log", "a/0.log"]
+    assert store.runs.expire_logs("a", keep=3, before=None) == []
+    assert store.runs.expire_logs("a", keep=None, before=now - 2.5 * 86400) == ["a/2.log"]
+    states = {r.id: r.log_state for r in store.runs.history("a")}
     assert [states[i] for i in ids] == ["rotated"] * 3 + ["ok"] * 2
     assert states[running] == "ok"  # never the log of a run still being written
 
 
 def test_mark_logs_cleared_spares_running_runs(store):
-    a = store.start_run("a", "manual", 1.0, log_path="a/1.log")
-    store.finish_run(a, "success", 2.0, 1.0, 0)
-    b = store.start_run("b", "manual", 1.0, log_path="b/1.log")
-    store.finish_run(b, "success", 2.0, 1.0, 0)
-    live = store.start_run("a", "manual", 3.0, log_path="a/2.log")
-    assert store.mark_logs_cleared("a") == ["a/1.log"]
-    assert store.run(live)["log_state"] == "ok"
-    assert store.run(b)["log_state"] == "ok"
-    assert store.mark_logs_cleared(None) == ["b/1.log"]
-    assert store.run(a)["log_state"] == "cleared"
+    a = store.runs.start_run("a", "manual", 1.0, log_path="a/1.log")
+    store.runs.finish_run(a, "success", 2.0, 1.0, 0)
+    b = store.runs.start_run("b", "manual", 1.0, log_path="b/1.log")
+    store.runs.finish_run(b, "success", 2.0, 1.0, 0)
+    live = store.runs.start_run("a", "manual", 3.0, log_path="a/2.log")
+    assert store.runs.mark_logs_cleared("a") == ["a/1.log"]
+    assert store.runs.run(live).log_state == "ok"
+    assert store.runs.run(b).log_state == "ok"
+    assert store.runs.mark_logs_cleared(None) == ["b/1.log"]
+    assert store.runs.run(a).log_state == "cleared"
 
 
 def test_reopening_keeps_the_history_and_the_schema_version(tmp_path):
     first = Store(tmp_path)
-    rid = first.start_run("a", "manual", 1.0)
+    rid = first.runs.start_run("a", "manual", 1.0)
     first.close()
     second = Store(tmp_path)
-    assert second.run(rid)["script"] == "a"
+    assert second.runs.run(rid).script == "a"
     second.close()
     with sqlite3.connect(tmp_path / "history.db") as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -169,8 +174,8 @@ def test_reopening_keeps_the_history_and_the_schema_version(tmp_path):
 def _writer(state_dir: str, worker: int, count: int) -> None:
     store = Store(Path(state_dir))
     for i in range(count):
-        rid = store.start_run(f"w{worker}", "manual", time.time())
-        store.finish_run(rid, "success", time.time(), 0.0, 0, None, None, f"{worker}:{i}")
+        rid = store.runs.start_run(f"w{worker}", "manual", time.time())
+        store.runs.finish_run(rid, "success", time.time(), 0.0, 0, None, None, f"{worker}:{i}")
     store.close()
 
 
@@ -195,22 +200,22 @@ def test_threads_share_one_store(store):
 
     def work(n: int) -> None:
         for _ in range(25):
-            rid = store.start_run(f"t{n}", "manual", time.time())
-            store.finish_run(rid, "success", time.time(), 0.0, 0)
+            rid = store.runs.start_run(f"t{n}", "manual", time.time())
+            store.runs.finish_run(rid, "success", time.time(), 0.0, 0)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(len(store.history(f"t{n}")) for n in range(6)) == 150
+    assert sum(len(store.runs.history(f"t{n}")) for n in range(6)) == 150
 
 
 def test_a_corrupted_database_is_a_clear_error(tmp_path, config_dir):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "history.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="corrupted"):
-        Store(tmp_path / "junk").history("a")
+        Store(tmp_path / "junk").runs.history("a")
     make_config(config_dir, {"a": "true"})
     (config_dir / ".script-monitor").mkdir()
     (config_dir / ".script-monitor" / "history.db").write_bytes(b"garbage" * 1000)
@@ -229,18 +234,19 @@ def test_owner_text_round_trips():
     assert sys.platform.startswith("linux")
 
 
-def test_store_fills_the_history_interface():
-    """Store implements every History method with the same parameters (a PostgreSQL
-    history can be written against the interface)."""
+def test_runs_fill_the_recorder_interface():
+    """The runs repository implements every Recorder method with the same parameters
+    (the engine and the executors are written against the interface)."""
     import inspect
 
-    from script_monitor.store import History, Store
+    from script_monitor.store import Recorder
+    from script_monitor.store.runs import Runs
 
-    methods = [n for n, _ in inspect.getmembers(History, inspect.isfunction) if n[0] != "_"]
-    assert len(methods) >= 10
+    methods = [n for n, _ in inspect.getmembers(Recorder, inspect.isfunction) if n[0] != "_"]
+    assert len(methods) >= 5
     for name in methods:
-        ours = inspect.signature(getattr(Store, name)).parameters
-        assert list(ours) == list(inspect.signature(getattr(History, name)).parameters), name
+        ours = inspect.signature(getattr(Runs, name)).parameters
+        assert list(ours) == list(inspect.signature(getattr(Recorder, name)).parameters), name
 
 
 def test_rotation_reads_only_runs_that_still_have_a_log(sqlite_store):
@@ -249,36 +255,37 @@ def test_rotation_reads_only_runs_that_still_have_a_log(sqlite_store):
     store = sqlite_store
     now = time.time()
     for i in range(30):
-        rid = store.start_run("a", "manual", now, log_path=f"a/{i}.log")
-        store.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None))
+        rid = store.runs.start_run("a", "manual", now, log_path=f"a/{i}.log")
+        store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None))
     statements: list[str] = []
-    store._connect().set_trace_callback(statements.append)
-    rid = store.start_run("a", "manual", now, log_path="a/last.log")
-    assert store.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None)) == ["a/27.log"]
-    assert store.finish_run(rid, "success", now, 1.0, 0, expire=("a", None, now - 60)) == []
-    store._connect().set_trace_callback(None)
+    store.core.connect().set_trace_callback(statements.append)
+    rid = store.runs.start_run("a", "manual", now, log_path="a/last.log")
+    assert store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None)) == ["a/27.log"]
+    assert store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", None, now - 60)) == []
+    store.core.connect().set_trace_callback(None)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 2
     with sqlite3.connect(store.path) as con:
         for sql in selects:
             plan = " ".join(str(row) for row in con.execute(f"EXPLAIN QUERY PLAN {sql}"))
             assert "runs_logs" in plan, plan
-    assert sum(r["log_state"] == "ok" for r in store.history("a")) == 3
+    assert sum(r.log_state == "ok" for r in store.runs.history("a")) == 3
 
 
 def test_an_older_history_is_upgraded_in_place(tmp_path):
     from script_monitor.store import MIGRATIONS
+    from script_monitor.store.dialect import SqliteDialect
 
     tmp_path.joinpath("state").mkdir()
     with sqlite3.connect(tmp_path / "state" / "history.db") as con:
-        con.executescript(MIGRATIONS[0])
+        con.executescript(MIGRATIONS[0].format(**SqliteDialect.types))
         con.execute(
             "INSERT INTO runs (script, trigger, status, started, owner, log_path, log_state)"
             " VALUES ('old', 'manual', 'success', 1.0, 'x', 'old/1.log', 'ok')"
         )
         con.execute("PRAGMA user_version = 1")
     upgraded = Store(tmp_path / "state")
-    assert upgraded.history("old")[0]["log_path"] == "old/1.log"
+    assert upgraded.runs.history("old")[0].log_path == "old/1.log"
     upgraded.close()
     with sqlite3.connect(tmp_path / "state" / "history.db") as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
@@ -289,24 +296,24 @@ def test_an_older_history_is_upgraded_in_place(tmp_path):
 def test_a_batch_commits_its_writes_together_or_not_at_all(store):
     """The engine records a loop's ends and starts in one batch and starts the
     processes after it: another reader sees all of the batch or none of it."""
-    first = store.start_run("a", "manual", 1.0, log_path="a/1.log")
-    other = sqlite3.connect(store.path) if store.url is None else PgConnection(store.url, 1000)
+    first = store.runs.start_run("a", "manual", 1.0, log_path="a/1.log")
+    other = sqlite3.connect(store.path) if store.url is None else _pg(store.url)
     try:
         with store.batch():
-            store.finish_run(first, "success", 2.0, 1.0, 0)
+            store.runs.finish_run(first, "success", 2.0, 1.0, 0)
             with store.batch():  # a nested batch joins the outer one
-                second = store.start_run("a", "manual", 2.0, log_path="a/2.log")
+                second = store.runs.start_run("a", "manual", 2.0, log_path="a/2.log")
             seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
             assert seen == [(first, "running")]  # nothing committed yet
         seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
         assert seen == [(first, "success"), (second, "running")]
         with pytest.raises(RuntimeError), store.batch():
-            store.finish_run(second, "failed", 3.0, 1.0, 1)
-            store.start_run("a", "manual", 3.0, log_path="a/3.log")
+            store.runs.finish_run(second, "failed", 3.0, 1.0, 1)
+            store.runs.start_run("a", "manual", 3.0, log_path="a/3.log")
             raise RuntimeError("the loop failed before its commit")
         seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
         assert seen == [(first, "success"), (second, "running")]  # rolled back whole
-        store.finish_run(second, "success", 3.0, 1.0, 0)  # the store still works
-        assert store.run(second)["status"] == "success"
+        store.runs.finish_run(second, "success", 3.0, 1.0, 0)  # the store still works
+        assert store.runs.run(second).status == "success"
     finally:
         other.close()

@@ -230,12 +230,12 @@ def test_the_running_totals_equal_a_full_count_at_every_scrape(tmp_path_factory,
     running: list[int] = []
     for step in [*steps, ("scrape",)]:
         if step[0] == "start":
-            running.append(store.start_run(step[1], "manual", time.time()))
+            running.append(store.runs.start_run(step[1], "manual", time.time()))
         elif step[0] == "finish" and running:
             run_id = running.pop(step[1] % len(running))
-            store.finish_run(run_id, step[2], time.time(), step[3])
+            store.runs.finish_run(run_id, step[2], time.time(), step[3])
         elif step[0] == "skip":
-            store.add_skipped([step[1]], "manual")
+            store.runs.add_skipped([step[1]], "manual")
         elif step[0] == "scrape":
             collector.update()
             want = full_count(store.path)

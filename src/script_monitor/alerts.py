@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from .states import RunStatus
+
 if TYPE_CHECKING:
     from .config import Alert
 
@@ -169,8 +171,8 @@ def conclude(matcher: Matcher, store, run_id: int, script: str, result):
 
     matcher.close()
     if matcher.matches or matcher.dropped:
-        store.add_alert_matches(run_id, script, matcher.matches, matcher.dropped)
+        store.alerts.add(run_id, script, matcher.matches, matcher.dropped)
     note = fail_detail(matcher)
-    if note is not None and result.status == "success":
-        return msgspec.structs.replace(result, status="failed"), note
+    if note is not None and result.status == RunStatus.SUCCESS:
+        return msgspec.structs.replace(result, status=RunStatus.FAILED), note
     return result, note

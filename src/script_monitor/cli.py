@@ -41,7 +41,7 @@ VERBS = {
     "status": ("status", "what is going on now; exit 1 if a scheduled run failed"),
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
     "serve": ("serve", "serve the web dashboard, the JSON API and Prometheus metrics"),
-    "store": ("store", "migrate the history's schema, or copy it to another store"),
+    "store": ("store", "migrate the history's schema, copy it to another store, or prune it"),
     "worker": ("worker", "run scripts sent by run/run-group/the scheduler (execution: celery)"),
     "notifications": ("notify", "recent notification messages, newest first"),
     "notify-test": ("notify", "send a test message through a channel"),
@@ -139,8 +139,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p["serve"].add_argument(
         "--port", type=_port, help="port to listen on (default web.port, 8787; 0 = any free)"
     )
-    p["store"].add_argument("action", choices=("migrate", "copy"), help="what to do")
+    p["store"].add_argument("action", choices=("migrate", "copy", "prune"), help="what to do")
     p["store"].add_argument("--to", metavar="URL", help="copy: the store to copy into")
+    for verb in ("store", "history"):
+        p[verb].add_argument(
+            "--dry-run", action="store_true", help="prune: count what would go, delete nothing"
+        )
+        p[verb].add_argument(
+            "--before",
+            metavar="DATE",
+            help="prune: runs started before DATE (YYYY-MM-DD or ISO time; default: by"
+            " history.retention)",
+        )
     p["worker"].add_argument(
         "--queues", metavar="A,B", help="queues to take runs from (default celery.queue)"
     )

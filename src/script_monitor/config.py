@@ -134,6 +134,13 @@ class StoreSettings(_Strict):
     url: str | None = None  # postgresql://...; default: SQLite in the state folder
 
 
+class HistorySettings(_Strict):
+    """How long finished runs stay in the history (docs/CONFIG.md)."""
+
+    retention: Annotated[float, msgspec.Meta(ge=0)] = 90  # days; 0 keeps everything
+    keep_runs: Annotated[int, msgspec.Meta(ge=0)] = 100  # per script and group, however old
+
+
 class CelerySettings(_Strict):
     broker_url: str = "redis://127.0.0.1:6379/0"
     queue: Name = "script-monitor"
@@ -187,6 +194,7 @@ class Settings(_Strict):
     display: Display = msgspec.field(default_factory=Display)
     web: Web = msgspec.field(default_factory=Web)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    history: HistorySettings = msgspec.field(default_factory=HistorySettings)
     celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
     env_file: str | None = None
     secret_env: list[EnvName] = []

@@ -15,7 +15,7 @@ from .executor import Executor, Job, LocalExecutor
 from .planner import INTERRUPTED_DETAIL, Phase, Plan, Slots, decide
 from .proc import Interrupt
 from .results import GroupResult, RunResult
-from .states import RunStatus
+from .states import GroupStatus, RunStatus
 from .store import History
 
 __all__ = ["Engine", "GroupResult", "GroupRun", "Reporter", "RunResult"]
@@ -131,7 +131,7 @@ class GroupRun:
 
     def run(self) -> GroupResult:
         engine, outcome = self.engine, self.outcome
-        outcome.group_run_id = engine.store.start_group(self.record, engine.trigger)
+        outcome.group_run_id = engine.store.runs.start_group(self.record, engine.trigger)
         self._tell("group_started", outcome.name, outcome.mode, outcome.scripts)
         ex = engine.executor
         ex.open()
@@ -228,7 +228,7 @@ class GroupRun:
         for i, detail in skips:
             name = self.plan.scripts[i]
             self.slots.skipped(i, detail)
-            self.engine.store.add_skipped([name], trigger, gid, self.record, detail)
+            self.engine.store.runs.add_skipped([name], trigger, gid, self.record, detail)
             if stopped_by is None:
                 self._tell("script_skipped", name, detail)
         if stopped_by is not None and self.stopped_by is None:
@@ -250,7 +250,7 @@ class GroupRun:
                 self.slots.skipped(i, INTERRUPTED_DETAIL)
             names = [self.plan.scripts[i] for i in pending]
             if names:
-                self.engine.store.add_skipped(
+                self.engine.store.runs.add_skipped(
                     names,
                     self.engine.trigger,
                     self.outcome.group_run_id,
@@ -272,7 +272,7 @@ class GroupRun:
             outcome.status = RunStatus.FAILED if outcome.failed else RunStatus.SUCCESS
         outcome.interrupted_by = self.interrupt.signum
         assert outcome.group_run_id is not None
-        engine.store.finish_group(outcome.group_run_id, outcome.status)
+        engine.store.runs.finish_group(outcome.group_run_id, GroupStatus(outcome.status))
         self._tell("group_finished", outcome)
 
     def _tell(self, event: str, *args: object) -> None:

@@ -81,3 +81,23 @@ class ConfigError(ScriptMonitorError):
 
 class StoreError(ScriptMonitorError):
     """The run-history database cannot be used."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the history's lock for longer than the busy timeout."""
+
+
+class StoreUnreachable(StoreError):
+    """The history cannot be opened or its server cannot be reached."""
+
+
+class StoreFull(StoreError):
+    """The history cannot be written: its disk is full (or failing)."""
+
+
+class StoreCorrupt(StoreError):
+    """The history's file is not a database, or is damaged."""
+
+
+class SchemaMismatch(StoreError):
+    """The history's schema is older or newer than this script-monitor's."""

@@ -264,7 +264,7 @@ class LocalExecutor:
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)
-        run_id = self.store.start_run(
+        run_id = self.store.runs.start_run(
             name, self.trigger, started, group_run_id, group, rel, attempt=attempt
         )
         job = Job(name, script, started, rel, None, run_id)
@@ -355,7 +355,7 @@ class LocalExecutor:
             os.close(fd)
         if log_error:
             detail = f"{detail}; {log_error}" if detail else log_error
-        gone = self.store.finish_run(
+        gone = self.store.runs.finish_run(
             job.run_id,
             result.status,
             ended,

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol
 
 from . import logs
 from .states import LogState, RunStatus
+from .store import Run
 
 PIECE = 1 << 16  # bytes read and written at a time
 
@@ -84,7 +85,7 @@ class ChunkLog:
     def size(self) -> int:
         with self.lock:
             after = self.seqs[-1] if self.seqs else -1
-        new = self.store.log_chunk_sizes(self.run_id, after)
+        new = self.store.logs.sizes(self.run_id, after)
         with self.lock:
             for seq, n in new:
                 if self.seqs and seq <= self.seqs[-1]:
@@ -102,7 +103,7 @@ class ChunkLog:
             first = bisect.bisect_right(self.starts, offset) - 1
             last = bisect.bisect_left(self.starts, end) - 1
             seq_a, seq_b, base = self.seqs[first], self.seqs[last], self.starts[first]
-        data = self.store.log_chunk_span(self.run_id, seq_a, seq_b)
+        data = self.store.logs.span(self.run_id, seq_a, seq_b)
         return data[offset - base : end - base]
 
     def close(self) -> None:
@@ -117,44 +118,44 @@ _UNAVAILABLE = {
 }
 
 
-def open_log(log_dir: Path, store: Any, run: dict[str, Any]) -> LogSource:
+def open_log(log_dir: Path, store: Any, run: Run) -> LogSource:
     """The log of ``run`` (a row of the history), here or in the history.
 
     Raises LogUnavailable with the reason when there is none to show.
     """
-    if run["log_state"] != LogState.OK or not run["log_path"]:
-        why = _UNAVAILABLE.get(run["log_state"], run["log_state"])
-        detail = f" ({run['detail']})" if run.get("detail") else ""
-        raise LogUnavailable(f"the log of run {run['id']} of {run['script']} {why}{detail}")
+    if run.log_state != LogState.OK or not run.log_path:
+        why = _UNAVAILABLE.get(run.log_state, run.log_state)
+        detail = f" ({run.detail})" if run.detail else ""
+        raise LogUnavailable(f"the log of run {run.id} of {run.script} {why}{detail}")
     try:
-        path = logs.resolve(log_dir, run["log_path"])
+        path = logs.resolve(log_dir, run.log_path)
     except logs.LogPathError:
-        raise LogUnavailable(f"run {run['id']} names a log outside the log directory") from None
+        raise LogUnavailable(f"run {run.id} names a log outside the log directory") from None
     if not elsewhere(run):
         try:
             return FileLog(path)
         except FileNotFoundError:
             pass
-    chunks = ChunkLog(store, run["id"])
-    if elsewhere(run) or by_worker(run) or run["status"] == RunStatus.RUNNING or chunks.size():
+    chunks = ChunkLog(store, run.id)
+    if elsewhere(run) or by_worker(run) or run.status == RunStatus.RUNNING or chunks.size():
         return chunks
-    raise LogUnavailable(f"the log file of run {run['id']} is missing: {path}")
+    raise LogUnavailable(f"the log file of run {run.id} is missing: {path}")
 
 
 def this_host() -> str:
     return os.uname().nodename
 
 
-def elsewhere(run: dict[str, Any]) -> bool:
+def elsewhere(run: Run) -> bool:
     """True when the process that recorded the run is on another machine."""
-    owner = run.get("owner") or ""
+    owner = run.owner or ""
     host = owner.split("|", 1)[0] if owner.count("|") == 3 else ""
     return bool(host) and host != this_host()
 
 
-def by_worker(run: dict[str, Any]) -> bool:
+def by_worker(run: Run) -> bool:
     """True when a worker ran it (its ``host`` is a worker's name, not this machine's)."""
-    return bool(run.get("host")) and run["host"] != this_host()
+    return bool(run.host) and run.host != this_host()
 
 
 def copy(source: LogSource, out: BinaryIO, offset: int = 0) -> int:

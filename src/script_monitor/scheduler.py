@@ -35,6 +35,7 @@ from .heartbeat import (
     scheduler_status,
     write_json,
 )
+from .housekeeping import Housekeeper
 from .proc import Interrupt, adopt
 from .schedule_time import (
     Clock,
@@ -46,6 +47,7 @@ from .schedule_time import (
     next_due,
     overlap_action,
 )
+from .states import GroupStatus, RunStatus
 from .store import Store
 
 CONFIG_CHECK_EVERY = 1.0  # real seconds between cheap stat() checks of the config files
@@ -158,6 +160,7 @@ class Scheduler:
         self._started = time.time()
         self._started_sim = self.clock.now()
         self._watch_state: dict = {}  # watchdog and notifications (see _watch)
+        self._housekeeper = Housekeeper(log)
 
     # ------------------------------------------------------------ signals
 
@@ -193,7 +196,7 @@ class Scheduler:
         """Run until SIGTERM/SIGINT (or one pass with ``once``); return the exit code."""
         self.lock.acquire()
         try:
-            self.store.reap_lost()
+            self.store.runs.reap_lost()
             self._sync_entries(self._load_state())
             self._announce()
             while self._stop_signum is None:
@@ -220,11 +223,13 @@ class Scheduler:
         self._watch()
 
     def _watch(self) -> None:
-        """The watchdog every minute, pending notifications every few seconds (DESIGN §7)."""
+        """The watchdog every minute, pending notifications every few seconds
+        (docs/NOTIFICATIONS.md), pruning the history every hour (docs/HISTORY.md)."""
         from .watchdog import scheduler_turn
 
         # Real time, not self.clock: the history records real times.
         scheduler_turn(self.config, self.store, time.time(), self._watch_state, log)
+        self._housekeeper.turn(self.config)
 
     def _announce(self) -> None:
         groups = ", ".join(f"{e.name} ({e.expr}, {e.zone})" for e in self.entries.values())
@@ -290,7 +295,7 @@ class Scheduler:
         )
         detail = f"{count} tick{plural} missed ({span}): {why}; {decision.reason}"
         log.warning("group %s: %s", entry.name, detail)
-        self._record(entry.name, "missed", detail)
+        self._record(entry.name, GroupStatus.MISSED, detail)
 
     def _tick(self, entry: Entry, tick: float, now: float) -> None:
         group = self.config.groups[entry.name]
@@ -317,12 +322,12 @@ class Scheduler:
             )
             detail = f"tick {self._when(entry, tick)} skipped: {why}"
             log.warning("group %s: %s", entry.name, detail)
-            self._record(entry.name, "skipped", detail)
+            self._record(entry.name, GroupStatus.SKIPPED, detail)
 
-    def _record(self, name: str, status: str, detail: str) -> None:
+    def _record(self, name: str, status: GroupStatus, detail: str) -> None:
         try:
-            run_id = self.store.start_group(name, "schedule")
-            self.store.finish_group(run_id, status, detail=detail)
+            run_id = self.store.runs.start_group(name, "schedule")
+            self.store.runs.finish_group(run_id, status, detail=detail)
         except ScriptMonitorError as e:
             log.error("group %s: could not record a %s tick: %s", name, status, e)
 
@@ -350,7 +355,7 @@ class Scheduler:
 
             unit_finished(config, self.store, outcome, trigger="schedule", wait=False)
             failed = ", ".join(r.script for r in outcome.failed)
-            level = logging.INFO if outcome.status == "success" else logging.WARNING
+            level = logging.INFO if outcome.status == RunStatus.SUCCESS else logging.WARNING
             log.log(
                 level,
                 "group %s: %s in %.1fs%s",
@@ -375,7 +380,9 @@ class Scheduler:
             if name in self.config.groups:
                 self._launch(name, tick, self.config)
             else:
-                self._record(name, "skipped", "queued tick dropped: group no longer scheduled")
+                self._record(
+                    name, GroupStatus.SKIPPED, "queued tick dropped: group no longer scheduled"
+                )
         self._wake()
 
     def _busy(self) -> bool:
@@ -531,7 +538,9 @@ class Scheduler:
             dropped = list(self.queued)
             self.queued.clear()
         for name in dropped:
-            self._record(name, "skipped", "queued tick dropped: the scheduler was stopped")
+            self._record(
+                name, GroupStatus.SKIPPED, "queued tick dropped: the scheduler was stopped"
+            )
         reason = signal.Signals(self._stop_signum).name if self._stop_signum else "done"
         grace = self.config.settings.scheduling.shutdown_grace
         with self._mutex:

@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .states import LogState
+from .states import LogState, MessageState
 
 if TYPE_CHECKING:
     from .config import Config
+    from .store import AlertMatch, GroupRun, Message, Run
 
 # Bumped when a key is removed or renamed or changes its type or meaning; adding a key
 # does not bump it.  Object outputs carry it; list outputs (list, list-groups, history)
@@ -36,48 +37,48 @@ def seconds(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def run_json(run: dict[str, Any]) -> dict[str, Any]:
+def run_json(run: Run) -> dict[str, Any]:
     """A run as stable, machine-readable fields."""
     return {
-        "id": run["id"],
-        "script": run["script"],
-        "group": run["group_name"],
-        "group_run_id": run["group_run_id"],
-        "trigger": run["trigger"],
-        "status": run["status"],
-        "exit_code": run["exit_code"],
-        "signal": run["signal"],
-        "started": iso(run["started"]),
-        "ended": iso(run["ended"]),
-        "duration": seconds(run["duration"]),
-        "log": run["log_state"] == LogState.OK,
-        "log_state": run["log_state"],
-        "detail": run["detail"],
-        "attempt": run["attempt"],
-        "host": run["host"],
+        "id": run.id,
+        "script": run.script,
+        "group": run.group_name,
+        "group_run_id": run.group_run_id,
+        "trigger": run.trigger,
+        "status": run.status.value,
+        "exit_code": run.exit_code,
+        "signal": run.signal,
+        "started": iso(run.started),
+        "ended": iso(run.ended),
+        "duration": seconds(run.duration),
+        "log": run.log_state == LogState.OK,
+        "log_state": run.log_state.value,
+        "detail": run.detail,
+        "attempt": run.attempt,
+        "host": run.host,
     }
 
 
-def runs_json(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def runs_json(runs: list[Run]) -> list[dict[str, Any]]:
     """``history NAME --json``: a script's runs, newest first."""
     return [run_json(r) for r in runs]
 
 
-def group_run_json(run: dict[str, Any] | None) -> dict[str, Any] | None:
+def group_run_json(run: GroupRun | None) -> dict[str, Any] | None:
     """A group run (a row of group_runs) as machine-readable fields."""
     if run is None:
         return None
     return {
-        "id": run["id"],
-        "status": run["status"],
-        "trigger": run["trigger"],
-        "started": iso(run["started"]),
-        "ended": iso(run["ended"]),
-        "detail": run.get("detail"),
+        "id": run.id,
+        "status": run.status.value,
+        "trigger": run.trigger,
+        "started": iso(run.started),
+        "ended": iso(run.ended),
+        "detail": run.detail,
     }
 
 
-def scripts_json(config: Config, last: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def scripts_json(config: Config, last: dict[str, Run]) -> list[dict[str, Any]]:
     """``list --json``: every configured script with its latest run."""
     return [
         {
@@ -89,7 +90,7 @@ def scripts_json(config: Config, last: dict[str, dict[str, Any]]) -> list[dict[s
     ]
 
 
-def groups_json(config: Config, last: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def groups_json(config: Config, last: dict[str, GroupRun]) -> list[dict[str, Any]]:
     """``list-groups --json``: every group with its settings and latest group run."""
     return [
         {
@@ -155,7 +156,7 @@ def status_json(report: dict[str, Any]) -> dict[str, Any]:
         "scheduler": scheduler_json(report["scheduler"]),
         "enabled": report["enabled"],
         "running": [
-            {**run_json(r), "elapsed": seconds(max(0.0, now - r["started"]))}
+            {**run_json(r), "elapsed": seconds(max(0.0, now - r.started))}
             for r in report["running"]
         ],
         "failures": [run_json(r) for r in report["failures"]],
@@ -163,39 +164,39 @@ def status_json(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- notifications (DESIGN §7)
+# ---------------------------------------------------------------- notifications
 
 
-def notification_json(note: dict[str, Any]) -> dict[str, Any]:
+def notification_json(note: Message) -> dict[str, Any]:
     """A recorded message (``notifications --json``)."""
     return {
-        "id": note["id"],
-        "event": note["event"],
-        "unit": note["unit"],
-        "run": note["run_id"],
-        "channel": note["channel"],
-        "state": note["state"],
-        "attempts": note["attempts"],
-        "title": note["title"],
-        "created": iso(note["created"]),
-        "sent": iso(note["sent"]),
-        "next_try": iso(note["next_try"]) if note["state"] == "pending" else None,
-        "last_error": note["last_error"],
+        "id": note.id,
+        "event": note.event,
+        "unit": note.unit,
+        "run": note.run_id,
+        "channel": note.channel,
+        "state": note.state.value,
+        "attempts": note.attempts,
+        "title": note.title,
+        "created": iso(note.created),
+        "sent": iso(note.sent),
+        "next_try": iso(note.next_try) if note.state is MessageState.PENDING else None,
+        "last_error": note.last_error,
     }
 
 
-def alert_json(match: dict[str, Any]) -> dict[str, Any]:
+def alert_json(match: AlertMatch) -> dict[str, Any]:
     """A recorded output alert (``alerts --json``)."""
     return {
-        "id": match["id"],
-        "script": match["script"],
-        "run": match["run_id"],
-        "line_number": match["line_number"],
-        "line": match["line"],
-        "severity": match["severity"],
-        "pattern": match["pattern"],
-        "fail": bool(match["fail"]),
-        "time": iso(match["created"]),
+        "id": match.id,
+        "script": match.script,
+        "run": match.run_id,
+        "line_number": match.line_number,
+        "line": match.line,
+        "severity": match.severity,
+        "pattern": match.pattern,
+        "fail": match.fail,
+        "time": iso(match.created),
     }
 
 

@@ -33,6 +33,31 @@ class RunStatus(StrEnum):
 FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.LOST})
 
 
+class GroupStatus(StrEnum):
+    """What became of a group run, or of a scheduled tick that did not start one."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+    SKIPPED = "skipped"  # the tick's overlap policy did not start it
+    MISSED = "missed"  # the tick was not fired in time (catchup)
+
+    @property
+    def ran(self) -> bool:
+        """The group run started and ended (not running, skipped or missed)."""
+        return self not in (GroupStatus.RUNNING, GroupStatus.SKIPPED, GroupStatus.MISSED)
+
+
+class MessageState(StrEnum):
+    """Where a notification is in the outbox."""
+
+    PENDING = "pending"  # waiting for its (next) delivery attempt
+    SENT = "sent"
+    FAILED = "failed"  # every attempt failed; no more tries
+
+
 class LogState(StrEnum):
     """Whether a run's log file is there."""
 

@@ -69,10 +69,10 @@ def clock_now() -> float:
 
 def check(config: Config, store: Store, now: float, scheduler: bool = False) -> Report:
     """One watchdog pass at ``now``; ``scheduler`` when the scheduler itself runs it."""
-    store.reap_lost()
+    store.runs.reap_lost()
     report = Report(now)
     if scheduler:
-        store.set_watch_state(SEEN, time.time())
+        store.watch.set_state(SEEN, time.time())
     report.missed, n1 = _missed(config, store, now)
     report.overdue, n2 = _overdue(config, store, now)
     report.scheduler, n3 = _scheduler(config, store, now)
@@ -107,11 +107,11 @@ def _missed(config: Config, store: Store, now: float) -> tuple[list[dict], int]:
             continue
         expr, zone = cron.expand(group.schedule), config.zone_of(group)
         key = f"{expr}|{zone}"
-        position = store.watch_position(group.name, key, limit)
+        position = store.watch.position(group.name, key, limit)
         if position is None or position >= limit:
             continue  # the first check only sets the position
         if not settings.enabled:  # paused: nothing is missed, the position moves on
-            store.advance_watch(group.name, key, position, limit)
+            store.watch.advance(group.name, key, position, limit)
             continue
         tz = cron.resolve_timezone(zone)
         fires, cut = cron.fires_between(
@@ -123,16 +123,16 @@ def _missed(config: Config, store: Store, now: float) -> tuple[list[dict], int]:
         )
         ticks = [f.timestamp() for f in fires]
         end = ticks[-1] if cut else limit
-        starts = store.scheduled_starts(group.name, position - EARLY, end + grace)
+        starts = store.watch.scheduled_starts(group.name, position - EARLY, end + grace)
         missed = unmatched(ticks, starts, grace)
         entry = _missed_entry(group.name, missed, tz, grace, cut) if missed else None
         with store.batch():
-            if not store.advance_watch(group.name, key, position, end):
+            if not store.watch.advance(group.name, key, position, end):
                 continue  # another checker took this stretch
             if entry is None:
                 continue
             ref = f"tick{missed[0]:.0f}"
-            if store.add_watch_event(
+            if store.watch.add_event(
                 f"missed|{group.name}|{ref}", "missed", group.name, entry["detail"]
             ):
                 messages += _notify(
@@ -176,26 +176,24 @@ def _missed_body(config: Config, name: str, entry: dict) -> str:
 
 
 def _overdue(config: Config, store: Store, now: float) -> tuple[list[dict], int]:
-    runs, groups = store.running_units()
+    runs, groups = store.watch.running_units()
     found, messages = [], 0
     for g in groups:
-        group = config.groups.get(g["group_name"])
+        group = config.groups.get(g.group_name)
         limit = group.max_duration if group is not None else None
-        if limit and now - g["started"] > limit:
-            item = _overdue_item("group", g["group_name"], g["id"], g["started"], limit, now)
+        if limit and now - g.started > limit:
+            item = _overdue_item("group", g.group_name, g.id, g.started, limit, now)
             found.append(item)
-            messages += _overdue_event(config, store, "group", g["group_name"], f"g{g['id']}", item)
+            messages += _overdue_event(config, store, "group", g.group_name, f"g{g.id}", item)
     for r in runs:
-        script = config.scripts.get(r["script"])
+        script = config.scripts.get(r.script)
         limit = script.max_duration if script is not None else None
-        if limit and now - r["started"] > limit:
-            item = _overdue_item("script", r["script"], r["id"], r["started"], limit, now)
+        if limit and now - r.started > limit:
+            item = _overdue_item("script", r.script, r.id, r.started, limit, now)
             found.append(item)
             # A script run inside a group belongs to the group's run unit.
-            kind, unit = (
-                ("group", r["group_name"]) if r["group_run_id"] else ("script", r["script"])
-            )
-            messages += _overdue_event(config, store, kind, unit, f"r{r['id']}", item)
+            kind, unit = ("group", r.group_name or "") if r.group_run_id else ("script", r.script)
+            messages += _overdue_event(config, store, kind, unit, f"r{r.id}", item)
     return found, messages
 
 
@@ -215,7 +213,7 @@ def _overdue_item(kind: str, name: str, rid: int, started: float, limit: float, 
 
 
 def _overdue_event(config, store, kind: str, unit: str, ref: str, item: dict) -> int:
-    if not store.add_watch_event(f"overdue|{ref}", "overdue", item["name"], item["detail"]):
+    if not store.watch.add_event(f"overdue|{ref}", "overdue", item["name"], item["detail"]):
         return 0
     from .notify.message import host
 
@@ -236,7 +234,7 @@ def _scheduler(config: Config, store: Store, now: float) -> tuple[dict, int]:
     beat = read_heartbeat(config.state_dir) or {}
     stamps = [
         float(s)
-        for s in (beat.get("updated"), store.watch_state(SEEN))
+        for s in (beat.get("updated"), store.watch.state(SEEN))
         if isinstance(s, int | float)
     ]
     last = max(stamps) if stamps else None
@@ -252,7 +250,7 @@ def _scheduler(config: Config, store: Store, now: float) -> tuple[dict, int]:
         return {"state": "ok", "detail": f"alive (heartbeat {age:.0f}s ago)", **info}, 0
     detail = f"no heartbeat for {age:.0f}s (last seen {iso(last)}): the scheduler is down"
     messages = 0
-    if store.add_watch_event(f"scheduler|{last:.3f}", "scheduler", "scheduler", detail):
+    if store.watch.add_event(f"scheduler|{last:.3f}", "scheduler", "scheduler", detail):
         from .notify.message import host
 
         body = (
@@ -275,7 +273,7 @@ def _notify(
     from .notify.events import event_rows
 
     rows = event_rows(config, kind, unit, event, ref, body)
-    return len(store.add_notifications(rows)) if rows else 0
+    return len(store.outbox.add(rows)) if rows else 0
 
 
 # ---------------------------------------------------------------- inside the scheduler
@@ -304,7 +302,7 @@ def scheduler_turn(config: Config, store: Store, now: float, state: dict, log: A
             from .notify import deliver, watch_store
 
             watch_store(config, store, wait=False)  # the configuration may have changed
-            if store.due_notifications(time.time()):
+            if store.outbox.due(time.time()):
                 deliver(config, store, wait=False)
     except ScriptMonitorError as e:  # a locked store: try again at the next turn
         log.error("watchdog: %s", e)

@@ -19,8 +19,8 @@ def group_heading(group) -> str:
 def cmd_list_groups(args: argparse.Namespace) -> int:
     config = load(args)
     store = open_store(config)
-    store.reap_lost()
-    last = store.last_group_runs()
+    store.runs.reap_lost()
+    last = store.reads.last_group_runs()
     fmt = config.settings.display.date_format
     if args.json:
         rows = groups_json(config, last)
@@ -38,9 +38,9 @@ def cmd_list_groups(args: argparse.Namespace) -> int:
         if run:
             from datetime import datetime
 
-            when = datetime.fromtimestamp(run["started"]).strftime(fmt)
-            took = duration_text(run["ended"] - run["started"]) if run["ended"] else "-"
-            print(f"  Last run: {when}, {run['status']}, {took}")
+            when = datetime.fromtimestamp(run.started).strftime(fmt)
+            took = duration_text(run.ended - run.started) if run.ended else "-"
+            print(f"  Last run: {when}, {run.status}, {took}")
         else:
             print("  Last run: never")
     return EXIT_OK

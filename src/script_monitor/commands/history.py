@@ -12,6 +12,7 @@ from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import duration_text
 from ..states import LogState, RunStatus
+from ..store import Run
 from . import colors, load, open_store
 
 STATUS_STYLE: dict[str, str] = {
@@ -54,8 +55,8 @@ def _table(args, config, headers: list[str], rows: list[list[str]], status_col: 
 def cmd_list(args: argparse.Namespace) -> int:
     config = load(args)
     store = open_store(config)
-    store.reap_lost()
-    last = store.last_runs()
+    store.runs.reap_lost()
+    last = store.reads.last_runs()
     fmt = config.settings.display.date_format
     if args.json:
         import json
@@ -70,27 +71,31 @@ def cmd_list(args: argparse.Namespace) -> int:
         if run is None:
             rows.append([s.name, "never run", "-", "-", s.description])
         else:
-            when = datetime.fromtimestamp(run["started"]).strftime(fmt)
-            rows.append(
-                [s.name, run["status"], when, duration_text(run["duration"]), s.description]
-            )
+            when = datetime.fromtimestamp(run.started).strftime(fmt)
+            rows.append([s.name, run.status, when, duration_text(run.duration), s.description])
     _table(args, config, ["SCRIPT", "STATUS", "LAST RUN", "DURATION", "DESCRIPTION"], rows, 1)
     return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     config = load(args)
+    if args.name == "prune" and "prune" not in config.scripts:
+        from .store import prune
+
+        return prune(config, args.dry_run, args.before)
+    if args.dry_run or args.before:
+        raise UsageError("--dry-run and --before go with `history prune`")
     config.script(args.name)
     store = open_store(config)
-    store.reap_lost()
-    runs = store.history(args.name, args.limit)
+    store.runs.reap_lost()
+    runs = store.runs.history(args.name, args.limit)
     from ..pager import paged  # not on list's path
 
     with paged(not args.no_pager):
         return _print_history(args, config, runs)
 
 
-def _print_history(args: argparse.Namespace, config, runs: list[dict]) -> int:
+def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
     if args.json:
         import json
 
@@ -104,24 +109,22 @@ def _print_history(args: argparse.Namespace, config, runs: list[dict]) -> int:
     fmt = config.settings.display.date_format
     rows = []
     for r in runs:
-        code = "-" if r["exit_code"] is None else str(r["exit_code"])
-        if r["signal"]:
-            code = f"signal {r['signal']}"
-        log_note = (
-            "" if r["log_state"] in (LogState.OK, LogState.NONE) else f" (log {r['log_state']})"
-        )
-        if r["attempt"] > 1:
-            log_note = f" (attempt {r['attempt']}){log_note}"
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        if r.signal:
+            code = f"signal {r.signal}"
+        log_note = "" if r.log_state in (LogState.OK, LogState.NONE) else f" (log {r.log_state})"
+        if r.attempt > 1:
+            log_note = f" (attempt {r.attempt}){log_note}"
         rows.append(
             [
-                str(r["id"]),
-                datetime.fromtimestamp(r["started"]).strftime(fmt),
-                duration_text(r["duration"]),
-                r["status"] + log_note,
+                str(r.id),
+                datetime.fromtimestamp(r.started).strftime(fmt),
+                duration_text(r.duration),
+                r.status + log_note,
                 code,
-                r["trigger"],
-                r["group_name"] or "-",
-                _short(r["detail"]),
+                r.trigger,
+                r.group_name or "-",
+                _short(r.detail),
             ]
         )
     headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "NOTE"]
@@ -143,13 +146,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     config = load(args)
     config.script(args.name)
     store = open_store(config)
-    store.reap_lost()
+    store.runs.reap_lost()
     if args.run is not None:
-        run = store.run(args.run)
-        if run is None or run["script"] != args.name:
+        run = store.runs.run(args.run)
+        if run is None or run.script != args.name:
             raise UsageError(f"no run {args.run} of script '{args.name}'")
     else:
-        run = store.latest_run(args.name, with_log=True)
+        run = store.runs.latest_run(args.name, with_log=True)
         if run is None:
             raise UsageError(f"{args.name} has no runs yet")
     from .. import logsource
@@ -167,17 +170,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_log(args: argparse.Namespace, store, run: dict, source) -> None:
+def _print_log(args: argparse.Namespace, store, run: Run, source) -> None:
     """The log from this host's file or, for a remote run, from the history's chunks."""
     from .. import logsource
 
     out = sys.stdout.buffer if args.raw else logs.Utf8Out(sys.stdout.buffer)
-    if args.follow and run["status"] == RunStatus.RUNNING:
+    if args.follow and run.status == RunStatus.RUNNING:
 
         def finished() -> bool:
-            current = store.run(run["id"])
-            store.reap_lost()
-            return current is None or current["status"] != RunStatus.RUNNING
+            current = store.runs.run(run.id)
+            store.runs.reap_lost()
+            return current is None or current.status != RunStatus.RUNNING
 
         logsource.follow(source, cast(BinaryIO, out), _throttled(finished))
     else:
@@ -202,7 +205,7 @@ def cmd_clear_logs(args: argparse.Namespace) -> int:
     config = load(args)
     config.script(args.name)
     store = open_store(config)
-    gone = store.mark_logs_cleared(args.name)
+    gone = store.runs.mark_logs_cleared(args.name)
     logs.remove(config.log_dir, gone)
     print(f"Cleared {len(gone)} log{'s' * (len(gone) != 1)} of {args.name}")
     return EXIT_OK
@@ -211,7 +214,7 @@ def cmd_clear_logs(args: argparse.Namespace) -> int:
 def cmd_clear_all_logs(args: argparse.Namespace) -> int:
     config = load(args)
     store = open_store(config)
-    gone = store.mark_logs_cleared(None)
+    gone = store.runs.mark_logs_cleared(None)
     logs.remove(config.log_dir, gone)
     print(f"Cleared {len(gone)} log{'s' * (len(gone) != 1)}")
     return EXIT_OK

@@ -8,8 +8,12 @@ import sys
 import threading
 from datetime import datetime
 
+import msgspec
+
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..serialize import alert_json, notification_json, notify_test_json
+from ..states import MessageState
+from ..store import NewMessage
 from . import load, open_store
 
 
@@ -27,12 +31,11 @@ def cmd_notifications(args: argparse.Namespace) -> int:
                 "what is not sent stays pending",
                 file=sys.stderr,
             )
-    notes = store.notifications(args.limit)
+    notes = store.outbox.messages(args.limit)
     from ..notify.channels import masker
 
     mask = masker(config)
-    for note in notes:
-        note["last_error"] = mask.text(note["last_error"])
+    notes = [msgspec.structs.replace(n, last_error=mask.text(n.last_error)) for n in notes]
     if args.json:
         print(json.dumps([notification_json(n) for n in notes], indent=2))
         return EXIT_OK
@@ -44,14 +47,14 @@ def cmd_notifications(args: argparse.Namespace) -> int:
     fmt = config.settings.display.date_format
     rows = [
         [
-            str(n["id"]),
-            datetime.fromtimestamp(n["created"]).strftime(fmt),
-            n["event"],
-            n["unit"],
-            n["channel"],
-            n["state"],
-            str(n["attempts"]),
-            _short(n["last_error"], 60),
+            str(n.id),
+            datetime.fromtimestamp(n.created).strftime(fmt),
+            n.event,
+            n.unit,
+            n.channel,
+            n.state,
+            str(n.attempts),
+            _short(n.last_error, 60),
         ]
         for n in notes
     ]
@@ -88,23 +91,20 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         results.append({"url": i + 1, "scheme": raw.partition("://")[0], "error": mask.text(why)})
     ok = all(r["error"] is None for r in results)
     store = open_store(config)
-    store.record_sent(
+    errors = "; ".join(f"URL {r['url']}: {r['error']}" for r in results if r["error"])
+    store.outbox.record_sent(
         [
-            {
-                "key": f"test|{datetime.now().timestamp()}|{args.channel}",
-                "event": "test",
-                "unit": "notify-test",
-                "ref": "test",
-                "channel": args.channel,
-                "title": title,
-                "body": body,
-                "state": "sent" if ok else "failed",
-                "accepted": "",
-                "last_error": "; ".join(
-                    f"URL {r['url']}: {r['error']}" for r in results if r["error"]
-                )
-                or None,
-            }
+            NewMessage(
+                key=f"test|{datetime.now().timestamp()}|{args.channel}",
+                event="test",
+                unit="notify-test",
+                ref="test",
+                channel=args.channel,
+                title=title,
+                body=body,
+                state=MessageState.SENT if ok else MessageState.FAILED,
+                last_error=errors or None,
+            )
         ]
     )
     if args.json:
@@ -136,7 +136,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.name is not None:
         config.script(args.name)
     store = open_store(config)
-    matches = store.alert_matches(args.name, args.limit)
+    matches = store.alerts.matches(args.name, args.limit)
     if args.json:
         print(json.dumps([alert_json(m) for m in matches], indent=2))
         return EXIT_OK
@@ -148,12 +148,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     fmt = config.settings.display.date_format
     rows = [
         [
-            datetime.fromtimestamp(m["created"]).strftime(fmt),
-            m["script"],
-            str(m["run_id"]),
-            str(m["line_number"]),
-            m["severity"] + (" (fail)" if m["fail"] else ""),
-            _short(m["line"], 80),
+            datetime.fromtimestamp(m.created).strftime(fmt),
+            m.script,
+            str(m.run_id),
+            str(m.line_number),
+            m.severity + (" (fail)" if m.fail else ""),
+            _short(m.line, 80),
         ]
         for m in matches
     ]

@@ -52,7 +52,7 @@ def _run(
     elif args.verb == "run-group":
         config.group(args.name)
     store = open_store(config)
-    store.reap_lost()
+    store.runs.reap_lost()
     _settle_in(config.root)
     adopt.become_subreaper()  # orphaned descendants come back to us, to be ended with their run
     interrupt = Interrupt()

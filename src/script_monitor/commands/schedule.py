@@ -14,6 +14,7 @@ from .. import cron
 from ..config import Config, Group
 from ..errors import EXIT_OK, UsageError
 from ..serialize import schedules_json
+from ..store import GroupRun
 from . import load, open_store
 
 GAP_YEARS = 10  # DST-gap lines in exported timers cover this many years
@@ -44,7 +45,7 @@ def _status_line(status: dict) -> str:
     return f"scheduler: running{pid}"
 
 
-def _row(config: Config, group: Group, last: dict | None, now: datetime) -> dict:
+def _row(config: Config, group: Group, last: GroupRun | None, now: datetime) -> dict:
     zone = config.zone_of(group)
     tz = cron.resolve_timezone(zone)
     nxt = cron.next_fire(group.schedule or "", tz, now)
@@ -59,7 +60,7 @@ def _row(config: Config, group: Group, last: dict | None, now: datetime) -> dict
     }
 
 
-def schedule_rows(config: Config, last: dict[str, dict], now: datetime) -> list[dict]:
+def schedule_rows(config: Config, last: dict[str, GroupRun], now: datetime) -> list[dict]:
     """Every scheduled group with its next fire time and last run (list-schedules, the API)."""
     return [_row(config, g, last.get(g.name), now) for g in _scheduled(config)]
 
@@ -69,8 +70,8 @@ def cmd_list_schedules(args: argparse.Namespace) -> int:
 
     config = load(args)
     store = open_store(config)
-    store.reap_lost()
-    rows = schedule_rows(config, store.last_group_runs(), datetime.now(UTC))
+    store.runs.reap_lost()
+    rows = schedule_rows(config, store.reads.last_group_runs(), datetime.now(UTC))
     status = scheduler_status(config.state_dir)
     enabled = config.settings.scheduling.enabled
     if args.json:
@@ -93,8 +94,8 @@ def _print_table(rows: list[dict], fmt: str) -> None:
         nxt = r["next"].strftime(fmt) if r["next"] else "never"
         run = r["last"]
         if run:
-            when = datetime.fromtimestamp(run["started"], r["tz"]).strftime(fmt)
-            last = f"{when} {run['status']}"
+            when = datetime.fromtimestamp(run.started, r["tz"]).strftime(fmt)
+            last = f"{when} {run.status}"
         else:
             last = "never"
         zone = cron.timezone_label(r["timezone"])

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..render import duration_text
-from ..states import FAILURES
+from ..states import FAILURES, RunStatus
+from ..store import Run
 from . import load, open_store
 
 FAILURE_WINDOW = 24 * 3600.0  # "latest failures" looks this far back
@@ -33,9 +34,9 @@ def gather(config, store, now: float) -> dict[str, Any]:
     from ..heartbeat import LOCK_FILE, scheduler_status
     from .schedule import _row, _scheduled
 
-    store.reap_lost()
+    store.runs.reap_lost()
     scheduled = _scheduled(config)
-    last = store.last_group_runs()
+    last = store.reads.last_group_runs()
     when = datetime.fromtimestamp(now, UTC)
     rows = [_row(config, g, last.get(g.name), when) for g in scheduled]
     far = datetime.max.replace(tzinfo=UTC)
@@ -43,13 +44,13 @@ def gather(config, store, now: float) -> dict[str, Any]:
     status = scheduler_status(config.state_dir, now)
     enabled = config.settings.scheduling.enabled
     problems = []
-    finished = store.last_finished_group_runs("schedule")
+    finished = store.reads.last_ended_group_runs("schedule")
     for g in scheduled:
         run = finished.get(g.name)
-        if run is not None and run["status"] in FAILURES:
+        if run is not None and run.status in FAILURES:
             problems.append(
-                f"the latest scheduled run of group '{g.name}' {run['status']}"
-                f" (group run {run['id']}, {_clock(config, run['started'])})"
+                f"the latest scheduled run of group '{g.name}' {run.status}"
+                f" (group run {run.id}, {_clock(config, run.started)})"
             )
     ran_before = (config.state_dir / LOCK_FILE).exists()  # only a scheduler creates it
     if scheduled and enabled and ran_before and (not status["running"] or status["stale"]):
@@ -64,8 +65,8 @@ def gather(config, store, now: float) -> dict[str, Any]:
         "enabled": enabled,
         "scheduled": bool(scheduled),
         "ran_before": ran_before,
-        "running": store.running_runs(),
-        "failures": store.recent_runs(sorted(FAILURES), now - FAILURE_WINDOW, FAILURE_LIMIT),
+        "running": store.reads.running_runs(),
+        "failures": store.reads.recent_runs(sorted(FAILURES), now - FAILURE_WINDOW, FAILURE_LIMIT),
         "next_runs": rows,
         "problems": problems,
     }
@@ -127,11 +128,11 @@ def _lines(config, report: dict) -> list[str]:
     out += _table(
         [
             [
-                r["script"],
-                f"run {r['id']}",
-                r["group_name"] or "-",
-                f"since {_clock(config, r['started'])}",
-                f"for {duration_text(max(0.0, now - r['started']))}",
+                r.script,
+                f"run {r.id}",
+                r.group_name or "-",
+                f"since {_clock(config, r.started)}",
+                f"for {duration_text(max(0.0, now - r.started))}",
             ]
             for r in running
         ]
@@ -151,14 +152,14 @@ def _lines(config, report: dict) -> list[str]:
     return out
 
 
-def _failure_row(config, r: dict) -> list[str]:
-    what = r["status"]
-    if r["exit_code"] is not None and r["status"] == "failed":
-        what += f" (exit {r['exit_code']})"
-    elif r["signal"]:
-        what += f" (signal {r['signal']})"
-    when = _clock(config, r["started"])
-    return [r["script"], f"run {r['id']}", what, when, r["group_name"] or "-"]
+def _failure_row(config, r: Run) -> list[str]:
+    what = str(r.status)
+    if r.exit_code is not None and r.status is RunStatus.FAILED:
+        what += f" (exit {r.exit_code})"
+    elif r.signal:
+        what += f" (signal {r.signal})"
+    when = _clock(config, r.started)
+    return [r.script, f"run {r.id}", what, when, r.group_name or "-"]
 
 
 def _next_row(config, r: dict, now: float) -> list[str]:

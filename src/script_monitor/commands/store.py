@@ -1,10 +1,13 @@
-"""``store migrate`` and ``store copy --to URL`` (DESIGN §9)."""
+"""``store migrate``, ``store copy --to URL`` and ``store prune`` (docs/DISTRIBUTED.md,
+docs/HISTORY.md)."""
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
+from ..config import Config
 from ..errors import StoreError, UsageError
 from ..store import Store
 from . import load, open_store
@@ -24,6 +27,8 @@ def cmd_store(args: argparse.Namespace) -> int:
         else:
             print(f"the store {store.where}: schema version {before} -> {now}")
         return 0
+    if args.action == "prune":
+        return prune(config, args.dry_run, args.before)
     if not args.to:
         raise UsageError("store copy needs --to URL (postgresql://... or sqlite:///path)")
     assert store is not None
@@ -37,6 +42,49 @@ def cmd_store(args: argparse.Namespace) -> int:
     total = ", ".join(f"{n} {t}" for t, n in counts.items())
     print(f"copied {total or 'nothing'} from {store.where} to {target.where}")
     return 0
+
+
+def prune(config: Config, dry_run: bool, before: str | None) -> int:
+    """``history prune``: delete finished runs (and what hangs off them) older than the
+    retention period, or than ``before``, beyond the newest ``keep_runs`` of each
+    script and group."""
+    from .. import logs
+    from ..store.retention import cutoff_for
+
+    settings = config.settings.history
+    if before is not None:
+        cutoff = _date(before)
+    elif settings.retention == 0:
+        print("history.retention is 0: the history is kept forever; nothing to prune")
+        return 0
+    else:
+        cutoff = cutoff_for(settings.retention)
+    store = open_store(config)
+    report = store.retention.prune(
+        cutoff,
+        settings.keep_runs,
+        dry_run=dry_run,
+        remove=lambda paths: logs.remove(config.log_dir, paths),
+    )
+    store.close()
+    when = datetime.fromtimestamp(cutoff).strftime("%Y-%m-%d %H:%M")
+    verb = "would delete" if dry_run else "deleted"
+    print(
+        f"{verb} {report.runs} runs, {report.group_runs} group runs,"
+        f" {report.messages} notifications and {report.watch_events} watchdog findings"
+        f" older than {when} (keeping the newest {settings.keep_runs} of each script and group)"
+    )
+    return 0
+
+
+def _date(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--before {text!r}: not a date (YYYY-MM-DD or an ISO 8601 time)"
+        ) from None
+    return when.timestamp()
 
 
 def _target(url: str, state_dir: Path) -> Store:
@@ -53,13 +101,13 @@ def _tables(store: Store) -> dict[str, list[str]]:
     if store.url is None:
         names = [
             r[0]
-            for r in store._read(
+            for r in store.core.read(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
             )
         ]
-        return {n: [r[1] for r in store._read(f"PRAGMA table_info({n})")] for n in names}
+        return {n: [r[1] for r in store.core.read(f"PRAGMA table_info({n})")] for n in names}
     out: dict[str, list[str]] = {}
-    for table, column in store._read(
+    for table, column in store.core.read(
         "SELECT table_name, column_name FROM information_schema.columns"
         " WHERE table_schema = current_schema() AND table_name != 'schema_version'"
         " ORDER BY table_name, ordinal_position"
@@ -73,7 +121,7 @@ def copy_history(source: Store, target: Store) -> dict[str, int]:
     have, want = _tables(source), _tables(target)
     shared = [t for t in have if t in want]
     for table in shared:
-        if target._read(f"SELECT 1 FROM {table} LIMIT 1"):
+        if target.core.read(f"SELECT 1 FROM {table} LIMIT 1"):
             raise StoreError(
                 f"store copy: the table {table} of {target.where} already has rows;"
                 " copy into an empty store"
@@ -87,8 +135,8 @@ def copy_history(source: Store, target: Store) -> dict[str, int]:
             counts[table] = _copy_chunks(source, target, cols, sql)
             continue
         order = " ORDER BY id" if "id" in cols else ""
-        rows = source._read(f"SELECT {', '.join(cols)} FROM {table}{order}")
-        with target._write() as db:
+        rows = source.core.read(f"SELECT {', '.join(cols)} FROM {table}{order}")
+        with target.core.write() as db:
             for i in range(0, len(rows), BATCH):
                 db.executemany(sql, [tuple(r) for r in rows[i : i + BATCH]])
             if target.url is not None and "id" in cols:
@@ -104,11 +152,11 @@ def _copy_chunks(source: Store, target: Store, cols: list[str], sql: str) -> int
     """The log chunks of remote runs, read and written a run at a time (never the whole
     table in memory)."""
     n = 0
-    for (run_id,) in source._read("SELECT DISTINCT run_id FROM run_logs ORDER BY run_id"):
-        rows = source._read(
+    for (run_id,) in source.core.read("SELECT DISTINCT run_id FROM run_logs ORDER BY run_id"):
+        rows = source.core.read(
             f"SELECT {', '.join(cols)} FROM run_logs WHERE run_id = ? ORDER BY seq", (run_id,)
         )
-        with target._write() as db:
+        with target.core.write() as db:
             db.executemany(
                 sql, [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
             )

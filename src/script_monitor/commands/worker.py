@@ -18,7 +18,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = config.settings
     store = open_store(config)
-    store.reap_lost()  # also checks that the store answers and its schema is this version
+    store.runs.reap_lost()  # also checks that the store answers and its schema is this version
     app = make_app(config)
     check_broker(app, settings.celery.broker_url)
     hostname = args.hostname or default_hostname()

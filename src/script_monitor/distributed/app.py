@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ScriptMonitorError
-from ..store_pg import mask_url
+from ..store.postgres import mask_url
 
 TASK = "script_monitor.run"
 

@@ -18,8 +18,8 @@ from ..executor import Job
 from ..proc import Interrupt
 from ..results import RunResult
 from ..states import RunStatus
-from ..store import Store
-from ..store_pg import mask_url
+from ..store import Run, Store
+from ..store.postgres import mask_url
 from .app import TASK, BrokerError, check_broker, make_app
 
 POLL_MIN, POLL_MAX = 0.02, 0.25
@@ -31,7 +31,7 @@ class CeleryExecutor:
         self.config, self.store, self.trigger, self.interrupt = config, store, trigger, interrupt
         self.lost_after = config.settings.execution.lost_after
         self.sent: dict[int, Job] = {}
-        self.ready: list[dict[str, Any]] = []
+        self.ready: list[Run] = []
         self.poll = POLL_MIN
         self._app: Any = None
 
@@ -68,7 +68,7 @@ class CeleryExecutor:
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)
-        run_id = self.store.start_run(
+        run_id = self.store.runs.start_run(
             name, self.trigger, started, group_run_id, group, rel, attempt=attempt
         )
         job = Job(name, script, started, rel, None, run_id)
@@ -89,7 +89,9 @@ class CeleryExecutor:
             self.app().send_task(TASK, args=(job.proc,), queue=queue, ignore_result=True)
         except Exception as e:
             url = mask_url(self.config.settings.celery.broker_url)
-            self.store.give_up_runs([job.run_id], RunStatus.FAILED, f"not sent to {url}: {e}")
+            self.store.claims.give_up_runs(
+                [job.run_id], RunStatus.FAILED, f"not sent to {url}: {e}"
+            )
             raise BrokerError(f"cannot send run {job.run_id} to the broker {url}: {e}") from None
         self.sent[job.run_id] = job
         self.poll = POLL_MIN
@@ -99,7 +101,9 @@ class CeleryExecutor:
 
     def wait(self, until: float | None) -> None:
         while not self.ready and self.sent:
-            self.ready = self.store.ended_or_stale(list(self.sent), self.lost_after, time.time())
+            self.ready = self.store.claims.ended_or_stale(
+                list(self.sent), self.lost_after, time.time()
+            )
             if self.ready:
                 self.poll = POLL_MIN
                 return
@@ -116,18 +120,18 @@ class CeleryExecutor:
         rows, self.ready = self.ready, []
         out = []
         for row in rows:
-            job = self.sent.pop(row["id"], None)
+            job = self.sent.pop(row.id, None)
             if job is None:
                 continue
             job.run = RunResult(
                 job.name,
-                row["status"],
-                row["exit_code"],
-                row["signal"],
-                row["duration"] or 0.0,
+                row.status,
+                row.exit_code,
+                row.signal,
+                row.duration or 0.0,
                 job.run_id,
-                self.config.log_dir / row["log_path"] if row["log_path"] else None,
-                row["detail"],
+                self.config.log_dir / row.log_path if row.log_path else None,
+                row.detail,
                 job.attempt,
             )
             out.append(job)
@@ -136,25 +140,27 @@ class CeleryExecutor:
     def end_all(self, status: str) -> list[Job]:
         """Ask the workers to end every run; give up on those that do not answer in time."""
         ids = list(self.sent)
-        self.store.cancel_runs(ids, status, UNCLAIMED)
+        self.store.claims.cancel_runs(ids, status, UNCLAIMED)
         beat = max(0.2, min(self.lost_after / 4, 5.0))
         deadline = time.monotonic() + self.config.settings.execution.kill_grace + 2 * beat + 5
-        ended: list[dict[str, Any]] = []
+        ended: list[Run] = []
         while self.sent and time.monotonic() < deadline:
-            ended = self.store.ended_or_stale(ids, self.lost_after, time.time())
+            ended = self.store.claims.ended_or_stale(ids, self.lost_after, time.time())
             if len(ended) == len(ids):
                 break
             time.sleep(0.1)
-        left = [i for i in ids if i not in {r["id"] for r in ended}]
+        left = [i for i in ids if i not in {r.id for r in ended}]
         if left:
-            self.store.give_up_runs(left, status, "interrupted; its worker did not confirm the end")
-        self.ready = self.store.ended_or_stale(ids, self.lost_after, time.time())
+            self.store.claims.give_up_runs(
+                left, status, "interrupted; its worker did not confirm the end"
+            )
+        self.ready = self.store.claims.ended_or_stale(ids, self.lost_after, time.time())
         return self.collect()
 
     def abandon(self) -> None:
         if self.sent:
             try:
-                self.store.cancel_runs(list(self.sent), RunStatus.INTERRUPTED, UNCLAIMED)
+                self.store.claims.cancel_runs(list(self.sent), RunStatus.INTERRUPTED, UNCLAIMED)
             except Exception:
                 pass
 

@@ -62,7 +62,7 @@ class Runs:
                 self.last_ok = time.monotonic()
                 continue
             try:
-                end = self.store.beat(ids, time.time())
+                end = self.store.claims.beat(ids, time.time())
                 self.last_ok = time.monotonic()
             except Exception:
                 if time.monotonic() - self.last_ok < self.lost_after:
@@ -112,7 +112,7 @@ class _Shipper:
         for i in range(0, len(data), CHUNK):
             part = data[i : i + CHUNK]
             try:
-                self.store.add_log_chunk(self.run_id, self.seq, part)
+                self.store.logs.add(self.run_id, self.seq, part)
             except Exception:
                 return  # tried again next turn from the same offset
             self.seq += 1
@@ -125,21 +125,25 @@ class _Shipper:
 
 
 class _ClaimedRun:
-    """The store as LocalExecutor sees it for one claimed run."""
+    """The history as LocalExecutor sees it for one claimed run: its recorder's
+    ``start_run`` claims the row the caller wrote instead of adding one."""
 
     def __init__(self, store: Store, run_id: int, host: str, log_dir: str):
         self._store, self.run_id, self.host, self.log_dir = store, run_id, host, log_dir
         self.shipper: _Shipper | None = None
         self.claimed = False
+        self.runs = self
+        self.alerts = store.alerts
+        self.batch = store.batch
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        return getattr(self._store.runs, name)
 
     def start_run(
         self, script, trigger, started, group_run_id=None, group=None, log_path=None, attempt=1
     ) -> int:
         owner = str(self._store.owner)  # this worker process: reap_lost here knows it
-        if not self._store.claim_run(self.run_id, self.host, owner, started, log_path):
+        if not self._store.claims.claim_run(self.run_id, self.host, owner, started, log_path):
             raise Duplicate(self.run_id)
         self.claimed = True
         if log_path:
@@ -157,7 +161,7 @@ class _ClaimedRun:
                     args = (*args[:5], detail, *args[6:])
                 else:
                     kwargs["detail"] = detail
-        return self._store.finish_run(run_id, *args, **kwargs)
+        return self._store.runs.finish_run(run_id, *args, **kwargs)
 
 
 def run_claimed(
@@ -167,8 +171,8 @@ def run_claimed(
     run_id = int(message["run_id"])
     name = message["script"]
     if name not in config.scripts:
-        if store.claim_run(run_id, host, str(store.owner), time.time(), None):
-            store.finish_run(
+        if store.claims.claim_run(run_id, host, str(store.owner), time.time(), None):
+            store.runs.finish_run(
                 run_id,
                 RunStatus.FAILED,
                 time.time(),

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..states import FAILURES, RunStatus
+
 if TYPE_CHECKING:
     from ..config import Config
     from ..store import Store
@@ -40,7 +42,7 @@ def unit_finished(
             from .events import record_unit, unit_of
 
             new = record_unit(config, store, unit_of(outcome, unit, trigger))
-        if new or store.due_notifications(time.time()):
+        if new or store.outbox.due(time.time()):
             deliver(config, store, wait)
     except Exception as e:
         _warn(e)
@@ -55,9 +57,9 @@ def _may_fire(config: Config, store: Store, outcome: Any, unit: str | None) -> b
         return False
     on = spec[1]
     results = outcome.results if group else [outcome]
-    if any(r.status in ("failed", "timeout", "lost") for r in results):
+    if any(r.status in FAILURES for r in results):
         return "failure" in on
-    ok = bool(results) and all(r.status == "success" for r in results)
+    ok = bool(results) and all(r.status == RunStatus.SUCCESS for r in results)
     if "output" in on and any(
         getattr(config.scripts.get(r.script), "alerts", None) for r in results
     ):
@@ -67,7 +69,7 @@ def _may_fire(config: Config, store: Store, outcome: Any, unit: str | None) -> b
     return (
         ok
         and "recovery" in on
-        and (store.last_unit_event(name, ("failure", "recovery")) == "failure")
+        and (store.outbox.last_unit_event(name, ("failure", "recovery")) == "failure")
     )
 
 
@@ -130,7 +132,7 @@ def lost_hook(config: Config, store: Store, wait: bool = True):
 def watch_store(config: Config, store: Store, wait: bool = True) -> Store:
     """Let ``store`` notify the runs it finds lost (only when channels are configured)."""
     channels = config.settings.notifications.channels
-    store.on_lost = lost_hook(config, store, wait) if channels else None
+    store.runs.on_lost = lost_hook(config, store, wait) if channels else None
     return store
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..states import FAILURES, RunStatus
+from ..store.records import NewMessage
 from . import message, spec_for
 from .message import Entry, Unit
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..store import Store
-
-FAILURES = ("failed", "timeout", "lost")
 
 
 def unit_of(outcome: Any, unit: str | None = None, trigger: str = "manual") -> Unit:
@@ -27,7 +27,7 @@ def unit_of(outcome: Any, unit: str | None = None, trigger: str = "manual") -> U
                 r.script,
                 r.status,
                 r.exit_code,
-                r.duration if r.status != "skipped" else None,
+                r.duration if r.status != RunStatus.SKIPPED else None,
                 r.run_id,
                 str(r.log_path) if r.log_path else None,
                 r.detail,
@@ -56,28 +56,28 @@ def record_unit(config: Config, store: Store, unit: Unit) -> list[int]:
         return []
     channels, on = spec
     failed = [e for e in unit.entries if e.status in FAILURES]
-    rows: list[dict[str, Any]] = []
+    rows: list[NewMessage] = []
     mask = None
     if failed and "failure" in on:
         from .channels import masker
 
         mask = masker(config)
         rows += _rows(unit, "failure", channels, message.failure_body(config, unit, mask))
-    ok = bool(unit.entries) and all(e.status == "success" for e in unit.entries)
+    ok = bool(unit.entries) and all(e.status == RunStatus.SUCCESS for e in unit.entries)
     if (
         ok
         and "recovery" in on
-        and store.last_unit_event(unit.name, ("failure", "recovery")) == ("failure")
+        and store.outbox.last_unit_event(unit.name, ("failure", "recovery")) == ("failure")
     ):
         rows += _rows(unit, "recovery", channels, message.success_body(unit, "recovery"))
     if ok and "success" in on:
         rows += _rows(unit, "success", channels, message.success_body(unit, "success"))
     if "output" in on:
         rows += _output_rows(config, store, unit, channels)
-    return store.add_notifications(rows) if rows else []
+    return store.outbox.add(rows) if rows else []
 
 
-def _output_rows(config: Config, store: Store, unit: Unit, channels: list[str]) -> list[dict]:
+def _output_rows(config: Config, store: Store, unit: Unit, channels: list[str]) -> list[NewMessage]:
     watched = [
         e.run_id
         for e in unit.entries
@@ -85,7 +85,7 @@ def _output_rows(config: Config, store: Store, unit: Unit, channels: list[str]) 
     ]
     if not watched:
         return []
-    matches, counts = store.first_alerts(watched, message.ALERT_LINES)
+    matches, counts = store.alerts.first(watched, message.ALERT_LINES)
     if not matches:
         return []
     return _rows(unit, "output", channels, message.output_body(config, unit, matches, counts))
@@ -95,23 +95,23 @@ def _rows(unit: Unit, event: str, channels: list[str], body: str, ref: str | Non
     ref = ref or unit.ref
     title = message.title(unit.name, event)
     return [
-        {
-            "key": f"{event}|{ref}|{c}",
-            "event": event,
-            "unit": unit.name,
-            "ref": ref,
-            "run_id": unit.ref_id,
-            "channel": c,
-            "title": title,
-            "body": body,
-        }
+        NewMessage(
+            key=f"{event}|{ref}|{c}",
+            event=event,
+            unit=unit.name,
+            ref=ref,
+            run_id=unit.ref_id,
+            channel=c,
+            title=title,
+            body=body,
+        )
         for c in channels
     ]
 
 
 def event_rows(
     config: Config, kind: str, unit_name: str, event: str, ref: str, body: str
-) -> list[dict[str, Any]]:
+) -> list[NewMessage]:
     """The messages of a watchdog event (missed, overdue, scheduler down) for a unit."""
     spec = spec_for(config, kind, unit_name)
     if spec is None or event not in spec[1]:
@@ -125,16 +125,16 @@ def lost_units(config: Config, store: Store, runs: list[int], groups: list[int])
     lost run that was not part of a group."""
     units = []
     for gid in groups:
-        group = store.group_run(gid)
+        group = store.runs.group_run(gid)
         if group is None:
             continue
-        rows = store.runs_of_group_run(gid)
+        rows = store.runs.runs_of_group_run(gid)
         entries = message.entries_from_rows(config, rows)
-        units.append(Unit(group["group_name"], "group", gid, "lost", group["trigger"], entries))
+        units.append(Unit(group.group_name, "group", gid, "lost", group.trigger, entries))
     for rid in runs:
-        row = store.run(rid)
-        if row is None or row["group_run_id"] is not None:
+        row = store.runs.run(rid)
+        if row is None or row.group_run_id is not None:
             continue
         entries = message.entries_from_rows(config, [row])
-        units.append(Unit(row["script"], "script", rid, "lost", row["trigger"], entries))
+        units.append(Unit(row.script, "script", rid, "lost", row.trigger, entries))
     return units

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ..logs import RULE
+from ..states import FAILURES, LogState, RunStatus
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..masking import Masker
+    from ..store.records import AlertMatch, Run
 
 TAIL_LINES = 20
 TAILS_SHOWN = 10  # scripts of one message whose log tail is quoted; the rest are named
@@ -72,7 +74,7 @@ def title(unit_name: str, event: str) -> str:
 
 
 def failure_body(config: Config, unit: Unit, mask: Masker) -> str:
-    failed = [e for e in unit.entries if e.status in ("failed", "timeout", "lost")]
+    failed = [e for e in unit.entries if e.status in FAILURES]
     lines = [f"{_cap(unit.label)} failed on {host()}: {_count(failed, unit)}.", _where(unit), ""]
     for i, e in enumerate(failed):
         lines.append(_entry_line(e))
@@ -86,7 +88,7 @@ def failure_body(config: Config, unit: Unit, mask: Masker) -> str:
         if e.run_id is not None and e.log_path:
             lines.append(f"  full log: {logs_command(config, e.script, e.run_id)}")
         lines.append("")
-    others = [e for e in unit.entries if e not in failed and e.status != "success"]
+    others = [e for e in unit.entries if e not in failed and e.status != RunStatus.SUCCESS]
     if others:
         lines.append("Not run to success: " + ", ".join(f"{e.script} ({e.status})" for e in others))
     return mask.text("\n".join(lines).rstrip() + "\n") or ""
@@ -105,23 +107,23 @@ def success_body(unit: Unit, event: str, last_failure: str | None = None) -> str
     return "\n".join(lines).rstrip() + "\n"
 
 
-def output_body(config: Config, unit: Unit, matches: list[dict[str, Any]], counts: dict) -> str:
+def output_body(config: Config, unit: Unit, matches: list[AlertMatch], counts: dict) -> str:
     """The first ALERT_LINES matching lines of each run; ``counts``: matches per run."""
-    runs = {m["run_id"] for m in matches}
+    runs = {m.run_id for m in matches}
     lines = [
         f"{_cap(unit.label)} on {host()}: output alerts matched in {len(runs)} script"
         f" run{'s' * (len(runs) != 1)}.",
         _where(unit),
         "",
     ]
-    by_run: dict[int, list[dict]] = {}
-    for m in sorted(matches, key=lambda m: (m["run_id"], m["line_number"])):
-        by_run.setdefault(m["run_id"], []).append(m)
+    by_run: dict[int, list[AlertMatch]] = {}
+    for m in sorted(matches, key=lambda m: (m.run_id, m.line_number)):
+        by_run.setdefault(m.run_id, []).append(m)
     for run_id, found in by_run.items():
-        script = found[0]["script"]
+        script = found[0].script
         lines.append(f"{script} (run {run_id}):")
         for m in found[:ALERT_LINES]:
-            lines.append(f"  line {m['line_number']} [{m['severity']}]: {_clip(m['line'])}")
+            lines.append(f"  line {m.line_number} [{m.severity}]: {_clip(m.line)}")
         more = counts.get(run_id, len(found)) - min(len(found), ALERT_LINES)
         if more > 0:
             lines.append(f"  … and {more} more matching lines")
@@ -191,20 +193,20 @@ def log_tail(path: str | None, count: int = TAIL_LINES) -> list[str]:
     return lines[-count:]
 
 
-def entries_from_rows(config: Config, rows: list[dict[str, Any]]) -> list[Entry]:
+def entries_from_rows(config: Config, rows: list[Run]) -> list[Entry]:
     """Entries from history rows (a lost unit is told from the store)."""
     out = []
     for r in rows:
-        path = str(Path(config.log_dir) / r["log_path"]) if r.get("log_path") else None
+        path = str(Path(config.log_dir) / r.log_path) if r.log_path else None
         out.append(
             Entry(
-                r["script"],
-                r["status"],
-                r["exit_code"],
-                r["duration"],
-                r["id"],
-                path if r.get("log_state") == "ok" else None,
-                r["detail"],
+                r.script,
+                r.status,
+                r.exit_code,
+                r.duration,
+                r.id,
+                path if r.log_state is LogState.OK else None,
+                r.detail,
             )
         )
     return out

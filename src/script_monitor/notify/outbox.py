@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..states import MessageState
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..store import Store
+    from ..store import Message, Store
 
 GIVE_UP = 24 * 3600.0  # a message not delivered within a day is marked failed
 FIRST_RETRY = 30.0  # seconds; doubled after each failed attempt
@@ -94,56 +96,56 @@ def deliver_due(config: Config, store: Store, force: bool = False) -> int:
     tried, last = 0, 0
     while True:
         lease = 120 + 4 * settings.timeout * max(1, _most_urls(config))
-        notes = store.claim_notifications(time.time(), lease, force=force, after=last)
+        notes = store.outbox.claim(time.time(), lease, force=force, after=last)
         if not notes:
             return tried
         for note in notes:
             _attempt(config, store, note, env, mask)
             tried += 1
-            last = max(last, note["id"])
+            last = max(last, note.id)
 
 
 def _most_urls(config: Config) -> int:
     return max((len(u) for u in config.settings.notifications.channels.values()), default=1)
 
 
-def _attempt(config: Config, store: Store, note: dict[str, Any], env: dict, mask) -> None:
+def _attempt(config: Config, store: Store, note: Message, env: dict, mask) -> None:
     """One delivery attempt of one claimed message to the URLs that have not taken it."""
     from . import channels
 
     settings = config.settings.notifications
-    urls = settings.channels.get(note["channel"])
-    accepted = set(note["accepted"].split())
+    urls = settings.channels.get(note.channel)
+    accepted = set(note.accepted.split())
     errors = []
     if urls is None:
-        errors.append(f"channel '{note['channel']}' is no longer configured")
+        errors.append(f"channel '{note.channel}' is no longer configured")
         urls = []
     for i, raw in enumerate(urls):
         uid = channels.url_id(raw)
         if uid in accepted:
             continue
-        name = f"{note['channel']} URL {i + 1} ({raw.partition('://')[0]})"
+        name = f"{note.channel} URL {i + 1} ({raw.partition('://')[0]})"
         missing = channels.missing_vars(raw, env)
         if missing:
             errors.append(f"{name}: ${{{missing[0]}}} is not set")
             continue
         why = channels.send_one(
-            channels.expand(raw, env), note["title"], note["body"], note["event"], settings.timeout
+            channels.expand(raw, env), note.title, note.body, note.event, settings.timeout
         )
         if why is None:
             accepted.add(uid)
         else:
             errors.append(f"{name}: {why}")
     done = bool(urls) and all(channels.url_id(u) in accepted for u in urls)
-    attempts = note["attempts"] + 1
+    attempts = note.attempts + 1
     if done:
-        state, next_try = "sent", note["next_try"]
-    elif time.time() - note["created"] >= GIVE_UP:
-        state, next_try = "failed", note["next_try"]
+        state, next_try = MessageState.SENT, note.next_try
+    elif time.time() - note.created >= GIVE_UP:
+        state, next_try = MessageState.FAILED, note.next_try
     else:
-        state, next_try = "pending", time.time() + backoff(attempts)
+        state, next_try = MessageState.PENDING, time.time() + backoff(attempts)
     error = mask.text("; ".join(errors))[:2000] if errors else None
-    store.finish_attempt(note["id"], state, " ".join(sorted(accepted)), error, next_try)
+    store.outbox.finish_attempt(note.id, state, " ".join(sorted(accepted)), error, next_try)
 
 
 def _warn(text: str) -> None:

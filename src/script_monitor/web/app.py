@@ -282,7 +282,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         run, source = await call(_run_and_log, run_id)
         if "text/event-stream" in request.headers.get("accept", ""):
             return _sse(logstream.follow(watches, run, source, start, status_of(run_id)))
-        name = f"{run['script']}-{run_id}.log"
+        name = f"{run.script}-{run_id}.log"
         return await _file(source, download, name)
 
     async def api_launch(request: Request) -> Response:
@@ -309,7 +309,7 @@ def create_app(service: Service, security: Security) -> Starlette:
     def status_of(run_id: int):
         def get() -> str:
             run = service.run(run_id)
-            return run["status"]
+            return run.status
 
         async def status() -> str:
             return await call(get)

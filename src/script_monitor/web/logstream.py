@@ -28,6 +28,8 @@ from typing import Any
 from markupsafe import escape
 
 from ..logsource import FileLog, LogSource
+from ..states import RunStatus
+from ..store import Run
 
 TAIL = 64 * 1024  # bytes the first view of a log shows
 CHUNK = 64 * 1024  # most bytes in one event
@@ -124,7 +126,7 @@ class Watch:
         loop = asyncio.get_running_loop()
         next_status = loop.time() + STATUS_EVERY
         every = REMOTE_EVERY if self.source.remote else SIZE_EVERY
-        while self.followers > 0 and self.status == "running":
+        while self.followers > 0 and self.status == RunStatus.RUNNING:
             try:
                 size = await self.size_now()
             except Exception:  # a store out of reach: try again next time
@@ -175,7 +177,7 @@ class Watches:
 
 async def follow(
     watches: Watches,
-    run: dict[str, Any],
+    run: Run,
     source: LogSource,
     offset: int,
     get_status: Callable,
@@ -184,7 +186,7 @@ async def follow(
 ) -> AsyncIterator[str]:
     """The SSE stream of a log from ``offset``: what is there, then what is written,
     until the run has ended; then ``event: end`` with its status."""
-    watch = watches.join(run["id"], source, run["status"], get_status)
+    watch = watches.join(run.id, source, run.status, get_status)
     convert = (lambda t: str(escape(t))) if html else (lambda t: t)
     try:
         yield "retry: 2000\n\n"
@@ -192,7 +194,7 @@ async def follow(
         while True:
             changed = watch.changed
             status = watch.status  # read before the size: an ended run's log is complete
-            ended = status != "running"
+            ended = status != RunStatus.RUNNING
             if ended or watch.size < 0 or not watch.source.remote:
                 size = await watch.size_now()
             else:

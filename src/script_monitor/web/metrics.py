@@ -1,11 +1,13 @@
-"""Prometheus metrics counted from the history (DESIGN §8), so runs made by any process
-count, and counters never go down.
+"""Prometheus metrics counted from the history (docs/WEB.md), so runs made by any
+process count, and counters never go down.
 
 The totals are kept in memory and brought up to date at each scrape from the runs
-added since the last one (``Store.run_totals``: one GROUP BY over the new id range)
+added since the last one (``Store.totals.since``: one GROUP BY over the new id range)
 and the runs that were still running then.  A finished run's row never changes, so
-nothing is counted twice and a scrape costs the same with a hundred runs or ten
-million.  A history that shrank (moved aside, replaced) starts the totals afresh,
+nothing is counted twice.  A new server starts from the totals the history keeps up
+to a run id (rolled forward by the scheduler and by pruning), so neither the first
+scrape of ten million runs nor pruning old ones costs a full scan or lowers a
+counter.  A history that shrank (moved aside, replaced) starts the totals afresh,
 which Prometheus sees as a counter reset.
 """
 
@@ -25,11 +27,13 @@ from prometheus_client.core import (
 )
 
 from ..states import RunStatus
+from ..store import DURATION_BUCKETS
 from .service import Payload, Service
 
-BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
+BUCKETS = DURATION_BUCKETS
 FINAL = [s.value for s in RunStatus if s is not RunStatus.RUNNING]
-TIMED = {"success", "failed", "timeout", "interrupted"}  # runs whose duration means something
+# Runs whose duration means something.
+TIMED = {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED}
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -50,7 +54,7 @@ class Totals:
     def update(self, data: dict[str, Any]) -> None:
         """Add what ``Store.run_totals(self.top, list(self.watched), BUCKETS)`` found."""
         for run_id, script, status, started, ended, duration in data["watched"]:
-            if status == "running":
+            if status == RunStatus.RUNNING:
                 continue
             del self.watched[run_id]
             self._add(
@@ -65,7 +69,7 @@ class Totals:
                 [int(duration is not None and duration <= b) for b in BUCKETS],
             )
         for script, status, n, started, ended, top_id, dsum, dcount, *counts in data["groups"]:
-            if status == "running":
+            if status == RunStatus.RUNNING:
                 self._started(script, started)
                 continue
             self._add(script, status, n, started, ended, top_id, dsum or 0.0, dcount, counts)
@@ -85,12 +89,12 @@ class Totals:
                 have[i] += c or 0
             self.sums[script] += dsum
             self.timed[script] += dcount
-        if status == "skipped":
+        if status == RunStatus.SKIPPED:
             return
         self._started(script, started)
         if top_id > self.last_final.get(script, (0, ""))[0]:
             self.last_final[script] = (top_id, status)
-        if status == "success" and ended is not None:
+        if status == RunStatus.SUCCESS and ended is not None:
             self.last_success[script] = max(ended, self.last_success.get(script, 0.0))
 
 
@@ -103,10 +107,10 @@ class StoreCollector:
 
     def update(self) -> None:
         store = self.service.store
-        data = store.run_totals(self.totals.top, list(self.totals.watched), BUCKETS)
+        data = store.totals.since(self.totals.top, list(self.totals.watched))
         if data["top"] < self.totals.top:  # the history was replaced: count afresh
             self.totals = Totals()
-            data = store.run_totals(0, [], BUCKETS)
+            data = store.totals.since(0, [])
         self.totals.update(data)
 
     def collect(self):
@@ -146,7 +150,9 @@ class StoreCollector:
             )
             last_run.add_metric([s], t.last_started.get(s, 0.0))
             last_ok.add_metric([s], t.last_success.get(s, 0.0))
-            last_result.add_metric([s], 1.0 if t.last_final.get(s, (0, ""))[1] == "success" else 0)
+            last_result.add_metric(
+                [s], 1.0 if t.last_final.get(s, (0, ""))[1] == RunStatus.SUCCESS else 0
+            )
             running.add_metric([s], now_running.get(s, 0))
         yield from (runs, hist, last_run, last_ok, last_result, running)
         yield from self._groups()
@@ -167,11 +173,11 @@ class StoreCollector:
             "Start of the group's latest finished run (0: never).",
             labels=["group"],
         )
-        last = self.service.store.last_ended_group_runs()
+        last = self.service.store.reads.last_ended_group_runs()
         for name in self.service.config.groups:
             run = last.get(name)
-            success.add_metric([name], 1.0 if run and run["status"] == "success" else 0.0)
-            when.add_metric([name], run["started"] if run else 0.0)
+            success.add_metric([name], 1.0 if run and run.status == RunStatus.SUCCESS else 0.0)
+            when.add_metric([name], run.started if run else 0.0)
         yield success
         yield when
 
@@ -208,7 +214,7 @@ class StoreCollector:
             "Notification messages by channel and delivery state (pending, sent, failed).",
             labels=["channel", "state"],
         )
-        for channel, state, n in self.service.store.notification_counts():
+        for channel, state, n in self.service.store.outbox.counts():
             family.add_metric([str(channel), str(state)], n)
         return family
 

@@ -12,10 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader
+from msgspec.structs import asdict
 
 from .. import __version__
 from ..logs import command_text
 from ..render import duration_text
+from ..states import FAILURES, RunStatus
+from ..store import Run
 from . import logstream
 from .security import SESSION_DAYS
 from .service import NotFound, Service
@@ -96,8 +99,8 @@ class Pages:
         svc = self.service
         config = svc.config
         store = svc.store
-        last = store.last_runs()
-        last_groups = store.last_group_runs()
+        last = store.reads.last_runs()
+        last_groups = store.reads.last_group_runs()
         enabled = config.settings.scheduling.enabled
         nexts = {}
         if enabled:
@@ -112,7 +115,7 @@ class Pages:
                 for s in g.scripts:
                     if s not in script_next or nexts[g.name] < script_next[s]:
                         script_next[s] = nexts[g.name]
-        recent = store.latest_runs_by_script(list(config.scripts), RECENT)
+        recent = store.reads.latest_runs_by_script(list(config.scripts), RECENT)
         scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,
@@ -132,8 +135,8 @@ class Pages:
                 "last": last_groups.get(g.name),
                 "next": nexts.get(g.name),
                 "recent": [
-                    {**r, "duration": r["ended"] - r["started"] if r["ended"] else None}
-                    for r in store.group_history(g.name, RECENT)[::-1]
+                    {**asdict(r), "duration": r.ended - r.started if r.ended else None}
+                    for r in store.runs.group_history(g.name, RECENT)[::-1]
                 ],
             }
             for g in config.groups.values()
@@ -142,8 +145,10 @@ class Pages:
         return self.env.get_template("overview.html").render(
             scripts=scripts,
             groups=groups,
-            failing=sum(1 for s in scripts if s["last"] and s["last"]["status"] in _FAILED),
-            running=sum(1 for s in scripts for r in s["recent"][-1:] if r["status"] == "running"),
+            failing=sum(1 for s in scripts if s["last"] and s["last"].status in FAILURES),
+            running=sum(
+                1 for s in scripts for r in s["recent"][-1:] if r.status is RunStatus.RUNNING
+            ),
             scheduler=_scheduler_text(status, enabled),
         )
 
@@ -154,7 +159,7 @@ class Pages:
         svc.refresh()
         script = svc.script(name)
         config = svc.config
-        runs = svc.store.history(name, limit)
+        runs = svc.store.runs.history(name, limit)
         member_of = [g.name for g in config.groups.values() if name in g.scripts]
         timeout = config.timeout_for(script)
         return self.env.get_template("script.html").render(
@@ -188,10 +193,11 @@ class Pages:
         svc.refresh()
         group = svc.group(name)
         config = svc.config
-        last = svc.store.last_runs()
-        runs = svc.store.group_history(name, 20)
-        for g in runs:
-            g["members"] = svc.store.runs_of_group_run(g["id"])
+        last = svc.store.reads.last_runs()
+        runs = [
+            {**asdict(g), "members": svc.store.runs.runs_of_group_run(g.id)}
+            for g in svc.store.runs.group_history(name, 20)
+        ]
         return self.env.get_template("group.html").render(
             group=group,
             workers=config.workers_for(group),
@@ -223,9 +229,9 @@ class Pages:
             run=run,
             log=log,
             log_missing=missing,
-            live=log is not None and run["status"] == "running",
+            live=log is not None and run.status is RunStatus.RUNNING,
         )
-        return f"{run['script']} #{run_id}", html
+        return f"{run.script} #{run_id}", html
 
     def badge(self, status: str) -> str:
         module: Any = self.env.get_template("_macros.html").module
@@ -244,9 +250,6 @@ class Pages:
         return self.frame(str(code), main, csrf, authed)
 
 
-_FAILED = {"failed", "timeout", "lost"}
-
-
 def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:
     if not status["running"]:
         text = "not running"
@@ -257,23 +260,27 @@ def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:
     return text + ("" if enabled else " (scheduling paused)")
 
 
-def _chart(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _chart(runs: list[Run]) -> dict[str, Any]:
     """Bars for the durations of finished runs, oldest first, in a 600 x 160 box."""
-    done = [r for r in runs if r["duration"] is not None and r["status"] != "skipped"]
+    done = [
+        (r, r.duration)
+        for r in runs
+        if r.duration is not None and r.status is not RunStatus.SKIPPED
+    ]
     width, height, base = 600, 160, 150
     chart: dict[str, Any] = {"width": width, "height": height, "base": base, "bars": []}
     chart["count"] = len(done)
     if not done:
         return chart
-    top = max(r["duration"] for r in done) or 1.0
+    top = max(d for _, d in done) or 1.0
     step = width / max(len(done), 40)
-    for i, r in enumerate(done):
-        h = max(2.0, (base - 4) * r["duration"] / top)
+    for i, (r, duration) in enumerate(done):
+        h = max(2.0, (base - 4) * duration / top)
         chart["bars"].append(
             {
-                "id": r["id"],
-                "status": r["status"],
-                "duration": r["duration"],
+                "id": r.id,
+                "status": r.status,
+                "duration": duration,
                 "x": round(i * step + step * 0.1, 2),
                 "w": round(step * 0.8, 2),
                 "y": round(base - h, 2),
@@ -281,6 +288,6 @@ def _chart(runs: list[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     chart["top"] = top
-    chart["median"] = statistics.median(r["duration"] for r in done)
-    chart["ok"] = sum(1 for r in done if r["status"] == "success")
+    chart["median"] = statistics.median(d for _, d in done)
+    chart["ok"] = sum(1 for r, _ in done if r.status is RunStatus.SUCCESS)
     return chart

@@ -28,7 +28,7 @@ from ..serialize import (
     schedules_json,
     scripts_json,
 )
-from ..store import Store
+from ..store import Run, Store
 
 log = logging.getLogger("script_monitor.web")
 
@@ -103,8 +103,8 @@ class Service:
                 self._maybe_reload()
             if now - self._reaped >= REAP_EVERY:
                 self._reaped = now
-                self.store.reap_lost()
-        return (*self.store.data_version(), self.config_gen)
+                self.store.runs.reap_lost()
+        return (*self.store.reads.data_version(), self.config_gen)
 
     def _maybe_reload(self) -> None:
         current = self._fingerprint_of(self.config)
@@ -152,14 +152,16 @@ class Service:
         """``list --json``."""
         return self.cached(
             "api:scripts",
-            lambda: Payload(dumps(scripts_json(self.config, self.store.last_runs())), "json"),
+            lambda: Payload(dumps(scripts_json(self.config, self.store.reads.last_runs())), "json"),
         )
 
     def groups(self) -> Payload:
         """``list-groups --json``."""
         return self.cached(
             "api:groups",
-            lambda: Payload(dumps(groups_json(self.config, self.store.last_group_runs())), "json"),
+            lambda: Payload(
+                dumps(groups_json(self.config, self.store.reads.last_group_runs())), "json"
+            ),
         )
 
     def schedules(self) -> dict[str, Any]:
@@ -169,7 +171,7 @@ class Service:
 
         self.refresh()
         config = self.config
-        rows = schedule_rows(config, self.store.last_group_runs(), datetime.now(UTC))
+        rows = schedule_rows(config, self.store.reads.last_group_runs(), datetime.now(UTC))
         status = scheduler_status(config.state_dir)
         return schedules_json(rows, status, config.settings.scheduling.enabled)
 
@@ -177,12 +179,12 @@ class Service:
         """``history NAME --json --limit N``."""
         self.refresh()
         self.script(name)
-        return runs_json(self.store.history(name, limit))
+        return runs_json(self.store.runs.history(name, limit))
 
-    def run(self, run_id: int) -> dict[str, Any]:
+    def run(self, run_id: int) -> Run:
         """One run's row (404 when unknown)."""
         self.refresh()
-        row = self.store.run(run_id)
+        row = self.store.runs.run(run_id)
         if row is None:
             raise NotFound(f"no run {run_id}")
         return row
@@ -220,7 +222,7 @@ class Service:
 
     # ------------------------------------------------------------ logs
 
-    def log_source(self, run: dict[str, Any]) -> Any:
+    def log_source(self, run: Run) -> Any:
         """The log of a run, opened: this host's file, or a remote run's chunks in the
         history (``logsource``); NotFound when it was never written, rotated, cleared or
         is missing.  The caller closes it."""

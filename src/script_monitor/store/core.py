@@ -1,0 +1,422 @@
+"""The history's core: where it is, its connection, transactions and migrations.
+
+SQLite in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` write transactions,
+so that many script-monitor processes (cron, the scheduler, a person at a shell)
+record runs at once without losing any; or a shared PostgreSQL database
+(``store.url``), where write transactions take only the row locks their statements
+need.  The repositories (runs, logs, outbox, alerts, watch, claims, reads) write
+their SQL once and run it through a ``Tx``; the ``Dialect`` supplies what differs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..errors import SchemaMismatch, StoreError, StoreUnreachable
+from . import schema
+from .dialect import Dialect, PostgresDialect, SqliteDialect, driver_errors
+
+BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_ENV = "SCRIPT_MONITOR_BUSY_TIMEOUT"  # seconds; how long a write waits for a lock
+DB_NAME = "history.db"
+_POOL_LOCK = threading.Lock()
+
+
+def busy_timeout_ms() -> int:
+    """The busy timeout: $SCRIPT_MONITOR_BUSY_TIMEOUT seconds, else 60 s."""
+    try:
+        value = float(os.environ[BUSY_TIMEOUT_ENV])
+    except (KeyError, ValueError):
+        return BUSY_TIMEOUT_MS
+    return int(value * 1000) if 0 < value < 86400 else BUSY_TIMEOUT_MS
+
+
+class Owner(msgspec.Struct, frozen=True):
+    """Identifies a script-monitor process, so a reused pid is not taken for it."""
+
+    host: str
+    boot: str
+    pid: int
+    start: str
+
+    def __str__(self) -> str:
+        return f"{self.host}|{self.boot}|{self.pid}|{self.start}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        parts = text.split("|")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+
+    @classmethod
+    def current(cls) -> Owner:
+        pid = os.getpid()
+        return cls(os.uname().nodename, _boot_id(), pid, _proc_start(pid) or "")
+
+    def is_gone(self, me: Owner) -> bool:
+        """True when this owner's process certainly no longer runs (same host only)."""
+        if self.host != me.host:
+            return False
+        if self.boot != me.boot:
+            return True
+        return _proc_start(self.pid) != self.start
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return ""
+        return ""
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields and fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+class Tx:
+    """Statements inside one transaction, in the dialect's placeholders."""
+
+    __slots__ = ("_sql", "db")
+
+    def __init__(self, db: Any, dialect: Dialect):
+        self.db = db
+        self._sql = dialect.sql
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self.db.execute(self._sql(sql), args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        done = self.db.executemany(self._sql(sql), rows)
+        return done if isinstance(done, int) else done.rowcount
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self.execute(sql, args).fetchall()
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self.execute(sql, args).fetchall()
+        return rows[0] if rows else None
+
+    def insert(self, sql: str, args: Sequence[Any] = ()) -> int | None:
+        """An INSERT of one row; the new row's id (None when ON CONFLICT skipped it)."""
+        rows = self.execute(sql + " RETURNING id", args).fetchall()
+        return rows[0][0] if rows else None
+
+
+class Core:
+    """The connection to one history, shared by its repositories (thread-safe)."""
+
+    def __init__(self, state_dir: Path, url: str | None = None):
+        self.path = state_dir / DB_NAME
+        self.url = url or None  # a postgresql:// URL, else SQLite at self.path
+        self.where = str(self.path)
+        self.busy_ms = busy_timeout_ms()
+        self.dialect: Dialect
+        if self.url is not None:
+            from .postgres import is_postgres, mask_url
+
+            self.where = mask_url(self.url)
+            if not is_postgres(self.url):
+                raise StoreError(
+                    f"store.url {self.where}: only postgresql:// URLs are supported"
+                    " (leave it out for the SQLite history in the state folder)"
+                )
+            self.dialect = PostgresDialect(self.where, self.busy_ms)
+        else:
+            self.dialect = SqliteDialect(self.where, self.busy_ms)
+        self.owner = Owner.current()
+        self.owner_text = str(self.owner)
+        self._lock = threading.RLock()
+        self._db: Any = None  # a sqlite3.Connection, or a postgres.PgDb
+        self._batching: Tx | None = None
+        self._pool: Any = None
+        self._errors: tuple[type[Exception], ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        """True for a PostgreSQL history (shared by hosts), False for SQLite."""
+        return self.url is not None
+
+    # ------------------------------------------------------------ connection
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        if not self._errors:
+            self._errors = driver_errors(self.dialect)
+        return self._errors
+
+    def connect(self) -> Any:
+        if self._db is not None:
+            return self._db
+        if self.url is not None:
+            return self._connect_pg()
+        try:
+            _private_dir(self.path.parent)
+            _private_file(self.path)
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.busy_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
+            self._setup_sqlite(db)
+        except sqlite3.Error as e:
+            raise self.dialect.error(e) from None
+        except OSError as e:
+            raise StoreUnreachable(
+                f"cannot open the run history {self.path}: {e.strerror}"
+            ) from None
+        self._db = db
+        return db
+
+    def _connect_pg(self) -> Any:
+        from .postgres import PgDb
+
+        try:
+            db = PgDb(self.url or "", self.busy_ms)
+            try:
+                self._check_pg(db)
+            except BaseException:
+                db.close()
+                raise
+        except self.errors() as e:
+            raise self.dialect.error(e) from None
+        self._db = db
+        return db
+
+    def _setup_sqlite(self, db: sqlite3.Connection) -> None:
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = OFF")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == schema.VERSION:
+            return
+        self._check_version(version, migrate=True)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for statement in schema.statements(self.dialect, version):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {schema.VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                db.execute("ROLLBACK")
+            raise
+
+    def _check_version(self, found: int, migrate: bool) -> None:
+        if found > schema.VERSION:
+            raise SchemaMismatch(
+                f"the store {self.where} has schema version {found}, newer than this"
+                f" script-monitor knows ({schema.VERSION}): upgrade script-monitor on this host"
+            )
+        if found < schema.VERSION and not migrate:
+            raise SchemaMismatch(
+                f"the store {self.where} has schema version {found}, this script-monitor"
+                f" needs {schema.VERSION}: run `script-monitor store migrate` first"
+            )
+
+    def _check_pg(self, db: Any, migrate: bool = False) -> int:
+        """Check (or bring up to date) a PostgreSQL schema; return the version found."""
+        from .postgres import MIGRATION_LOCK, SCHEMA_TABLE
+
+        db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+        found = db.execute(f"SELECT MAX(version) FROM {SCHEMA_TABLE}").fetchone()[0] or 0
+        self._check_version(found, migrate)
+        if found == schema.VERSION:
+            return found
+        db.execute("BEGIN")
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            version = db.execute(f"SELECT MAX(version) FROM {SCHEMA_TABLE}").fetchone()[0] or 0
+            for statement in schema.statements(self.dialect, version):
+                db.execute(statement)
+            db.execute(f"DELETE FROM {SCHEMA_TABLE}")
+            db.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (%s)", (schema.VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+        return found
+
+    def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema; return (version before, version now)."""
+        if self.url is None:
+            before = 0
+            if self.path.exists():
+                try:
+                    with sqlite3.connect(self.path) as probe:
+                        before = probe.execute("PRAGMA user_version").fetchone()[0]
+                    probe.close()
+                except sqlite3.Error as e:
+                    raise self.dialect.error(e) from None
+            self.connect()
+            return before, schema.VERSION
+        from .postgres import PgDb
+
+        with self._lock:
+            try:
+                db = PgDb(self.url, self.busy_ms)
+                try:
+                    before = self._check_pg(db, migrate=True)
+                finally:
+                    db.close()
+            except self.errors() as e:
+                raise self.dialect.error(e) from None
+        return before, schema.VERSION
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every write inside one transaction, committed when the block ends.
+
+        The engine records a loop's finished runs and the runs it is about to start
+        with one commit instead of one each; it starts the processes only after the
+        commit, so a run is never running without its row.  Other threads' writes
+        wait for the block (it holds the lock); nested batches join the outer one.
+        """
+        with self._lock:
+            if self._batching is not None:
+                yield
+                return
+            with self.write() as tx:
+                self._batching = tx
+                try:
+                    yield
+                finally:
+                    self._batching = None
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """One write transaction (or the open batch's): committed, or rolled back on error."""
+        with self._lock:
+            if self._batching is not None:
+                yield self._batching
+                return
+            db = self.connect()
+            try:
+                db.execute(self.dialect.write_begin)
+                try:
+                    yield Tx(db, self.dialect)
+                except BaseException:
+                    if db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                        self._rollback(db)
+                    raise
+                db.execute("COMMIT")
+            except self.errors() as e:
+                if db.in_transaction:
+                    self._rollback(db)
+                raise self.dialect.error(e) from None
+
+    @staticmethod
+    def _rollback(db: Any) -> None:
+        try:
+            db.execute("ROLLBACK")
+        except Exception:  # a broken connection: the server ended the transaction
+            pass
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """Several reads that see one state of the history."""
+        with self._lock:
+            db = self.connect()
+            try:
+                db.execute(self.dialect.read_begin)
+                try:
+                    yield Tx(db, self.dialect)
+                finally:
+                    if db.in_transaction:
+                        db.execute("COMMIT")
+            except self.errors() as e:
+                raise self.dialect.error(e) from None
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one query."""
+        if not self._lock.acquire(blocking=self.url is None):
+            return self._read_pooled(sql, args)  # PostgreSQL: another thread has the connection
+        try:
+            db = self.connect()
+            try:
+                return db.execute(self.dialect.sql(sql), args).fetchall()
+            except self.errors() as e:
+                raise self.dialect.error(e) from None
+        finally:
+            self._lock.release()
+
+    def _read_pooled(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """A read on a pool connection, beside the one another thread is using."""
+        from .postgres import PgDb, pool
+
+        try:
+            with _POOL_LOCK:
+                if self._pool is None:
+                    self._pool = pool(self.url or "", self.busy_ms)
+            with self._pool.connection() as raw:
+                db = PgDb(self.url or "", self.busy_ms, raw)
+                return db.execute(self.dialect.sql(sql), args).fetchall()
+        except self.errors() as e:
+            raise self.dialect.error(e) from None
+        except Exception as e:  # the pool's own errors (PoolTimeout)
+            raise StoreUnreachable(f"cannot reach the store {self.where}: {e}") from None
+
+    def own(self, sql: str, args: Sequence[Any]) -> int:
+        """One statement on rows only this process writes (heartbeats, log chunks); on
+        PostgreSQL in a transaction of its own; returns the rows changed."""
+        if self.url is None:
+            with self.write() as tx:
+                return tx.execute(sql, args).rowcount
+        with self._lock:
+            db = self.connect()
+            try:
+                return db.execute(self.dialect.sql(sql), args).rowcount
+            except self.errors() as e:
+                raise self.dialect.error(e) from None
+
+
+def _private_dir(path: Path) -> None:
+    """Create the state folder readable by its owner only (the history holds output)."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the database 0600, whatever the umask (SQLite gives its -wal and -shm
+    files the database file's permissions)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)

@@ -1,0 +1,136 @@
+"""Read models: what ``list``, ``status``, the dashboard and ``/metrics`` show.
+
+Every query here stays fast with ten million runs: distinct scripts and groups are
+walked through their indexes (one probe each, not a scan of every row), and running
+or ended rows are found through partial indexes, whose conditions are written as
+literals so that both planners use them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..states import GroupStatus, RunStatus
+from .core import Core
+from .records import GroupRun, Run, RunSummary
+
+_RUNNING = RunStatus.RUNNING.value
+_SKIPPED = RunStatus.SKIPPED.value
+# Group runs that ran and ended (the condition of the group_runs_ended index).
+_ENDED = f"status NOT IN ('{GroupStatus.RUNNING}', '{GroupStatus.SKIPPED}', '{GroupStatus.MISSED}')"
+
+
+def _distinct(table: str, column: str) -> str:
+    """A recursive CTE ``names(name)`` of the column's distinct values, one index probe
+    each (a skip scan)."""
+    return (
+        f"WITH RECURSIVE names(name) AS (SELECT MIN({column}) FROM {table} UNION ALL"
+        f" SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > names.name) FROM names"
+        " WHERE names.name IS NOT NULL)"
+    )
+
+
+def _prefixed(columns: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+class Reads:
+    """Queries across scripts and groups."""
+
+    def __init__(self, core: Core):
+        self.core = core
+
+    def last_runs(self) -> dict[str, Run]:
+        """The newest non-skipped run of every script that has one."""
+        rows = self.core.read(
+            _distinct("runs", "script")
+            + f" SELECT {_prefixed(Run.COLUMNS, 'r')} FROM names JOIN runs r ON r.id ="
+            " (SELECT id FROM runs x WHERE x.script = names.name AND x.status != ?"
+            " ORDER BY x.id DESC LIMIT 1)",
+            (_SKIPPED,),
+        )
+        return {r[1]: Run.from_row(r) for r in rows}
+
+    def last_group_runs(self) -> dict[str, GroupRun]:
+        """The newest group run (or recorded tick) of every group."""
+        rows = self.core.read(
+            _distinct("group_runs", "group_name")
+            + f" SELECT {_prefixed(GroupRun.COLUMNS, 'g')} FROM names JOIN group_runs g"
+            " ON g.id = (SELECT MAX(id) FROM group_runs x WHERE x.group_name = names.name)"
+        )
+        return {r[1]: GroupRun.from_row(r) for r in rows}
+
+    def last_ended_group_runs(self, trigger: str | None = None) -> dict[str, GroupRun]:
+        """Per group, its newest group run that ran and ended (not running, skipped by its
+        overlap policy, or missed); with ``trigger``, of that trigger only."""
+        cond, args = ("", ()) if trigger is None else (" AND x.trigger = ?", (trigger,))
+        rows = self.core.read(
+            _distinct("group_runs", "group_name")
+            + f" SELECT {_prefixed(GroupRun.COLUMNS, 'g')} FROM names JOIN group_runs g"
+            " ON g.id = (SELECT x.id FROM group_runs x WHERE x.group_name = names.name"
+            f" AND x.{_ENDED}{cond} ORDER BY x.id DESC LIMIT 1)",
+            args,
+        )
+        return {r[1]: GroupRun.from_row(r) for r in rows}
+
+    def running_runs(self) -> list[Run]:
+        """Every run still recorded as running, oldest first."""
+        rows = self.core.read(
+            f"SELECT {Run.COLUMNS} FROM runs WHERE status = '{_RUNNING}' ORDER BY id"
+        )
+        return [Run.from_row(r) for r in rows]
+
+    def recent_runs(self, statuses: list[RunStatus], since: float, limit: int) -> list[Run]:
+        """Runs with one of ``statuses`` started at ``since`` or later, newest first.
+
+        Walks back from the newest run in pages and stops at the first one started
+        before ``since`` (ids grow with start times), so only that window is read.
+        """
+        wanted = {str(s) for s in statuses}
+        out: list[Run] = []
+        below: int | None = None
+        page = 500
+        while len(out) < limit:
+            cond, args = ("", ()) if below is None else (" WHERE id < ?", (below,))
+            rows = self.core.read(
+                f"SELECT {Run.COLUMNS} FROM runs{cond} ORDER BY id DESC LIMIT {page}", args
+            )
+            for row in rows:
+                if row[6] < since:
+                    return out
+                if row[5] in wanted:
+                    out.append(Run.from_row(row))
+                    if len(out) >= limit:
+                        return out
+            if len(rows) < page:
+                return out
+            below = rows[-1][0]
+            page = min(page * 4, 20_000)
+        return out
+
+    def latest_runs_by_script(
+        self, scripts: list[str], per_script: int
+    ) -> dict[str, list[RunSummary]]:
+        """The newest ``per_script`` runs of each script (id, status, started, duration)."""
+        sql = (
+            "SELECT id, status, started, duration FROM runs WHERE script = ?"
+            " ORDER BY id DESC LIMIT ?"
+        )
+        with self.core.snapshot() as tx:
+            return {
+                s: [
+                    RunSummary(r[0], RunStatus(r[1]), r[2], r[3])
+                    for r in tx.all(sql, (s, per_script))
+                ]
+                for s in scripts
+            }
+
+    def data_version(self) -> tuple[Any, int]:
+        """A value that changes whenever anyone commits to the history, this process included."""
+        core = self.core
+        with core.snapshot() as tx:
+            if core.shared:  # moves with every write to the cluster
+                version = tx.one("SELECT pg_current_wal_lsn()::text")[0]
+            else:
+                version = tx.one("PRAGMA data_version")[0]
+            return version, tx.db.total_changes

@@ -1,0 +1,174 @@
+"""The typed records the repositories return: one msgspec ``Struct`` per kind of row.
+
+Each record's fields are its table's columns in the order of ``COLUMNS``; ``from_row``
+builds one from a row read with ``SELECT <COLUMNS>``, turning status text into the
+``states`` enums.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from ..states import GroupStatus, LogState, MessageState, RunStatus
+
+
+class Run(msgspec.Struct, frozen=True):
+    """One attempt of a script (a row of ``runs``)."""
+
+    id: int
+    script: str
+    group_run_id: int | None
+    group_name: str | None
+    trigger: str
+    status: RunStatus
+    started: float
+    ended: float | None
+    duration: float | None
+    exit_code: int | None
+    signal: int | None
+    pid: int | None
+    owner: str
+    log_path: str | None
+    log_state: LogState
+    detail: str | None
+    attempt: int
+    host: str | None
+
+    COLUMNS: ClassVar[str] = (
+        "id, script, group_run_id, group_name, trigger, status, started, ended, duration,"
+        " exit_code, signal, pid, owner, log_path, log_state, detail, attempt, host"
+    )
+
+    @classmethod
+    def from_row(cls, r: Any) -> Run:
+        return cls(
+            r[0], r[1], r[2], r[3], r[4], RunStatus(r[5]), r[6], r[7], r[8], r[9], r[10],
+            r[11], r[12], r[13], LogState(r[14]), r[15], r[16], r[17],
+        )  # fmt: skip
+
+
+class GroupRun(msgspec.Struct, frozen=True):
+    """One run of a group, or a scheduled tick that did not start one (``group_runs``)."""
+
+    id: int
+    group_name: str
+    trigger: str
+    status: GroupStatus
+    started: float
+    ended: float | None
+    owner: str
+    detail: str | None
+
+    COLUMNS: ClassVar[str] = "id, group_name, trigger, status, started, ended, owner, detail"
+
+    @classmethod
+    def from_row(cls, r: Any) -> GroupRun:
+        return cls(r[0], r[1], r[2], GroupStatus(r[3]), r[4], r[5], r[6], r[7])
+
+
+class NewMessage(msgspec.Struct, frozen=True):
+    """A notification to record: one event of one run unit for one channel."""
+
+    key: str
+    event: str
+    unit: str
+    ref: str
+    channel: str
+    title: str
+    body: str
+    run_id: int | None = None
+    state: str = MessageState.PENDING  # for ``record_sent``: sent | failed
+    accepted: str = ""
+    last_error: str | None = None
+
+
+class Message(msgspec.Struct, frozen=True):
+    """A recorded notification and its delivery state (``notifications``)."""
+
+    id: int
+    key: str
+    event: str
+    unit: str
+    ref: str
+    run_id: int | None
+    channel: str
+    title: str
+    body: str
+    state: MessageState
+    attempts: int
+    accepted: str
+    created: float
+    next_try: float
+    sent: float | None
+    last_error: str | None
+    claimed_by: str | None
+    claimed_until: float | None
+
+    COLUMNS: ClassVar[str] = (
+        "id, key, event, unit, ref, run_id, channel, title, body, state, attempts, accepted,"
+        " created, next_try, sent, last_error, claimed_by, claimed_until"
+    )
+
+    @classmethod
+    def from_row(cls, r: Any) -> Message:
+        return cls(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], MessageState(r[9]), r[10],
+            r[11], r[12], r[13], r[14], r[15], r[16], r[17],
+        )  # fmt: skip
+
+
+class AlertMatch(msgspec.Struct, frozen=True):
+    """A line of a run's output that matched an alert pattern (``alert_matches``)."""
+
+    id: int
+    run_id: int
+    script: str
+    line_number: int
+    line: str
+    severity: str
+    pattern: str
+    fail: bool
+    created: float
+
+    COLUMNS: ClassVar[str] = (
+        "id, run_id, script, line_number, line, severity, pattern, fail, created"
+    )
+
+    @classmethod
+    def from_row(cls, r: Any) -> AlertMatch:
+        return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
+
+
+class WatchEvent(msgspec.Struct, frozen=True):
+    """A finding of the watchdog, recorded once (``watch_events``)."""
+
+    key: str
+    kind: str
+    subject: str
+    detail: str | None
+    created: float
+
+    COLUMNS: ClassVar[str] = "key, kind, subject, detail, created"
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    """The few fields of a run the dashboard's sparklines need."""
+
+    id: int
+    status: RunStatus
+    started: float
+    duration: float | None
+
+
+class PruneReport(msgspec.Struct):
+    """What ``history prune`` deleted (or would delete, with ``dry_run``)."""
+
+    cutoff: float | None
+    runs: int = 0
+    group_runs: int = 0
+    messages: int = 0
+    alerts: int = 0
+    watch_events: int = 0
+    logs: int = 0  # log files removed from disk

@@ -1,0 +1,173 @@
+"""The history's schema: one list of migrations for both backends.
+
+Each entry migrates the schema from version i to i + 1.  Column types are written
+as ``{int}``, ``{real}``, ``{blob}``, ``{pk}`` and ``{no_rowid}`` and filled in from
+``Dialect.types``; everything else is SQL that SQLite and PostgreSQL both accept.
+Status literals in partial indexes are the values of ``states.RunStatus`` and
+``states.GroupStatus``.
+"""
+
+from __future__ import annotations
+
+from .dialect import Dialect
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS group_runs (
+        id {pk},
+        group_name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started {real} NOT NULL,
+        ended {real},
+        owner TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS group_runs_name ON group_runs (group_name, id);
+    CREATE TABLE IF NOT EXISTS runs (
+        id {pk},
+        script TEXT NOT NULL,
+        group_run_id {int} REFERENCES group_runs (id),
+        group_name TEXT,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started {real} NOT NULL,
+        ended {real},
+        duration {real},
+        exit_code {int},
+        signal {int},
+        pid {int},
+        owner TEXT NOT NULL,
+        log_path TEXT,
+        log_state TEXT NOT NULL DEFAULT 'none',
+        detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS runs_script ON runs (script, id);
+    CREATE INDEX IF NOT EXISTS runs_status ON runs (status) WHERE status = 'running';
+    CREATE INDEX IF NOT EXISTS runs_group ON runs (group_run_id);
+    """,
+    # Rotation looks for a script's runs that still have a log: only these, not its
+    # whole history (a run a minute is half a million rows a year).
+    """
+    CREATE INDEX IF NOT EXISTS runs_logs ON runs (script, id) WHERE log_state = 'ok';
+    """,
+    # Retries: every attempt is its own row.  The host that ran it (a worker's name
+    # for distributed runs; the machine's hostname for local runs).
+    """
+    ALTER TABLE runs ADD COLUMN attempt {int} NOT NULL DEFAULT 1;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    """,
+    # Distributed execution: a worker claims a run by setting its first heartbeat, and
+    # beats while it runs; cancel asks its worker to end it; a remote run's output
+    # reaches the history in chunks (logs from any host).
+    """
+    ALTER TABLE runs ADD COLUMN heartbeat {real};
+    ALTER TABLE runs ADD COLUMN cancel {int} NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS run_logs (
+        run_id {int} NOT NULL,
+        seq {int} NOT NULL,
+        data {blob} NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    """,
+    # Notifications, output alerts and the watchdog (docs/NOTIFICATIONS.md).
+    # `notifications.key` (event, unit run, channel) is unique, so the same event of
+    # the same run is recorded, and so sent, once.  Few pages: a new history must fit
+    # on a small disk (tests/test_faults.py).
+    """
+    CREATE TABLE IF NOT EXISTS notifications (
+        id {pk},
+        key TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        run_id {int},
+        channel TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts {int} NOT NULL DEFAULT 0,
+        accepted TEXT NOT NULL DEFAULT '',
+        created {real} NOT NULL,
+        next_try {real} NOT NULL,
+        sent {real},
+        last_error TEXT,
+        claimed_by TEXT,
+        claimed_until {real}
+    );
+    CREATE INDEX IF NOT EXISTS notifications_unit ON notifications (unit, id);
+    CREATE TABLE IF NOT EXISTS alert_matches (
+        id {pk},
+        run_id {int} NOT NULL,
+        script TEXT NOT NULL,
+        line_number {int} NOT NULL,
+        line TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        fail {int} NOT NULL DEFAULT 0,
+        created {real} NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS alert_matches_run ON alert_matches (run_id);
+    CREATE TABLE IF NOT EXISTS alert_overflow (
+        run_id {int} PRIMARY KEY,
+        dropped {int} NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS watch_positions (
+        group_name TEXT PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        position {real} NOT NULL
+    ){no_rowid};
+    CREATE TABLE IF NOT EXISTS watch_events (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT,
+        created {real} NOT NULL
+    ){no_rowid};
+    CREATE INDEX IF NOT EXISTS group_runs_running ON group_runs (status)
+        WHERE status = 'running';
+    CREATE INDEX IF NOT EXISTS group_runs_scheduled ON group_runs (group_name, started)
+        WHERE trigger = 'schedule';
+    """,
+    # Scale and retention: the totals of every finished run up to a run id (run_totals,
+    # one row per script and status, rolled forward before old runs are pruned, so
+    # /metrics neither rescans ten million rows nor goes down); the newest ended group
+    # run of each group and the outbox's pending messages are found without a scan;
+    # old rows of the other tables are found by time.
+    """
+    CREATE TABLE IF NOT EXISTS run_totals (
+        script TEXT NOT NULL,
+        status TEXT NOT NULL,
+        runs {int} NOT NULL,
+        max_started {real},
+        max_ended {real},
+        max_id {int},
+        duration_sum {real} NOT NULL,
+        duration_count {int} NOT NULL,
+        buckets TEXT NOT NULL,
+        PRIMARY KEY (script, status)
+    ){no_rowid};
+    CREATE TABLE IF NOT EXISTS run_totals_upto (
+        upto {int} NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (next_try)
+        WHERE state = 'pending';
+    CREATE INDEX IF NOT EXISTS notifications_created ON notifications (created);
+    CREATE INDEX IF NOT EXISTS alert_matches_script ON alert_matches (script, id);
+    CREATE INDEX IF NOT EXISTS watch_events_created ON watch_events (created);
+    CREATE INDEX IF NOT EXISTS group_runs_ended ON group_runs (group_name, id)
+        WHERE status NOT IN ('running', 'skipped', 'missed');
+    """,
+]
+
+VERSION = len(MIGRATIONS)
+
+
+def statements(dialect: Dialect, since: int) -> list[str]:
+    """The DDL statements that bring a schema of version ``since`` up to ``VERSION``."""
+    out = []
+    for step in MIGRATIONS[since:]:
+        for statement in step.format(**dialect.types).split(";"):
+            if statement.strip():
+                out.append(statement)
+    return out

@@ -1,0 +1,117 @@
+"""Running totals of finished runs, for ``/metrics``.
+
+``/metrics`` counts runs from the history, so runs made by any process count.  It
+keeps totals in memory and adds, at each scrape, the runs after the last id it saw
+(``Totals.since``).  So that a new server neither scans ten million rows nor sees
+counters go down when old runs are pruned, the totals of every finished run up to a
+run id are also kept in the history (``run_totals``, rolled forward by ``roll``
+before pruning); a scrape starts from them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..states import RunStatus
+from .core import Core, Tx
+
+# Upper bounds of the duration histogram (seconds).
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
+_RUNNING = RunStatus.RUNNING.value
+_CASES = "".join(f", COUNT(*) FILTER (WHERE duration <= {float(b)!r})" for b in DURATION_BUCKETS)
+_GROUPED = (
+    "SELECT script, status, COUNT(*), MAX(started), MAX(ended), MAX(id), SUM(duration),"
+    f" COUNT(duration){_CASES} FROM runs WHERE id > ? AND id <= ? GROUP BY script, status"
+)
+
+
+class Totals:
+    """The ``run_totals`` table and the scrape's snapshot."""
+
+    def __init__(self, core: Core):
+        self.core = core
+
+    def upto(self, tx: Tx) -> int:
+        row = tx.one("SELECT upto FROM run_totals_upto")
+        return row[0] if row else 0
+
+    def since(self, after_id: int, watched: list[int]) -> dict[str, Any]:
+        """What /metrics needs to bring its totals up to date, in one snapshot.
+
+        ``groups``: one row per (script, status): script, status, count, max started,
+        max ended, max id, sum of durations, count of durations, then one count per
+        bucket of ``DURATION_BUCKETS``: the kept totals (when ``after_id`` is 0) and
+        the runs above ``after_id``.  ``running``: (id, script) of those still running;
+        ``watched``: the rows of the given ids (runs that were running before) as (id,
+        script, status, started, ended, duration); ``top``: the highest run id seen.
+        """
+        with self.core.snapshot() as tx:
+            top = tx.one("SELECT COALESCE(MAX(id), 0) FROM runs")[0]
+            groups: list[Any] = []
+            if after_id == 0:
+                after_id = self.upto(tx)
+                groups += [_unpack(r) for r in tx.all(f"SELECT {_KEPT} FROM run_totals")]
+                top = max(top, after_id)
+            groups += tx.all(_GROUPED, (after_id, top))
+            running = tx.all(
+                f"SELECT id, script FROM runs WHERE status = '{_RUNNING}' AND id > ? AND id <= ?",
+                (after_id, top),
+            )
+            rows: list[Any] = []
+            for i in range(0, len(watched), 500):
+                part = watched[i : i + 500]
+                rows += tx.all(
+                    "SELECT id, script, status, started, ended, duration FROM runs"
+                    f" WHERE id IN ({','.join('?' * len(part))})",
+                    part,
+                )
+        return {"top": top, "groups": groups, "running": running, "watched": rows}
+
+    def roll(self, tx: Tx, batch: int = 20_000) -> int:
+        """Add finished runs after the kept totals' id to them, up to the first run still
+        running (at most ``batch`` ids); return the new id."""
+        upto = self.upto(tx)
+        first_running = tx.one(f"SELECT MIN(id) FROM runs WHERE status = '{_RUNNING}'")[0]
+        top = tx.one("SELECT COALESCE(MAX(id), 0) FROM runs")[0]
+        end = min(top, upto + batch, (first_running or top + 1) - 1)
+        if end <= upto:
+            return upto
+        for row in tx.all(_GROUPED, (upto, end)):
+            _merge(tx, row)
+        tx.execute("DELETE FROM run_totals_upto")
+        tx.execute("INSERT INTO run_totals_upto (upto) VALUES (?)", (end,))
+        return end
+
+
+_KEPT = (
+    "script, status, runs, max_started, max_ended, max_id, duration_sum, duration_count, buckets"
+)
+
+
+def _unpack(row: Any) -> tuple:
+    counts = json.loads(row[8])
+    return (*row[:8], *counts)
+
+
+def _merge(tx: Tx, row: Any) -> None:
+    script, status, n, started, ended, top_id, dsum, dcount, *counts = row
+    old = tx.one(
+        f"SELECT {_KEPT} FROM run_totals WHERE script = ? AND status = ?", (script, status)
+    )
+    if old is not None:
+        n += old[2]
+        started = max(x for x in (started, old[3], 0.0) if x is not None)
+        ended = max(x for x in (ended, old[4], 0.0) if x is not None)
+        top_id = max(top_id, old[5] or 0)
+        dsum = (dsum or 0.0) + old[6]
+        dcount += old[7]
+        counts = [a + b for a, b in zip(counts, json.loads(old[8]), strict=True)]
+    tx.execute(
+        f"INSERT INTO run_totals ({_KEPT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (script, status) DO UPDATE SET runs = excluded.runs,"
+        " max_started = excluded.max_started, max_ended = excluded.max_ended,"
+        " max_id = excluded.max_id, duration_sum = excluded.duration_sum,"
+        " duration_count = excluded.duration_count, buckets = excluded.buckets",
+        (script, status, n, started, ended, top_id, dsum or 0.0, dcount, json.dumps(counts)),
+    )
