@@ -233,7 +233,7 @@ def test_an_interrupt_before_the_start_skips_every_script(config_dir):
     assert [r.status for r in outcome.results] == ["skipped", "skipped"]
     assert outcome.status == "interrupted"
     assert events(config_dir) == {}
-    assert store.runs.group_run(outcome.group_run_id)["status"] == "interrupted"
+    assert store.runs.group_run(outcome.group_run_id).status == "interrupted"
     assert [r.status for r in store.runs.runs_of_group_run(outcome.group_run_id)] == [
         "skipped",
         "skipped",

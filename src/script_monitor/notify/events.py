@@ -116,7 +116,7 @@ def event_rows(
     spec = spec_for(config, kind, unit_name)
     if spec is None or event not in spec[1]:
         return []
-    unit = Unit(unit_name, kind, None, "running")
+    unit = Unit(unit_name, kind, None, RunStatus.RUNNING)
     return _rows(unit, event, spec[0], body, ref=ref)
 
 
@@ -130,11 +130,11 @@ def lost_units(config: Config, store: Store, runs: list[int], groups: list[int])
             continue
         rows = store.runs.runs_of_group_run(gid)
         entries = message.entries_from_rows(config, rows)
-        units.append(Unit(group.group_name, "group", gid, "lost", group.trigger, entries))
+        units.append(Unit(group.group_name, "group", gid, RunStatus.LOST, group.trigger, entries))
     for rid in runs:
         row = store.runs.run(rid)
         if row is None or row.group_run_id is not None:
             continue
         entries = message.entries_from_rows(config, [row])
-        units.append(Unit(row.script, "script", rid, "lost", row.trigger, entries))
+        units.append(Unit(row.script, "script", rid, RunStatus.LOST, row.trigger, entries))
     return units

@@ -25,6 +25,17 @@ from pathlib import Path
 from typing import Protocol
 
 from .alerts import Alerts
+from .api import (
+    AlertsApi,
+    ClaimsApi,
+    LogsApi,
+    OutboxApi,
+    ReadsApi,
+    RetentionApi,
+    RunsApi,
+    TotalsApi,
+    WatchApi,
+)
 from .claims import Claims
 from .core import DB_NAME, Core, Owner, busy_timeout_ms
 from .logs import LogChunks
@@ -63,7 +74,7 @@ class History(Protocol):
     @property
     def runs(self) -> Recorder: ...
     @property
-    def alerts(self) -> Alerts: ...
+    def alerts(self) -> AlertsApi: ...
     def batch(self) -> AbstractContextManager[None]: ...
 
 
@@ -72,15 +83,16 @@ class Store:
 
     def __init__(self, state_dir: Path, url: str | None = None):
         self.core = core = Core(state_dir, url)
-        self.runs = Runs(core)
-        self.logs = LogChunks(core)
-        self.claims = Claims(core)
-        self.outbox = Outbox(core)
-        self.alerts = Alerts(core)
-        self.watch = Watch(core)
-        self.reads = Reads(core)
-        self.totals = Totals(core)
-        self.retention = Retention(core, self.totals)
+        self.runs: RunsApi = Runs(core)
+        self.logs: LogsApi = LogChunks(core)
+        self.claims: ClaimsApi = Claims(core)
+        self.outbox: OutboxApi = Outbox(core)
+        self.alerts: AlertsApi = Alerts(core)
+        self.watch: WatchApi = Watch(core)
+        self.reads: ReadsApi = Reads(core)
+        totals = Totals(core)
+        self.totals: TotalsApi = totals
+        self.retention: RetentionApi = Retention(core, totals)
 
     @property
     def path(self) -> Path:
