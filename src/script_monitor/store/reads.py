@@ -16,6 +16,7 @@ from .records import GroupRun, Run, RunSummary
 
 _RUNNING = RunStatus.RUNNING.value
 _SKIPPED = RunStatus.SKIPPED.value
+_CHUNK = 500  # scripts per query: well under either backend's limit on parameters
 # Group runs that ran and ended (the condition of the group_runs_ended index).
 _ENDED = f"status NOT IN ('{GroupStatus.RUNNING}', '{GroupStatus.SKIPPED}', '{GroupStatus.MISSED}')"
 
@@ -111,19 +112,52 @@ class Reads:
     def latest_runs_by_script(
         self, scripts: list[str], per_script: int
     ) -> dict[str, list[RunSummary]]:
-        """The newest ``per_script`` runs of each script (id, status, started, duration)."""
-        sql = (
-            "SELECT id, status, started, duration FROM runs WHERE script = ?"
-            " ORDER BY id DESC LIMIT ?"
-        )
+        """The newest ``per_script`` runs of each script (id, status, started, duration).
+
+        One query per 500 scripts, not one per script: for each, the id of its
+        ``per_script``-th newest run, then its runs from there on (two probes of the
+        ``runs_script`` index).
+        """
+        out: dict[str, list[RunSummary]] = {s: [] for s in scripts}
+        if per_script <= 0:
+            return out
+        names = list(out)
         with self.core.snapshot() as tx:
-            return {
-                s: [
-                    RunSummary(r[0], RunStatus(r[1]), r[2], r[3])
-                    for r in tx.all(sql, (s, per_script))
-                ]
-                for s in scripts
-            }
+            for i in range(0, len(names), _CHUNK):
+                part = names[i : i + _CHUNK]
+                rows = tx.all(
+                    f"WITH names(name) AS (VALUES {', '.join(['(?)'] * len(part))})"
+                    " SELECT r.script, r.id, r.status, r.started, r.duration FROM names"
+                    " JOIN runs r ON r.script = names.name AND r.id >= COALESCE("
+                    "(SELECT x.id FROM runs x WHERE x.script = names.name ORDER BY x.id DESC"
+                    f" LIMIT 1 OFFSET {int(per_script) - 1}), 0) ORDER BY r.script, r.id DESC",
+                    part,
+                )
+                for r in rows:
+                    out[r[0]].append(RunSummary(r[1], RunStatus(r[2]), r[3], r[4]))
+        return out
+
+    def latest_group_runs(self, groups: list[str], per_group: int) -> dict[str, list[GroupRun]]:
+        """The newest ``per_group`` group runs of each group, newest first (one query per
+        500 groups, as ``latest_runs_by_script``)."""
+        out: dict[str, list[GroupRun]] = {g: [] for g in groups}
+        if per_group <= 0:
+            return out
+        names = list(out)
+        with self.core.snapshot() as tx:
+            for i in range(0, len(names), _CHUNK):
+                part = names[i : i + _CHUNK]
+                rows = tx.all(
+                    f"WITH names(name) AS (VALUES {', '.join(['(?)'] * len(part))})"
+                    f" SELECT {_prefixed(GroupRun.COLUMNS, 'g')} FROM names JOIN group_runs g"
+                    " ON g.group_name = names.name AND g.id >= COALESCE((SELECT x.id FROM"
+                    " group_runs x WHERE x.group_name = names.name ORDER BY x.id DESC"
+                    f" LIMIT 1 OFFSET {int(per_group) - 1}), 0) ORDER BY g.group_name, g.id DESC",
+                    part,
+                )
+                for r in rows:
+                    out[r[1]].append(GroupRun.from_row(r))
+        return out
 
     def data_version(self) -> tuple[Any, int]:
         """A value that changes whenever anyone commits to the history, this process included."""

@@ -116,6 +116,7 @@ class Pages:
                     if s not in script_next or nexts[g.name] < script_next[s]:
                         script_next[s] = nexts[g.name]
         recent = store.reads.latest_runs_by_script(list(config.scripts), RECENT)
+        recent_groups = store.reads.latest_group_runs(list(config.groups), RECENT)
         scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,
@@ -136,7 +137,7 @@ class Pages:
                 "next": nexts.get(g.name),
                 "recent": [
                     {**asdict(r), "duration": r.ended - r.started if r.ended else None}
-                    for r in store.runs.group_history(g.name, RECENT)[::-1]
+                    for r in recent_groups.get(g.name, [])[::-1]
                 ],
             }
             for g in config.groups.values()
