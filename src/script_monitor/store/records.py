@@ -141,18 +141,6 @@ class AlertMatch(msgspec.Struct, frozen=True):
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
 
 
-class WatchEvent(msgspec.Struct, frozen=True):
-    """A finding of the watchdog, recorded once (``watch_events``)."""
-
-    key: str
-    kind: str
-    subject: str
-    detail: str | None
-    created: float
-
-    COLUMNS: ClassVar[str] = "key, kind, subject, detail, created"
-
-
 class RunSummary(msgspec.Struct, frozen=True):
     """The few fields of a run the dashboard's sparklines need."""
 
