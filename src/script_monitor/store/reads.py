@@ -8,6 +8,7 @@ literals so that both planners use them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..states import GroupStatus, RunStatus
@@ -16,6 +17,7 @@ from .records import GroupRun, Run, RunSummary
 
 _RUNNING = RunStatus.RUNNING.value
 _SKIPPED = RunStatus.SKIPPED.value
+_WORD = re.compile(r"[a-z_]+")  # a trigger, written into SQL as a literal
 _CHUNK = 500  # scripts per query: well under either backend's limit on parameters
 # Group runs that ran and ended (the condition of the group_runs_ended index).
 _ENDED = f"status NOT IN ('{GroupStatus.RUNNING}', '{GroupStatus.SKIPPED}', '{GroupStatus.MISSED}')"
@@ -63,14 +65,22 @@ class Reads:
 
     def last_ended_group_runs(self, trigger: str | None = None) -> dict[str, GroupRun]:
         """Per group, its newest group run that ran and ended (not running, skipped by its
-        overlap policy, or missed); with ``trigger``, of that trigger only."""
-        cond, args = ("", ()) if trigger is None else (" AND x.trigger = ?", (trigger,))
+        overlap policy, or missed); with ``trigger``, of that trigger only.
+
+        The trigger is written as a literal, so that a partial index on it (scheduled
+        group runs: ``group_runs_scheduled_ended``) can be used: a group never run by
+        that trigger is then one probe, not a read of its whole history.
+        """
+        cond = ""
+        if trigger is not None:
+            if not _WORD.fullmatch(trigger):
+                raise ValueError(f"not a trigger: {trigger!r}")
+            cond = f" AND x.trigger = '{trigger}'"
         rows = self.core.read(
             _distinct("group_runs", "group_name")
             + f" SELECT {_prefixed(GroupRun.COLUMNS, 'g')} FROM names JOIN group_runs g"
             " ON g.id = (SELECT x.id FROM group_runs x WHERE x.group_name = names.name"
-            f" AND x.{_ENDED}{cond} ORDER BY x.id DESC LIMIT 1)",
-            args,
+            f" AND x.{_ENDED}{cond} ORDER BY x.id DESC LIMIT 1)"
         )
         return {r[1]: GroupRun.from_row(r) for r in rows}
 

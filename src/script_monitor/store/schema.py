@@ -132,7 +132,9 @@ MIGRATIONS = [
     # Scale and retention: the totals of every finished run up to a run id (run_totals,
     # one row per script and status, rolled forward before old runs are pruned, so
     # /metrics neither rescans ten million rows nor goes down); the newest ended group
-    # run of each group and the outbox's pending messages are found without a scan;
+    # run of each group (of all, and of scheduled ones: `status` asks every group, and a
+    # group never scheduled would otherwise be read to its first run) and the outbox's
+    # pending messages are found without a scan;
     # old rows of the other tables are found by time.
     """
     CREATE TABLE IF NOT EXISTS run_totals (
@@ -157,6 +159,8 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS watch_events_created ON watch_events (created);
     CREATE INDEX IF NOT EXISTS group_runs_ended ON group_runs (group_name, id)
         WHERE status NOT IN ('running', 'skipped', 'missed');
+    CREATE INDEX IF NOT EXISTS group_runs_scheduled_ended ON group_runs (group_name, id)
+        WHERE trigger = 'schedule' AND status NOT IN ('running', 'skipped', 'missed');
     """,
 ]
 
