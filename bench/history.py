@@ -478,7 +478,7 @@ def dashboard(backend: Backend, size: dict, python: str, log) -> list[dict]:
 
     def record() -> None:
         now = time.time()
-        run = store.runs.start_run(script_name(0), "manual", now)
+        run = store.runs.start_run(WRITER, "manual", now)
         store.runs.finish_run(run, RunStatus.SUCCESS, time.time(), 0.01, exit_code=0)
 
     results = []
@@ -646,17 +646,24 @@ def bench_backend(kind: str, size: dict, work: Path, args: argparse.Namespace) -
             f" s, totals rolled in {report['roll_totals_s']:.1f} s,"
             f" {report['size_bytes'] / 2**30:.2f} GiB"
         )
-        report["commands"] = commands(backend, size, args.python)
-        report["queries"] = queries(backend, size)
-        for c in report["commands"]:
+        report["load"] = {}
+        if "commands" in args.parts:
+            report["load"]["commands"] = os.getloadavg()[0]
+            report["commands"] = commands(backend, size, args.python)
+            report["queries"] = queries(backend, size)
+        for c in report.get("commands", []):
             share = report["queries"].get(c["key"])
             log(
                 f"  {c['what']}: median {c['median_ms']:.0f} ms"
                 + (f" (the history's share {share:.0f} ms)" if share is not None else "")
                 + f" {c['problem'] or ''}"
             )
-        report["web"] = dashboard(backend, size, args.python, log)
-        report["prune"] = prune(backend, args.python, log)
+        if "web" in args.parts:
+            report["load"]["web"] = os.getloadavg()[0]
+            report["web"] = dashboard(backend, size, args.python, log)
+        if "prune" in args.parts:
+            report["load"]["prune"] = os.getloadavg()[0]
+            report["prune"] = prune(backend, args.python, log)
     finally:
         if not args.keep:
             backend.drop()
@@ -666,7 +673,7 @@ def bench_backend(kind: str, size: dict, work: Path, args: argparse.Namespace) -
 
 def targets(report: dict) -> list[dict]:
     out = []
-    for c in report["commands"]:
+    for c in report.get("commands", []):
         if c["key"] == "config":
             continue
         limit = TARGETS_MS.get(c["key"])
@@ -674,18 +681,19 @@ def targets(report: dict) -> list[dict]:
             {"what": f"`{c['what']}` median", "value": c["median_ms"], "limit": limit,
              "unit": "ms", "answered": c["problem"] is None}
         )  # fmt: skip
-    for r in report["web"]:
+    for r in report.get("web", []):
         judged = r["kind"] == "uncached"
         out.append(
             {"what": f"`{r['path']}` p99, {r['kind']}", "value": r["p99_ms"],
              "limit": WEB_P99_MS if judged else None, "unit": "ms", "answered": True}
         )  # fmt: skip
-    p = report["prune"]
-    out.append(
-        {"what": "writer's longest wait during `history prune`", "value": p["longest_wait_ms"],
-         "limit": WRITE_WAIT_MS, "unit": "ms",
-         "answered": p["rc"] == 0 and p["deleted_runs"] is not None}
-    )  # fmt: skip
+    p = report.get("prune")
+    if p is not None:
+        out.append(
+            {"what": "writer's longest wait during `history prune`",
+             "value": p["longest_wait_ms"], "limit": WRITE_WAIT_MS, "unit": "ms",
+             "answered": p["rc"] == 0 and p["deleted_runs"] is not None}
+        )  # fmt: skip
     for t in out:
         t["met"] = t["answered"] and (t["limit"] is None or t["value"] <= t["limit"])
     return out
@@ -704,7 +712,7 @@ def render(report: dict) -> str:
     ]
     for b in report["backends"]:
         g = b["generate"]
-        p = b["prune"]
+        load = ", ".join(f"{k} {v:.1f}" for k, v in b["load"].items())
         lines += [
             "",
             f"### {b['backend']}",
@@ -712,7 +720,8 @@ def render(report: dict) -> str:
             f"Generated {g['runs']:,} runs and {g['group_runs']:,} group runs:"
             f" rows {g['insert_s']:.0f} s, indexes {g['indexes_s']:.0f} s"
             + (f", VACUUM ANALYZE {g['vacuum_analyze_s']:.0f} s" if "vacuum_analyze_s" in g else "")
-            + f"; totals rolled {b['roll_totals_s']:.1f} s; {b['size_bytes'] / 2**30:.2f} GiB.",
+            + f"; totals rolled {b['roll_totals_s']:.1f} s; {b['size_bytes'] / 2**30:.2f} GiB."
+            + f"  Load average (1 min) as each part began: {load}.",
             "",
             "| measured | value | target | met |",
             "|---|---:|---:|---|",
@@ -723,28 +732,33 @@ def render(report: dict) -> str:
             if not t["answered"]:
                 met = "NO (not answered)"
             lines.append(f"| {t['what']} | {t['value']:.1f} {t['unit']} | {limit} | {met} |")
-        lines += [
-            "",
-            "| command | median ms | min ms | max ms | its queries ms |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for c in b["commands"]:
+        if "commands" in b:
+            lines += [
+                "",
+                "| command | median ms | min ms | max ms | its queries ms |",
+                "|---|---:|---:|---:|---:|",
+            ]
+        for c in b.get("commands", []):
             share = b["queries"].get(c["key"])
             lines.append(
                 f"| `{c['what']}` | {c['median_ms']:.0f} | {c['min_ms']:.0f} |"
                 f" {c['max_ms']:.0f} | {'-' if share is None else f'{share:.1f}'} |"
             )
-        lines += [
-            "",
-            "| page | requests | p50 ms | p90 ms | p99 ms | max ms | first ms | bytes |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in b["web"]:
+        if "web" in b:
+            lines += [
+                "",
+                "| page | requests | p50 ms | p90 ms | p99 ms | max ms | first ms | bytes |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+        for r in b.get("web", []):
             lines.append(
                 f"| `{r['path']}` {r['kind']} | {r['requests']} | {r['p50_ms']:.1f} |"
                 f" {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} |"
                 f" {r['first_ms']:.0f} | {r['body_bytes']:,} |"
             )
+        p = b.get("prune")
+        if p is None:
+            continue
         lines += [
             "",
             f"`history prune`: {p['wall_s']:.1f} s, deleted {p['deleted_runs']:,} runs and"
@@ -791,6 +805,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pg-url", default=PG_URL, help="a PostgreSQL server to create a database on"
+    )
+    parser.add_argument(
+        "--parts",
+        type=lambda text: set(text.split(",")),
+        default={"commands", "web", "prune"},
+        help="what to measure after generating: commands,web,prune (default: all three)",
     )
     parser.add_argument("--json", type=Path, help="results file")
     parser.add_argument("--work", type=Path, help="work directory (default: a new temp dir)")
