@@ -185,6 +185,7 @@ def test_broker_or_store_down_exit_2_naming_the_url(pg_url, tmp_path):
         (0,)
     ]  # never a silent local run
     settings["store"]["url"] = "postgresql://me:s3cret@127.0.0.1:1/none"
+    settings["store"]["retry_for"] = 0
     (conf / "config.yaml").write_text(yaml.safe_dump(settings))
     for verb in (("run", "a"), ("worker",)):
         r = sm(conf, *verb, timeout=60)

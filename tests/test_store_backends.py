@@ -30,7 +30,7 @@ def conf_on(config_dir: Path, url: str) -> Path:
         config_dir,
         {"ok": "echo out-of-ok", "bad": "echo bad-line; exit 3"},
         [{"name": "g", "scripts": ["ok", "bad", "ok"], "execution": "serial"}],
-        {"store": {"url": url}},
+        {"store": {"url": url, "retry_for": 0}},
     )
 
 

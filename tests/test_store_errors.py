@@ -81,9 +81,11 @@ def test_a_full_disk_is_store_full_and_keeps_what_was_recorded(tmp_path):
 
 def test_an_unreachable_server_is_store_unreachable_and_the_cli_exits_2(tmp_path):
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
-    with pytest.raises(StoreUnreachable, match="cannot reach the store"):
-        Store(tmp_path, url).runs.history("a")
-    conf = make_config(tmp_path / "c", {"a": "true"}, settings={"store": {"url": url}})
+    with pytest.raises(StoreUnreachable, match=r"gave up after retrying for 0\.5s"):
+        Store(tmp_path, url, retry_for=0.5).runs.history("a")
+    conf = make_config(
+        tmp_path / "c", {"a": "true"}, settings={"store": {"url": url, "retry_for": 1}}
+    )
     r = cli("--config-dir", str(conf), "list")
     assert_clean_error(r, 2)
     assert "cannot reach the store" in r.stderr
@@ -163,7 +165,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
 
 
 def test_postgresql_stopped_mid_run_is_store_unreachable_then_works_again(tmp_path, private_pg):
-    store = Store(tmp_path, private_pg.url)
+    store = Store(tmp_path, private_pg.url, retry_for=1)
     store.migrate()
     rid = store.runs.start_run("a", "manual", time.time())
     private_pg.stop()
@@ -176,4 +178,24 @@ def test_postgresql_stopped_mid_run_is_store_unreachable_then_works_again(tmp_pa
     assert store.runs.run(rid).status == "running"
     store.runs.finish_run(rid, "success", time.time(), 1.0, 0)
     assert store.runs.run(rid).status == "success"
+    store.close()
+
+
+def test_a_store_restarted_mid_run_is_ridden_out(tmp_path, private_pg):
+    """The server goes away for two seconds between two writes (a restart): the write
+    waits for it (store.retry_for) on a new connection, and nothing is lost or doubled."""
+    import threading
+
+    store = Store(tmp_path, private_pg.url, retry_for=30)
+    store.migrate()
+    rid = store.runs.start_run("a", "manual", time.time())
+    assert store.runs.history("a")[0].status == "running"  # the connection is open
+    private_pg.stop()
+    later = threading.Timer(2.0, private_pg.start)
+    later.start()
+    began = time.monotonic()
+    store.runs.finish_run(rid, "success", time.time(), 1.0, 0)  # waits for the server
+    later.join()
+    assert time.monotonic() - began >= 1.5
+    assert [(r.id, r.status) for r in store.runs.history("a")] == [(rid, "success")]
     store.close()

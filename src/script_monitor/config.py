@@ -132,6 +132,7 @@ class Execution(_Strict):
 
 class StoreSettings(_Strict):
     url: str | None = None  # postgresql://...; default: SQLite in the state folder
+    retry_for: Seconds = 60  # how long a shared store may be out of reach
 
 
 class HistorySettings(_Strict):

@@ -44,7 +44,7 @@ class Housekeeper:
         from .store.retention import cutoff_for
 
         settings = config.settings.history
-        store = Store(config.state_dir, config.store_url)
+        store = Store(config.state_dir, config.store_url, config.settings.store.retry_for)
         try:
             report = store.retention.prune(
                 cutoff_for(settings.retention),

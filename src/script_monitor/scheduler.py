@@ -136,7 +136,7 @@ class Scheduler:
         self.state_dir = config.state_dir
         self.clock = clock or Clock()
         self.once = once
-        self.store = Store(self.state_dir, config.store_url)
+        self.store = Store(self.state_dir, config.store_url, config.settings.store.retry_for)
         if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
             from .notify import watch_store
 

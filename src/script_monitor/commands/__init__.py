@@ -34,7 +34,7 @@ def _collect_from_now_on() -> None:
 
 
 def open_store(config: Config) -> Store:
-    store = Store(config.state_dir, config.store_url)
+    store = Store(config.state_dir, config.store_url, config.settings.store.retry_for)
     if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
         from ..notify import watch_store
 

@@ -19,7 +19,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     config = load(args)
     store = open_store(config) if args.action == "copy" else None
     if args.action == "migrate":
-        store = Store(config.state_dir, config.store_url)
+        store = Store(config.state_dir, config.store_url, config.settings.store.retry_for)
         before, now = store.migrate()
         store.close()
         if before == now:

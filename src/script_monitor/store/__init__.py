@@ -37,7 +37,7 @@ from .api import (
     WatchApi,
 )
 from .claims import Claims
-from .core import DB_NAME, Core, Owner, busy_timeout_ms
+from .core import DB_NAME, RETRY_FOR, Core, Owner, busy_timeout_ms
 from .logs import LogChunks
 from .outbox import Outbox
 from .reads import Reads
@@ -81,8 +81,8 @@ class History(Protocol):
 class Store:
     """The run history of one config directory."""
 
-    def __init__(self, state_dir: Path, url: str | None = None):
-        self.core = core = Core(state_dir, url)
+    def __init__(self, state_dir: Path, url: str | None = None, retry_for: float = RETRY_FOR):
+        self.core = core = Core(state_dir, url, retry_for)
         self.runs: RunsApi = Runs(core)
         self.logs: LogsApi = LogChunks(core)
         self.claims: ClaimsApi = Claims(core)

@@ -10,10 +10,12 @@ their SQL once and run it through a ``Tx``; the ``Dialect`` supplies what differ
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,11 @@ from . import schema
 from .dialect import Dialect, PostgresDialect, SqliteDialect, driver_errors
 
 BUSY_TIMEOUT_MS = 60_000
+RETRY_FOR = 60.0  # seconds a shared store may be out of reach before an operation fails
 BUSY_TIMEOUT_ENV = "SCRIPT_MONITOR_BUSY_TIMEOUT"  # seconds; how long a write waits for a lock
 DB_NAME = "history.db"
 _POOL_LOCK = threading.Lock()
+log = logging.getLogger("script_monitor.store")
 
 
 def busy_timeout_ms() -> int:
@@ -128,8 +132,9 @@ class Tx:
 class Core:
     """The connection to one history, shared by its repositories (thread-safe)."""
 
-    def __init__(self, state_dir: Path, url: str | None = None):
+    def __init__(self, state_dir: Path, url: str | None = None, retry_for: float = RETRY_FOR):
         self.path = state_dir / DB_NAME
+        self.retry_for = retry_for
         self.url = url or None  # a postgresql:// URL, else SQLite at self.path
         self.where = str(self.path)
         self.busy_ms = busy_timeout_ms()
@@ -327,9 +332,8 @@ class Core:
             if self._batching is not None:
                 yield self._batching
                 return
-            db = self.connect()
+            db = self._begin(self.dialect.write_begin)
             try:
-                db.execute(self.dialect.write_begin)
                 try:
                     yield Tx(db, self.dialect)
                 except BaseException:
@@ -353,9 +357,8 @@ class Core:
     def snapshot(self) -> Iterator[Tx]:
         """Several reads that see one state of the history."""
         with self._lock:
-            db = self.connect()
+            db = self._begin(self.dialect.read_begin)
             try:
-                db.execute(self.dialect.read_begin)
                 try:
                     yield Tx(db, self.dialect)
                 finally:
@@ -365,17 +368,55 @@ class Core:
                 raise self.dialect.error(e) from None
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        """The rows of one query."""
+        """The rows of one query (retried while a shared store is out of reach)."""
         if not self._lock.acquire(blocking=self.url is None):
             return self._read_pooled(sql, args)  # PostgreSQL: another thread has the connection
         try:
-            db = self.connect()
-            try:
-                return db.execute(self.dialect.sql(sql), args).fetchall()
-            except self.errors() as e:
-                raise self.dialect.error(e) from None
+            return self._healing(lambda db: db.execute(self.dialect.sql(sql), args).fetchall())
         finally:
             self._lock.release()
+
+    def _begin(self, statement: str) -> Any:
+        """A connection with a transaction begun on it.  Nothing has been done in it yet,
+        so a shared store's lost connection is opened again and the BEGIN retried."""
+        return self._healing(lambda db: (db.execute(statement), db)[1])
+
+    def _healing(self, step: Callable[[Any], Any]) -> Any:
+        """Run ``step`` on the connection; on PostgreSQL, a connection lost or refused
+        (the server restarting, a network blip) is opened again with backoff for up to
+        ``retry_for`` seconds.  Only steps that are safe to repeat come here: a query,
+        or the BEGIN of a transaction."""
+        give_up = time.monotonic() + self.retry_for
+        pause = 0.1
+        while True:
+            try:
+                return step(self.connect())
+            except StoreUnreachable as e:  # from connect()
+                error: StoreError = e
+            except self.errors() as e:
+                error = self.dialect.error(e)
+            if self.url is None or not isinstance(error, StoreUnreachable):
+                raise error
+            self._drop()
+            if pause == 0.1 and self.retry_for > 0:
+                log.warning(
+                    "%s; trying again for up to %gs (store.retry_for)", error, self.retry_for
+                )
+            if time.monotonic() + pause > give_up:
+                raise StoreUnreachable(
+                    f"{error} (gave up after retrying for {self.retry_for:g}s: store.retry_for)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _drop(self) -> None:
+        """Forget a connection that failed; the next step opens a new one."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # already broken
+                pass
+            self._db = None
 
     def _read_pooled(self, sql: str, args: Sequence[Any]) -> list[Any]:
         """A read on a pool connection, beside the one another thread is using."""

@@ -80,7 +80,7 @@ class Service:
         self.config_error: str | None = None
         self._fingerprint = fingerprint(config)
         self._config_checked = time.monotonic()
-        self.store = Store(config.state_dir, config.store_url)
+        self.store = Store(config.state_dir, config.store_url, config.settings.store.retry_for)
         self._reaped = 0.0
         self._lock = threading.Lock()
         self._cache: dict[Any, tuple[Any, float, Any]] = {}
