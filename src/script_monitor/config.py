@@ -27,7 +27,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
 
-# Notifications and output alerts (DESIGN §7); checked in the block at the end of this file.
+# Notifications and output alerts (docs/NOTIFICATIONS.md); checked at the end of this file.
 Event = Literal["failure", "recovery", "success", "output", "missed", "overdue"]
 EVENTS: tuple[str, ...] = get_args(Event)
 DEFAULT_ON: list[Event] = ["failure", "recovery", "missed", "overdue"]
@@ -56,7 +56,7 @@ class LogLimit(_Strict):
 
 
 class Retries(_Strict):
-    """How a failed run is tried again (DESIGN §6)."""
+    """How a failed run is tried again (docs/CONFIG.md)."""
 
     count: Annotated[int, msgspec.Meta(ge=0)] = 0
     delay: Seconds = 10
@@ -95,7 +95,7 @@ class Script(_Strict):
     secret_env: list[EnvName] = []
     leftovers: Literal["keep", "kill"] = "keep"
     retries: Annotated[int, msgspec.Meta(ge=0)] | Retries = 0
-    queue: Name | None = None  # the Celery queue its runs go to (DESIGN §9)
+    queue: Name | None = None  # the Celery queue its runs go to (docs/DISTRIBUTED.md)
     notify: NotifySpec | bool | None = None
     alerts: list[Alert] = []
     max_duration: Seconds | None = None
@@ -167,7 +167,7 @@ class Display(_Strict):
 
 
 class Web(_Strict):
-    """``serve``: where the dashboard listens and who may use it (DESIGN §8)."""
+    """``serve``: where the dashboard listens and who may use it (docs/WEB.md)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
@@ -852,7 +852,7 @@ def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value)
 
 
-# ---------------------------------------------------------------- notifications (DESIGN §7)
+# ------------------------------------------------- notifications (docs/NOTIFICATIONS.md)
 
 
 def _check_notifications(

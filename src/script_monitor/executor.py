@@ -291,7 +291,7 @@ class LocalExecutor:
                 job.run_id,
             )
             job.log_error = self._write(fd, masker.bytes(head) if masker else head)
-        if script.alerts:  # output alerts (DESIGN §7): matched by the relay thread
+        if script.alerts:  # output alerts (docs/NOTIFICATIONS.md): matched by the relay thread
             from .alerts import Matcher
 
             job.matcher = Matcher(script.alerts)

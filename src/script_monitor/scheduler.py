@@ -135,7 +135,7 @@ class Scheduler:
         self.clock = clock or Clock()
         self.once = once
         self.store = Store(self.state_dir, config.store_url)
-        if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
+        if config.settings.notifications.channels:  # a lost run notifies (docs/NOTIFICATIONS.md)
             from .notify import watch_store
 
             watch_store(config, self.store, wait=False)
@@ -220,7 +220,8 @@ class Scheduler:
         self._watch()
 
     def _watch(self) -> None:
-        """The watchdog every minute, pending notifications every few seconds (DESIGN §7)."""
+        """The watchdog every minute, pending notifications every few seconds
+        (docs/NOTIFICATIONS.md)."""
         from .watchdog import scheduler_turn
 
         # Real time, not self.clock: the history records real times.

@@ -163,7 +163,7 @@ def status_json(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- notifications (DESIGN §7)
+# ------------------------------------------------- notifications (docs/NOTIFICATIONS.md)
 
 
 def notification_json(note: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``store migrate`` and ``store copy --to URL`` (DESIGN §9)."""
+"""``store migrate`` and ``store copy --to URL`` (docs/DISTRIBUTED.md)."""
 
 from __future__ import annotations
 

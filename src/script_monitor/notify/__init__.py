@@ -1,4 +1,4 @@
-"""Notifications (DESIGN §7): events of finished run units, recorded in an outbox in the
+"""Notifications (docs/NOTIFICATIONS.md): events of finished run units, recorded in an outbox in the
 store and delivered through Apprise channels.
 
 This module is imported after every run, so it imports nothing heavy: without a

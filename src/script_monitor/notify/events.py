@@ -1,4 +1,4 @@
-"""Which events a finished run unit fires, and the messages they record (DESIGN §7).
+"""Which events a finished run unit fires, and the messages they record (docs/NOTIFICATIONS.md).
 
 A run unit is a group run (``run-group``, the scheduler, ``run-all`` as ``(all)``) or
 a single ``run NAME``: one unit sends at most one message per event and channel,

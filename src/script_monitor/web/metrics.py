@@ -1,4 +1,4 @@
-"""Prometheus metrics counted from the history (DESIGN §8), so runs made by any process
+"""Prometheus metrics counted from the history (docs/WEB.md), so runs made by any process
 count, and counters never go down.
 
 The totals are kept in memory and brought up to date at each scrape from the runs
@@ -155,7 +155,7 @@ class StoreCollector:
         yield self._notifications()
 
     def _groups(self):
-        """Each configured group's latest finished run (beyond DESIGN's list: for alerts on
+        """Each configured group's latest finished run (beyond the per-script series: for alerts on
         a failing group)."""
         success = GaugeMetricFamily(
             "script_monitor_group_last_run_success",
