@@ -16,7 +16,7 @@ import yaml
 from helpers import ROOT
 
 # Words that only text about the project's own development uses: a design document
-# kept outside the repository, numbered work periods, tracker numbers.
+# kept outside the repository, numbered stretches of work, tracker numbers.
 NARRATION = re.compile(
     r"\bDES" + r"IGN\b"
     r"|\b[Ss]ess" + r"ion [0-9]"

@@ -47,6 +47,7 @@ VERBS = {
     "notify-test": ("notify", "send a test message through a channel"),
     "alerts": ("notify", "output alerts that matched, newest first"),
     "watchdog": ("notify", "check for missed ticks, overdue runs and a dead scheduler"),
+    "schema": ("schema", "print the JSON Schema of a configuration file, for editors"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -138,6 +139,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p["serve"].add_argument("--host", help="address to listen on (default web.host, 127.0.0.1)")
     p["serve"].add_argument(
         "--port", type=_port, help="port to listen on (default web.port, 8787; 0 = any free)"
+    )
+    p["schema"].add_argument(
+        "kind", choices=("scripts", "groups", "config"), help="which file's schema"
     )
     p["store"].add_argument("action", choices=("migrate", "copy"), help="what to do")
     p["store"].add_argument("--to", metavar="URL", help="copy: the store to copy into")

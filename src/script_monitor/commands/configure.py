@@ -99,6 +99,17 @@ def cmd_get_setting(args: argparse.Namespace) -> int:
 
 
 TEMPLATE_FILES = ("config.yaml", "scripts.yaml", "groups.yaml")
+SCHEMA_DIR = ".schema"  # each template's first line points its editor here
+
+
+def _write_schemas(directory: Path) -> list[str]:
+    """The JSON Schemas the templates name, so editors complete and check them offline."""
+    from .schema import FILE_NAMES, render
+
+    directory.mkdir(exist_ok=True)
+    for kind, name in FILE_NAMES.items():
+        (directory / name).write_text(render(kind))
+    return [f"{directory.name}/{name}" for name in FILE_NAMES.values()]
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -116,8 +127,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     templates = resources.files("script_monitor") / "templates"
     for name in TEMPLATE_FILES:
         (target / name).write_text((templates / name).read_text())
+    written = [*TEMPLATE_FILES, *_write_schemas(target / SCHEMA_DIR)]
     print(f"Wrote an example configuration to {target}:")
-    for name in TEMPLATE_FILES:
+    for name in written:
         print(f"  {name}")
     print(f"Try: script-monitor --config-dir {target} run-group health_checks")
     return EXIT_OK
