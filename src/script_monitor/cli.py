@@ -107,6 +107,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "--no-pager", action="store_true", default=argparse.SUPPRESS, help="never page"
         )
     p["completion"].add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    # The completion scripts are generated from the whole command line: handed over
+    # here, so that nothing imports this module back.
+    p["completion"].set_defaults(command_line=build_parser)
     for verb in ("notifications", "alerts"):
         p[verb].add_argument(
             "-n", "--limit", type=_positive, default=20, help="show at most N (default 20)"
@@ -168,6 +171,9 @@ class _Sink:
     """Takes a sub-parser's arguments and keeps none (cheaper than a real parser)."""
 
     def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: object) -> None:
         pass
 
 

@@ -770,6 +770,36 @@ def env_files(config: Config) -> list[tuple[str, str, Path]]:
     return out
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """Variables from a dotenv file (python-dotenv syntax)."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def fingerprint(config: Config) -> tuple:
+    """Cheap identity of every file and directory the configuration comes from.
+
+    Not the config directory itself: logs/ and the state directory live there.
+    """
+    root = config.root
+    paths = {root / "config.yaml", *config.files, *(p.parent for p in config.files)}
+    paths.discard(root)
+    for value, default in (
+        (config.settings.paths.scripts_file, "scripts.yaml"),
+        (config.settings.paths.groups_file, "groups.yaml"),
+    ):
+        paths.update({config.path(value), root / default, (root / default).with_suffix("")})
+    out: list[tuple[str, int | None, int | None, int | None]] = []
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((str(p), None, None, None))
+    return tuple(out)
+
+
 def _check_env_files(config: Config, problems: list[Problem]) -> None:
     for key, label, path in env_files(config):
         if not path.is_file():
@@ -859,7 +889,7 @@ def _check_notifications(
     settings: Settings, doc: Document, problems: list[Problem], origin: dict
 ) -> None:
     """config.yaml: default channels exist; every URL looks like one (``validate`` parses
-    it with Apprise: see channel_problems)."""
+    it with Apprise: see notify.channels.channel_problems)."""
     section = settings.notifications
     base = ("notifications",)
     if section.default.on is None:
@@ -910,29 +940,3 @@ def _check_notify_channels(config: Config, problems: list[Problem]) -> None:
                 problems.append(
                     Problem.error(file, line, f"{kind} '{name}': unknown channel '{channel}'")
                 )
-
-
-def channel_problems(config: Config) -> list[Problem]:
-    """Channel URLs Apprise cannot parse (offline; imports Apprise: ``validate`` only)."""
-    from .notify.channels import VAR, environment, parse_problem
-
-    env = environment(config)
-    problems = []
-    for name, urls in config.settings.notifications.channels.items():
-        for i, url in enumerate(urls):
-            file, line = config.origin.get(f"channel:{name}:{i}", (None, None))
-            unset = [v for v in VAR.findall(url) if v not in env]
-            if unset:
-                problems.append(
-                    Problem.warning(
-                        file,
-                        line,
-                        f"channel '{name}': ${{{unset[0]}}} is not set in the environment or"
-                        " the global env_file (the URL is not checked)",
-                    )
-                )
-                continue
-            why = parse_problem(VAR.sub(lambda m: env[m.group(1)], url))
-            if why:
-                problems.append(Problem.error(file, line, f"channel '{name}': {why}"))
-    return problems

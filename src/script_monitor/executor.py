@@ -15,11 +15,10 @@ import select
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from . import logs
-from .config import Config, Script
+from .config import Config, Script, read_env_file
 from .masking import Masker, Pump
 from .proc import (
     POLL_INTERVAL,
@@ -538,13 +537,6 @@ def _env_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Variables from a dotenv file (python-dotenv syntax)."""
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def _ended(job: Job) -> ProcResult:

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from . import __version__, cron
-from .config import Config, load_config
+from .config import Config, fingerprint, load_config
 from .engine import Engine
 from .errors import ScriptMonitorError
 from .heartbeat import (
@@ -97,29 +97,6 @@ def _under_journald(stream: Any) -> bool:
 
 
 # ---------------------------------------------------------------- config watching
-
-
-def fingerprint(config: Config) -> tuple:
-    """Cheap identity of every file and directory the configuration comes from.
-
-    Not the config directory itself: logs/ and the state directory live there.
-    """
-    root = config.root
-    paths = {root / "config.yaml", *config.files, *(p.parent for p in config.files)}
-    paths.discard(root)
-    for value, default in (
-        (config.settings.paths.scripts_file, "scripts.yaml"),
-        (config.settings.paths.groups_file, "groups.yaml"),
-    ):
-        paths.update({config.path(value), root / default, (root / default).with_suffix("")})
-    out: list[tuple[str, int | None, int | None, int | None]] = []
-    for p in sorted(paths):
-        try:
-            st = os.stat(p)
-            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append((str(p), None, None, None))
-    return tuple(out)
 
 
 # ---------------------------------------------------------------- the daemon

@@ -16,8 +16,8 @@ from . import load
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(config_dir_from(args.config_dir))  # ConfigError -> exit 2
     if config.settings.notifications.channels:  # Apprise parses each URL (docs/NOTIFICATIONS.md)
-        from ..config import channel_problems
         from ..errors import ConfigError
+        from ..notify.channels import channel_problems
 
         found = channel_problems(config)
         errors = [p for p in found if p.level == "error"]

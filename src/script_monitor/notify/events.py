@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import message, spec_for
+from . import message
 from .message import Entry, Unit
+from .spec import spec_for
 
 if TYPE_CHECKING:
     from ..config import Config

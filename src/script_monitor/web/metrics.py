@@ -176,7 +176,7 @@ class StoreCollector:
         yield when
 
     def _next_runs(self) -> GaugeMetricFamily:
-        from ..commands.schedule import schedule_rows
+        from ..schedule_time import schedule_rows
 
         family = GaugeMetricFamily(
             "script_monitor_group_next_run_timestamp_seconds",
