@@ -57,9 +57,9 @@ REPS = {"W1": 9, "W2": 21, "W3": 15, "W4": 9, "W5": 7, "W6": 21, "W8": 31}
 # Untimed runs before the timed ones.  The many-run workloads are measured in the
 # steady state of an installation that runs them every minute: script-monitor keeps
 # the newest 10 logs of a script (default_log_limit), so from its 11th run on every
-# run also rotates (deletes) one.  Until session 4 the timed repetitions straddled
-# that point (rotation began at the 10th), and a run's median depended on how many
-# repetitions it had: on this disk rotation costs up to 0.2 ms a run.
+# run also rotates (deletes) one.  Were the timed repetitions to straddle that point,
+# a run's median would depend on how many repetitions it had: on this disk rotation
+# costs up to 0.2 ms a run.
 WARMUPS = {"W2": 10, "W3": 10, "W8": 10}
 # Companions: other groups of the same scripts, in the same config directory (so
 # their logs go to the same folders), timed in the same repetitions by script-monitor

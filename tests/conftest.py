@@ -103,7 +103,7 @@ def backend_store(request, tmp_path: Path):
     s.close()
 
 
-# ---------------------------------------------------------------- distributed (DESIGN §9)
+# ---------------------------------------------------------------- distributed (docs/DISTRIBUTED.md)
 # Real Redis (db 9, flushed per session), RabbitMQ (queue names of the test's own) and
 # the session's PostgreSQL database, with real worker processes (tests/test_distributed.py).
 

@@ -1,4 +1,4 @@
-"""Output alerts (DESIGN §7): the line matcher on its own, then the real CLI."""
+"""Output alerts (docs/NOTIFICATIONS.md): the line matcher on its own, then the real CLI."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import MAIN, assert_clean_error, cli, make_config
-from script_monitor.cli import VERBS
+from script_monitor.cli import VERBS, build_parser
 
 SCRIPTS = ["check_disk", "check_dns", "backup"]
 GROUPS = ["nightly", "hourly"]
@@ -99,7 +99,7 @@ def test_every_verb_and_option_is_in_every_script(shell):
     from script_monitor.commands.completion import spec
 
     text = script(shell)
-    options, verbs = spec()
+    options, verbs = spec(build_parser())
     assert [v.name for v in verbs] == list(VERBS)
     for v in verbs:
         assert v.name in text

@@ -1,5 +1,5 @@
 """Distributed execution with real servers: PostgreSQL, Redis or RabbitMQ, and real
-``script-monitor worker`` processes (DESIGN §9).
+``script-monitor worker`` processes (docs/DISTRIBUTED.md).
 
 Each test writes a config directory, runs it locally (SQLite) where output is
 compared, then with ``execution.backend: celery`` against the session's PostgreSQL

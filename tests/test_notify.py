@@ -1,4 +1,4 @@
-"""Notifications (DESIGN §7) end to end: the real CLI, a real HTTP receiver (Apprise
+"""Notifications (docs/NOTIFICATIONS.md) end to end: the real CLI, a real HTTP receiver (Apprise
 ``json://``) and a real SMTP server (aiosmtpd) on loopback, the real store."""
 
 from __future__ import annotations
@@ -697,7 +697,7 @@ def watchdog_json(d: Path, at: float) -> tuple[int, dict]:
 
 
 def test_notifications_alerts_and_watchdog_on_postgresql(pg_url, tmp_path, receiver):
-    """The outbox, alerts and watchdog tables through the PostgreSQL store (DESIGN §9)."""
+    """The outbox, alerts and watchdog tables through the PostgreSQL store (docs/DISTRIBUTED.md)."""
     from conftest import empty_pg
 
     empty_pg(pg_url)

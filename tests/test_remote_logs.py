@@ -1,4 +1,4 @@
-"""Logs from anywhere (DESIGN §9): a run's log read from the history's chunks when it is
+"""Logs from anywhere (docs/DISTRIBUTED.md): a run's log read from the history's chunks when it is
 not on this host — ``logs``, ``logs --follow``, the API's log (plain and SSE) — its
 chunks gone with its log (rotation, clear-logs) and carried by ``store copy``.
 

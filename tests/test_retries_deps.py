@@ -1,4 +1,4 @@
-"""Retries and dependencies end to end: real processes, real history (DESIGN §6)."""
+"""Retries and dependencies end to end: real processes, real history (docs/CONFIG.md)."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def test_dependencies_wait_for_what_they_need(config_dir):
 
 
 def test_a_failed_dependency_skips_everything_downstream(config_dir):
-    """The design's example, word for word."""
+    """The README's example, word for word."""
     make_config(config_dir, release_scripts(1), [RELEASE])
     r = cli("--config-dir", str(config_dir), "run-group", "release")
     assert r.returncode == 1

@@ -1,7 +1,7 @@
 """Secrets: a secret value never appears in any file under the config directory nor in
 any command's output (docs/RELIABILITY.md).
 
-Secret values come from every source the design names: a script's env_file, the
+Secret values come from every source docs/CONFIG.md names: a script's env_file, the
 global env_file of config.yaml, a global `secret_env` name set in the inherited
 environment, and a script's `secret_env` name.  Scripts print them every way a
 script can: stdout, stderr, without a final newline, split across two writes, across

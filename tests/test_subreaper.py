@@ -1,7 +1,7 @@
 """Descendants that leave the process group *and* clear their environment are still ended.
 
 script-monitor is a child subreaper: such orphans re-parent to it and are ended with
-the run they belong to (DESIGN §2: a timeout ends the script's whole process tree).
+the run they belong to (docs/CONTRACT.md: a timeout ends the script's whole process tree).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The watchdog (DESIGN §7): missed ticks, overdue runs and a dead scheduler, through the
-real CLI, the real scheduler and a real webhook receiver.  ``SCRIPT_MONITOR_CLOCK``
+"""The watchdog (docs/NOTIFICATIONS.md): missed ticks, overdue runs and a dead scheduler,
+through the real CLI, the real scheduler and a real webhook receiver.  ``SCRIPT_MONITOR_CLOCK``
 (the scheduler's test clock) moves the checker's "now" instead of waiting minutes."""
 
 from __future__ import annotations

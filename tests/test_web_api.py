@@ -1,5 +1,5 @@
 """The JSON API, live logs and /metrics of a real ``script-monitor serve`` process
-(DESIGN §8), against runs made by other ``script-monitor`` processes."""
+(docs/WEB.md), against runs made by other ``script-monitor`` processes."""
 
 from __future__ import annotations
 

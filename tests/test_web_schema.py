@@ -1,5 +1,5 @@
 """schemathesis runs the OpenAPI document against a live ``serve``: no 500, every
-response (status, content type, headers, body) as the document says (DESIGN §8)."""
+response (status, content type, headers, body) as the document says (docs/WEB.md)."""
 
 from __future__ import annotations
 

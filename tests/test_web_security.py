@@ -1,4 +1,4 @@
-"""Who may use ``serve`` and from where (DESIGN §8): binding, token, session cookie,
+"""Who may use ``serve`` and from where (docs/WEB.md): binding, token, session cookie,
 CSRF, Origin and Host checks, escaping, and the file system behind URLs."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Output alerts (DESIGN §7): regular expressions matched line by line as output streams.
+"""Output alerts (docs/NOTIFICATIONS.md): regular expressions matched line by line as the
+output streams.
 
 The matcher is fed the bytes the relay thread (``masking.Pump``) writes to the log, so
 patterns see the output as logged, secrets already masked, and nothing is held: a

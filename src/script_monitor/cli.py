@@ -47,6 +47,7 @@ VERBS = {
     "notify-test": ("notify", "send a test message through a channel"),
     "alerts": ("notify", "output alerts that matched, newest first"),
     "watchdog": ("notify", "check for missed ticks, overdue runs and a dead scheduler"),
+    "schema": ("schema", "print the JSON Schema of a configuration file, for editors"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -106,6 +107,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "--no-pager", action="store_true", default=argparse.SUPPRESS, help="never page"
         )
     p["completion"].add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    # The completion scripts are generated from the whole command line: handed over
+    # here, so that nothing imports this module back.
+    p["completion"].set_defaults(command_line=build_parser)
     for verb in ("notifications", "alerts"):
         p[verb].add_argument(
             "-n", "--limit", type=_positive, default=20, help="show at most N (default 20)"
@@ -138,6 +142,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p["serve"].add_argument("--host", help="address to listen on (default web.host, 127.0.0.1)")
     p["serve"].add_argument(
         "--port", type=_port, help="port to listen on (default web.port, 8787; 0 = any free)"
+    )
+    p["schema"].add_argument(
+        "kind", choices=("scripts", "groups", "config"), help="which file's schema"
     )
     p["store"].add_argument("action", choices=("migrate", "copy", "prune"), help="what to do")
     p["store"].add_argument("--to", metavar="URL", help="copy: the store to copy into")
@@ -174,6 +181,9 @@ class _Sink:
     """Takes a sub-parser's arguments and keeps none (cheaper than a real parser)."""
 
     def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: object) -> None:
         pass
 
 

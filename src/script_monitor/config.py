@@ -27,7 +27,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
 
-# Notifications and output alerts (DESIGN §7); checked in the block at the end of this file.
+# Notifications and output alerts (docs/NOTIFICATIONS.md); checked at the end of this file.
 Event = Literal["failure", "recovery", "success", "output", "missed", "overdue"]
 EVENTS: tuple[str, ...] = get_args(Event)
 DEFAULT_ON: list[Event] = ["failure", "recovery", "missed", "overdue"]
@@ -56,7 +56,7 @@ class LogLimit(_Strict):
 
 
 class Retries(_Strict):
-    """How a failed run is tried again (DESIGN §6)."""
+    """How a failed run is tried again (docs/CONFIG.md)."""
 
     count: Annotated[int, msgspec.Meta(ge=0)] = 0
     delay: Seconds = 10
@@ -95,7 +95,7 @@ class Script(_Strict):
     secret_env: list[EnvName] = []
     leftovers: Literal["keep", "kill"] = "keep"
     retries: Annotated[int, msgspec.Meta(ge=0)] | Retries = 0
-    queue: Name | None = None  # the Celery queue its runs go to (DESIGN §9)
+    queue: Name | None = None  # the Celery queue its runs go to (docs/DISTRIBUTED.md)
     notify: NotifySpec | bool | None = None
     alerts: list[Alert] = []
     max_duration: Seconds | None = None
@@ -175,7 +175,7 @@ class Display(_Strict):
 
 
 class Web(_Strict):
-    """``serve``: where the dashboard listens and who may use it (DESIGN §8)."""
+    """``serve``: where the dashboard listens and who may use it (docs/WEB.md)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
@@ -779,6 +779,36 @@ def env_files(config: Config) -> list[tuple[str, str, Path]]:
     return out
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """Variables from a dotenv file (python-dotenv syntax)."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def fingerprint(config: Config) -> tuple:
+    """Cheap identity of every file and directory the configuration comes from.
+
+    Not the config directory itself: logs/ and the state directory live there.
+    """
+    root = config.root
+    paths = {root / "config.yaml", *config.files, *(p.parent for p in config.files)}
+    paths.discard(root)
+    for value, default in (
+        (config.settings.paths.scripts_file, "scripts.yaml"),
+        (config.settings.paths.groups_file, "groups.yaml"),
+    ):
+        paths.update({config.path(value), root / default, (root / default).with_suffix("")})
+    out: list[tuple[str, int | None, int | None, int | None]] = []
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((str(p), None, None, None))
+    return tuple(out)
+
+
 def _check_env_files(config: Config, problems: list[Problem]) -> None:
     for key, label, path in env_files(config):
         if not path.is_file():
@@ -861,14 +891,14 @@ def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value)
 
 
-# ---------------------------------------------------------------- notifications (DESIGN §7)
+# ------------------------------------------------- notifications (docs/NOTIFICATIONS.md)
 
 
 def _check_notifications(
     settings: Settings, doc: Document, problems: list[Problem], origin: dict
 ) -> None:
     """config.yaml: default channels exist; every URL looks like one (``validate`` parses
-    it with Apprise: see channel_problems)."""
+    it with Apprise: see notify.channels.channel_problems)."""
     section = settings.notifications
     base = ("notifications",)
     if section.default.on is None:
@@ -919,29 +949,3 @@ def _check_notify_channels(config: Config, problems: list[Problem]) -> None:
                 problems.append(
                     Problem.error(file, line, f"{kind} '{name}': unknown channel '{channel}'")
                 )
-
-
-def channel_problems(config: Config) -> list[Problem]:
-    """Channel URLs Apprise cannot parse (offline; imports Apprise: ``validate`` only)."""
-    from .notify.channels import VAR, environment, parse_problem
-
-    env = environment(config)
-    problems = []
-    for name, urls in config.settings.notifications.channels.items():
-        for i, url in enumerate(urls):
-            file, line = config.origin.get(f"channel:{name}:{i}", (None, None))
-            unset = [v for v in VAR.findall(url) if v not in env]
-            if unset:
-                problems.append(
-                    Problem.warning(
-                        file,
-                        line,
-                        f"channel '{name}': ${{{unset[0]}}} is not set in the environment or"
-                        " the global env_file (the URL is not checked)",
-                    )
-                )
-                continue
-            why = parse_problem(VAR.sub(lambda m: env[m.group(1)], url))
-            if why:
-                problems.append(Problem.error(file, line, f"channel '{name}': {why}"))
-    return problems

@@ -50,7 +50,7 @@ class Engine:
         self.trigger = trigger
         self.interrupt = interrupt or Interrupt()
         self.executor: Executor = LocalExecutor(config, store, trigger, self.interrupt)
-        if config.settings.execution.backend == "celery":  # runs go to workers (DESIGN §9)
+        if config.settings.execution.backend == "celery":  # to workers (docs/DISTRIBUTED.md)
             from .distributed.executor import CeleryExecutor
 
             self.executor = CeleryExecutor(config, store, trigger, self.interrupt)  # type: ignore[arg-type]

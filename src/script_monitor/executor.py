@@ -15,11 +15,10 @@ import select
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from . import logs
-from .config import Config, Script
+from .config import Config, Script, read_env_file
 from .masking import Masker, Pump
 from .proc import (
     POLL_INTERVAL,
@@ -291,7 +290,7 @@ class LocalExecutor:
                 job.run_id,
             )
             job.log_error = self._write(fd, masker.bytes(head) if masker else head)
-        if script.alerts:  # output alerts (DESIGN §7): matched by the relay thread
+        if script.alerts:  # output alerts (docs/NOTIFICATIONS.md): matched by the relay thread
             from .alerts import Matcher
 
             job.matcher = Matcher(script.alerts)
@@ -538,13 +537,6 @@ def _env_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Variables from a dotenv file (python-dotenv syntax)."""
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def _ended(job: Job) -> ProcResult:

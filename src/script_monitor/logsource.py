@@ -1,5 +1,5 @@
 """A run's log wherever it is: the file in this host's log directory, or the chunks a
-worker shipped to the history (DESIGN §9, "logs from anywhere").
+worker shipped to the history (docs/DISTRIBUTED.md, "logs from anywhere").
 
 The one reader behind ``logs``, ``logs --follow``, the dashboard's tail, the API's log
 download and its Server-Sent Events.  Both kinds are read by byte offset

@@ -10,9 +10,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Any
 
 from . import cron
 from .errors import ScriptMonitorError
+
+if TYPE_CHECKING:
+    from .config import Config, Group
+    from .store import GroupRun
 
 ON_TIME = 60.0  # a tick handled within this many seconds of its due time is on time
 CLOCK_ENV = "SCRIPT_MONITOR_CLOCK"  # test hook: "EPOCH" or "EPOCHxSPEED"
@@ -134,3 +139,34 @@ def overlap_action(policy: str, running: int, queued: bool) -> str:
     if policy == "queue" and not queued:
         return "queue"
     return "skip"
+
+
+# ---------------------------------------------------------------- scheduled groups
+
+
+def scheduled_groups(config: Config) -> list[Group]:
+    """The groups with a ``schedule``, in configuration order."""
+    return [g for g in config.groups.values() if g.schedule]
+
+
+def schedule_row(
+    config: Config, group: Group, last: GroupRun | None, now: datetime
+) -> dict[str, Any]:
+    """A scheduled group's expression, time zone and next fire time after ``now``."""
+    zone = config.zone_of(group)
+    tz = cron.resolve_timezone(zone)
+    return {
+        "name": group.name,
+        "schedule": group.schedule,
+        "expression": cron.expand(group.schedule or ""),
+        "timezone": zone,
+        "tz": tz,
+        "next": cron.next_fire(group.schedule or "", tz, now),
+        "last": last,
+    }
+
+
+def schedule_rows(config: Config, last: dict[str, GroupRun], now: datetime) -> list[dict[str, Any]]:
+    """Every scheduled group with its next fire time and last run (``last`` by group name):
+    ``list-schedules``, ``status``, the dashboard, the API and the metrics."""
+    return [schedule_row(config, g, last.get(g.name), now) for g in scheduled_groups(config)]

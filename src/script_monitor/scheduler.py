@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from . import __version__, cron
-from .config import Config, load_config
+from .config import Config, fingerprint, load_config
 from .engine import Engine
 from .errors import ScriptMonitorError
 from .heartbeat import (
@@ -101,29 +101,6 @@ def _under_journald(stream: Any) -> bool:
 # ---------------------------------------------------------------- config watching
 
 
-def fingerprint(config: Config) -> tuple:
-    """Cheap identity of every file and directory the configuration comes from.
-
-    Not the config directory itself: logs/ and the state directory live there.
-    """
-    root = config.root
-    paths = {root / "config.yaml", *config.files, *(p.parent for p in config.files)}
-    paths.discard(root)
-    for value, default in (
-        (config.settings.paths.scripts_file, "scripts.yaml"),
-        (config.settings.paths.groups_file, "groups.yaml"),
-    ):
-        paths.update({config.path(value), root / default, (root / default).with_suffix("")})
-    out: list[tuple[str, int | None, int | None, int | None]] = []
-    for p in sorted(paths):
-        try:
-            st = os.stat(p)
-            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append((str(p), None, None, None))
-    return tuple(out)
-
-
 # ---------------------------------------------------------------- the daemon
 
 
@@ -137,7 +114,7 @@ class Scheduler:
         self.clock = clock or Clock()
         self.once = once
         self.store = Store(self.state_dir, config.store_url, config.settings.store.retry_for)
-        if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
+        if config.settings.notifications.channels:  # a lost run notifies (docs/NOTIFICATIONS.md)
             from .notify import watch_store
 
             watch_store(config, self.store, wait=False)

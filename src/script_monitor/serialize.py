@@ -164,7 +164,7 @@ def status_json(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- notifications
+# ------------------------------------------------- notifications (docs/NOTIFICATIONS.md)
 
 
 def notification_json(note: Message) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
-    """What became of a run (DESIGN §3)."""
+    """What became of a run (docs/CONTRACT.md)."""
 
     RUNNING = "running"
     SUCCESS = "success"

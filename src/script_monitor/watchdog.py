@@ -1,4 +1,4 @@
-"""The watchdog (DESIGN §7): missed scheduled ticks, overdue runs, a dead scheduler.
+"""The watchdog (docs/NOTIFICATIONS.md): missed scheduled ticks, overdue runs, a dead scheduler.
 
 ``check`` is one pass.  The scheduler runs it every minute; ``script-monitor watchdog``
 runs it once, so cron on another machine (sharing the config directory) or a

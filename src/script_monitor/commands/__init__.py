@@ -35,7 +35,7 @@ def _collect_from_now_on() -> None:
 
 def open_store(config: Config) -> Store:
     store = Store(config.state_dir, config.store_url, config.settings.store.retry_for)
-    if config.settings.notifications.channels:  # a run found lost notifies (DESIGN §7)
+    if config.settings.notifications.channels:  # a lost run notifies (docs/NOTIFICATIONS.md)
         from ..notify import watch_store
 
         watch_store(config, store)

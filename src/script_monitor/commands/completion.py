@@ -6,7 +6,8 @@ option is offered as ``--help`` lists it.  Verbs and options are completed by th
 shell alone; only script and group names need script-monitor: the scripts run
 ``script-monitor [--config-dir DIR] __complete scripts|groups`` (as typed on the line
 being completed), which loads the configuration and prints one name a line.  Nothing
-here is imported by any other command.
+here is imported by any other command, and this module does not import ``cli``: the
+``completion`` verb's arguments carry the function that builds the whole parser.
 
 A positional argument is completed as script names when its help says "script name",
 as group names when it says "group name" (or its dest is ``group``), as setting keys
@@ -68,19 +69,20 @@ def _plain(text: str) -> str:
     return " ".join(text.replace("%(default)s", "").split())
 
 
-def spec() -> tuple[list[Option], list[Verb]]:
-    """The global options and every verb, as the parser defines them."""
-    from ..cli import VERBS, build_parser
+Spec = tuple[list[Option], list[Verb]]
 
-    parser = build_parser()
+
+def spec(parser: argparse.ArgumentParser) -> Spec:
+    """The global options and every verb (in ``--help``'s order), as ``parser`` defines
+    them."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     options = [o for a in parser._actions if a.option_strings and (o := _option(a))]
     verbs = []
-    for name, (_, text) in VERBS.items():
-        verb_parser = sub.choices[name]
+    for choice in sub._choices_actions:  # the listed verbs, with their help
+        verb_parser = sub.choices[choice.dest]
         opts = [o for a in verb_parser._actions if a.option_strings and (o := _option(a))]
         pos = [_positional(a) for a in verb_parser._actions if not a.option_strings]
-        verbs.append(Verb(name, _plain(text), opts, pos))
+        verbs.append(Verb(choice.dest, _plain(choice.help or ""), opts, pos))
     return options, verbs
 
 
@@ -108,7 +110,8 @@ def setting_keys() -> list[str]:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    sys.stdout.write({"bash": bash, "zsh": zsh, "fish": fish}[args.shell]())
+    described = spec(args.command_line())
+    sys.stdout.write({"bash": bash, "zsh": zsh, "fish": fish}[args.shell](described))
     return EXIT_OK
 
 
@@ -129,9 +132,9 @@ def _words(values) -> str:
     return " ".join(values)
 
 
-def bash() -> str:
+def bash(described: Spec) -> str:
     """The bash completion script."""
-    options, verbs = spec()
+    options, verbs = described
     global_opts = _words(f for o in options for f in o.flags)
     takes_value = {v.name: [f for o in v.options if o.value for f in o.flags] for v in verbs}
     value_cases = []
@@ -288,9 +291,9 @@ def _zsh_option(o: Option) -> str:
     return f"{excl}{names}'{equals}[{_zq(o.help)}]:{label}:{_zsh_action(o.value)}'"
 
 
-def zsh() -> str:
+def zsh(described: Spec) -> str:
     """The zsh completion script."""
-    options, verbs = spec()
+    options, verbs = described
     global_specs = []
     for o in options:
         if o.flags[0] in ("-h", "--version"):
@@ -409,9 +412,9 @@ def _fish_action(kind: str) -> str:
     return ""
 
 
-def fish() -> str:
+def fish(described: Spec) -> str:
     """The fish completion script."""
-    options, verbs = spec()
+    options, verbs = described
     lines = []
     for o in options:
         lines.append(_fish_option(o, "__script_monitor_needs_verb"))

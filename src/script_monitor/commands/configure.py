@@ -15,9 +15,9 @@ from . import load
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(config_dir_from(args.config_dir))  # ConfigError -> exit 2
-    if config.settings.notifications.channels:  # Apprise parses each URL (DESIGN §7)
-        from ..config import channel_problems
+    if config.settings.notifications.channels:  # Apprise parses each URL (docs/NOTIFICATIONS.md)
         from ..errors import ConfigError
+        from ..notify.channels import channel_problems
 
         found = channel_problems(config)
         errors = [p for p in found if p.level == "error"]
@@ -99,6 +99,17 @@ def cmd_get_setting(args: argparse.Namespace) -> int:
 
 
 TEMPLATE_FILES = ("config.yaml", "scripts.yaml", "groups.yaml")
+SCHEMA_DIR = ".schema"  # each template's first line points its editor here
+
+
+def _write_schemas(directory: Path) -> list[str]:
+    """The JSON Schemas the templates name, so editors complete and check them offline."""
+    from .schema import FILE_NAMES, render
+
+    directory.mkdir(exist_ok=True)
+    for kind, name in FILE_NAMES.items():
+        (directory / name).write_text(render(kind))
+    return [f"{directory.name}/{name}" for name in FILE_NAMES.values()]
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -116,8 +127,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     templates = resources.files("script_monitor") / "templates"
     for name in TEMPLATE_FILES:
         (target / name).write_text((templates / name).read_text())
+    written = [*TEMPLATE_FILES, *_write_schemas(target / SCHEMA_DIR)]
     print(f"Wrote an example configuration to {target}:")
-    for name in TEMPLATE_FILES:
+    for name in written:
         print(f"  {name}")
     print(f"Try: script-monitor --config-dir {target} run-group health_checks")
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""notifications, notify-test, alerts, watchdog (DESIGN §7)."""
+"""notifications, notify-test, alerts, watchdog (docs/NOTIFICATIONS.md)."""
 
 from __future__ import annotations
 

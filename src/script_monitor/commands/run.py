@@ -71,7 +71,7 @@ def _run(
     if interrupt.fired:
         name = signal.Signals(interrupt.signum or 0).name
         print(f"script-monitor: interrupted by {name}; running scripts were ended", file=sys.stderr)
-    else:  # notifications (DESIGN §7): the unit's events, then a bounded wait for delivery
+    else:  # the unit's events (docs/NOTIFICATIONS.md), then a bounded wait for delivery
         from ..notify import unit_finished
 
         unit = "(all)" if args.verb == "run-all" else None

@@ -13,8 +13,8 @@ from pathlib import Path
 from .. import cron
 from ..config import Config, Group
 from ..errors import EXIT_OK, UsageError
+from ..schedule_time import schedule_rows
 from ..serialize import schedules_json
-from ..store import GroupRun
 from . import load, open_store
 
 GAP_YEARS = 10  # DST-gap lines in exported timers cover this many years
@@ -30,10 +30,6 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- list-schedules
 
 
-def _scheduled(config: Config) -> list[Group]:
-    return [g for g in config.groups.values() if g.schedule]
-
-
 def _status_line(status: dict) -> str:
     if not status["running"]:
         return "scheduler: not running"
@@ -43,26 +39,6 @@ def _status_line(status: dict) -> str:
         beat = f"no heartbeat for {age:.0f}s" if age is not None else "no heartbeat"
         return f"scheduler: running{pid}, but {beat}: it may be hung"
     return f"scheduler: running{pid}"
-
-
-def _row(config: Config, group: Group, last: GroupRun | None, now: datetime) -> dict:
-    zone = config.zone_of(group)
-    tz = cron.resolve_timezone(zone)
-    nxt = cron.next_fire(group.schedule or "", tz, now)
-    return {
-        "name": group.name,
-        "schedule": group.schedule,
-        "expression": cron.expand(group.schedule or ""),
-        "timezone": zone,
-        "tz": tz,
-        "next": nxt,
-        "last": last,
-    }
-
-
-def schedule_rows(config: Config, last: dict[str, GroupRun], now: datetime) -> list[dict]:
-    """Every scheduled group with its next fire time and last run (list-schedules, the API)."""
-    return [_row(config, g, last.get(g.name), now) for g in _scheduled(config)]
 
 
 def cmd_list_schedules(args: argparse.Namespace) -> int:

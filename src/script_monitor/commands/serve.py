@@ -1,4 +1,4 @@
-"""serve: the web dashboard, the JSON API and Prometheus metrics (DESIGN §8, docs/WEB.md).
+"""serve: the web dashboard, the JSON API and Prometheus metrics (docs/WEB.md).
 
 The web libraries are imported here, inside the command, so that no other command
 pays for them.

@@ -32,13 +32,11 @@ FAILURE_LIMIT = 5
 def gather(config, store, now: float) -> dict[str, Any]:
     """Every fact ``status`` shows, and the problems among them."""
     from ..heartbeat import LOCK_FILE, scheduler_status
-    from .schedule import _row, _scheduled
+    from ..schedule_time import schedule_rows, scheduled_groups
 
     store.runs.reap_lost()
-    scheduled = _scheduled(config)
-    last = store.reads.last_group_runs()
-    when = datetime.fromtimestamp(now, UTC)
-    rows = [_row(config, g, last.get(g.name), when) for g in scheduled]
+    scheduled = scheduled_groups(config)
+    rows = schedule_rows(config, store.reads.last_group_runs(), datetime.fromtimestamp(now, UTC))
     far = datetime.max.replace(tzinfo=UTC)
     rows.sort(key=lambda r: (r["next"] or far, r["name"]))
     status = scheduler_status(config.state_dir, now)

@@ -1,4 +1,4 @@
-"""``worker``: a Celery worker that runs the scripts of this configuration (DESIGN §9)."""
+"""``worker``: a Celery worker that runs the scripts of this configuration (docs/DISTRIBUTED.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Distributed execution through Celery (DESIGN §9, docs/DISTRIBUTED.md).
+"""Distributed execution through Celery (docs/DISTRIBUTED.md).
 
 ``app`` builds the Celery application from the configuration; ``executor`` is the
 caller's ``CeleryExecutor`` (the planner stays in ``engine.GroupRun``); ``worker``

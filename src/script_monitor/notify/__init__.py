@@ -1,4 +1,4 @@
-"""Notifications (DESIGN §7): events of finished run units, recorded in an outbox in the
+"""Notifications (docs/NOTIFICATIONS.md): events of finished run units, recorded in an outbox in the
 store and delivered through Apprise channels.
 
 This module is imported after every run, so it imports nothing heavy: without a
@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..states import FAILURES, RunStatus
+from .spec import spec_for
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -71,32 +72,6 @@ def _may_fire(config: Config, store: Store, outcome: Any, unit: str | None) -> b
         and "recovery" in on
         and (store.outbox.last_unit_event(name, ("failure", "recovery")) == "failure")
     )
-
-
-def spec_for(config: Config, kind: str, name: str) -> tuple[list[str], list[str]] | None:
-    """(channels, events) for a unit: its own ``notify`` over the default; None when off.
-
-    The group's ``notify`` applies to a group run, the script's to ``run NAME``, the
-    default otherwise (``(all)``, the scheduler itself)."""
-    from ..config import DEFAULT_ON, NotifySpec
-
-    section = config.settings.notifications
-    if kind == "group":
-        obj: Any = config.groups.get(name)
-    elif kind == "script":
-        obj = config.scripts.get(name)
-    else:
-        obj = None
-    own = getattr(obj, "notify", None)
-    if own is False:
-        return None
-    own = own if isinstance(own, NotifySpec) else NotifySpec()
-    channels = own.channels if own.channels is not None else section.default.channels
-    if channels is None:
-        channels = list(section.channels)
-    events = own.on if own.on is not None else (section.default.on or DEFAULT_ON)
-    channels = [c for c in channels if c in section.channels]
-    return (channels, list(events)) if channels and events else None
 
 
 def deliver(config: Config, store: Store, wait: bool = True, force: bool = False) -> bool:

@@ -13,6 +13,8 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
+from ..config import read_env_file
+from ..errors import Problem
 from ..masking import Masker
 
 if TYPE_CHECKING:
@@ -39,8 +41,6 @@ def environment(config: Config) -> dict[str, str]:
     """The variables ``${VAR}`` may name: the environment, then the global env_file."""
     env = dict(os.environ)
     if config.settings.env_file:
-        from ..executor import read_env_file
-
         try:
             env.update(read_env_file(config.path(config.settings.env_file)))
         except OSError:
@@ -69,8 +69,6 @@ def secrets(config: Config, env: dict[str, str] | None = None) -> list[str]:
 
 
 def _file_values(config: Config, path: str) -> list[str]:
-    from ..executor import read_env_file
-
     try:
         return list(read_env_file(config.path(path)).values())
     except OSError:
@@ -194,3 +192,27 @@ def send_one(url: str, title: str, body: str, event: str, timeout: float) -> str
     if ok:
         return None
     return "; ".join(dict.fromkeys(notes)) or "the service did not accept the message"
+
+
+def channel_problems(config: Config) -> list[Problem]:
+    """Channel URLs Apprise cannot parse (offline; imports Apprise: ``validate`` only)."""
+    env = environment(config)
+    problems = []
+    for name, urls in config.settings.notifications.channels.items():
+        for i, url in enumerate(urls):
+            file, line = config.origin.get(f"channel:{name}:{i}", (None, None))
+            unset = [v for v in VAR.findall(url) if v not in env]
+            if unset:
+                problems.append(
+                    Problem.warning(
+                        file,
+                        line,
+                        f"channel '{name}': ${{{unset[0]}}} is not set in the environment or"
+                        " the global env_file (the URL is not checked)",
+                    )
+                )
+                continue
+            why = parse_problem(VAR.sub(lambda m: env[m.group(1)], url))
+            if why:
+                problems.append(Problem.error(file, line, f"channel '{name}': {why}"))
+    return problems

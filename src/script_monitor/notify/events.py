@@ -1,4 +1,4 @@
-"""Which events a finished run unit fires, and the messages they record (DESIGN §7).
+"""Which events a finished run unit fires, and the messages they record (docs/NOTIFICATIONS.md).
 
 A run unit is a group run (``run-group``, the scheduler, ``run-all`` as ``(all)``) or
 a single ``run NAME``: one unit sends at most one message per event and channel,
@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..states import FAILURES, RunStatus
 from ..store.records import NewMessage
-from . import message, spec_for
+from . import message
 from .message import Entry, Unit
+from .spec import spec_for
 
 if TYPE_CHECKING:
     from ..config import Config

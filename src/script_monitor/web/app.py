@@ -1,4 +1,4 @@
-"""The ASGI application: the dashboard, the JSON API and /metrics (DESIGN §8).
+"""The ASGI application: the dashboard, the JSON API and /metrics (docs/WEB.md).
 
 Handlers are thin: parse and check the request, call the Service (in a worker thread,
 since the database may block), shape the response.  ``Guard`` checks every request's

@@ -3,7 +3,7 @@
 Never reads a log whole: the tail is one ``pread`` of at most ``TAIL`` bytes, and the
 stream sends chunks of at most ``CHUNK`` bytes as the client takes them.
 
-Event format (DESIGN §8): each event's ``id`` is the byte offset in the log just after
+Event format (docs/WEB.md): each event's ``id`` is the byte offset in the log just after
 its data, so a client that reconnects with ``Last-Event-ID`` (or ``?offset=N``) goes
 on where it stopped.  The data is the log's text (UTF-8; undecodable bytes become
 U+FFFD); a chunk never ends inside a UTF-8 character, and a carriage return is sent as

@@ -161,7 +161,7 @@ class StoreCollector:
         yield self._notifications()
 
     def _groups(self):
-        """Each configured group's latest finished run (beyond DESIGN's list: for alerts on
+        """Each configured group's latest finished run (beyond the per-script series: for alerts on
         a failing group)."""
         success = GaugeMetricFamily(
             "script_monitor_group_last_run_success",
@@ -182,7 +182,7 @@ class StoreCollector:
         yield when
 
     def _next_runs(self) -> GaugeMetricFamily:
-        from ..commands.schedule import schedule_rows
+        from ..schedule_time import schedule_rows
 
         family = GaugeMetricFamily(
             "script_monitor_group_next_run_timestamp_seconds",

@@ -93,8 +93,8 @@ class Pages:
         )
 
     def _overview(self) -> str:
-        from ..commands.schedule import schedule_rows
         from ..heartbeat import scheduler_status
+        from ..schedule_time import schedule_rows
 
         svc = self.service
         config = svc.config
@@ -175,7 +175,7 @@ class Pages:
         )
 
     def _next_of(self, groups: list[str]) -> datetime | None:
-        from ..commands.schedule import schedule_rows
+        from ..schedule_time import schedule_rows
 
         config = self.service.config
         if not config.settings.scheduling.enabled:

@@ -1,4 +1,4 @@
-"""Who may use the server, and from where (DESIGN §8).
+"""Who may use the server, and from where (docs/WEB.md).
 
 - Binding: loopback by default; any other address needs a token (checked by ``serve``).
 - Host: every request's ``Host`` must name the address served (or a configured

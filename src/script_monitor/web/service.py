@@ -71,7 +71,7 @@ class Service:
     """One config directory as the web server sees it."""
 
     def __init__(self, config: Config, command: list[str]):
-        from ..scheduler import fingerprint
+        from ..config import fingerprint
 
         self._fingerprint_of = fingerprint
         self.root = config.root
@@ -166,8 +166,8 @@ class Service:
 
     def schedules(self) -> dict[str, Any]:
         """``list-schedules --json`` (not cached: next runs and the heartbeat move)."""
-        from ..commands.schedule import schedule_rows
         from ..heartbeat import scheduler_status
+        from ..schedule_time import schedule_rows
 
         self.refresh()
         config = self.config
