@@ -133,6 +133,7 @@ def test_a_killed_worker_leaves_a_lost_run_retried_elsewhere_never_twice(cluster
     out, err = caller.communicate(timeout=60)
     took = time.monotonic() - killed
     assert caller.returncode == 0, out + err
+    assert "✗ LOST, retrying in 0s (attempt 2/2)" in out, out  # lost, not "FAILED"
     assert took < 3 + 10
     runs = runs_of(conf, "long")
     assert [(x["attempt"], x["status"], x["host"]) for x in runs] == [

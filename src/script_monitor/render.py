@@ -33,6 +33,8 @@ def mark(result: RunResult) -> str:
         return f"{FAIL} (timeout)"
     if result.status == RunStatus.INTERRUPTED:
         return "✗ INTERRUPTED"
+    if result.status == RunStatus.LOST:  # its worker or recorder died: not the script's fault
+        return "✗ LOST"
     return FAIL
 
 
