@@ -150,7 +150,9 @@ def _sql(dialect: str) -> dict[str, str]:
         src = "FROM generate_series(:a::bigint, :b::bigint) AS seq(n)"
         fl = "(({v})::double precision)"
         prefix = ""
-    h = "((n * 2654435761) % 1000)"
+    # Hashes of the row number, taken modulo a prime first: the plain product modulo
+    # 1000 would repeat every 5 000 rows, giving every run of a script the same status.
+    h = "(((n * 2654435761) % 1000003) % 1000)"
     x_run = fl.format(v="n") + " / :N"
     started = _STARTED.format(x=x_run)
     status = (
@@ -159,7 +161,7 @@ def _sql(dialect: str) -> dict[str, str]:
     )
     took = (
         f"CASE WHEN {h} < 35 AND {h} >= 30 THEN 300.0 WHEN {h} < 40 AND {h} >= 35 THEN 0.0"
-        " ELSE ((n * 40503) % 6000) / 100.0 END"
+        " ELSE (((n * 40503) % 600011) % 6000) / 100.0 END"
     )
     runs = (
         f"{prefix} INSERT INTO runs (id, script, group_run_id, group_name, trigger, status,"
@@ -181,7 +183,7 @@ def _sql(dialect: str) -> dict[str, str]:
     )
     # Group runs: row n is tick n / G of group n % G, started with its tick's first run.
     x_group = "(" + fl.format(v="(n / :G) * :S") + " / :N)"
-    gh = "((n * 2654435761) % 1000)"
+    gh = h
     groups = (
         f"{prefix} INSERT INTO group_runs (id, group_name, trigger, status, started, ended,"
         " owner) SELECT n + 1, {group},"
@@ -218,28 +220,29 @@ def _indexes(dialect: Any) -> list[tuple[str, str]]:
 class Backend:
     """One history: its configuration folder, its store URL, a raw connection."""
 
-    def __init__(self, kind: str, work: Path, pg_url: str):
+    def __init__(self, kind: str, work: Path, pg_url: str, pg_db: str = PG_DB):
         self.kind = kind
         self.root = work / f"conf-{kind}"
         self.url: str | None = None
         self.admin_url = pg_url
+        self.db_name = pg_db
         if kind == "postgresql":
-            self.url = _with_db(pg_url, PG_DB)
+            self.url = _with_db(pg_url, pg_db)
 
     def create(self, size: dict) -> None:
         from script_monitor.store import Store
 
         make_config(self.root, size["scripts"], size["groups"], self.url)
         if self.kind == "postgresql":
-            self._admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-            self._admin(f"CREATE DATABASE {PG_DB}")
+            self._admin(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
+            self._admin(f"CREATE DATABASE {self.db_name}")
         store = Store(self.root / ".script-monitor", self.url)
         store.migrate()
         store.close()
 
     def drop(self) -> None:
         if self.kind == "postgresql":
-            self._admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+            self._admin(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
         else:
             shutil.rmtree(self.root / ".script-monitor", ignore_errors=True)
 
@@ -354,13 +357,15 @@ def _with_db(url: str, name: str) -> str:
 # ---------------------------------------------------------------- the commands
 
 
-def cli(root: Path, python: str, argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+def cli(
+    root: Path, python: str, argv: list[str], timeout: float = 600
+) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     done = subprocess.run(
         [python, str(MAIN), "--config-dir", str(root), *argv],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     return time.perf_counter() - t0, done
 
@@ -587,7 +592,7 @@ def prune(backend: Backend, python: str, log) -> dict:
         time.sleep(3)  # the writer alone: its waits without a prune
         before_rows = backend.count("runs")
         begin = time.time()
-        wall, done = cli(backend.root, python, ["history", "prune"])
+        wall, done = cli(backend.root, python, ["history", "prune"], timeout=6 * 3600)
         end = time.time()
         time.sleep(1)
     finally:
@@ -633,7 +638,7 @@ def bench_backend(kind: str, size: dict, work: Path, args: argparse.Namespace) -
     def log(text: str) -> None:
         print(f"[{kind}] {text}", flush=True)
 
-    backend = Backend(kind, work, args.pg_url)
+    backend = Backend(kind, work, args.pg_url, args.pg_db)
     report: dict[str, Any] = {"backend": kind}
     try:
         backend.create(size)
@@ -806,6 +811,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pg-url", default=PG_URL, help="a PostgreSQL server to create a database on"
     )
+    parser.add_argument("--pg-db", default=PG_DB, help="the database created (and dropped)")
     parser.add_argument(
         "--parts",
         type=lambda text: set(text.split(",")),
