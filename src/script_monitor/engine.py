@@ -7,6 +7,11 @@ and tells a reporter what happened.  Deciding lives in ``planner`` (pure), doing
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store.api import History
+
 import time
 from typing import BinaryIO, Protocol
 
@@ -16,7 +21,6 @@ from .planner import INTERRUPTED_DETAIL, Phase, Plan, Slots, decide
 from .proc import Interrupt
 from .results import GroupResult, RunResult
 from .states import GroupStatus, RunStatus
-from .store import History
 
 __all__ = ["Engine", "GroupResult", "GroupRun", "Reporter", "RunResult"]
 

@@ -10,6 +10,11 @@ the same methods (``prepare``, ``launch``, ``discard``, ``wait``, ``collect``,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store.api import History
+
 import os
 import select
 import threading
@@ -33,7 +38,6 @@ from .proc import (
 )
 from .results import RunResult
 from .states import LogState, RunStatus
-from .store import History
 
 NO_SECRETS = Masker(())
 PUMP_DRAIN = 1.0  # seconds to wait for the masking pipe's end after the script exits

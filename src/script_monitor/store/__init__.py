@@ -20,33 +20,29 @@ need, typed by its protocol, never the connection:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any
 
-from .alerts import Alerts
-from .api import (
-    AlertsApi,
-    ClaimsApi,
-    LogsApi,
-    OutboxApi,
-    ReadsApi,
-    RetentionApi,
-    RunsApi,
-    TotalsApi,
-    WatchApi,
-)
-from .claims import Claims
 from .core import DB_NAME, RETRY_FOR, Core, Owner, busy_timeout_ms
-from .logs import LogChunks
-from .outbox import Outbox
-from .reads import Reads
 from .records import AlertMatch, GroupRun, Message, NewMessage, PruneReport, Run, RunSummary
-from .retention import Retention
-from .runs import Recorder, Runs
-from .schema import MIGRATIONS
-from .totals import DURATION_BUCKETS, Totals
-from .watch import Watch
+from .runs import Runs
+
+if TYPE_CHECKING:
+    from .api import (
+        AlertsApi,
+        ClaimsApi,
+        History,
+        LogsApi,
+        OutboxApi,
+        ReadsApi,
+        Recorder,
+        RetentionApi,
+        RunsApi,
+        TotalsApi,
+        WatchApi,
+    )
 
 __all__ = [
     "DB_NAME",
@@ -67,32 +63,82 @@ __all__ = [
 ]
 
 
-class History(Protocol):
-    """What the engine and its executors need of a history: a recorder, the output
-    alerts and batches."""
+def __getattr__(name: str) -> Any:
+    """Names whose modules only some commands need, imported on first use (start-up)."""
+    if name == "MIGRATIONS":
+        from .schema import MIGRATIONS
 
-    @property
-    def runs(self) -> Recorder: ...
-    @property
-    def alerts(self) -> AlertsApi: ...
-    def batch(self) -> AbstractContextManager[None]: ...
+        return MIGRATIONS
+    if name == "DURATION_BUCKETS":
+        from .totals import DURATION_BUCKETS
+
+        return DURATION_BUCKETS
+    if name in ("History", "Recorder"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Store:
-    """The run history of one config directory."""
+    """The run history of one config directory.
+
+    ``runs`` is made at once (every command records or reaps runs); the other
+    repositories on first use, so a command imports only the modules it needs.
+    """
 
     def __init__(self, state_dir: Path, url: str | None = None, retry_for: float = RETRY_FOR):
         self.core = core = Core(state_dir, url, retry_for)
         self.runs: RunsApi = Runs(core)
-        self.logs: LogsApi = LogChunks(core)
-        self.claims: ClaimsApi = Claims(core)
-        self.outbox: OutboxApi = Outbox(core)
-        self.alerts: AlertsApi = Alerts(core)
-        self.watch: WatchApi = Watch(core)
-        self.reads: ReadsApi = Reads(core)
-        totals = Totals(core)
-        self.totals: TotalsApi = totals
-        self.retention: RetentionApi = Retention(core, totals)
+
+    @cached_property
+    def reads(self) -> ReadsApi:
+        from .reads import Reads
+
+        return Reads(self.core)
+
+    @cached_property
+    def logs(self) -> LogsApi:
+        from .logs import LogChunks
+
+        return LogChunks(self.core)
+
+    @cached_property
+    def claims(self) -> ClaimsApi:
+        from .claims import Claims
+
+        return Claims(self.core)
+
+    @cached_property
+    def outbox(self) -> OutboxApi:
+        from .outbox import Outbox
+
+        return Outbox(self.core)
+
+    @cached_property
+    def alerts(self) -> AlertsApi:
+        from .alerts import Alerts
+
+        return Alerts(self.core)
+
+    @cached_property
+    def watch(self) -> WatchApi:
+        from .watch import Watch
+
+        return Watch(self.core)
+
+    @cached_property
+    def totals(self) -> TotalsApi:
+        from .totals import Totals
+
+        return Totals(self.core)
+
+    @cached_property
+    def retention(self) -> RetentionApi:
+        from .retention import Retention
+        from .totals import Totals
+
+        return Retention(self.core, Totals(self.core))
 
     @property
     def path(self) -> Path:

@@ -9,11 +9,62 @@ engine's) lives beside ``Runs`` in ``runs.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from ..states import MessageState, RunStatus
+from ..states import GroupStatus, LogState, MessageState, RunStatus
 from .records import AlertMatch, GroupRun, Message, NewMessage, PruneReport, Run, RunSummary
-from .runs import Recorder
+
+
+class Recorder(Protocol):
+    """What the engine and the executors need to record runs."""
+
+    def start_group(self, group: str, trigger: str, now: float | None = None) -> int: ...
+    def finish_group(
+        self, group_run_id: int, status: GroupStatus | str, detail: str | None = None
+    ) -> None: ...
+    def start_run(
+        self,
+        script: str,
+        trigger: str,
+        started: float,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        log_path: str | None = None,
+        attempt: int = 1,
+    ) -> int: ...
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus | str,
+        ended: float,
+        duration: float,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        detail: str | None = None,
+        log_state: LogState | str | None = None,
+        expire: tuple[str, int | None, float | None] | None = None,
+    ) -> list[str]: ...
+    def add_skipped(
+        self,
+        scripts: list[str],
+        trigger: str,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        detail: str | None = None,
+    ) -> None: ...
+
+
+class History(Protocol):
+    """What the engine and its executors need of a history: a recorder, the output
+    alerts and batches."""
+
+    @property
+    def runs(self) -> Recorder: ...
+    @property
+    def alerts(self) -> AlertsApi: ...
+    def batch(self) -> AbstractContextManager[None]: ...
 
 
 class RunsApi(Recorder, Protocol):

@@ -10,7 +10,6 @@ their SQL once and run it through a ``Tx``; the ``Dialect`` supplies what differ
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -31,7 +30,6 @@ RETRY_FOR = 60.0  # seconds a shared store may be out of reach before an operati
 BUSY_TIMEOUT_ENV = "SCRIPT_MONITOR_BUSY_TIMEOUT"  # seconds; how long a write waits for a lock
 DB_NAME = "history.db"
 _POOL_LOCK = threading.Lock()
-log = logging.getLogger("script_monitor.store")
 
 
 def busy_timeout_ms() -> int:
@@ -399,7 +397,9 @@ class Core:
                 raise error
             self._drop()
             if pause == 0.1 and self.retry_for > 0:
-                log.warning(
+                import logging  # only now: the import costs every command's start-up
+
+                logging.getLogger("script_monitor.store").warning(
                     "%s; trying again for up to %gs (store.retry_for)", error, self.retry_for
                 )
             if time.monotonic() + pause > give_up:

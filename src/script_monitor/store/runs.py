@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from ..states import GroupStatus, LogState, RunStatus
 from .core import Core, Owner, Tx
@@ -19,46 +18,6 @@ _LOG_KEPT = f"log_state = '{LogState.OK}' AND status != '{RunStatus.RUNNING}'"
 
 def log_state(log_path: str | None) -> LogState:
     return LogState.OK if log_path else LogState.NONE
-
-
-class Recorder(Protocol):
-    """What the engine and the executors need to record runs."""
-
-    def start_group(self, group: str, trigger: str, now: float | None = None) -> int: ...
-    def finish_group(
-        self, group_run_id: int, status: GroupStatus | str, detail: str | None = None
-    ) -> None: ...
-    def start_run(
-        self,
-        script: str,
-        trigger: str,
-        started: float,
-        group_run_id: int | None = None,
-        group: str | None = None,
-        log_path: str | None = None,
-        attempt: int = 1,
-    ) -> int: ...
-    def finish_run(
-        self,
-        run_id: int,
-        status: RunStatus | str,
-        ended: float,
-        duration: float,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        pid: int | None = None,
-        detail: str | None = None,
-        log_state: LogState | str | None = None,
-        expire: tuple[str, int | None, float | None] | None = None,
-    ) -> list[str]: ...
-    def add_skipped(
-        self,
-        scripts: list[str],
-        trigger: str,
-        group_run_id: int | None = None,
-        group: str | None = None,
-        detail: str | None = None,
-    ) -> None: ...
 
 
 class Runs:
