@@ -166,14 +166,25 @@ class Display(_Strict):
     date_format: str = "%d %b %H:%M"
 
 
+class WebToken(_Strict):
+    """One named token of ``web.tokens`` and what it may do (docs/SECURITY.md)."""
+
+    name: Name
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+    token: str | None = None  # the value, or ${VAR}
+    token_file: str | None = None  # a file holding it (relative to the config directory)
+
+
 class Web(_Strict):
     """``serve``: where the dashboard listens and who may use it (DESIGN §8)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
-    token: str | None = None  # SCRIPT_MONITOR_WEB_TOKEN wins over it
+    token: str | None = None  # SCRIPT_MONITOR_WEB_TOKEN wins over it; an admin token
+    tokens: list[WebToken] = []
     metrics_auth: bool = False
     allowed_hosts: list[str] = []  # extra Host names, e.g. the reverse proxy's public name
+    max_launches: Positive = 16  # runs started from the web that may be alive at once
 
 
 class Settings(_Strict):
@@ -538,6 +549,7 @@ def load_config(root: Path) -> Config:
             _check_settings(settings, doc, problems)
             origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
             _check_notifications(settings, doc, problems, origin)
+            _check_web_tokens(settings, doc, problems, origin)
     paths = settings.paths
     scripts: dict[str, Script] = {}
     groups: dict[str, Group] = {}
@@ -663,6 +675,22 @@ def _check_settings(settings: Settings, doc: Document, problems: list) -> None:
     if not valid_timezone(tz):
         line = doc.line(("scheduling", "timezone"))
         problems.append(Problem.error(doc.path, line, f"config: unknown timezone {tz!r}"))
+
+
+def _check_web_tokens(settings: Settings, doc: Document, problems: list, origin: dict) -> None:
+    seen: set[str] = set()
+    origin["setting:web.token"] = (doc.path, doc.line(("web", "token")) or 1)
+    for i, entry in enumerate(settings.web.tokens):
+        line = doc.line(("web", "tokens", i))
+        origin[f"web.tokens:{i}"] = (doc.path, line)
+        label = f"web.tokens[{i}] '{entry.name}'"
+        if entry.name in seen:
+            problems.append(Problem.error(doc.path, line, f"{label}: the name is used twice"))
+        seen.add(entry.name)
+        if (entry.token is None) == (entry.token_file is None):
+            problems.append(
+                Problem.error(doc.path, line, f"{label}: give exactly one of token or token_file")
+            )
 
 
 def _cross_check(config: Config, problems: list[Problem]) -> None:

@@ -41,3 +41,28 @@ class LogState(StrEnum):
     ROTATED = "rotated"
     CLEARED = "cleared"
     ERROR = "error"  # could not be written
+
+
+class AuditAction(StrEnum):
+    """What a request to the web server tried to do (the audit trail)."""
+
+    LAUNCH = "launch"
+    LOGIN = "login"
+    LOGOUT = "logout"
+    AUTH = "auth"  # a request with a wrong bearer token
+
+
+class AuditResult(StrEnum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+
+
+class Refusal(StrEnum):
+    """Why a request was refused (the audit trail's reason, a /metrics label)."""
+
+    BAD_TOKEN = "bad_token"
+    THROTTLED = "throttled"
+    ROLE = "role"
+    OVERLAP = "overlap"
+    LAUNCH_CAP = "launch_cap"
+    UNKNOWN = "unknown_target"

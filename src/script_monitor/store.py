@@ -159,6 +159,25 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS group_runs_scheduled ON group_runs (group_name, started)
         WHERE trigger = 'schedule';
     """,
+    # The web server's audit trail and the sessions ended by signing out (audit.py,
+    # docs/SECURITY.md).
+    """
+    CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        token_name TEXT NOT NULL,
+        client TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        result TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+    CREATE TABLE IF NOT EXISTS revoked_sessions (
+        sid TEXT PRIMARY KEY,
+        expires REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 RUN_FIELDS = [
