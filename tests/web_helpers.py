@@ -165,4 +165,23 @@ def wait_for_run(config_dir: Path, name: str, status: str | None = None, timeout
     raise AssertionError(f"no {status or ''} run of {name} within {timeout}s")
 
 
-__all__ = ["TOKEN", "Server", "cli", "history", "wait_for_run", "web_config", "write"]
+def when_free(send, timeout: float = 20):
+    """``send()`` again while it is refused because the target is still running (409)."""
+    end = time.monotonic() + timeout
+    r = send()
+    while r.status_code == 409 and time.monotonic() < end:
+        time.sleep(0.1)
+        r = send()
+    return r
+
+
+__all__ = [
+    "TOKEN",
+    "Server",
+    "cli",
+    "history",
+    "wait_for_run",
+    "web_config",
+    "when_free",
+    "write",
+]

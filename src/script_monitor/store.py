@@ -352,7 +352,9 @@ class Store:
         if self.url is not None:
             return self._connect_pg()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():  # 0600 whatever the umask; -wal and -shm follow it
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             db = sqlite3.connect(
                 self.path,
                 timeout=self.busy_ms / 1000,
