@@ -565,6 +565,7 @@ def load_config(root: Path) -> Config:
         _check_notify_channels(config, problems)
     _check_env_files(config, problems)
     _check_permissions(config, problems)
+    _check_secret_files(config, problems)
     errors = [p for p in problems if p.level == "error"]
     warnings = [p for p in problems if p.level == "warning"]
     if settings.validation.strict and warnings:
@@ -840,6 +841,27 @@ def _check_permissions(config: Config, problems: list[Problem]) -> None:
                         f"owned by uid {st.st_uid}, not by the user running script-monitor (uid "
                         f"{euid}); fix with: chown {euid} {path}"
                     ),
+                )
+            )
+
+
+def _check_secret_files(config: Config, problems: list[Problem]) -> None:
+    """Warn about files holding secrets that other users may read (docs/SECURITY.md)."""
+    web = config.settings.web
+    paths = [(p, "holds secrets (env_file)") for _, _, p in env_files(config)]
+    paths += [(config.path(t.token_file), "holds a web token") for t in web.tokens if t.token_file]
+    literal = [t.token for t in web.tokens if t.token and "${" not in t.token]
+    if (web.token and "${" not in web.token) or literal:
+        paths.append((config.root / "config.yaml", "holds a web token"))
+    for path, what in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o004:
+            problems.append(
+                Problem.warning(
+                    path, None, f"{what} and is readable by others; fix with: chmod o-r {path}"
                 )
             )
 
