@@ -86,7 +86,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "random characters",
             file=sys.stderr,
         )
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            await super().shutdown(sockets)
+            if unix is not None:  # here: uvicorn re-raises SIGTERM once it has stopped
+                with contextlib.suppress(OSError):
+                    os.unlink(unix)
+
+    server = Server(
         uvicorn.Config(
             app,
             log_level="warning",
@@ -100,9 +108,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     server.run(sockets=[sock])
-    if unix is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(unix)
     return 0
 
 

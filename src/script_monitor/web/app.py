@@ -23,7 +23,7 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request, cookie_parser
+from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -232,6 +232,9 @@ async def form_of(request: Request) -> dict[str, str]:
                         raise BadRequest("the form is too large")
         except TimeoutError:
             raise HTTPException(408, "the request's body came too slowly") from None
+        except ClientDisconnect:  # not an error of ours: one line at debug level
+            log.debug("the client went away during %s %s", request.method, request.url.path)
+            raise HTTPException(400, "the client went away") from None
         for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             fields.setdefault(key, value)
     request.state.form = fields
@@ -576,13 +579,8 @@ def create_app(service: Service, security: Security) -> Starlette:
     # ------------------------------------------------------------ errors
 
     async def on_error(request: Request, exc: Exception) -> Response:
-        from starlette.requests import ClientDisconnect
-
         extra: dict[str, str] = {}
         body: dict[str, Any] = {}
-        if isinstance(exc, ClientDisconnect):
-            log.debug("the client went away during %s %s", request.method, request.url.path)
-            return Response(status_code=400)
         if isinstance(exc, Conflict | Busy | Forbidden):
             code, message, extra = _code_of(exc), str(exc), _headers_of(exc)
             if isinstance(exc, Conflict):

@@ -153,6 +153,21 @@ class StoreCollector:
         yield self._next_runs()
         yield self._heartbeat()
         yield self._notifications()
+        yield self._refusals()
+
+    def _refusals(self) -> CounterMetricFamily:
+        from ..audit import refusals
+        from ..states import Refusal
+
+        family = CounterMetricFamily(
+            "script_monitor_web_refusals",
+            "Requests the web server refused, by reason (from the audit trail).",
+            labels=["reason"],
+        )
+        counts = refusals(self.service.store)
+        for reason in sorted({*map(str, Refusal), *counts}):
+            family.add_metric([reason], counts.get(reason, 0))
+        return family
 
     def _groups(self):
         """Each configured group's latest finished run (beyond DESIGN's list: for alerts on
