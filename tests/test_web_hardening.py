@@ -69,6 +69,16 @@ def roles(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    """A server with one token (web.token), as configured before roles existed."""
+    conf = web_config(tmp_path_factory.mktemp("token") / "conf", {"web": {"token": TOKEN}})
+    os.chmod(conf / "config.yaml", 0o600)
+    server = Server(conf)
+    yield server
+    server.stop()
+
+
 # ---------------------------------------------------------------- 1. bounded launches
 
 
@@ -224,29 +234,31 @@ def test_tokens_are_stripped_alike_in_the_form_and_the_bearer_header(tmp_path):
 # ---------------------------------------------------------------- 4. guessing
 
 
-def test_wrong_tokens_are_throttled_per_client_address(roles):
+def test_wrong_tokens_are_throttled_per_client_address(token_server):
     guesser = {"X-Forwarded-For": "203.0.113.7"}
     codes = [
-        roles.get("/api/v1/scripts", headers={**guesser, "Authorization": f"Bearer guess{i}"})
+        token_server.get(
+            "/api/v1/scripts", headers={**guesser, "Authorization": f"Bearer guess{i}"}
+        )
         for i in range(12)
     ]
     assert [r.status_code for r in codes] == [401] * 10 + [429] * 2
     assert 50 <= int(codes[-1].headers["retry-after"]) <= 60
     # blocked: even the right token, and the login form, from that address
-    assert roles.get("/api/v1/scripts", token=TOKEN, headers=guesser).status_code == 429
+    assert token_server.get("/api/v1/scripts", token=TOKEN, headers=guesser).status_code == 429
     # another address is not
     other = {"X-Forwarded-For": "203.0.113.8"}
-    assert roles.get("/api/v1/scripts", token=TOKEN, headers=other).status_code == 200
+    assert token_server.get("/api/v1/scripts", token=TOKEN, headers=other).status_code == 200
     # failed sign-ins count the same way
     form = {"X-Forwarded-For": "203.0.113.9"}
-    with roles.client(follow_redirects=False, headers=form) as c:
+    with token_server.client(follow_redirects=False, headers=form) as c:
         csrf = csrf_of(c, "/login")
         started = time.monotonic()
         codes = [c.post("/login", data={"csrf": csrf, "token": "nope"}) for _ in range(11)]
         assert time.monotonic() - started < 5  # answered at once, refused by count
     assert [r.status_code for r in codes] == [401] * 10 + [429]
-    until(lambda: roles.stderr().count("too many failed sign-ins") == 2)
-    refused = [r for r in audit_rows(roles.config_dir) if r["client"] == "203.0.113.7"]
+    until(lambda: token_server.stderr().count("too many failed sign-ins") == 2)
+    refused = [r for r in audit_rows(token_server.config_dir) if r["client"] == "203.0.113.7"]
     assert [r["reason"] for r in refused] == ["bad_token"] * 10 + ["throttled"]
 
 
@@ -262,8 +274,8 @@ def raw(server: Server, data: bytes, timeout: float = 10) -> bytes:
         return out
 
 
-def test_malformed_headers_and_cookies_give_400_never_500(roles):
-    port = roles.port
+def test_malformed_headers_and_cookies_give_400_never_500(token_server):
+    port = token_server.port
     host = f"127.0.0.1:{port}".encode()
     deep = __import__("base64").urlsafe_b64encode(b"[" * 1400 + b"]" * 1400).decode()
     requests = [
@@ -275,7 +287,7 @@ def test_malformed_headers_and_cookies_give_400_never_500(roles):
         + b".AAAA\r\nConnection: close\r\n\r\n",
     ]  # fmt: skip
     for request in requests:
-        status = raw(roles, request).split(b"\r\n", 1)[0]
+        status = raw(token_server, request).split(b"\r\n", 1)[0]
         assert status.split()[1] in (b"400", b"403", b"200"), (request[:60], status)
     # a client that goes away in the middle of its body
     for _ in range(3):
@@ -286,18 +298,18 @@ def test_malformed_headers_and_cookies_give_400_never_500(roles):
                 b"Content-Length: 1000\r\n\r\ncsrf=abc"
             )
     time.sleep(0.5)
-    assert roles.get("/api/v1/health").status_code == 200
-    log = roles.stderr()
+    assert token_server.get("/api/v1/health").status_code == 200
+    log = token_server.stderr()
     assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
 
 
 # ---------------------------------------------------------------- 6. slow clients
 
 
-def test_slow_and_silent_clients_are_cut_off(roles):
+def test_slow_and_silent_clients_are_cut_off(token_server):
     """A connection that never finishes its headers is closed after 10 s."""
-    silent = socket.create_connection(("127.0.0.1", roles.port))
-    trickle = socket.create_connection(("127.0.0.1", roles.port))
+    silent = socket.create_connection(("127.0.0.1", token_server.port))
+    trickle = socket.create_connection(("127.0.0.1", token_server.port))
     trickle.sendall(b"GET /api/v1/health HTTP/1.1\r\n")
     started = time.monotonic()
     closed: dict[str, float] = {}
@@ -326,20 +338,20 @@ def test_slow_and_silent_clients_are_cut_off(roles):
 # ---------------------------------------------------------------- 7. logout
 
 
-def test_logout_revokes_the_session_for_good(roles):
-    c = login(roles)
+def test_logout_revokes_the_session_for_good(token_server):
+    c = login(token_server)
     cookie = c.cookies["sm_session"]
     assert c.get("/api/v1/scripts").status_code == 200
     csrf = csrf_of(c)
     assert c.post("/logout", data={"csrf": csrf}).status_code == 303
     c.close()
-    with roles.client(follow_redirects=False) as replay:
+    with token_server.client(follow_redirects=False) as replay:
         replay.cookies.set("sm_session", cookie)
         assert replay.get("/api/v1/scripts").status_code == 401
         assert replay.get("/").status_code == 303
         r = replay.post("/api/v1/scripts/quick_ok/run", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 401
-    rows = [r for r in audit_rows(roles.config_dir) if r["action"] in ("login", "logout")]
+    rows = [r for r in audit_rows(token_server.config_dir) if r["action"] in ("login", "logout")]
     assert ("login", "admin", "accepted") in [
         (r["action"], r["token_name"], r["result"]) for r in rows
     ]
@@ -408,20 +420,20 @@ def test_validate_warns_about_secret_files_others_may_read(tmp_path):
 # ---------------------------------------------------------------- 9. unauthenticated
 
 
-def test_visitors_without_a_token_learn_nothing_about_the_host(roles):
-    root = str(roles.config_dir)
-    health = roles.get("/api/v1/health").json()
+def test_visitors_without_a_token_learn_nothing_about_the_host(token_server):
+    root = str(token_server.config_dir)
+    health = token_server.get("/api/v1/health").json()
     assert set(health) == {"status", "version"} and health["status"] == "ok"
-    full = roles.get("/api/v1/health", token=VIEWER).json()
+    full = token_server.get("/api/v1/health", token=TOKEN).json()
     assert {"scheduler", "heartbeat", "config_error"} <= set(full)
     for path in ("/login", "/loginX"):
-        with roles.client(follow_redirects=True) as c:
+        with token_server.client(follow_redirects=True) as c:
             assert root not in c.get(path).text
-    assert roles.get("/no-such-page", follow_redirects=False).status_code == 303
+    assert token_server.get("/no-such-page", follow_redirects=False).status_code == 303
     for path in ("/api/v1/healthX", "/api/v1/health/x", "/favicon.icoX", "/static/app.jsX"):
-        r = roles.get(path, follow_redirects=False)
+        r = token_server.get(path, follow_redirects=False)
         assert r.status_code in (401, 303), (path, r.status_code)
-    assert root in roles.get("/", token=VIEWER).text  # a signed-in viewer sees it
+    assert root in token_server.get("/", token=TOKEN).text  # a token holder sees it
 
 
 def test_a_configuration_error_is_shown_only_to_token_holders(tmp_path):
@@ -513,10 +525,10 @@ def test_logs_on_a_terminal_keep_colours_and_show_other_escapes(tmp_path):
 # ---------------------------------------------------------------- 12. caching
 
 
-def test_api_responses_are_never_cached(roles):
-    run = when_free(lambda: roles.post("/api/v1/scripts/quick_ok/run", token=OPERATOR))
+def test_api_responses_are_never_cached(token_server):
+    run = when_free(lambda: token_server.post("/api/v1/scripts/quick_ok/run", token=TOKEN))
     assert run.status_code == 202
-    done = wait_for_run(roles.config_dir, "quick_ok", "success")
+    done = wait_for_run(token_server.config_dir, "quick_ok", "success")
     for path in (
         "/api/v1/scripts",
         "/api/v1/groups",
@@ -526,18 +538,19 @@ def test_api_responses_are_never_cached(roles):
         "/metrics",
         "/api/v1/openapi.json",
     ):
-        r = roles.get(path, token=VIEWER)
+        r = token_server.get(path, token=TOKEN)
         assert r.status_code == 200 and r.headers["cache-control"] == "no-store", path
-    assert roles.get("/api/v1/scripts").headers["cache-control"] == "no-store"  # 401 too
+    assert token_server.get("/api/v1/scripts").headers["cache-control"] == "no-store"  # 401 too
 
 
-# ---------------------------------------------------------------- roles and the audit trail
+# ---------------------------------------------------------------- token_server and the audit trail
 
 
 def test_a_viewer_reads_but_may_not_launch_an_operator_may(roles):
     conf = roles.config_dir
     assert roles.get("/api/v1/scripts", token=VIEWER).status_code == 200
     assert roles.get("/scripts/quick_ok", token=VIEWER).status_code == 200
+    assert "scheduler" in roles.get("/api/v1/health", token=VIEWER).json()
     r = roles.post("/api/v1/scripts/never_ran/run", token=VIEWER)
     assert r.status_code == 403 and "operator role" in r.json()["error"]
     assert not history(conf, "never_ran")
