@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MAIN, assert_clean_error, cli, until
+from helpers import MAIN, assert_clean_error, cli, until, wait_for
 from web_helpers import TOKEN, Server, history, wait_for_run, web_config, when_free
 
 VIEWER = "viewer-token-0123456789abcdef"
@@ -606,16 +606,18 @@ def test_a_token_variable_that_is_not_set_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- loopback and the socket
 
 
-def test_loopback_without_a_token_says_whom_it_trusts(open_loopback):
-    assert "every local account and process" in open_loopback.stderr()
-
-
-@pytest.fixture
-def open_loopback(tmp_path):
+def test_loopback_without_a_token_says_whom_it_trusts(tmp_path):
     server = Server(web_config(tmp_path / "conf"))
-    until(lambda: "every local account" in server.stderr(), timeout=10)
-    yield server
-    server.stop()
+    try:
+        assert wait_for(lambda: "every local account and process" in server.stderr(), 10)
+    finally:
+        server.stop()
+    server = Server(web_config(tmp_path / "tok", {"web": {"token": TOKEN}}))
+    try:
+        assert server.get("/api/v1/health").status_code == 200
+        assert "every local account" not in server.stderr()
+    finally:
+        server.stop()
 
 
 def test_a_unix_socket_is_private_to_its_owner(tmp_path):
