@@ -45,6 +45,13 @@ def rows(store: Store, since: float | None = None, limit: int = 1000) -> list[di
     return [dict(zip(FIELDS, row, strict=True)) for row in reversed(found)]
 
 
+def rows_json(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``audit --json`` and ``GET /api/v1/audit``: times as ISO 8601 (docs/JSON.md)."""
+    from .serialize import iso
+
+    return [{**r, "at": iso(r["at"])} for r in found]
+
+
 def refusals(store: Store) -> dict[str, int]:
     """Refused requests by reason, since the history began."""
     found = store._read(

@@ -17,13 +17,12 @@ UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from .. import audit
-    from ..serialize import iso
 
     config = load(args)
     since = None if args.since is None else parse_since(args.since, time.time())
     rows = audit.rows(open_store(config), since, args.limit)
     if args.json:
-        print(json.dumps([{**r, "at": iso(r["at"])} for r in rows], indent=2))
+        print(json.dumps(audit.rows_json(rows), indent=2))
         return EXIT_OK
     if not rows:
         print("nothing in the audit trail" + (f" since {args.since}" if since else ""))

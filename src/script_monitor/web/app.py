@@ -428,7 +428,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         n = 100 if limit is None else _int(limit, "limit", 1, audit.MAX_ROWS)
         since = request.query_params.get("since")
         start = None if since is None else _int(since, "since")
-        return _json(await call(audit.rows, service.store, start, n))
+        return _json(audit.rows_json(await call(audit.rows, service.store, start, n)))
 
     openapi = dumps(document())
 

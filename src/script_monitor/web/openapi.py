@@ -183,7 +183,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "at", "token_name", "client", "action", "target", "result", "reason"],
         "properties": {
             "id": {"type": "integer"},
-            "at": {"type": "number", "description": "Unix time"},
+            "at": TIME,
             "token_name": {"type": "string", "description": "the token's name; - if none"},
             "client": {"type": "string"},
             "action": {"type": "string", "enum": ["launch", "login", "logout", "auth"]},
