@@ -634,3 +634,29 @@ def test_a_unix_socket_is_private_to_its_owner(tmp_path):
     finally:
         server.stop()
     assert not path.exists()
+
+
+# ---------------------------------------------------------------- both backends
+
+
+def test_the_audit_trail_and_revocations_on_both_backends(backend_store):
+    from script_monitor import audit
+    from script_monitor.states import AuditAction, AuditResult, Refusal
+
+    store = backend_store
+    audit.record(store, "ci", "192.0.2.1", AuditAction.LAUNCH, "script:a", AuditResult.ACCEPTED)
+    audit.record(
+        store, "-", "192.0.2.2", AuditAction.AUTH, "/api/v1/scripts", AuditResult.REFUSED,
+        Refusal.BAD_TOKEN,
+    )  # fmt: skip
+    rows = audit.rows(store)
+    assert [(r["token_name"], r["result"], r["reason"]) for r in rows] == [
+        ("ci", "accepted", ""),
+        ("-", "refused", "bad_token"),
+    ]
+    assert audit.rows(store, since=time.time() + 60) == []
+    assert audit.refusals(store) == {"bad_token": 1}
+    audit.revoke(store, "sid-1", time.time() + 3600)
+    audit.revoke(store, "sid-1", time.time() + 3600)  # twice is fine
+    audit.revoke(store, "sid-old", time.time() - 1)
+    assert audit.revoked(store) == {"sid-1"}
