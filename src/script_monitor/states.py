@@ -66,3 +66,6 @@ class Refusal(StrEnum):
     OVERLAP = "overlap"
     LAUNCH_CAP = "launch_cap"
     UNKNOWN = "unknown_target"
+    CSRF = "csrf"  # a form or header without the session's CSRF token
+    CROSS_SITE = "cross_site"  # Origin or Sec-Fetch-Site says another site
+    NO_TOKEN = "no_token"  # a launch or sign-out without any token

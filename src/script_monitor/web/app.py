@@ -17,7 +17,7 @@ import zlib
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -43,7 +43,7 @@ from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
 from .pages import HISTORY, MAX_HISTORY, Pages
-from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security
+from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security, Throttle
 from .service import (
     MAX_LIMIT,
     BadRequest,
@@ -121,6 +121,7 @@ class Guard:
             if scope["method"] not in SAFE_METHODS and not sec.origin_ok(
                 headers.get("origin"), headers.get("sec-fetch-site"), host
             ):
+                await self._refused(scope, Refusal.CROSS_SITE)
                 await _deny(scope, receive, send_with_headers, 403, "cross-site request refused")
                 return
             raw_cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE)
@@ -154,6 +155,8 @@ class Guard:
             path in PUBLIC or path in self.static or (path == "/metrics" and not sec.metrics_auth)
         )
         if identity is None and not public:
+            if scope["method"] not in SAFE_METHODS:
+                await self._refused(scope, Refusal.NO_TOKEN)
             if _is_api(path) or scope["method"] not in SAFE_METHODS:
                 await _deny(scope, receive, send_with_headers, 401, "a valid token is required")
             else:
@@ -164,12 +167,34 @@ class Guard:
             return
         await self.app(scope, receive, send_with_headers)
 
+    async def _refused(self, scope, reason: Refusal) -> None:
+        """The audit row of a launch, sign-in or sign-out refused before its handler."""
+        found = audited(scope["path"], scope["method"])
+        if found is not None:
+            action, target = found
+            await self.note(client_of(scope), "-", action, target, AuditResult.REFUSED, reason)
+
     async def _failed(self, scope, client: str, action: AuditAction, target: str) -> None:
         """A wrong token: one audit row, and one more failure counted for its address."""
         await self.note(client, "-", action, target, AuditResult.REFUSED, Refusal.BAD_TOKEN)
         if self.sec.throttle.fail(client):
             log.warning("too many failed sign-ins from %s: refused for a minute", client)
             await self.note(client, "-", action, target, AuditResult.REFUSED, Refusal.THROTTLED)
+
+
+LAUNCH_PATH = re.compile(r"/(?:api/v1/)?(scripts|groups)/([^/]+)/run")
+
+
+def audited(path: str, method: str) -> tuple[AuditAction, str] | None:
+    """(action, target) of a request that the audit trail records, else None."""
+    if method != "POST":
+        return None
+    if path in ("/login", "/logout"):
+        return (AuditAction.LOGIN if path == "/login" else AuditAction.LOGOUT), path
+    m = LAUNCH_PATH.fullmatch(path)
+    if m:
+        return AuditAction.LAUNCH, f"{m.group(1)[:-1]}:{unquote(m.group(2))}"
+    return None
 
 
 def client_of(scope) -> str:
@@ -300,10 +325,19 @@ def create_app(service: Service, security: Security) -> Starlette:
     def who(request: Request) -> Identity | None:
         return request.state.identity
 
+    quiet = Throttle()  # refused rows per client address
+
     async def note(
         client: str, name: str, action: str, target: str, result: str, reason: str = ""
     ) -> None:
-        """One row of the audit trail; a history that cannot be written is logged."""
+        """One row of the audit trail; a history that cannot be written is logged.
+
+        Refusals are recorded for at most 10 a minute per client address (then none for
+        a minute), so that a flood of refused requests cannot fill the disk."""
+        if result == AuditResult.REFUSED and reason != Refusal.THROTTLED:  # that one: once
+            if quiet.retry_after(client):
+                return
+            quiet.fail(client)
         try:
             await call(audit.record, service.store, name, client, action, target, result, reason)
         except StoreError as e:
@@ -352,6 +386,9 @@ def create_app(service: Service, security: Security) -> Starlette:
         if value is None and not api:
             value = (await form_of(request)).get("csrf")
         if not security.csrf_ok(request.state.session, value):
+            found = audited(request.url.path, request.method)
+            if found is not None:
+                await note_request(request, *found, AuditResult.REFUSED, Refusal.CSRF)
             raise HTTPException(403, "missing or wrong CSRF token")
 
     # ------------------------------------------------------------ API
