@@ -60,12 +60,13 @@ def test_export_systemd_prints_service_and_timer(conf):
     assert "Type=oneshot" in service
     exec_start = re.search(r"^ExecStart=(.*)$", service, re.M).group(1).split()
     assert Path(exec_start[0]).is_absolute() and Path(exec_start[0]).exists()
-    assert exec_start[-6:] == [
+    assert exec_start[-7:] == [
         "--config-dir",
         str(conf),
         "run-group",
         "--trigger",
         "schedule",
+        "--",
         "nightly",
     ]
     assert f"WorkingDirectory={conf}" in service
@@ -106,12 +107,13 @@ def test_export_cron_line(conf, tmp_path):
     fields = lines[1].split()
     assert fields[:5] == ["30", "2", "*", "*", "*"]
     assert Path(fields[5]).is_absolute()
-    assert fields[-6:] == [
+    assert fields[-7:] == [
         "--config-dir",
         str(conf),
         "run-group",
         "--trigger",
         "schedule",
+        "--",
         "nightly",
     ]
     r = cli("--config-dir", str(conf), "export-cron", "office", "--output", str(tmp_path / "c"))
@@ -119,7 +121,7 @@ def test_export_cron_line(conf, tmp_path):
     text = (tmp_path / "c" / "script-monitor-office.cron").read_text()
     assert "CRON_TZ" not in text
     assert re.search(
-        r"^\*/15 9-17 \* \* mon-fri /\S+ .*run-group --trigger schedule office$", text, re.M
+        r"^\*/15 9-17 \* \* mon-fri /\S+ .*run-group --trigger schedule -- office$", text, re.M
     )
 
 

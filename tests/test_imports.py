@@ -23,13 +23,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("scheduler", "distributed.worker"),
     ("engine", "watchdog", "housekeeping"),
     ("distributed.executor",),
-    ("executor", "notify"),
+    ("executor", "notify", "redact"),
     (
         *("alerts", "planner", "serialize", "render", "logsource", "pager"),
-        *("store", "distributed.app", "schedule_time", "heartbeat"),
+        *("store", "distributed.app", "schedule_time", "heartbeat", "tokens"),
     ),
     ("config", "masking", "logs", "results"),
-    ("cron", "proc", "errors", "states", "distributed", ""),
+    ("cron", "proc", "errors", "states", "termsafe", "distributed", ""),
 ]
 # package -> the only modules outside it that may import it
 ONLY_FROM = {"web": {"commands.serve"}, "commands": {"cli"}}

@@ -168,6 +168,11 @@ def scenario(config_dir: Path, marker: str):
     store = Store(conf / ".script-monitor")
     tick = store.runs.start_group("nightly", "schedule")
     store.runs.finish_group(tick, "skipped", detail="tick skipped: the run before is still going")
+    from script_monitor.states import AuditAction, AuditResult, Refusal
+
+    store.audit.record(
+        "ci", "192.0.2.1", AuditAction.LAUNCH, "script:ok", AuditResult.REFUSED, Refusal.ROLE
+    )
     store.close()
     env = {**os.environ, "SCRIPT_MONITOR_TEST_MARK": marker}
     daemon = subprocess.Popen(
@@ -209,6 +214,7 @@ def test_every_json_output_matches_the_documentation(scenario):
         "list-schedules": [_json(sm, "list-schedules")],
         "show-config": [_json(sm, "show-config")],
         "status": [_json(sm, "status")],
+        "audit": [_json(sm, "audit")],
     }
     assert set(outputs) == set(OUTPUTS) - NOTIFY_OUTPUTS
     for command, values in outputs.items():

@@ -48,11 +48,16 @@ def refused(conf: Path, path: Path, why: str, fix: str) -> None:
 
 
 def test_safe_permissions_are_accepted(config_dir, tmp_path):
-    """Pass: 0755 directories and 0644 files owned by root validate and run (exit 0)."""
+    """Pass: 0755 directories and 0644 files owned by root validate and run (exit 0);
+    an env_file (it holds secrets) others may read is only warned about."""
     env = tmp_path / "app.env"
     env.write_text("X=1\n")
     configure(config_dir, env)
     os.chmod(config_dir, 0o755)
+    os.chmod(env, 0o644)
+    r = cli("--config-dir", str(config_dir), "validate")
+    assert r.returncode == 0 and "readable by others; fix with: chmod o-r" in r.stdout
+    os.chmod(env, 0o640)
     r = cli("--config-dir", str(config_dir), "validate")
     assert r.returncode == 0 and "warning" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert cli("--config-dir", str(config_dir), "run", "a").returncode == 0

@@ -162,8 +162,13 @@ def test_the_openapi_document_lists_every_endpoint(server):
         "/api/v1/runs/{id}",
         "/api/v1/runs/{id}/log",
         "/api/v1/health",
+        "/api/v1/audit",
         "/api/v1/openapi.json",
     }
+    for kind in ("scripts", "groups"):
+        refusals = doc["paths"][f"/api/v1/{kind}/{{name}}/run"]["post"]["responses"]
+        assert {"202", "403", "404", "409", "429"} <= set(refusals)
+        assert "Retry-After" in refusals["429"]["headers"]
 
 
 # ---------------------------------------------------------------- runs started from the web

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from script_monitor.store import Store
+from script_monitor.tokens import Identity, Token, resolve
 from script_monitor.web import logstream
 from script_monitor.web.metrics import BUCKETS, StoreCollector
-from script_monitor.web.security import Security, effective_token, is_loopback
+from script_monitor.web.security import Security, Throttle, is_loopback
 
 
 def parse_data(event: str) -> str:
@@ -96,18 +97,38 @@ def test_loopback(host, loopback):
     assert is_loopback(host) is loopback
 
 
-def test_the_environments_token_wins():
-    assert effective_token("a", {"SCRIPT_MONITOR_WEB_TOKEN": "b"}) == "b"
-    assert effective_token("a", {}) == "a"
-    assert effective_token("a", {"SCRIPT_MONITOR_WEB_TOKEN": ""}) is None
-    assert effective_token(None, {}) is None
+def test_the_environments_token_wins(tmp_path):
+    from helpers import make_config
+    from script_monitor.config import load_config
+
+    conf = make_config(tmp_path / "c", {"a": "true"}, settings={"web": {"token": "  a  "}})
+    config = load_config(conf)
+    admin = Identity("admin", "admin")
+    assert resolve(config, {"SCRIPT_MONITOR_WEB_TOKEN": "b"})[0][:2] == (admin, "b")
+    assert resolve(config, {})[0][:2] == (admin, "a")  # stripped
+    assert resolve(config, {"SCRIPT_MONITOR_WEB_TOKEN": ""}) == []
+    assert resolve(config, {"SCRIPT_MONITOR_WEB_TOKEN": "   "}) == []
 
 
 def security(tmp_path: Path, host: str = "127.0.0.1", **kw) -> Security:
     args = {"token": "t" * 20, "metrics_auth": False, "allowed_hosts": [], **kw}
-    return Security(
-        host, 8787, args["token"], args["metrics_auth"], args["allowed_hosts"], tmp_path
-    )
+    tokens = [Token(Identity("admin", "admin"), args["token"], "config.yaml")]
+    return Security(host, 8787, tokens, args["metrics_auth"], args["allowed_hosts"], tmp_path)
+
+
+def test_failed_tokens_block_an_address_for_a_minute():
+    now = [0.0]
+    throttle = Throttle(clock=lambda: now[0])
+    starts = [throttle.fail("10.0.0.1") for _ in range(10)]
+    assert starts == [False] * 9 + [True]  # the block is reported once
+    assert throttle.retry_after("10.0.0.1") == 60 and throttle.retry_after("10.0.0.2") == 0
+    now[0] = 61.0
+    assert throttle.retry_after("10.0.0.1") == 0
+    for _ in range(9):  # failures spread over more than a minute never block
+        now[0] += 7
+        assert not throttle.fail("10.0.0.1")
+    now[0] += 7  # the first of them is now more than a minute old
+    assert not throttle.fail("10.0.0.1")
 
 
 def test_hosts(tmp_path):
@@ -160,7 +181,7 @@ def test_origins(tmp_path):
 
 def test_sessions_are_signed_and_tied_to_the_token(tmp_path):
     sec = security(tmp_path)
-    session = sec.new_session(authed=True)
+    session = sec.new_session("t" * 20)
     cookie = sec.encode(session)
     assert sec.decode(cookie) == session and sec.authed(sec.decode(cookie))
     body, _, sig = cookie.rpartition(".")

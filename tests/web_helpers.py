@@ -23,6 +23,7 @@ class Server:
 
     def __init__(self, config_dir: Path, *args: str, env: dict | None = None, marker: str = ""):
         self.config_dir = config_dir
+        self.args = args
         self.err_path = config_dir.parent / f"serve-{time.monotonic_ns()}.err"
         full_env = dict(os.environ)
         full_env.pop("SCRIPT_MONITOR_WEB_TOKEN", None)
@@ -37,8 +38,7 @@ class Server:
                     "--config-dir",
                     str(config_dir),
                     "serve",
-                    "--port",
-                    "0",
+                    *([] if "--socket" in args else ["--port", "0"]),
                     *args,
                 ],
                 stdout=subprocess.PIPE,
@@ -46,6 +46,11 @@ class Server:
                 env=full_env,
             )
         line = self._first_line(30)
+        self.socket: str | None = None
+        unix = re.search(r"serving unix:(\S+) for", line)
+        if unix:  # serve --socket PATH
+            self.socket, self.url, self.port = unix.group(1), "http://localhost", 80
+            return
         found = re.search(r"serving (http://\S+?)/? for", line)
         if not found:
             self.stop()
@@ -72,6 +77,8 @@ class Server:
         headers = kwargs.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        if self.socket:
+            kwargs["transport"] = httpx.HTTPTransport(uds=self.socket)
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def get(self, path: str, **kwargs) -> httpx.Response:
@@ -165,4 +172,23 @@ def wait_for_run(config_dir: Path, name: str, status: str | None = None, timeout
     raise AssertionError(f"no {status or ''} run of {name} within {timeout}s")
 
 
-__all__ = ["TOKEN", "Server", "cli", "history", "wait_for_run", "web_config", "write"]
+def when_free(send, timeout: float = 20):
+    """``send()`` again while it is refused because the target is still running (409)."""
+    end = time.monotonic() + timeout
+    r = send()
+    while r.status_code == 409 and time.monotonic() < end:
+        time.sleep(0.1)
+        r = send()
+    return r
+
+
+__all__ = [
+    "TOKEN",
+    "Server",
+    "cli",
+    "history",
+    "wait_for_run",
+    "web_config",
+    "when_free",
+    "write",
+]

@@ -41,6 +41,7 @@ VERBS = {
     "status": ("status", "what is going on now; exit 1 if a scheduled run failed"),
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
     "serve": ("serve", "serve the web dashboard, the JSON API and Prometheus metrics"),
+    "audit": ("audit", "the web server's audit trail: launches, sign-ins and refusals"),
     "store": ("store", "migrate the history's schema, copy it to another store, or prune it"),
     "worker": ("worker", "run scripts sent by run/run-group/the scheduler (execution: celery)"),
     "notifications": ("notify", "recent notification messages, newest first"),
@@ -145,6 +146,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p["schema"].add_argument(
         "kind", choices=("scripts", "groups", "config"), help="which file's schema"
+    )
+    p["serve"].add_argument(
+        "--socket", metavar="PATH", help="listen on a unix socket (mode 0600) instead of TCP"
+    )
+    p["audit"].add_argument("--json", action="store_true", help="machine-readable output")
+    p["audit"].add_argument(
+        "--since", metavar="WHEN", help="only rows since WHEN: 30m, 12h, 7d or an ISO date"
+    )
+    p["audit"].add_argument(
+        "-n", "--limit", type=_positive, default=100, help="show at most N rows (default 100)"
     )
     p["store"].add_argument("action", choices=("migrate", "copy", "prune"), help="what to do")
     p["store"].add_argument("--to", metavar="URL", help="copy: the store to copy into")

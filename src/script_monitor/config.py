@@ -174,14 +174,25 @@ class Display(_Strict):
     date_format: str = "%d %b %H:%M"
 
 
+class WebToken(_Strict):
+    """One named token of ``web.tokens`` and what it may do (docs/SECURITY.md)."""
+
+    name: Name
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+    token: str | None = None  # the value, or ${VAR}
+    token_file: str | None = None  # a file holding it (relative to the config directory)
+
+
 class Web(_Strict):
     """``serve``: where the dashboard listens and who may use it (docs/WEB.md)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
-    token: str | None = None  # SCRIPT_MONITOR_WEB_TOKEN wins over it
+    token: str | None = None  # SCRIPT_MONITOR_WEB_TOKEN wins over it; an admin token
+    tokens: list[WebToken] = []
     metrics_auth: bool = False
     allowed_hosts: list[str] = []  # extra Host names, e.g. the reverse proxy's public name
+    max_launches: Positive = 16  # runs started from the web that may be alive at once
 
 
 class Settings(_Strict):
@@ -547,6 +558,7 @@ def load_config(root: Path) -> Config:
             _check_settings(settings, doc, problems)
             origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
             _check_notifications(settings, doc, problems, origin)
+            _check_web_tokens(settings, doc, problems, origin)
     paths = settings.paths
     scripts: dict[str, Script] = {}
     groups: dict[str, Group] = {}
@@ -562,6 +574,7 @@ def load_config(root: Path) -> Config:
         _check_notify_channels(config, problems)
     _check_env_files(config, problems)
     _check_permissions(config, problems)
+    _check_secret_files(config, problems)
     errors = [p for p in problems if p.level == "error"]
     warnings = [p for p in problems if p.level == "warning"]
     if settings.validation.strict and warnings:
@@ -672,6 +685,22 @@ def _check_settings(settings: Settings, doc: Document, problems: list) -> None:
     if not valid_timezone(tz):
         line = doc.line(("scheduling", "timezone"))
         problems.append(Problem.error(doc.path, line, f"config: unknown timezone {tz!r}"))
+
+
+def _check_web_tokens(settings: Settings, doc: Document, problems: list, origin: dict) -> None:
+    seen: set[str] = set()
+    origin["setting:web.token"] = (doc.path, doc.line(("web", "token")) or 1)
+    for i, entry in enumerate(settings.web.tokens):
+        line = doc.line(("web", "tokens", i))
+        origin[f"web.tokens:{i}"] = (doc.path, line)
+        label = f"web.tokens[{i}] '{entry.name}'"
+        if entry.name in seen:
+            problems.append(Problem.error(doc.path, line, f"{label}: the name is used twice"))
+        seen.add(entry.name)
+        if (entry.token is None) == (entry.token_file is None):
+            problems.append(
+                Problem.error(doc.path, line, f"{label}: give exactly one of token or token_file")
+            )
 
 
 def _cross_check(config: Config, problems: list[Problem]) -> None:
@@ -851,6 +880,27 @@ def _check_permissions(config: Config, problems: list[Problem]) -> None:
                         f"owned by uid {st.st_uid}, not by the user running script-monitor (uid "
                         f"{euid}); fix with: chown {euid} {path}"
                     ),
+                )
+            )
+
+
+def _check_secret_files(config: Config, problems: list[Problem]) -> None:
+    """Warn about files holding secrets that other users may read (docs/SECURITY.md)."""
+    web = config.settings.web
+    paths = [(p, "holds secrets (env_file)") for _, _, p in env_files(config)]
+    paths += [(config.path(t.token_file), "holds a web token") for t in web.tokens if t.token_file]
+    literal = [t.token for t in web.tokens if t.token and "${" not in t.token]
+    if (web.token and "${" not in web.token) or literal:
+        paths.append((config.root / "config.yaml", "holds a web token"))
+    for path, what in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o004:
+            problems.append(
+                Problem.warning(
+                    path, None, f"{what} and is readable by others; fix with: chmod o-r {path}"
                 )
             )
 

@@ -31,9 +31,7 @@ class Masker:
     """Replaces every occurrence of a set of secret values."""
 
     def __init__(self, values: Iterable[str]):
-        secrets = sorted(
-            {_raw(v) for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True
-        )
+        secrets = sorted({_raw(v) for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True)
         self._re = re.compile(b"|".join(re.escape(s) for s in secrets)) if secrets else None
         self._keep = max((len(s) for s in secrets), default=1) - 1
 

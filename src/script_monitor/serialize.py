@@ -17,7 +17,7 @@ from .states import LogState, MessageState
 
 if TYPE_CHECKING:
     from .config import Config
-    from .store import AlertMatch, GroupRun, Message, Run
+    from .store import AlertMatch, AuditRow, GroupRun, Message, Run
 
 # Bumped when a key is removed or renamed or changes its type or meaning; adding a key
 # does not bump it.  Object outputs carry it; list outputs (list, list-groups, history)
@@ -182,6 +182,20 @@ def notification_json(note: Message) -> dict[str, Any]:
         "sent": iso(note.sent),
         "next_try": iso(note.next_try) if note.state is MessageState.PENDING else None,
         "last_error": note.last_error,
+    }
+
+
+def audit_json(row: AuditRow) -> dict[str, Any]:
+    """A row of the web server's audit trail (``audit --json``, ``GET /api/v1/audit``)."""
+    return {
+        "id": row.id,
+        "at": iso(row.at),
+        "token_name": row.token_name,
+        "client": row.client,
+        "action": row.action,
+        "target": row.target,
+        "result": row.result,
+        "reason": row.reason,
     }
 
 

@@ -66,3 +66,31 @@ class LogState(StrEnum):
     ROTATED = "rotated"
     CLEARED = "cleared"
     ERROR = "error"  # could not be written
+
+
+class AuditAction(StrEnum):
+    """What a request to the web server tried to do (the audit trail)."""
+
+    LAUNCH = "launch"
+    LOGIN = "login"
+    LOGOUT = "logout"
+    AUTH = "auth"  # a request with a wrong bearer token
+
+
+class AuditResult(StrEnum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+
+
+class Refusal(StrEnum):
+    """Why a request was refused (the audit trail's reason, a /metrics label)."""
+
+    BAD_TOKEN = "bad_token"
+    THROTTLED = "throttled"
+    ROLE = "role"
+    OVERLAP = "overlap"
+    LAUNCH_CAP = "launch_cap"
+    UNKNOWN = "unknown_target"
+    CSRF = "csrf"  # a form or header without the session's CSRF token
+    CROSS_SITE = "cross_site"  # Origin or Sec-Fetch-Site says another site
+    NO_TOKEN = "no_token"  # a launch or sign-out without any token

@@ -24,8 +24,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         config.warnings += [p for p in found if p.level == "warning"]
         if errors:
             raise ConfigError(errors, config.warnings)
+    from ..redact import config_masker, redact
+
+    masker = config_masker(config)
     for problem in config.warnings:
-        print(problem)
+        print(redact(str(problem), masker))
     n_w = len(config.warnings)
     print(
         f"Configuration OK: {len(config.scripts)} scripts, {len(config.groups)} groups"
@@ -57,8 +60,9 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     config = load(args)
     data = effective(config)
     data["settings"] = _full(config.settings)
-    if data["settings"]["web"]["token"]:
-        data["settings"]["web"]["token"] = "***"
+    from ..redact import config_masker, redact
+
+    data = redact(data, config_masker(config))  # the same secrets the logs mask, and more
     if args.json:
         from ..serialize import config_json
 
@@ -85,8 +89,13 @@ def cmd_get_setting(args: argparse.Namespace) -> int:
         value = get_setting(config.settings, args.key)
     except KeyError:
         raise UsageError(f"unknown setting '{args.key}'") from None
-    if hasattr(value, "__struct_fields__"):
+    if hasattr(value, "__struct_fields__") or isinstance(value, list):
         value = _full(value)
+    from ..redact import config_masker, redact
+
+    # wrapped under its own key, so that a lone web.token is masked like one in a mapping
+    value = redact({args.key.rpartition(".")[2]: value}, config_masker(config))
+    value = next(iter(value.values()))
     if isinstance(value, bool):
         print("true" if value else "false")
     elif isinstance(value, float) and value.is_integer():

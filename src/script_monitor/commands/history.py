@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import datetime
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from .. import logs
 from ..errors import EXIT_OK, UsageError
@@ -61,9 +62,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        from ..serialize import scripts_json  # not on the plain list's path
+        from ..redact import config_masker, redact  # not on the plain list's path
+        from ..serialize import scripts_json
 
-        print(json.dumps(scripts_json(config, last), indent=2))
+        data = redact(scripts_json(config, last), config_masker(config))
+        print(json.dumps(data, indent=2))
         return EXIT_OK
     rows = []
     for s in config.scripts.values():
@@ -163,18 +166,31 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except logsource.LogUnavailable as e:
         raise UsageError(str(e)) from None
     try:
+        terminal = os.isatty(sys.stdout.fileno())  # before a pager takes stdout over
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    try:
         with paged(not (args.no_pager or args.follow)):  # --follow: the output is live
-            _print_log(args, store, run, source)
+            _print_log(args, store, run, source, terminal)
     finally:
         source.close()
     return EXIT_OK
 
 
-def _print_log(args: argparse.Namespace, store, run: Run, source) -> None:
-    """The log from this host's file or, for a remote run, from the history's chunks."""
+def _print_log(args: argparse.Namespace, store, run: Run, source, terminal: bool) -> None:
+    """The log from this host's file or, for a remote run, from the history's chunks;
+    on a terminal with only colours acting (termsafe), unless --raw."""
     from .. import logsource
 
-    out = sys.stdout.buffer if args.raw else logs.Utf8Out(sys.stdout.buffer)
+    out: Any
+    if args.raw:
+        out = sys.stdout.buffer
+    elif terminal:
+        from ..termsafe import TerminalOut
+
+        out = TerminalOut(sys.stdout.buffer)
+    else:
+        out = logs.Utf8Out(sys.stdout.buffer)
     if args.follow and run.status == RunStatus.RUNNING:
 
         def finished() -> bool:
@@ -185,7 +201,7 @@ def _print_log(args: argparse.Namespace, store, run: Run, source) -> None:
         logsource.follow(source, cast(BinaryIO, out), _throttled(finished))
     else:
         logsource.copy(source, cast(BinaryIO, out))
-    if isinstance(out, logs.Utf8Out):
+    if not args.raw:
         out.finish()
 
 

@@ -114,9 +114,13 @@ def _systemd_quote(arg: str) -> str:
 
 
 def run_command(config: Config, group: Group) -> list[str]:
-    """The absolute command line that runs a group as the scheduler would."""
+    """The absolute command line that runs a group as the scheduler would (``--`` before
+    the name: a name may start with ``-``)."""
     root = str(config.root)
-    return [*self_command(), "--config-dir", root, "run-group", "--trigger", "schedule", group.name]
+    return [
+        *self_command(), "--config-dir", root, "run-group", "--trigger", "schedule", "--",
+        group.name,
+    ]  # fmt: skip
 
 
 def systemd_units(config: Config, group: Group, zone: str, user: bool) -> dict[str, str]:

@@ -26,12 +26,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .core import DB_NAME, RETRY_FOR, Core, Owner, busy_timeout_ms
-from .records import AlertMatch, GroupRun, Message, NewMessage, PruneReport, Run, RunSummary
+from .records import (
+    AlertMatch,
+    AuditRow,
+    GroupRun,
+    Message,
+    NewMessage,
+    PruneReport,
+    Run,
+    RunSummary,
+)
 from .runs import Runs
 
 if TYPE_CHECKING:
     from .api import (
         AlertsApi,
+        AuditApi,
         ClaimsApi,
         History,
         LogsApi,
@@ -49,6 +59,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "MIGRATIONS",
     "AlertMatch",
+    "AuditRow",
     "GroupRun",
     "History",
     "Message",
@@ -126,6 +137,12 @@ class Store:
         from .watch import Watch
 
         return Watch(self.core)
+
+    @cached_property
+    def audit(self) -> AuditApi:
+        from .audit import Audit
+
+        return Audit(self.core)
 
     @cached_property
     def totals(self) -> TotalsApi:

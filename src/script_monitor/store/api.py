@@ -12,8 +12,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from ..states import GroupStatus, LogState, MessageState, RunStatus
-from .records import AlertMatch, GroupRun, Message, NewMessage, PruneReport, Run, RunSummary
+from ..states import AuditAction, AuditResult, GroupStatus, LogState, MessageState, RunStatus
+from .records import (
+    AlertMatch,
+    AuditRow,
+    GroupRun,
+    Message,
+    NewMessage,
+    PruneReport,
+    Run,
+    RunSummary,
+)
 
 
 class Recorder(Protocol):
@@ -158,6 +167,24 @@ class ReadsApi(Protocol):
     def latest_group_runs(self, groups: list[str], per_group: int) -> dict[str, list[GroupRun]]: ...
     def recent_runs(self, statuses: list[RunStatus], since: float, limit: int) -> list[Run]: ...
     def running_runs(self) -> list[Run]: ...
+
+
+class AuditApi(Protocol):
+    """The web server's audit trail and revoked sessions."""
+
+    def record(
+        self,
+        token_name: str,
+        client: str,
+        action: AuditAction,
+        target: str,
+        result: AuditResult,
+        reason: str = "",
+    ) -> None: ...
+    def rows(self, since: float | None = None, limit: int = 1000) -> list[AuditRow]: ...
+    def refusals(self) -> dict[str, int]: ...
+    def revoke(self, sid: str, expires: float) -> None: ...
+    def revoked(self) -> set[str]: ...
 
 
 class TotalsApi(Protocol):

@@ -141,6 +141,25 @@ class AlertMatch(msgspec.Struct, frozen=True):
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
 
 
+class AuditRow(msgspec.Struct, frozen=True):
+    """One request the web server recorded: a launch, sign-in, sign-out or wrong token."""
+
+    id: int
+    at: float
+    token_name: str
+    client: str
+    action: str
+    target: str
+    result: str
+    reason: str
+
+    COLUMNS: ClassVar[str] = "id, at, token_name, client, action, target, result, reason"
+
+    @classmethod
+    def from_row(cls, r: Any) -> AuditRow:
+        return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+
+
 class RunSummary(msgspec.Struct, frozen=True):
     """The few fields of a run the dashboard's sparklines need."""
 
@@ -159,4 +178,5 @@ class PruneReport(msgspec.Struct):
     messages: int = 0
     alerts: int = 0
     watch_events: int = 0
+    audit: int = 0  # rows of the web server's audit trail
     logs: int = 0  # log files removed from disk

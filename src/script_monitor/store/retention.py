@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..states import LogState, MessageState, RunStatus
+from .audit import prune_audit
 from .core import Core
 from .logs import drop_chunks
 from .reads import _distinct
@@ -59,7 +60,19 @@ class Retention:
         report.watch_events = self._old(
             "watch_events", "created < ?", cutoff, dry_run, batch, key="key"
         )
+        report.audit = self._audit(cutoff, dry_run, batch)
         return report
+
+    def _audit(self, cutoff: float, dry_run: bool, batch: int) -> int:
+        if dry_run:
+            return self.core.read("SELECT COUNT(*) FROM audit WHERE at < ?", (cutoff,))[0][0]
+        done = 0
+        while True:
+            with self.core.write() as tx:
+                n = prune_audit(tx, cutoff, batch)
+            done += n
+            if n < batch:
+                return done
 
     def _roll(self) -> int:
         """Roll the kept totals forward as far as they go; return their id."""

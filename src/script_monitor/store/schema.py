@@ -162,6 +162,29 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS group_runs_scheduled_ended ON group_runs (group_name, id)
         WHERE trigger = 'schedule' AND status NOT IN ('running', 'skipped', 'missed');
     """,
+    # The web server's audit trail and the sessions ended by signing out (docs/SECURITY.md);
+    # the refusals of pruned audit rows, kept as totals by reason for /metrics.
+    """
+    CREATE TABLE IF NOT EXISTS audit (
+        id {pk},
+        at {real} NOT NULL,
+        token_name TEXT NOT NULL,
+        client TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        result TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+    CREATE TABLE IF NOT EXISTS revoked_sessions (
+        sid TEXT PRIMARY KEY,
+        expires {real} NOT NULL
+    ){no_rowid};
+    CREATE TABLE IF NOT EXISTS audit_refusals (
+        reason TEXT PRIMARY KEY,
+        refused {int} NOT NULL
+    ){no_rowid};
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

@@ -17,13 +17,13 @@ import zlib
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request, cookie_parser
+from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -35,12 +35,27 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from ..errors import StoreError
+from ..serialize import audit_json
+from ..states import AuditAction, AuditResult, Refusal
+from ..store.audit import MAX_ROWS as MAX_AUDIT_ROWS
+from ..tokens import Identity
 from . import logstream
+from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
 from .pages import HISTORY, MAX_HISTORY, Pages
-from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security
-from .service import MAX_LIMIT, BadRequest, NotFound, Payload, Service, dumps
+from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security, Throttle
+from .service import (
+    MAX_LIMIT,
+    BadRequest,
+    Busy,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Payload,
+    Service,
+    dumps,
+)
 
 log = logging.getLogger("script_monitor.web")
 
@@ -54,7 +69,7 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
-PUBLIC = ("/static/", "/api/v1/health", "/login", "/favicon.ico")
+PUBLIC = frozenset({"/api/v1/health", "/login", "/favicon.ico"})  # exact paths
 STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -74,9 +89,11 @@ def _is_api(path: str) -> bool:
 class Guard:
     """Host, Origin and credential checks for every request, and security headers."""
 
-    def __init__(self, app, security: Security):
+    def __init__(self, app, security: Security, note, static: frozenset[str] = frozenset()):
         self.app = app
         self.sec = security
+        self.note = note  # async (scope, identity name, action, target, result, reason)
+        self.static = frozenset(f"/static/{name}" for name in static)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -95,21 +112,52 @@ class Guard:
                 ]
             await send(message)
 
-        host = headers.get("host")
-        if not sec.host_ok(host, scope.get("scheme") == "https"):
-            await _deny(scope, receive, send_with_headers, 403, "unexpected Host header")
+        if _is_api(path):
+            send_with_headers = _no_store(send_with_headers)
+        try:
+            host = headers.get("host")
+            if not sec.host_ok(host, scope.get("scheme") == "https"):
+                await _deny(scope, receive, send_with_headers, 403, "unexpected Host header")
+                return
+            if scope["method"] not in SAFE_METHODS and not sec.origin_ok(
+                headers.get("origin"), headers.get("sec-fetch-site"), host
+            ):
+                await self._refused(scope, Refusal.CROSS_SITE)
+                await _deny(scope, receive, send_with_headers, 403, "cross-site request refused")
+                return
+            raw_cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE)
+            session = sec.decode(raw_cookie)
+            authorization = headers.get("authorization")
+        except (ValueError, UnicodeError, RecursionError):
+            await _deny(scope, receive, send_with_headers, 400, "malformed request headers")
             return
-        if scope["method"] not in SAFE_METHODS and not sec.origin_ok(
-            headers.get("origin"), headers.get("sec-fetch-site"), host
-        ):
-            await _deny(scope, receive, send_with_headers, 403, "cross-site request refused")
+        client = client_of(scope)
+        wait = sec.throttle.retry_after(client)
+        if wait and not path.startswith("/static/"):
+            await _deny(
+                scope, receive, send_with_headers, 429, "too many failed sign-ins; wait", wait
+            )
             return
-        raw_cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE)
-        session = sec.decode(raw_cookie)
-        bearer = sec.bearer_ok(headers.get("authorization"))
+        bearer = sec.bearer(authorization)
+        if authorization and sec.token and bearer is None:
+            await self._failed(scope, client, AuditAction.AUTH, path)
+            await _deny(scope, receive, send_with_headers, 401, "a valid token is required")
+            return
+        identity = sec.identity(session, bearer)
         state = scope.setdefault("state", {})
-        state.update(session=session, cookie=raw_cookie is not None, bearer=bearer)
-        if sec.token and not bearer and not _public(path, sec) and not sec.authed(session):
+        state.update(
+            session=session,
+            cookie=raw_cookie is not None,
+            bearer=bearer is not None,
+            identity=identity,
+            client=client,
+        )
+        public = (
+            path in PUBLIC or path in self.static or (path == "/metrics" and not sec.metrics_auth)
+        )
+        if identity is None and not public:
+            if scope["method"] not in SAFE_METHODS:
+                await self._refused(scope, Refusal.NO_TOKEN)
             if _is_api(path) or scope["method"] not in SAFE_METHODS:
                 await _deny(scope, receive, send_with_headers, 401, "a valid token is required")
             else:
@@ -120,19 +168,62 @@ class Guard:
             return
         await self.app(scope, receive, send_with_headers)
 
+    async def _refused(self, scope, reason: Refusal) -> None:
+        """The audit row of a launch, sign-in or sign-out refused before its handler."""
+        found = audited(scope["path"], scope["method"])
+        if found is not None:
+            action, target = found
+            await self.note(client_of(scope), "-", action, target, AuditResult.REFUSED, reason)
 
-def _public(path: str, sec: Security) -> bool:
-    if path == "/metrics":
-        return not sec.metrics_auth
-    return path.startswith(PUBLIC)
+    async def _failed(self, scope, client: str, action: AuditAction, target: str) -> None:
+        """A wrong token: one audit row, and one more failure counted for its address."""
+        await self.note(client, "-", action, target, AuditResult.REFUSED, Refusal.BAD_TOKEN)
+        if self.sec.throttle.fail(client):
+            log.warning("too many failed sign-ins from %s: refused for a minute", client)
+            await self.note(client, "-", action, target, AuditResult.REFUSED, Refusal.THROTTLED)
 
 
-async def _deny(scope, receive, send, code: int, message: str) -> None:
+LAUNCH_PATH = re.compile(r"/(?:api/v1/)?(scripts|groups)/([^/]+)/run")
+
+
+def audited(path: str, method: str) -> tuple[AuditAction, str] | None:
+    """(action, target) of a request that the audit trail records, else None."""
+    if method != "POST":
+        return None
+    if path in ("/login", "/logout"):
+        return (AuditAction.LOGIN if path == "/login" else AuditAction.LOGOUT), path
+    m = LAUNCH_PATH.fullmatch(path)
+    if m:
+        return AuditAction.LAUNCH, f"{m.group(1)[:-1]}:{unquote(m.group(2))}"
+    return None
+
+
+def client_of(scope) -> str:
+    """The client's address (as the trusted proxy reports it); "unix" on a unix socket."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unix"
+
+
+def _no_store(send):
+    async def wrapped(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                headers.append((b"cache-control", b"no-store"))
+            message["headers"] = headers
+        await send(message)
+
+    return wrapped
+
+
+async def _deny(scope, receive, send, code: int, message: str, retry: int = 0) -> None:
+    headers = {"WWW-Authenticate": 'Bearer realm="script-monitor"'} if code == 401 else {}
+    if retry:
+        headers["Retry-After"] = str(retry)
     if _is_api(scope["path"]):
-        headers = {"WWW-Authenticate": 'Bearer realm="script-monitor"'} if code == 401 else {}
         response: Response = JSONResponse({"error": message}, code, headers=headers)
     else:
-        response = PlainTextResponse(f"{code}: {message}\n", code)
+        response = PlainTextResponse(f"{code}: {message}\n", code, headers=headers)
     await response(scope, receive, send)
 
 
@@ -159,10 +250,17 @@ async def form_of(request: Request) -> dict[str, str]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/x-www-form-urlencoded":
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM:
-                raise BadRequest("the form is too large")
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_FORM:
+                        raise BadRequest("the form is too large")
+        except TimeoutError:
+            raise HTTPException(408, "the request's body came too slowly") from None
+        except ClientDisconnect:  # not an error of ours: one line at debug level
+            log.debug("the client went away during %s %s", request.method, request.url.path)
+            raise HTTPException(400, "the client went away") from None
         for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             fields.setdefault(key, value)
     request.state.form = fields
@@ -225,6 +323,43 @@ def create_app(service: Service, security: Security) -> Starlette:
     def authed(request: Request) -> bool:
         return security.authed(request.state.session)
 
+    def who(request: Request) -> Identity | None:
+        return request.state.identity
+
+    quiet = Throttle()  # refused rows per client address
+
+    async def note(
+        client: str, name: str, action: str, target: str, result: str, reason: str = ""
+    ) -> None:
+        """One row of the audit trail; a history that cannot be written is logged.
+
+        Refusals are recorded for at most 10 a minute per client address (then none for
+        a minute), so that a flood of refused requests cannot fill the disk."""
+        if result == AuditResult.REFUSED and reason != Refusal.THROTTLED:  # that one: once
+            if quiet.retry_after(client):
+                return
+            quiet.fail(client)
+        try:
+            await call(service.store.audit.record, name, client, action, target, result, reason)
+        except StoreError as e:
+            log.warning("audit trail not written (%s %s %s): %s", action, target, result, e)
+
+    async def note_request(
+        request: Request, action: str, target: str, result: str, reason: str = ""
+    ) -> None:
+        identity = who(request)
+        name = identity.name if identity else "-"
+        await note(request.state.client, name, action, target, result, reason)
+
+    def require(request: Request, role: str) -> None:
+        identity = who(request)
+        if identity is None or not identity.may(role):
+            raise Forbidden(
+                f"this needs the {role} role; the token '{identity.name}' is {identity.role}"
+                if identity
+                else f"this needs the {role} role"
+            )
+
     overview_gz = _Gzipped()
 
     async def page(
@@ -232,7 +367,7 @@ def create_app(service: Service, security: Security) -> Starlette:
     ) -> Response:
         """A page: ``prefix`` (the head and content) and this session's tail."""
         session, new = session_for(request)
-        tail = pages.tail(session["csrf"], authed(request))
+        tail = pages.tail(session["csrf"], authed(request), who(request))
         headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
         if "gzip" in request.headers.get("accept-encoding", ""):
             headers["Content-Encoding"] = "gzip"
@@ -252,6 +387,9 @@ def create_app(service: Service, security: Security) -> Starlette:
         if value is None and not api:
             value = (await form_of(request)).get("csrf")
         if not security.csrf_ok(request.state.session, value):
+            found = audited(request.url.path, request.method)
+            if found is not None:
+                await note_request(request, *found, AuditResult.REFUSED, Refusal.CSRF)
             raise HTTPException(403, "missing or wrong CSRF token")
 
     # ------------------------------------------------------------ API
@@ -285,14 +423,51 @@ def create_app(service: Service, security: Security) -> Starlette:
         name = f"{run.script}-{run_id}.log"
         return await _file(source, download, name)
 
+    async def launched(request: Request, kind: str, name: str) -> None:
+        """Start a run for the request (its role permitting), with its audit row."""
+        target = f"{kind}:{name}"
+        try:
+            require(request, "operator")
+            await call(service.launch, kind, name)
+        except Forbidden:
+            await note_request(
+                request, AuditAction.LAUNCH, target, AuditResult.REFUSED, Refusal.ROLE
+            )
+            raise
+        except Conflict:
+            await note_request(
+                request, AuditAction.LAUNCH, target, AuditResult.REFUSED, Refusal.OVERLAP
+            )
+            raise
+        except Busy:
+            await note_request(
+                request, AuditAction.LAUNCH, target, AuditResult.REFUSED, Refusal.LAUNCH_CAP
+            )
+            raise
+        except NotFound:
+            await note_request(
+                request, AuditAction.LAUNCH, target, AuditResult.REFUSED, Refusal.UNKNOWN
+            )
+            raise
+        await note_request(request, AuditAction.LAUNCH, target, AuditResult.ACCEPTED)
+
     async def api_launch(request: Request) -> Response:
         await csrf_checked(request, api=True)
         kind = "script" if request.url.path.startswith("/api/v1/scripts/") else "group"
-        await call(service.launch, kind, request.path_params["name"])
+        await launched(request, kind, request.path_params["name"])
         return _json({"accepted": True}, 202)
 
     async def api_health(request: Request) -> Response:
-        return _json(await call(service.health))
+        return _json(await call(service.health, who(request) is not None))
+
+    async def api_audit(request: Request) -> Response:
+        require(request, "admin")
+        limit = request.query_params.get("limit")
+        n = 100 if limit is None else _int(limit, "limit", 1, MAX_AUDIT_ROWS)
+        since = request.query_params.get("since")
+        start = None if since is None else _int(since, "since")
+        found = await call(service.store.audit.rows, start, n)
+        return _json([audit_json(r) for r in found])
 
     openapi = dumps(document())
 
@@ -350,7 +525,24 @@ def create_app(service: Service, security: Security) -> Starlette:
         await csrf_checked(request, api=False)
         name = request.path_params["name"]
         kind = "script" if request.url.path.startswith("/scripts/") else "group"
-        await call(service.launch, kind, name)
+        try:
+            await launched(request, kind, name)
+        except (Conflict, Busy, Forbidden) as e:
+            if request.headers.get("hx-request"):
+                raise
+            # a form without JavaScript: back to the page, with the reason on it
+            session, _new = session_for(request)
+            getter = pages.script if kind == "script" else pages.group
+            args = (name, HISTORY) if kind == "script" else (name,)
+            main = await call(getter, *args)
+            flash = f'<div class="notes"><p class="flash bad">{_esc(str(e))}</p></div>'
+            html = (
+                pages.head(name)
+                + flash
+                + main
+                + pages.tail(session["csrf"], authed(request), who(request))
+            )
+            return HTMLResponse(html, _code_of(e), _headers_of(e) | {"Cache-Control": "no-store"})
         if request.headers.get("hx-request"):
             main = pages.env.from_string(
                 '<p class="flash">Started {{ kind }} <b>{{ name }}</b>; '
@@ -364,7 +556,10 @@ def create_app(service: Service, security: Security) -> Starlette:
             return RedirectResponse("/", 303)
         session, new = session_for(request)
         next_path = _local(request.query_params.get("next"))
-        response = HTMLResponse(pages.login(session["csrf"], next_path, failed=False))
+        response = HTMLResponse(
+            pages.login(session["csrf"], next_path, failed=False),
+            headers={"Cache-Control": "no-store"},
+        )
         return with_cookie(response, session, request) if new else response
 
     async def login(request: Request) -> Response:
@@ -373,17 +568,42 @@ def create_app(service: Service, security: Security) -> Starlette:
         token, next_path = form.get("token"), _local(form.get("next"))
         if not security.token:
             return RedirectResponse("/", 303)
-        if isinstance(token, str) and security.token_ok(token):
+        identity = security.identity_of_token(token) if isinstance(token, str) else None
+        client = request.state.client
+        if identity is not None and isinstance(token, str):
+            await note(client, identity.name, AuditAction.LOGIN, "/login", AuditResult.ACCEPTED)
             response = RedirectResponse(next_path, 303)
-            return with_cookie(response, security.new_session(authed=True), request)
-        await asyncio.sleep(1)  # slows down guessing
+            return with_cookie(response, security.new_session(token), request)
+        await note(client, "-", AuditAction.LOGIN, "/login", AuditResult.REFUSED, Refusal.BAD_TOKEN)
+        if security.throttle.fail(client):
+            log.warning("too many failed sign-ins from %s: refused for a minute", client)
+            await note(
+                client, "-", AuditAction.LOGIN, "/login", AuditResult.REFUSED, Refusal.THROTTLED
+            )
         session = request.state.session
         return HTMLResponse(pages.login(session["csrf"], next_path, failed=True), 401)
 
     async def logout(request: Request) -> Response:
         await csrf_checked(request, api=False)
+        session = request.state.session
+        if session and isinstance(session.get("sid"), str):
+            sid = session["sid"]
+            security.revoked.add(sid)
+            expires = float(session.get("t", 0)) + SESSION_DAYS * 86400
+            try:
+                await call(service.store.audit.revoke, sid, expires)
+            except StoreError as e:
+                log.warning("the signed-out session is revoked until a restart only: %s", e)
+        await note_request(request, AuditAction.LOGOUT, "/logout", AuditResult.ACCEPTED)
         response = RedirectResponse("/login" if security.token else "/", 303)
         return with_cookie(response, security.new_session(), request)
+
+    async def audit_page(request: Request) -> Response:
+        require(request, "admin")
+        limit = request.query_params.get("limit")
+        n = 200 if limit is None else _int(limit, "limit", 1, MAX_AUDIT_ROWS)
+        found = await call(service.store.audit.rows, None, n)
+        return await page(request, pages.head("Audit") + pages.audit(found[::-1]))
 
     async def static_file(request: Request) -> Response:
         found = static.get(request.path_params["file"])
@@ -399,7 +619,12 @@ def create_app(service: Service, security: Security) -> Starlette:
 
     async def on_error(request: Request, exc: Exception) -> Response:
         extra: dict[str, str] = {}
-        if isinstance(exc, NotFound):
+        body: dict[str, Any] = {}
+        if isinstance(exc, Conflict | Busy | Forbidden):
+            code, message, extra = _code_of(exc), str(exc), _headers_of(exc)
+            if isinstance(exc, Conflict):
+                body["run"] = exc.run_id
+        elif isinstance(exc, NotFound):
             code, message = 404, str(exc)
         elif isinstance(exc, BadRequest):
             code, message = 400, str(exc)
@@ -416,9 +641,9 @@ def create_app(service: Service, security: Security) -> Starlette:
         if _is_api(request.url.path) or request.headers.get("hx-request"):
             if request.headers.get("hx-request") and not _is_api(request.url.path):
                 return HTMLResponse(f'<p class="flash bad">{_esc(message)}</p>', code, extra)
-            return JSONResponse({"error": message}, code, extra)
+            return JSONResponse({"error": message, **body}, code, extra)
         session, _new = session_for(request)
-        html = pages.error(code, message, session["csrf"], authed(request))
+        html = pages.error(code, message, session["csrf"], authed(request), who(request))
         return HTMLResponse(html, code, extra)
 
     routes = [
@@ -432,6 +657,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/audit", audit_page),
         Route("/static/{file}", static_file),
         Route("/metrics", prometheus),
         Route("/api/v1/scripts", api_scripts),
@@ -443,6 +669,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/runs/{id}", api_run),
         Route("/api/v1/runs/{id}/log", api_log),
         Route("/api/v1/health", api_health),
+        Route("/api/v1/audit", api_audit),
         Route("/api/v1/openapi.json", api_openapi),
     ]
 
@@ -450,6 +677,8 @@ def create_app(service: Service, security: Security) -> Starlette:
     async def lifespan(app) -> AsyncIterator[None]:
         async def reaper() -> None:
             while True:
+                with contextlib.suppress(StoreError):  # signed out by another server
+                    security.revoked |= await call(service.store.audit.revoked)
                 await asyncio.sleep(5)
                 service.reap_children()
 
@@ -467,12 +696,15 @@ def create_app(service: Service, security: Security) -> Starlette:
         HTTPException: on_error,
         NotFound: on_error,
         BadRequest: on_error,
+        Conflict: on_error,
+        Busy: on_error,
+        Forbidden: on_error,
         StoreError: on_error,
         404: on_error,
         405: on_error,
     }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    return Guard(app, security)  # type: ignore[return-value]
+    return Guard(app, security, note, frozenset(static))  # type: ignore[return-value]
 
 
 async def _warm(metrics: Metrics, pages: Pages) -> None:
@@ -498,6 +730,14 @@ class _Gzipped:
                 entry = self.entry = (prefix, packer.compress(prefix.encode()), packer)
             packer = entry[2].copy()
         return entry[1] + packer.compress(tail.encode()) + packer.flush()
+
+
+def _code_of(exc: Exception) -> int:
+    return 409 if isinstance(exc, Conflict) else 429 if isinstance(exc, Busy) else 403
+
+
+def _headers_of(exc: Exception) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else {}
 
 
 def _esc(text: str) -> str:

@@ -159,6 +159,20 @@ class StoreCollector:
         yield self._next_runs()
         yield self._heartbeat()
         yield self._notifications()
+        yield self._refusals()
+
+    def _refusals(self) -> CounterMetricFamily:
+        from ..states import Refusal
+
+        family = CounterMetricFamily(
+            "script_monitor_web_refusals",
+            "Requests the web server refused, by reason (from the audit trail).",
+            labels=["reason"],
+        )
+        counts = self.service.store.audit.refusals()
+        for reason in sorted({*map(str, Refusal), *counts}):
+            family.add_metric([reason], counts.get(reason, 0))
+        return family
 
     def _groups(self):
         """Each configured group's latest finished run (beyond the per-script series: for alerts on

@@ -169,11 +169,36 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Refusal": {
+        "type": "object",
+        "description": "The target is already running and its overlap policy refuses a "
+        "second run: `run` is the running run's id (null while the process started a moment "
+        "ago has not recorded it yet).",
+        "required": ["error", "run"],
+        "properties": {"error": {"type": "string"}, "run": _nullable({"type": "integer"})},
+    },
+    "AuditRow": {
+        "type": "object",
+        "description": "One launch, sign-in, sign-out or wrong token, as in `audit --json`.",
+        "required": ["id", "at", "token_name", "client", "action", "target", "result", "reason"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": TIME,
+            "token_name": {"type": "string", "description": "the token's name; - if none"},
+            "client": {"type": "string"},
+            "action": {"type": "string", "enum": ["launch", "login", "logout", "auth"]},
+            "target": {"type": "string"},
+            "result": {"type": "string", "enum": ["accepted", "refused"]},
+            "reason": {"type": "string"},
+        },
+    },
     "Health": {
         "type": "object",
-        "required": ["status", "version", "scheduler", "heartbeat", "config_error"],
+        "description": "Without a valid token (when tokens are configured) only `status` and "
+        "`version`.",
+        "required": ["status", "version"],
         "properties": {
-            "status": {"type": "string", "enum": ["ok"]},
+            "status": {"type": "string", "enum": ["ok", "error"]},
             "version": {"type": "string"},
             "scheduler": {"$ref": "#/components/schemas/SchedulerStatus"},
             "heartbeat": _nullable(
@@ -208,9 +233,17 @@ def _array(ref: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 DENIED = {
-    "401": _error("web.token is set and the request has no valid token"),
-    "403": _error("Host or Origin not this server's, or no CSRF token with a session cookie"),
+    "401": _error("a token is configured and the request has no valid one"),
+    "403": _error(
+        "Host or Origin not this server's, no CSRF token with a session cookie, or the "
+        "token's role does not allow this"
+    ),
+    "429": {
+        **_error("too many wrong tokens from this client address: wait a minute"),
+        "headers": RETRY,
+    },
 }
 NAME = {
     "name": "name",
@@ -241,12 +274,23 @@ def _post(summary: str) -> dict[str, Any]:
         "post": {
             "summary": summary,
             "description": "Starts `script-monitor run` (or `run-group`) as a separate process "
-            "recorded with trigger `api`; it outlives a restart of the server.",
+            "recorded with trigger `api`; it outlives a restart of the server. Needs the "
+            "operator or admin role. Refused with 409 while the script or group is running "
+            "(unless the group's overlap policy is `allow`), and with 429 while "
+            "`web.max_launches` runs started from the web are alive.",
             "parameters": [NAME],
             "responses": {
                 "202": _json("Accepted", "the run was started"),
                 "404": _error("no such script or group"),
+                "409": _json("Refusal", "already running; its overlap policy refuses another"),
                 **DENIED,
+                "429": {
+                    **_error(
+                        "web.max_launches runs started from the web are alive, or too many "
+                        "wrong tokens from this client address"
+                    ),
+                    "headers": RETRY,
+                },
             },
         }
     }
@@ -267,8 +311,20 @@ def document() -> dict[str, Any]:
     }
     health = _get("Liveness and the scheduler's heartbeat", _json("Health", "the server is up"))
     health["get"]["security"] = []
-    health["get"]["responses"] = {"200": health["get"]["responses"]["200"]}
-    health["get"]["responses"]["403"] = DENIED["403"]
+    health["get"]["responses"] = {"200": health["get"]["responses"]["200"], **DENIED}
+    since = {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "only rows at or after this Unix time",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+    }
+    audit_limit = {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100},
+    }
     limit = {
         "name": "limit",
         "in": "query",
@@ -294,8 +350,10 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "script-monitor",
             "version": __version__,
-            "description": "The same objects as the CLI's --json output. With web.token set, "
-            "every endpoint but /health needs `Authorization: Bearer TOKEN`.",
+            "description": "The same objects as the CLI's --json output. With a token configured "
+            "(web.token, web.tokens), every endpoint but /health needs "
+            "`Authorization: Bearer TOKEN`; the token's role decides what it may do "
+            "(docs/SECURITY.md).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
@@ -321,6 +379,12 @@ def document() -> dict[str, Any]:
                 "A run's log", log_ok, "400", "404", params=[RUN_ID, offset, download]
             ),
             "/api/v1/health": health,
+            "/api/v1/audit": _get(
+                "The audit trail, oldest first (`audit --json`; admin role)",
+                _array("AuditRow", "rows"),
+                "400",
+                params=[since, audit_limit],
+            ),
             "/api/v1/openapi.json": _get(
                 "This document",
                 {"description": "OpenAPI 3", "content": {"application/json": {"schema": {}}}},

@@ -18,7 +18,8 @@ from .. import __version__
 from ..logs import command_text
 from ..render import duration_text
 from ..states import FAILURES, RunStatus
-from ..store import Run
+from ..store import AuditRow, Run
+from ..tokens import Identity
 from . import logstream
 from .security import SESSION_DAYS
 from .service import NotFound, Service
@@ -69,20 +70,31 @@ class Pages:
         self.env = environment(service)
         self.asset_version = __version__
 
-    def head(self, title: str) -> str:
-        """The page up to its content: the same for every visitor (cached with it)."""
+    def head(self, title: str, trusted: bool = True) -> str:
+        """The page up to its content: the same for every visitor (cached with it).
+        The configuration's error (it quotes paths and values) only when ``trusted``."""
         return self.env.get_template("head.html").render(
-            title=title, config_error=self.service.config_error, asset_version=self.asset_version
+            title=title,
+            config_error=self.service.config_error if trusted else None,
+            asset_version=self.asset_version,
         )
 
-    def tail(self, csrf: str, authed: bool) -> str:
-        """The page after its content: this session's CSRF token and sign-out button."""
+    def tail(self, csrf: str, authed: bool, identity: Identity | None = None) -> str:
+        """The page after its content: this session's CSRF token and sign-out button;
+        the config directory and the audit link only for those who may see them."""
         return self.env.get_template("tail.html").render(
-            csrf=csrf, authed=authed, version=__version__, root=str(self.service.root)
+            csrf=csrf,
+            authed=authed,
+            version=__version__,
+            root=str(self.service.root) if identity else "",
+            who=identity.name if authed and identity else "",
+            admin=identity is not None and identity.may("admin"),
         )
 
-    def frame(self, title: str, main: str, csrf: str, authed: bool) -> str:
-        return self.head(title) + main + self.tail(csrf, authed)
+    def frame(
+        self, title: str, main: str, csrf: str, authed: bool, identity: Identity | None = None
+    ) -> str:
+        return self.head(title, identity is not None) + main + self.tail(csrf, authed, identity)
 
     # ------------------------------------------------------------ overview
 
@@ -120,7 +132,7 @@ class Pages:
         scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,
-                "description": s.description,
+                "description": svc.redact(s.description),
                 "last": last.get(s.name),
                 "next": script_next.get(s.name),
                 "recent": recent.get(s.name, [])[::-1],
@@ -130,7 +142,7 @@ class Pages:
         groups: list[dict[str, Any]] = [
             {
                 "name": g.name,
-                "description": g.description,
+                "description": svc.redact(g.description),
                 "mode": g.execution,
                 "schedule": g.schedule,
                 "last": last_groups.get(g.name),
@@ -165,7 +177,8 @@ class Pages:
         timeout = config.timeout_for(script)
         return self.env.get_template("script.html").render(
             script=script,
-            command=command_text(script.command),
+            description=svc.redact(script.description),
+            command=svc.redact(command_text(script.command)),
             timeout=duration_text(timeout) if timeout else "none",
             member_of=member_of,
             next=self._next_of(member_of),
@@ -201,6 +214,7 @@ class Pages:
         ]
         return self.env.get_template("group.html").render(
             group=group,
+            description=svc.redact(group.description),
             workers=config.workers_for(group),
             zone=config.zone_of(group),
             next=self._next_of([name]) if group.schedule else None,
@@ -246,9 +260,15 @@ class Pages:
         )
         return self.frame("Sign in", main, csrf, authed=False)
 
-    def error(self, code: int, message: str, csrf: str, authed: bool) -> str:
+    def error(
+        self, code: int, message: str, csrf: str, authed: bool, identity: Identity | None = None
+    ) -> str:
         main = self.env.get_template("error.html").render(code=code, message=message)
-        return self.frame(str(code), main, csrf, authed)
+        return self.frame(str(code), main, csrf, authed, identity)
+
+    def audit(self, rows: list[AuditRow]) -> str:
+        """The audit trail, newest first (for admins)."""
+        return self.env.get_template("audit.html").render(rows=rows)
 
 
 def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:

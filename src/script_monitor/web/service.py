@@ -28,7 +28,7 @@ from ..serialize import (
     schedules_json,
     scripts_json,
 )
-from ..store import Run, Store
+from ..store import GroupRun, Run, Store
 
 log = logging.getLogger("script_monitor.web")
 
@@ -43,6 +43,24 @@ class NotFound(Exception):
 
 class BadRequest(Exception):
     """A bad parameter: 400."""
+
+
+class Forbidden(Exception):
+    """The request's token may not do this: 403."""
+
+
+class Conflict(Exception):
+    """The target is already running and its overlap policy refuses another run: 409."""
+
+    def __init__(self, message: str, run_id: int | None):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class Busy(Exception):
+    """Too many runs started from the web are alive: 429."""
+
+    retry_after = 5
 
 
 class Payload:
@@ -86,7 +104,9 @@ class Service:
         self._cache: dict[Any, tuple[Any, float, Any]] = {}
         self._builders: dict[Any, threading.Lock] = {}
         self.command = command  # how to run script-monitor again (for runs started here)
-        self.children: list[subprocess.Popen] = []
+        self.children: list[tuple[str, str, subprocess.Popen]] = []  # (kind, name, process)
+        self._launching = threading.Lock()
+        self._masker: tuple[int, Any] | None = None
 
     # ------------------------------------------------------------ freshness
 
@@ -152,7 +172,9 @@ class Service:
         """``list --json``."""
         return self.cached(
             "api:scripts",
-            lambda: Payload(dumps(scripts_json(self.config, self.store.reads.last_runs())), "json"),
+            lambda: Payload(
+                dumps(self.redact(scripts_json(self.config, self.store.reads.last_runs()))), "json"
+            ),
         )
 
     def groups(self) -> Payload:
@@ -160,7 +182,8 @@ class Service:
         return self.cached(
             "api:groups",
             lambda: Payload(
-                dumps(groups_json(self.config, self.store.reads.last_group_runs())), "json"
+                dumps(self.redact(groups_json(self.config, self.store.reads.last_group_runs()))),
+                "json",
             ),
         )
 
@@ -192,21 +215,47 @@ class Service:
     def run_json(self, run_id: int) -> dict[str, Any]:
         return run_json(self.run(run_id))
 
-    def health(self) -> dict[str, Any]:
+    def health(self, details: bool) -> dict[str, Any]:
+        """ok or error and the version; with ``details`` (a signed-in request, or no
+        token configured) also the scheduler, its heartbeat and the configuration error."""
         from .. import __version__
         from ..heartbeat import read_heartbeat, scheduler_status
 
-        self.refresh()
+        try:
+            self.refresh()
+            ok = self.config_error is None
+        except Exception:  # the history cannot be read: not ok, and no details to anyone
+            ok = False
+            details = False
+        out: dict[str, Any] = {"status": "ok" if ok else "error", "version": __version__}
+        if not details:
+            return out
         state_dir = self.config.state_dir
         beat = read_heartbeat(state_dir) or {}
         updated = beat.get("updated")
-        return {
-            "status": "ok",
-            "version": __version__,
-            "scheduler": scheduler_json(scheduler_status(state_dir)),
-            "heartbeat": updated if isinstance(updated, int | float) else None,
-            "config_error": self.config_error,
-        }
+        out.update(
+            scheduler=scheduler_json(scheduler_status(state_dir)),
+            heartbeat=updated if isinstance(updated, int | float) else None,
+            config_error=self.config_error,
+        )
+        return out
+
+    # ------------------------------------------------------------ secrets
+
+    def masker(self) -> Any:
+        """The configuration's secrets (as ``redact.config_masker``), per configuration."""
+        cached = self._masker
+        if cached is None or cached[0] != self.config_gen:
+            from ..redact import config_masker
+
+            cached = self._masker = (self.config_gen, config_masker(self.config))
+        return cached[1]
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every secret of the configuration replaced by ``***``."""
+        from ..redact import redact
+
+        return redact(value, self.masker())
 
     def script(self, name: str):
         try:
@@ -237,32 +286,65 @@ class Service:
 
     def launch(self, kind: str, name: str) -> None:
         """Start ``run NAME`` or ``run-group NAME`` as its own process, recorded with
-        trigger ``api``: in a new session, so that it outlives this server."""
+        trigger ``api``: in a new session, so that it outlives this server.
+
+        Refused (Conflict) while the target is running, unless it is a group whose
+        overlap policy is ``allow``; refused (Busy) while ``web.max_launches`` runs
+        started here are alive."""
         self.refresh()
         if kind == "script":
             self.script(name)
+            policy = "skip"  # a script has no overlap policy: one run at a time
             argv = [*self.command, "--config-dir", str(self.root), "run", "--quiet"]
         else:
-            self.group(name)
+            policy = self.group(name).overlap
             argv = [*self.command, "--config-dir", str(self.root), "run-group"]
         argv += ["--trigger", "api", "--", name]
         env = {k: v for k, v in os.environ.items() if k != "SCRIPT_MONITOR_WEB_TOKEN"}
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.root,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        with self._launching:
+            self.reap_children()
+            if policy != "allow":
+                self._refuse_overlap(kind, name)
+            if len(self.children) >= self.config.settings.web.max_launches:
+                raise Busy(
+                    f"{len(self.children)} runs started from the web are still going "
+                    f"(web.max_launches); try again when one has ended"
+                )
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.root,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+            with self._lock:
+                self.children.append((kind, name, child))
         log.info("started %s %s (pid %d)", kind, name, child.pid)
-        with self._lock:
-            self.children.append(child)
-        self.reap_children()
+
+    def _refuse_overlap(self, kind: str, name: str) -> None:
+        """Conflict when ``name`` is running: a run in the history, or a process started
+        here that has not recorded its run yet."""
+        from ..states import RunStatus
+
+        last: Run | GroupRun | None
+        if kind == "script":
+            last = self.store.runs.latest_run(name, with_log=True)
+        else:
+            newest = self.store.runs.group_history(name, 1)
+            last = newest[0] if newest else None
+        if last is not None and last.status == RunStatus.RUNNING:
+            raise Conflict(f"{kind} '{name}' is already running (run {last.id})", last.id)
+        for k, n, child in self.children:
+            if (k, n) == (kind, name):
+                raise Conflict(
+                    f"{kind} '{name}' is already running (started from here, pid {child.pid})",
+                    None,
+                )
 
     def reap_children(self) -> None:
         """Collect the exit status of runs started here that have ended (no zombies)."""
         with self._lock:
-            self.children = [c for c in self.children if c.poll() is None]
+            self.children = [c for c in self.children if c[2].poll() is None]
