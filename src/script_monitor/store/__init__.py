@@ -19,8 +19,8 @@ need, typed by its protocol, never the connection:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +101,8 @@ class Store:
     def __init__(self, state_dir: Path, url: str | None = None, retry_for: float = RETRY_FOR):
         self.core = core = Core(state_dir, url, retry_for)
         self.runs: RunsApi = Runs(core)
+        # Every write inside the block in one transaction (``Core.batch``).
+        self.batch: Callable[[], AbstractContextManager[None]] = core.batch
 
     @cached_property
     def reads(self) -> ReadsApi:
@@ -173,12 +175,6 @@ class Store:
     @property
     def owner(self) -> Owner:
         return self.core.owner
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Every write inside the block in one transaction (``Core.batch``)."""
-        with self.core.batch():
-            yield
 
     def migrate(self) -> tuple[int, int]:
         """Create or upgrade the schema; return (version before, version now)."""

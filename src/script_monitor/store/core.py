@@ -101,10 +101,11 @@ def _proc_start(pid: int) -> str | None:
 class Tx:
     """Statements inside one transaction, in the dialect's placeholders."""
 
-    __slots__ = ("_sql", "db")
+    __slots__ = ("_sql", "db", "dialect")
 
     def __init__(self, db: Any, dialect: Dialect):
         self.db = db
+        self.dialect = dialect
         self._sql = dialect.sql
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
@@ -123,8 +124,11 @@ class Tx:
 
     def insert(self, sql: str, args: Sequence[Any] = ()) -> int | None:
         """An INSERT of one row; the new row's id (None when ON CONFLICT skipped it)."""
-        rows = self.execute(sql + " RETURNING id", args).fetchall()
-        return rows[0][0] if rows else None
+        if self.dialect.returning:
+            rows = self.execute(sql + " RETURNING id", args).fetchall()
+            return rows[0][0] if rows else None
+        cur = self.execute(sql, args)
+        return cur.lastrowid if cur.rowcount == 1 else None
 
 
 class Core:
@@ -377,6 +381,14 @@ class Core:
     def _begin(self, statement: str) -> Any:
         """A connection with a transaction begun on it.  Nothing has been done in it yet,
         so a shared store's lost connection is opened again and the BEGIN retried."""
+        db = self._db
+        if db is not None:
+            try:  # the common case, without the retry loop's set-up
+                db.execute(statement)
+                return db
+            except self.errors() as e:
+                if self.url is None:
+                    raise self.dialect.error(e) from None
         return self._healing(lambda db: (db.execute(statement), db)[1])
 
     def _healing(self, step: Callable[[Any], Any]) -> Any:

@@ -255,8 +255,11 @@ def _expire(tx: Tx, script: str, keep: int | None, before: float | None) -> list
     where = f"script = ? AND {_LOG_KEPT}"
     if keep is not None:
         # Only runs that still have a log are read, through the runs_logs index.
-        rows = tx.all(f"SELECT id, log_path FROM runs WHERE {where} ORDER BY id DESC", (script,))
-        rows = rows[keep:]
+        rows = tx.all(
+            f"SELECT id, log_path FROM runs WHERE {where} ORDER BY id DESC"
+            f" {tx.dialect.no_limit} OFFSET ?",
+            (script, keep),
+        )
     else:
         rows = tx.all(
             f"SELECT id, log_path FROM runs WHERE {where} AND started < ?", (script, before)
