@@ -636,6 +636,8 @@ def test_a_token_variable_that_is_not_set_is_a_clear_error(tmp_path):
     r = cli("--config-dir", str(conf), "serve", "--port", "0")
     assert_clean_error(r)
     assert "config.yaml:" in r.stderr and "${NOPE_X} is not set" in r.stderr
+    r = cli("--config-dir", str(conf), "validate")  # it may be set where serve runs
+    assert r.returncode == 0 and "warning: web.tokens[0] 'a': ${NOPE_X} is not set" in r.stdout
 
 
 # ---------------------------------------------------------------- loopback and the socket
