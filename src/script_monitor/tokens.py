@@ -52,6 +52,12 @@ def resolve(config: Config, environ: Any = os.environ) -> list[Token]:
     return tokens
 
 
+def token_problems(config: Config, environ: Any = os.environ) -> list[Problem]:
+    """What ``serve`` would refuse about the tokens, as warnings (for ``validate``: a
+    ``${VAR}`` may be set only in the server's own environment)."""
+    return [Problem.warning(p.file, p.line, p.message) for p in _collect(config, environ)[1]]
+
+
 def token_values(config: Config, environ: Any = os.environ) -> list[str]:
     """The values that can be found (for masking); problems are left to ``resolve``."""
     return [t.value for t in _collect(config, environ)[0]]

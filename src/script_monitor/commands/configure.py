@@ -25,7 +25,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if errors:
             raise ConfigError(errors, config.warnings)
     from ..redact import config_masker, redact
+    from ..tokens import token_problems
 
+    config.warnings += token_problems(config)
     masker = config_masker(config)
     for problem in config.warnings:
         print(redact(str(problem), masker))

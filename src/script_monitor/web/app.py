@@ -675,13 +675,17 @@ def create_app(service: Service, security: Security) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
+        async def revoked() -> None:
+            with contextlib.suppress(StoreError):  # also those signed out by another server
+                security.revoked |= await call(service.store.audit.revoked)
+
         async def reaper() -> None:
             while True:
-                with contextlib.suppress(StoreError):  # signed out by another server
-                    security.revoked |= await call(service.store.audit.revoked)
                 await asyncio.sleep(5)
+                await revoked()
                 service.reap_children()
 
+        await revoked()  # before the first request: a revoked cookie never works
         task = asyncio.get_running_loop().create_task(reaper())
         warm = asyncio.get_running_loop().create_task(_warm(metrics, pages))
         try:
