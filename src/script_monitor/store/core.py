@@ -101,12 +101,12 @@ def _proc_start(pid: int) -> str | None:
 class Tx:
     """Statements inside one transaction, in the dialect's placeholders."""
 
-    __slots__ = ("_sql", "db", "dialect")
-
     def __init__(self, db: Any, dialect: Dialect):
         self.db = db
         self.dialect = dialect
         self._sql = dialect.sql
+        if not dialect.translates:  # SQLite: the connection's own method, no wrapper call
+            self.execute = db.execute  # type: ignore[method-assign]
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self.db.execute(self._sql(sql), args)

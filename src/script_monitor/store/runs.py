@@ -11,6 +11,8 @@ from .logs import drop_chunks
 from .records import GroupRun, Run
 
 _RUN = Run.COLUMNS
+_RUNNING = RunStatus.RUNNING.value
+_SKIPPED = RunStatus.SKIPPED.value
 _GROUP = GroupRun.COLUMNS
 # A run's log is still on disk, and the run has ended.
 _LOG_KEPT = f"log_state = '{LogState.OK}' AND status != '{RunStatus.RUNNING}'"
@@ -79,11 +81,11 @@ class Runs:
                     group_run_id,
                     group,
                     trigger,
-                    RunStatus.RUNNING.value,
+                    _RUNNING,
                     started,
                     core.owner_text,
                     log_path,
-                    log_state(log_path).value,
+                    LogState.OK.value if log_path else LogState.NONE.value,
                     attempt,
                     core.owner.host,
                 ),
