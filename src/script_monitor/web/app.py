@@ -44,7 +44,7 @@ from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
 from .pages import HISTORY, MAX_HISTORY, Pages
-from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security, Throttle
+from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security, Throttle, host_wellformed
 from .service import (
     MAX_LIMIT,
     BadRequest,
@@ -116,6 +116,8 @@ class Guard:
             send_with_headers = _no_store(send_with_headers)
         try:
             host = headers.get("host")
+            if host is not None and not host_wellformed(host):
+                raise ValueError("malformed Host header")  # 400, as any malformed header
             if not sec.host_ok(host, scope.get("scheme") == "https"):
                 await _deny(scope, receive, send_with_headers, 403, "unexpected Host header")
                 return

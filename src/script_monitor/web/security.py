@@ -61,6 +61,12 @@ def is_wildcard(host: str) -> bool:
     return host.strip("[]") in ("", "0.0.0.0", "::")
 
 
+def host_wellformed(value: str) -> bool:
+    """Whether a Host header is a host name or address with an optional port at all
+    (a malformed one is a 400; a well-formed one naming another server a 403)."""
+    return _split_host(value) is not None
+
+
 def _split_host(value: str) -> tuple[str, int | None] | None:
     """('name', port) from a Host header or an allowed_hosts entry; None if malformed."""
     value = value.strip().lower()
