@@ -201,6 +201,6 @@ class RetentionApi(Protocol):
         cutoff: float,
         keep: int,
         dry_run: bool = False,
-        batch: int = 2000,
+        batch: int | None = None,
         remove: Callable[[list[str]], None] | None = None,
     ) -> PruneReport: ...

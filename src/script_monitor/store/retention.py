@@ -41,12 +41,16 @@ class Retention:
         cutoff: float,
         keep: int,
         dry_run: bool = False,
-        batch: int = 2000,
+        batch: int | None = None,
         remove: Callable[[list[str]], None] | None = None,
     ) -> PruneReport:
         """Delete (with ``dry_run``, count) what ended before ``cutoff`` beyond the newest
-        ``keep`` of each script and group; ``remove`` is given the log files of deleted
-        runs once their rows are gone."""
+        ``keep`` of each script and group, ``batch`` rows a transaction (default 200 on
+        SQLite, whose one writer lock each batch holds; 2 000 on PostgreSQL, where only
+        the deleted rows are locked); ``remove`` is given the log files of deleted runs
+        once their rows are gone."""
+        if batch is None:  # SQLite's one writer lock is held per batch: keep it short
+            batch = 2000 if self.core.shared else 200
         report = PruneReport(cutoff=cutoff)
         upto = self._roll()
         for script in self._names("runs", "script"):
