@@ -79,4 +79,4 @@ def test_the_live_api_matches_its_openapi_document(tmp_path, marker):
     assert "Operations:" in first.stdout and " 0 selected" not in first.stdout
     assert "Traceback" not in server.stderr()
     started = [r for r in Store(conf / ".script-monitor").audit.rows() if r.action == "launch"]
-    assert started and any(r["result"] == "accepted" for r in started)
+    assert started and any(r.result == "accepted" for r in started)

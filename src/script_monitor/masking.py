@@ -17,7 +17,7 @@ MIN_SECRET = 3  # shorter values would mask ordinary output ("1", "on")
 CHUNK = 1 << 16
 
 
-def _raw(value: str) -> bytes:
+def raw_bytes(value: str) -> bytes:
     """A value's bytes as a child process gets them: undecodable bytes of the
     environment come back as they were (surrogateescape); a lone surrogate, which no
     environment can hold, as its UTF-8-like form rather than an error."""
@@ -31,7 +31,9 @@ class Masker:
     """Replaces every occurrence of a set of secret values."""
 
     def __init__(self, values: Iterable[str]):
-        secrets = sorted({_raw(v) for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True)
+        secrets = sorted(
+            {raw_bytes(v) for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True
+        )
         self._re = re.compile(b"|".join(re.escape(s) for s in secrets)) if secrets else None
         self._keep = max((len(s) for s in secrets), default=1) - 1
 
@@ -44,7 +46,7 @@ class Masker:
     def text(self, text: str | None) -> str | None:
         if text is None or self._re is None:
             return text
-        return self.bytes(_raw(text)).decode(errors="replace")
+        return self.bytes(raw_bytes(text)).decode(errors="replace")
 
     def split(self, data: builtins.bytes) -> tuple[builtins.bytes, builtins.bytes]:
         """Mask what is certainly complete; hold back a tail that may start a secret."""
