@@ -128,45 +128,47 @@ class Reads:
         ``per_script``-th newest run, then its runs from there on (two probes of the
         ``runs_script`` index).
         """
-        out: dict[str, list[RunSummary]] = {s: [] for s in scripts}
-        if per_script <= 0:
-            return out
-        names = list(out)
-        with self.core.snapshot() as tx:
-            for i in range(0, len(names), _CHUNK):
-                part = names[i : i + _CHUNK]
-                rows = tx.all(
-                    f"WITH names(name) AS (VALUES {', '.join(['(?)'] * len(part))})"
-                    " SELECT r.script, r.id, r.status, r.started, r.duration FROM names"
-                    " JOIN runs r ON r.script = names.name AND r.id >= COALESCE("
-                    "(SELECT x.id FROM runs x WHERE x.script = names.name ORDER BY x.id DESC"
-                    f" LIMIT 1 OFFSET {int(per_script) - 1}), 0) ORDER BY r.script, r.id DESC",
-                    part,
-                )
-                for r in rows:
-                    out[r[0]].append(RunSummary(r[1], RunStatus(r[2]), r[3], r[4]))
-        return out
+        rows = self._newest(
+            "runs", "script", "r.id, r.status, r.started, r.duration", scripts, per_script
+        )
+        return {
+            s: [RunSummary(r[1], RunStatus(r[2]), r[3], r[4]) for r in found]
+            for s, found in rows.items()
+        }
 
     def latest_group_runs(self, groups: list[str], per_group: int) -> dict[str, list[GroupRun]]:
         """The newest ``per_group`` group runs of each group, newest first (one query per
         500 groups, as ``latest_runs_by_script``)."""
-        out: dict[str, list[GroupRun]] = {g: [] for g in groups}
-        if per_group <= 0:
+        rows = self._newest(
+            "group_runs", "group_name", _prefixed(GroupRun.COLUMNS, "g"), groups, per_group
+        )
+        return {g: [GroupRun.from_row(r[1:]) for r in found] for g, found in rows.items()}
+
+    def _newest(
+        self, table: str, key: str, columns: str, names: list[str], per_name: int
+    ) -> dict[str, list[Any]]:
+        """The newest ``per_name`` rows of each name, newest first, as (name, columns...):
+        one query per 500 names — for each, the id of its ``per_name``-th newest row,
+        then its rows from there on (two probes of its ``(key, id)`` index)."""
+        out: dict[str, list[Any]] = {n: [] for n in names}
+        if per_name <= 0:
             return out
-        names = list(out)
+        alias = "r" if table == "runs" else "g"
+        order = list(out)
         with self.core.snapshot() as tx:
-            for i in range(0, len(names), _CHUNK):
-                part = names[i : i + _CHUNK]
+            for i in range(0, len(order), _CHUNK):
+                part = order[i : i + _CHUNK]
                 rows = tx.all(
                     f"WITH names(name) AS (VALUES {', '.join(['(?)'] * len(part))})"
-                    f" SELECT {_prefixed(GroupRun.COLUMNS, 'g')} FROM names JOIN group_runs g"
-                    " ON g.group_name = names.name AND g.id >= COALESCE((SELECT x.id FROM"
-                    " group_runs x WHERE x.group_name = names.name ORDER BY x.id DESC"
-                    f" LIMIT 1 OFFSET {int(per_group) - 1}), 0) ORDER BY g.group_name, g.id DESC",
+                    f" SELECT {alias}.{key}, {columns} FROM names JOIN {table} {alias}"
+                    f" ON {alias}.{key} = names.name AND {alias}.id >= COALESCE((SELECT x.id"
+                    f" FROM {table} x WHERE x.{key} = names.name ORDER BY x.id DESC"
+                    f" LIMIT 1 OFFSET {int(per_name) - 1}), 0)"
+                    f" ORDER BY {alias}.{key}, {alias}.id DESC",
                     part,
                 )
                 for r in rows:
-                    out[r[1]].append(GroupRun.from_row(r))
+                    out[r[0]].append(r)
         return out
 
     def data_version(self) -> tuple[Any, int]:

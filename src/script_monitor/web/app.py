@@ -367,7 +367,7 @@ def create_app(service: Service, security: Security) -> Starlette:
     async def page(
         request: Request, prefix: str, status: int = 200, gz: _Gzipped | None = None
     ) -> Response:
-        """A page: ``prefix`` (the head and content) and this session's tail."""
+        """A page: ``prefix`` (the head and content) and the tail for the visitor."""
         session, new = session_for(request)
         tail = pages.tail(session["csrf"], authed(request), who(request))
         headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}

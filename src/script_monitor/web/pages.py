@@ -80,7 +80,7 @@ class Pages:
         )
 
     def tail(self, csrf: str, authed: bool, identity: Identity | None = None) -> str:
-        """The page after its content: this session's CSRF token and sign-out button;
+        """The page after its content: the visitor's CSRF token and sign-out button;
         the config directory and the audit link only for those who may see them."""
         return self.env.get_template("tail.html").render(
             csrf=csrf,
