@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from script_monitor.store import Store
 from script_monitor.tokens import Identity, Token, resolve
 from script_monitor.web import logstream
-from script_monitor.web.metrics import BUCKETS, StoreCollector
+from script_monitor.web.metrics import BUCKETS, ScriptSeries, StoreCollector
 from script_monitor.web.security import Security, Throttle, is_loopback
 
 
@@ -269,5 +270,14 @@ def test_the_running_totals_equal_a_full_count_at_every_scrape(tmp_path_factory,
             assert live == want["running"]
             for script, counts in t.buckets.items():
                 assert counts == sorted(counts) and counts[-1] <= t.timed[script]
+            # the text kept per script and re-rendered for the changed ones only is
+            # the text rendered afresh from the same totals
+            text = collector.series.render(t, list(SCRIPTS))
+            assert text == ScriptSeries().render(t, list(SCRIPTS))
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            runs = families["script_monitor_runs"].samples
+            assert {(x.labels["script"], x.labels["status"]): x.value for x in runs if x.value} == {
+                k: v for k, v in t.counts.items() if v
+            }
     assert len(BUCKETS) >= 10
     store.close()

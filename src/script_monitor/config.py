@@ -4,8 +4,10 @@ This is the only module that reads the user's YAML. It never writes it.
 Every problem is reported with the file and line it comes from.
 """
 
+import contextlib
 import os
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -562,12 +564,13 @@ def load_config(root: Path) -> Config:
     paths = settings.paths
     scripts: dict[str, Script] = {}
     groups: dict[str, Group] = {}
+    cache = ItemCache((root / os.path.expanduser(paths.state_dir)).resolve())
     for file in _sources(root, paths.scripts_file, "scripts.yaml", problems):
         files.append(file)
-        _load_items(file, "scripts", Script, scripts, origin, problems)
+        cache.load(file, "scripts", Script, scripts, origin, problems)
     for file in _sources(root, paths.groups_file, "groups.yaml", problems):
         files.append(file)
-        _load_items(file, "groups", Group, groups, origin, problems)
+        cache.load(file, "groups", Group, groups, origin, problems)
     config = Config(root, settings, scripts, groups, files, origin=origin)
     if not any(p.level == "error" for p in problems):  # else members would look missing
         _cross_check(config, problems)
@@ -581,8 +584,117 @@ def load_config(root: Path) -> Config:
         errors += [w.as_error() for w in warnings]
     if errors:
         raise ConfigError(errors, warnings)
+    cache.save()
     config.warnings = warnings
     return config
+
+
+# ---------------------------------------------- the parsed scripts and groups, kept
+
+
+class _Kept(msgspec.Struct, array_like=True):
+    """One scripts/groups file as it was last loaded without error."""
+
+    stamp: list[int]  # the file's and this module's size, mtime, inode, ctime
+    items: msgspec.Raw  # list[Script] or list[Group], as converted and checked
+    origin: list[tuple[str, Any]]  # (key, line) or (key, {node: line}) within the file
+    warnings: list[tuple[int | None, str]]
+
+
+RACY_NS = 2_000_000_000  # a file changed this recently is read again next time
+
+
+class ItemCache:
+    """The converted items of each scripts/groups file, kept in the state folder
+    (``config-cache.msgpack``, mode 0600) and used again while the file and this module
+    are unchanged: parsing YAML is most of the start-up of a command on a configuration
+    of thousands of scripts. Anything unusual (no state folder, a damaged or foreign
+    file, a duplicate name across files) falls back to reading the YAML."""
+
+    FILE = "config-cache.msgpack"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / self.FILE
+        self.kept: dict[str, _Kept] = {}
+        self.fresh: dict[str, _Kept] = {}
+        try:
+            code = os.stat(__file__)
+            self.code = [code.st_size, code.st_mtime_ns]
+            self.kept = msgspec.msgpack.decode(self.path.read_bytes(), type=dict[str, _Kept])
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            self.kept = {}
+
+    def _stamp(self, file: Path) -> list[int] | None:
+        try:
+            st = os.stat(file)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, *self.code]
+
+    def load(
+        self,
+        file: Path,
+        key: str,
+        typ: type[Script] | type[Group],
+        into: dict,
+        origin: dict,
+        problems: list,
+    ) -> None:
+        """``_load_items``, from the kept copy when it is still the file's."""
+        stamp = self._stamp(file)
+        kept = self.kept.get(str(file))
+        if stamp is not None and kept is not None and kept.stamp == stamp:
+            items: list[Script] | list[Group] | None
+            try:
+                items = msgspec.msgpack.decode(kept.items, type=list[typ])  # type: ignore[valid-type]
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                items = None
+            if items is not None and not any(item.name in into for item in items):
+                for item in items:
+                    into[item.name] = item
+                for name, where in kept.origin:
+                    origin[name] = (file, where) if isinstance(where, int) else where
+                problems.extend(Problem.warning(file, line, text) for line, text in kept.warnings)
+                self.fresh[str(file)] = kept
+                return
+        before, known = len(problems), len(origin)
+        _load_items(file, key, typ, into, origin, problems)
+        added = problems[before:]
+        if stamp is None or any(p.level == "error" for p in added):
+            return
+        if time.time_ns() - stamp[1] < RACY_NS:
+            return  # changed just now: a change in the same clock tick would look the same
+        names = list(origin)[known:]
+        entries = []
+        for name in names:
+            where = origin[name]
+            if isinstance(where, tuple):
+                if where[0] != file:
+                    return  # not this file's: keep nothing rather than something wrong
+                where = where[1]
+            entries.append((name, where))
+        prefix = f"{key[:-1]}:"  # script:NAME or group:NAME, one per item
+        items = [into[n[len(prefix) :]] for n in names if n.startswith(prefix)]
+        self.fresh[str(file)] = _Kept(
+            stamp,
+            msgspec.Raw(msgspec.msgpack.encode(items)),
+            entries,
+            [(p.line, p.message) for p in added if p.level == "warning"],
+        )
+
+    def save(self) -> None:
+        """Keep what this load read, when it differs from what was kept."""
+        if self.fresh == self.kept or not self.path.parent.is_dir():
+            return
+        tmp = self.path.with_name(f".{self.FILE}.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(msgspec.msgpack.encode(self.fresh))
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, problems: list):

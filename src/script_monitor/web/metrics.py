@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
 )
+from prometheus_client.utils import floatToGoString
 
 from ..states import RunStatus
 from ..store import DURATION_BUCKETS
@@ -50,6 +50,7 @@ class Totals:
         self.last_started: dict[str, float] = {}
         self.last_success: dict[str, float] = {}
         self.last_final: dict[str, tuple[int, str]] = {}  # script -> (id, status)
+        self.changed: set[str] = set()  # scripts whose series changed since the last render
 
     def update(self, data: dict[str, Any]) -> None:
         """Add what ``Store.run_totals(self.top, list(self.watched), BUCKETS)`` found."""
@@ -57,6 +58,7 @@ class Totals:
             if status == RunStatus.RUNNING:
                 continue
             del self.watched[run_id]
+            self.changed.add(script)
             self._add(
                 script,
                 status,
@@ -75,14 +77,17 @@ class Totals:
             self._add(script, status, n, started, ended, top_id, dsum or 0.0, dcount, counts)
         for run_id, script in data["running"]:
             self.watched[run_id] = script
+            self.changed.add(script)
         self.top = data["top"]
 
     def _started(self, script: str, started: float | None) -> None:
         if started is not None and started > self.last_started.get(script, 0.0):
             self.last_started[script] = started
+            self.changed.add(script)
 
     def _add(self, script, status, n, started, ended, top_id, dsum, dcount, counts) -> None:
         self.counts[(script, status)] += n
+        self.changed.add(script)
         if status in TIMED and dcount:
             have = self.buckets.setdefault(script, [0] * len(BUCKETS))
             for i, c in enumerate(counts):
@@ -98,63 +103,130 @@ class Totals:
             self.last_success[script] = max(ended, self.last_success.get(script, 0.0))
 
 
+def _le(bound: float) -> str:
+    return f"{bound:g}" if bound != int(bound) else f"{int(bound)}.0"
+
+
+# The per-script families: (name as exposed, type, help). Their samples are rendered by
+# ``ScriptSeries`` in prometheus_client's text format, one script at a time.
+SCRIPT_FAMILIES = (
+    (
+        "script_monitor_runs_total",
+        "counter",
+        "Finished runs by script and status (skipped included).",
+    ),
+    (
+        "script_monitor_run_duration_seconds",
+        "histogram",
+        "Duration of finished runs that ran (success, failed, timeout, interrupted).",
+    ),
+    (
+        "script_monitor_last_run_timestamp_seconds",
+        "gauge",
+        "Start of the latest run (0: never).",
+    ),
+    (
+        "script_monitor_last_success_timestamp_seconds",
+        "gauge",
+        "End of the latest successful run (0: never).",
+    ),
+    (
+        "script_monitor_last_run_success",
+        "gauge",
+        "1 if the latest finished run succeeded, else 0 (also never run).",
+    ),
+    ("script_monitor_running", "gauge", "Runs in progress."),
+)
+BUCKET_LABELS = [f'le="{b}",' for b in (*map(_le, BUCKETS), "+Inf")]
+
+
+class ScriptSeries:
+    """The per-script families' text, kept per script and re-rendered only for the
+    scripts whose totals changed: a scrape after one new run renders one script's lines,
+    not the hundreds of thousands of samples of a large configuration."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, tuple[str, ...]] = {}  # script -> its lines in each family
+        self.running: Counter[str] = Counter()
+
+    def render(self, totals: Totals, scripts: list[str]) -> str:
+        running = Counter(totals.watched.values())
+        stale = totals.changed | {
+            s for s in running.keys() | self.running.keys() if running[s] != self.running[s]
+        }
+        totals.changed = set()
+        self.running = running
+        texts = self.texts
+        for s in scripts:
+            if s in stale or s not in texts:
+                texts[s] = _script_lines(s, totals, running[s])
+        out = []
+        for i, (name, kind, text) in enumerate(SCRIPT_FAMILIES):
+            out.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
+            out.extend(texts[s][i] for s in scripts)
+        if len(texts) > 2 * len(scripts):  # scripts removed from the configuration
+            self.texts = {s: texts[s] for s in scripts}
+        return "".join(out)
+
+
+def _script_lines(s: str, t: Totals, running: int) -> tuple[str, ...]:
+    """One script's samples in each of ``SCRIPT_FAMILIES``, as prometheus_client writes
+    them (labels sorted by name, values as Go prints floats)."""
+    label = f'script="{_escape(s)}"'
+    runs = "".join(
+        f'script_monitor_runs_total{{{label},status="{status}"}} '
+        f"{floatToGoString(t.counts.get((s, status), 0))}\n"
+        for status in FINAL
+    )
+    counts = t.buckets.get(s, [0] * len(BUCKETS))
+    timed = t.timed.get(s, 0)
+    name = "script_monitor_run_duration_seconds"
+    hist = "".join(
+        f"{name}_bucket{{{le}{label}}} {floatToGoString(c)}\n"
+        for le, c in zip(BUCKET_LABELS, [*counts, timed], strict=True)
+    )
+    hist += (
+        f"{name}_count{{{label}}} {floatToGoString(timed)}\n"
+        f"{name}_sum{{{label}}} {floatToGoString(t.sums.get(s, 0.0))}\n"
+    )
+    ok = 1.0 if t.last_final.get(s, (0, ""))[1] == RunStatus.SUCCESS else 0
+    gauges = (
+        ("script_monitor_last_run_timestamp_seconds", t.last_started.get(s, 0.0)),
+        ("script_monitor_last_success_timestamp_seconds", t.last_success.get(s, 0.0)),
+        ("script_monitor_last_run_success", ok),
+        ("script_monitor_running", running),
+    )
+    return (
+        runs,
+        hist,
+        *(f"{g}{{{label}}} {floatToGoString(v)}\n" for g, v in gauges),
+    )
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
 class StoreCollector:
     """A prometheus_client collector over the Totals and the configuration."""
 
     def __init__(self, service: Service):
         self.service = service
         self.totals = Totals()
+        self.series = ScriptSeries()
 
     def update(self) -> None:
         store = self.service.store
         data = store.totals.since(self.totals.top, list(self.totals.watched))
         if data["top"] < self.totals.top:  # the history was replaced: count afresh
             self.totals = Totals()
+            self.series = ScriptSeries()
             data = store.totals.since(0, [])
         self.totals.update(data)
 
     def collect(self):
-        t = self.totals
-        config = self.service.config
-        scripts = list(config.scripts)
-        runs = CounterMetricFamily(
-            "script_monitor_runs",
-            "Finished runs by script and status (skipped included).",
-            labels=["script", "status"],
-        )
-        hist = HistogramMetricFamily(
-            "script_monitor_run_duration_seconds",
-            "Duration of finished runs that ran (success, failed, timeout, interrupted).",
-            labels=["script"],
-        )
-        last_run = _gauge("last_run_timestamp_seconds", "Start of the latest run (0: never).")
-        last_ok = _gauge(
-            "last_success_timestamp_seconds", "End of the latest successful run (0: never)."
-        )
-        last_result = _gauge(
-            "last_run_success", "1 if the latest finished run succeeded, else 0 (also never run)."
-        )
-        running = _gauge("running", "Runs in progress.")
-        now_running = Counter(t.watched.values())
-        for s in scripts:
-            for status in FINAL:
-                runs.add_metric([s, status], t.counts.get((s, status), 0))
-            counts = t.buckets.get(s, [0] * len(BUCKETS))
-            hist.add_metric(
-                [s],
-                [
-                    *((_le(b), c) for b, c in zip(BUCKETS, counts, strict=True)),
-                    ("+Inf", t.timed.get(s, 0)),
-                ],
-                t.sums.get(s, 0.0),
-            )
-            last_run.add_metric([s], t.last_started.get(s, 0.0))
-            last_ok.add_metric([s], t.last_success.get(s, 0.0))
-            last_result.add_metric(
-                [s], 1.0 if t.last_final.get(s, (0, ""))[1] == RunStatus.SUCCESS else 0
-            )
-            running.add_metric([s], now_running.get(s, 0))
-        yield from (runs, hist, last_run, last_ok, last_result, running)
+        """The families beyond the per-script ones (``ScriptSeries`` renders those)."""
         yield from self._groups()
         yield self._next_runs()
         yield self._heartbeat()
@@ -233,14 +305,6 @@ class StoreCollector:
         return family
 
 
-def _gauge(name: str, text: str) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"script_monitor_{name}", text, labels=["script"])
-
-
-def _le(bound: float) -> str:
-    return f"{bound:g}" if bound != int(bound) else f"{int(bound)}.0"
-
-
 class Metrics:
     """The /metrics body: rendered at most once per change of the data (or minute)."""
 
@@ -264,4 +328,6 @@ class Metrics:
     def _render(self) -> Payload:
         with self.lock:
             self.collector.update()
-            return Payload(generate_latest(self.registry), CONTENT_TYPE)
+            collector = self.collector
+            scripts = collector.series.render(collector.totals, list(self.service.config.scripts))
+            return Payload(scripts.encode() + generate_latest(self.registry), CONTENT_TYPE)
