@@ -104,7 +104,7 @@ def test_a_killed_prune_loses_nothing_it_should_keep(tmp_path):
     conf = make_config(
         tmp_path / "c",
         {f"s{i}": "true" for i in range(50)},
-        settings={"history": {"retention": 90, "keep_runs": 10}},
+        settings={"history": {"retention": {"days": 90, "keep_last": 10}}},
     )
     state = conf / ".script-monitor"
     state.mkdir()
@@ -158,8 +158,8 @@ def test_history_prune_on_the_command_line(tmp_path):
     assert len(logs) == 3
     tomorrow = time.strftime("%Y-%m-%d", time.localtime(time.time() + DAY))
     r = cli("--config-dir", str(conf), "history", "prune", "--dry-run", "--before", tomorrow)
-    assert r.returncode == 0 and "would delete 0 runs" in r.stdout  # keep_runs: 100
-    conf.joinpath("config.yaml").write_text("history:\n  keep_runs: 1\n")
+    assert r.returncode == 0 and "would delete 0 runs" in r.stdout  # keep_last: 100
+    conf.joinpath("config.yaml").write_text("history:\n  retention: {keep_last: 1}\n")
     r = cli("--config-dir", str(conf), "history", "prune", "--dry-run", "--before", tomorrow)
     assert "would delete 2 runs" in r.stdout, r.stdout
     assert len(list((conf / "logs" / "a").glob("*.log"))) == 3
@@ -187,9 +187,26 @@ def test_bad_prune_arguments_exit_2(tmp_path, args, text):
     assert text in r.stderr
 
 
-def test_a_bad_retention_setting_names_the_file_and_line(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("history:\n  retention: -3\n", 2),
+        ("history:\n  retention:\n    days: 30\n    keep_last: -1\n", 4),
+        ("history:\n  retention: {weeks: 3}\n", 2),
+        ("history:\n  keep_runs: 3\n", 2),
+    ],
+)
+def test_a_bad_retention_setting_names_the_file_and_line(tmp_path, text, line):
     conf = make_config(tmp_path / "c", {"a": "true"})
-    conf.joinpath("config.yaml").write_text("history:\n  retention: -3\n")
+    conf.joinpath("config.yaml").write_text(text)
     r = cli("--config-dir", str(conf), "list")
     assert_clean_error(r, 2)
-    assert "config.yaml:2" in r.stderr and "retention" in r.stderr
+    assert f"config.yaml:{line}" in r.stderr, r.stderr
+
+
+def test_retention_as_days_or_as_a_rule() -> None:
+    from script_monitor.config import HistorySettings, Retention
+
+    assert HistorySettings().rule == Retention(days=90, keep_last=100)
+    assert HistorySettings(retention=7).rule == Retention(days=7, keep_last=100)
+    assert HistorySettings(retention=Retention(0, 3)).rule.days == 0

@@ -137,11 +137,27 @@ class StoreSettings(_Strict):
     retry_for: Seconds = 60  # how long a shared store may be out of reach
 
 
-class HistorySettings(_Strict):
-    """How long finished runs stay in the history (docs/CONFIG.md)."""
+class Retention(_Strict):
+    """How long finished runs stay in the history (docs/HISTORY.md)."""
 
-    retention: Annotated[float, msgspec.Meta(ge=0)] = 90  # days; 0 keeps everything
-    keep_runs: Annotated[int, msgspec.Meta(ge=0)] = 100  # per script and group, however old
+    days: Annotated[float, msgspec.Meta(ge=0)] = 90  # 0 keeps everything
+    keep_last: Annotated[int, msgspec.Meta(ge=0)] = 100  # per script and group, however old
+
+
+class HistorySettings(_Strict):
+    """The history's upkeep (docs/CONFIG.md)."""
+
+    # {days, keep_last}; a bare number is the days
+    retention: Annotated[float, msgspec.Meta(ge=0)] | Retention = msgspec.field(
+        default_factory=Retention
+    )
+
+    @property
+    def rule(self) -> Retention:
+        """The retention rule, whichever way it was written."""
+        if isinstance(self.retention, Retention):
+            return self.retention
+        return Retention(days=self.retention)
 
 
 class CelerySettings(_Strict):

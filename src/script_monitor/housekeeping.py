@@ -30,7 +30,7 @@ class Housekeeper:
         if now < self.due or (self.thread is not None and self.thread.is_alive()):
             return
         self.due = now + PRUNE_EVERY
-        if config.settings.history.retention == 0:
+        if config.settings.history.rule.days == 0:
             return
         self.thread = threading.Thread(
             target=self._prune, args=(config,), name="prune", daemon=True
@@ -43,12 +43,12 @@ class Housekeeper:
         from .store import Store
         from .store.retention import cutoff_for
 
-        settings = config.settings.history
+        rule = config.settings.history.rule
         store = Store(config.state_dir, config.store_url, config.settings.store.retry_for)
         try:
             report = store.retention.prune(
-                cutoff_for(settings.retention),
-                settings.keep_runs,
+                cutoff_for(rule.days),
+                rule.keep_last,
                 remove=lambda paths: logs.remove(config.log_dir, paths),
             )
             if report.runs or report.group_runs or report.messages:

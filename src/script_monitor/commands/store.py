@@ -46,23 +46,23 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 def prune(config: Config, dry_run: bool, before: str | None) -> int:
     """``history prune``: delete finished runs (and what hangs off them) older than the
-    retention period, or than ``before``, beyond the newest ``keep_runs`` of each
+    retention period, or than ``before``, beyond the newest ``keep_last`` of each
     script and group."""
     from .. import logs
     from ..store.retention import cutoff_for
 
-    settings = config.settings.history
+    rule = config.settings.history.rule
     if before is not None:
         cutoff = _date(before)
-    elif settings.retention == 0:
-        print("history.retention is 0: the history is kept forever; nothing to prune")
+    elif rule.days == 0:
+        print("history.retention.days is 0: the history is kept forever; nothing to prune")
         return 0
     else:
-        cutoff = cutoff_for(settings.retention)
+        cutoff = cutoff_for(rule.days)
     store = open_store(config)
     report = store.retention.prune(
         cutoff,
-        settings.keep_runs,
+        rule.keep_last,
         dry_run=dry_run,
         remove=lambda paths: logs.remove(config.log_dir, paths),
     )
@@ -72,7 +72,7 @@ def prune(config: Config, dry_run: bool, before: str | None) -> int:
     print(
         f"{verb} {report.runs} runs, {report.group_runs} group runs,"
         f" {report.messages} notifications and {report.watch_events} watchdog findings"
-        f" older than {when} (keeping the newest {settings.keep_runs} of each script and group)"
+        f" older than {when} (keeping the newest {rule.keep_last} of each script and group)"
     )
     return 0
 
