@@ -77,11 +77,31 @@ class Totals:
         end = min(top, upto + batch, (first_running or top + 1) - 1)
         if end <= upto:
             return upto
-        for row in tx.all(_GROUPED, (upto, end)):
-            _merge(tx, row)
+        rows = tx.all(_GROUPED, (upto, end))
+        kept = self._kept(tx, sorted({r[0] for r in rows}))
+        tx.executemany(
+            f"INSERT INTO run_totals ({_KEPT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (script, status) DO UPDATE SET runs = excluded.runs,"
+            " max_started = excluded.max_started, max_ended = excluded.max_ended,"
+            " max_id = excluded.max_id, duration_sum = excluded.duration_sum,"
+            " duration_count = excluded.duration_count, buckets = excluded.buckets",
+            [_merged(row, kept.get((row[0], row[1]))) for row in rows],
+        )
         tx.execute("DELETE FROM run_totals_upto")
         tx.execute("INSERT INTO run_totals_upto (upto) VALUES (?)", (end,))
         return end
+
+    def _kept(self, tx: Tx, scripts: list[str]) -> dict[tuple[str, str], Any]:
+        """The kept rows of these scripts, by (script, status): one query per 500."""
+        out: dict[tuple[str, str], Any] = {}
+        for i in range(0, len(scripts), 500):
+            part = scripts[i : i + 500]
+            for row in tx.all(
+                f"SELECT {_KEPT} FROM run_totals WHERE script IN ({','.join('?' * len(part))})",
+                part,
+            ):
+                out[(row[0], row[1])] = row
+        return out
 
 
 _KEPT = (
@@ -94,11 +114,9 @@ def _unpack(row: Any) -> tuple:
     return (*row[:8], *counts)
 
 
-def _merge(tx: Tx, row: Any) -> None:
+def _merged(row: Any, old: Any) -> tuple:
+    """A ``run_totals`` row: the kept one (or None) plus a grouped row of new runs."""
     script, status, n, started, ended, top_id, dsum, dcount, *counts = row
-    old = tx.one(
-        f"SELECT {_KEPT} FROM run_totals WHERE script = ? AND status = ?", (script, status)
-    )
     if old is not None:
         n += old[2]
         started = max(x for x in (started, old[3], 0.0) if x is not None)
@@ -107,11 +125,4 @@ def _merge(tx: Tx, row: Any) -> None:
         dsum = (dsum or 0.0) + old[6]
         dcount += old[7]
         counts = [a + b for a, b in zip(counts, json.loads(old[8]), strict=True)]
-    tx.execute(
-        f"INSERT INTO run_totals ({_KEPT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (script, status) DO UPDATE SET runs = excluded.runs,"
-        " max_started = excluded.max_started, max_ended = excluded.max_ended,"
-        " max_id = excluded.max_id, duration_sum = excluded.duration_sum,"
-        " duration_count = excluded.duration_count, buckets = excluded.buckets",
-        (script, status, n, started, ended, top_id, dsum or 0.0, dcount, json.dumps(counts)),
-    )
+    return (script, status, n, started, ended, top_id, dsum or 0.0, dcount, json.dumps(counts))
