@@ -162,6 +162,11 @@ def test_history_prune_on_the_command_line(tmp_path):
     conf.joinpath("config.yaml").write_text("history:\n  retention: {keep_last: 1}\n")
     r = cli("--config-dir", str(conf), "history", "prune", "--dry-run", "--before", tomorrow)
     assert "would delete 2 runs" in r.stdout, r.stdout
+    r = cli(
+        "--config-dir", str(conf), "history", "prune", "--dry-run", "--before", tomorrow, "--json"
+    )
+    report = __import__("json").loads(r.stdout)
+    assert (report["dry_run"], report["runs"], report["keep_last"]) == (True, 2, 1)
     assert len(list((conf / "logs" / "a").glob("*.log"))) == 3
     r = cli("--config-dir", str(conf), "store", "prune", "--before", tomorrow)
     assert r.returncode == 0 and "deleted 2 runs" in r.stdout, r.stdout + r.stderr

@@ -17,7 +17,7 @@ from .states import LogState, MessageState
 
 if TYPE_CHECKING:
     from .config import Config
-    from .store import AlertMatch, AuditRow, GroupRun, Message, Run
+    from .store import AlertMatch, AuditRow, GroupRun, Message, PruneReport, Run
 
 # Bumped when a key is removed or renamed or changes its type or meaning; adding a key
 # does not bump it.  Object outputs carry it; list outputs (list, list-groups, history)
@@ -253,4 +253,21 @@ def notify_test_json(channel: str, ok: bool, urls: list[dict[str, Any]]) -> dict
         "channel": channel,
         "ok": ok,
         "urls": [{"url": u["url"], "scheme": u["scheme"], "error": u["error"]} for u in urls],
+    }
+
+
+def prune_json(report: PruneReport, dry_run: bool, keep_last: int) -> dict[str, Any]:
+    """``history prune --json``: what was deleted (or would be, with ``--dry-run``)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dry_run": dry_run,
+        "cutoff": iso(report.cutoff),
+        "keep_last": keep_last,
+        "runs": report.runs,
+        "group_runs": report.group_runs,
+        "notifications": report.messages,
+        "alerts": report.alerts,
+        "watchdog_findings": report.watch_events,
+        "audit": report.audit,
+        "logs": report.logs,
     }

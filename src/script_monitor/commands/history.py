@@ -85,7 +85,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.name == "prune" and "prune" not in config.scripts:
         from .store import prune
 
-        return prune(config, args.dry_run, args.before)
+        return prune(config, args.dry_run, args.before, args.json)
     if args.dry_run or args.before:
         raise UsageError("--dry-run and --before go with `history prune`")
     config.script(args.name)

@@ -4,12 +4,14 @@ docs/HISTORY.md)."""
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import datetime
 from pathlib import Path
 
 from ..config import Config
 from ..errors import StoreError, UsageError
-from ..store import Store
+from ..serialize import prune_json
+from ..store import PruneReport, Store
 from . import load, open_store
 
 BATCH = 1000
@@ -28,7 +30,7 @@ def cmd_store(args: argparse.Namespace) -> int:
             print(f"the store {store.where}: schema version {before} -> {now}")
         return 0
     if args.action == "prune":
-        return prune(config, args.dry_run, args.before)
+        return prune(config, args.dry_run, args.before, getattr(args, "json", False))
     if not args.to:
         raise UsageError("store copy needs --to URL (postgresql://... or sqlite:///path)")
     assert store is not None
@@ -44,7 +46,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
-def prune(config: Config, dry_run: bool, before: str | None) -> int:
+def prune(config: Config, dry_run: bool, before: str | None, as_json: bool = False) -> int:
     """``history prune``: delete finished runs (and what hangs off them) older than the
     retention period, or than ``before``, beyond the newest ``keep_last`` of each
     script and group."""
@@ -55,7 +57,10 @@ def prune(config: Config, dry_run: bool, before: str | None) -> int:
     if before is not None:
         cutoff = _date(before)
     elif rule.days == 0:
-        print("history.retention.days is 0: the history is kept forever; nothing to prune")
+        if as_json:
+            print(json.dumps(prune_json(PruneReport(cutoff=None), dry_run, rule.keep_last)))
+        else:
+            print("history.retention.days is 0: the history is kept forever; nothing to prune")
         return 0
     else:
         cutoff = cutoff_for(rule.days)
@@ -67,6 +72,9 @@ def prune(config: Config, dry_run: bool, before: str | None) -> int:
         remove=lambda paths: logs.remove(config.log_dir, paths),
     )
     store.close()
+    if as_json:
+        print(json.dumps(prune_json(report, dry_run, rule.keep_last), indent=2))
+        return 0
     when = datetime.fromtimestamp(cutoff).strftime("%Y-%m-%d %H:%M")
     verb = "would delete" if dry_run else "deleted"
     print(
