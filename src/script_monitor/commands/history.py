@@ -57,7 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     config = load(args)
     store = open_store(config)
     store.runs.reap_lost()
-    last = store.reads.last_runs()
+    last = store.reads.last_runs(config.scripts)
     fmt = config.settings.display.date_format
     if args.json:
         import json

@@ -9,6 +9,7 @@ literals so that both planners use them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from ..states import GroupStatus, RunStatus
@@ -43,15 +44,31 @@ class Reads:
     def __init__(self, core: Core):
         self.core = core
 
-    def last_runs(self) -> dict[str, Run]:
-        """The newest non-skipped run of every script that has one."""
-        rows = self.core.read(
-            _distinct("runs", "script")
-            + f" SELECT {_prefixed(Run.COLUMNS, 'r')} FROM names JOIN runs r ON r.id ="
+    def last_runs(self, scripts: Iterable[str] | None = None) -> dict[str, Run]:
+        """The newest non-skipped run of every script that has one; of ``scripts`` only
+        when given (one index probe per name, without walking every distinct name)."""
+        newest = (
+            f" SELECT {_prefixed(Run.COLUMNS, 'r')} FROM names JOIN runs r ON r.id ="
             " (SELECT id FROM runs x WHERE x.script = names.name AND x.status != ?"
-            " ORDER BY x.id DESC LIMIT 1)",
-            (_SKIPPED,),
+            " ORDER BY x.id DESC LIMIT 1)"
         )
+        if scripts is None:
+            rows = self.core.read(_distinct("runs", "script") + newest, (_SKIPPED,))
+        elif self.core.dialect.arrays:  # one query, the newest row read where it is found
+            rows = self.core.read(
+                f"SELECT {_prefixed(Run.COLUMNS, 'r')} FROM unnest(?::text[]) AS names(name)"
+                f" CROSS JOIN LATERAL (SELECT {Run.COLUMNS} FROM runs x WHERE"
+                " x.script = names.name AND x.status != ? ORDER BY x.id DESC LIMIT 1) r",
+                (list(scripts), _SKIPPED),
+            )
+        else:
+            names, rows = list(scripts), []
+            for i in range(0, len(names), _CHUNK):
+                part = names[i : i + _CHUNK]
+                values = ", ".join(["(?)"] * len(part))
+                rows += self.core.read(
+                    f"WITH names(name) AS (VALUES {values})" + newest, (*part, _SKIPPED)
+                )
         return {r[1]: Run.from_row(r) for r in rows}
 
     def last_group_runs(self) -> dict[str, GroupRun]:

@@ -173,7 +173,12 @@ class Service:
         return self.cached(
             "api:scripts",
             lambda: Payload(
-                dumps(self.redact(scripts_json(self.config, self.store.reads.last_runs()))), "json"
+                dumps(
+                    self.redact(
+                        scripts_json(self.config, self.store.reads.last_runs(self.config.scripts))
+                    )
+                ),
+                "json",
             ),
         )
 
