@@ -67,6 +67,13 @@ def test_a_damaged_copy_is_ignored(tmp_path: Path) -> None:
     assert load_config(tmp_path).scripts["a"].command == "echo one"
 
 
+def test_nothing_is_kept_before_the_state_folder_exists(tmp_path: Path) -> None:
+    _config(tmp_path, SCRIPTS)
+    (tmp_path / ".script-monitor").rmdir()
+    load_config(tmp_path)
+    assert not (tmp_path / ".script-monitor").exists()
+
+
 def test_a_file_changed_just_now_is_not_kept(tmp_path: Path) -> None:
     _config(tmp_path, SCRIPTS)
     write(tmp_path, "scripts.yaml", SCRIPTS)  # mtime: now

@@ -701,7 +701,7 @@ class ItemCache:
     def save(self) -> None:
         """Keep what this load read, when it differs from what was kept."""
         if self.fresh == self.kept or not self.path.parent.is_dir():
-            return
+            return  # never the first thing written: a mistyped command writes nothing
         tmp = self.path.with_name(f".{self.FILE}.{os.getpid()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
