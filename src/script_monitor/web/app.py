@@ -39,7 +39,7 @@ from ..serialize import audit_json
 from ..states import AuditAction, AuditResult, Refusal
 from ..store.audit import MAX_ROWS as MAX_AUDIT_ROWS
 from ..tokens import Identity
-from . import logstream
+from . import grouprun, logstream
 from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
@@ -674,6 +674,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/openapi.json", api_openapi),
     ]
+    routes += grouprun.routes(service, pages, page, call, _int, _json)
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
