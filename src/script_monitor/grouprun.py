@@ -6,7 +6,7 @@ skipped ones, who started it and the group's dependency edges — what
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -86,9 +86,3 @@ def _started_by(store: Store, row: GroupRun) -> str | None:
         and a.at <= row.started + 1.0
     ]
     return found[-1].token_name if found else None
-
-
-def as_json(report: GroupRunReport) -> dict[str, Any]:
-    from .serialize import group_run_detail_json
-
-    return group_run_detail_json(report)
