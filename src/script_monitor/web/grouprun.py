@@ -56,11 +56,11 @@ def drawing(rep: GroupRunReport, now: float) -> dict[str, Any]:
     }
 
 
-def content(service: Service, pages: Any, group_run_id: int) -> str:
+def content(service: Service, pages: Any, group_run_id: int) -> tuple[str, str]:
     """The page up to its tail: cached while the history does not change (and, while the
     group runs, for LIVE_TTL seconds, since its bars grow with the clock)."""
 
-    def build() -> tuple[bool, str]:
+    def build() -> tuple[bool, str, str]:
         rep = report(service, group_run_id)
         g = rep.run
         running = g.status is GroupStatus.RUNNING
@@ -73,12 +73,12 @@ def content(service: Service, pages: Any, group_run_id: int) -> str:
             known=g.group_name in service.config.groups,
             **drawing(rep, time.time()),
         )
-        return running, pages.head(title) + service.redact(html)
+        return running, g.group_name, pages.head(title) + service.redact(html)
 
-    running, html = service.cached(("page:group-run", group_run_id), build)
+    running, name, html = service.cached(("page:group-run", group_run_id), build)
     if running:
-        running, html = service.cached(("page:group-run:live", group_run_id), build, LIVE_TTL)
-    return html
+        running, name, html = service.cached(("page:group-run:live", group_run_id), build, LIVE_TTL)
+    return name, html
 
 
 def routes(
@@ -88,12 +88,14 @@ def routes(
     call: Callable[..., Awaitable[Any]],
     number: Callable[[str, str, int], int],
     as_response: Callable[[Any], Response],
+    flashed: Callable[..., str],
 ) -> list[Route]:
     """The routes, given the app's page frame, thread runner, id parser and JSON maker."""
 
     async def group_run_page(request: Request) -> Response:
         gid = number(request.path_params["id"], "the group run id", 1)
-        return await page(request, await call(content, service, pages, gid))
+        name, html = await call(content, service, pages, gid)
+        return await page(request, flashed(request, html, "group", name, gid))
 
     async def api_group_run(request: Request) -> Response:
         gid = number(request.path_params["id"], "the group run id", 1)
