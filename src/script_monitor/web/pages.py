@@ -184,7 +184,7 @@ class Pages:
             next=self._next_of(member_of),
             runs=runs,
             limit=limit,
-            chart=_chart(runs[:HISTORY][::-1]),
+            chart=_chart(runs[:HISTORY][::-1], script, config.settings.display.date_format),
         )
 
     def _next_of(self, groups: list[str]) -> datetime | None:
@@ -281,34 +281,37 @@ def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:
     return text + ("" if enabled else " (scheduling paused)")
 
 
-def _chart(runs: list[Run]) -> dict[str, Any]:
-    """Bars for the durations of finished runs, oldest first, in a 600 x 160 box."""
-    done = [
-        (r, r.duration)
-        for r in runs
-        if r.duration is not None and r.status is not RunStatus.SKIPPED
-    ]
-    width, height, base = 600, 160, 150
-    chart: dict[str, Any] = {"width": width, "height": height, "base": base, "bars": []}
-    chart["count"] = len(done)
-    if not done:
-        return chart
-    top = max(d for _, d in done) or 1.0
-    step = width / max(len(done), 40)
-    for i, (r, duration) in enumerate(done):
-        h = max(2.0, (base - 4) * duration / top)
-        chart["bars"].append(
-            {
-                "id": r.id,
-                "status": r.status,
-                "duration": duration,
-                "x": round(i * step + step * 0.1, 2),
-                "w": round(step * 0.8, 2),
-                "y": round(base - h, 2),
-                "h": round(h, 2),
-            }
+def _chart(runs: list[Run], script: Any, fmt: str) -> dict[str, Any]:
+    """The duration chart of finished runs, oldest first (``svg.duration_chart``), with
+    the band of usual durations that the duration-anomaly marks use (``anomaly``)."""
+    from ..anomaly import duration_band
+    from .svg import Point, duration_chart
+
+    done = [r for r in runs if r.duration is not None and r.status is not RunStatus.SKIPPED]
+    settings = getattr(script, "anomaly", None)  # a script's anomaly settings, when it has them
+    window = int(getattr(settings, "window", 50) or 50)
+    ok = [float(r.duration or 0.0) for r in done if r.status is RunStatus.SUCCESS][-window:]
+    band = duration_band(
+        ok,
+        slow=float(getattr(settings, "slow", 3.0)),
+        fast=float(getattr(settings, "fast", 0.2)),
+        min_runs=int(getattr(settings, "min_runs", 10)),
+    )
+    points = [
+        Point(
+            r.id, r.status.value, r.started, float(r.duration or 0.0), getattr(r, "anomaly", None)
         )
-    chart["top"] = top
-    chart["median"] = statistics.median(d for _, d in done)
-    chart["ok"] = sum(1 for r, _ in done if r.status is RunStatus.SUCCESS)
+        for r in done
+    ]
+    chart: dict[str, Any] = {"count": len(done), "band": band}
+    drawn: tuple[float, float | None, float | None] | None = None
+    if band is not None:
+        drawn = (band.median, band.low, band.high)
+    elif ok:
+        drawn = (statistics.median(ok), None, None)
+    chart["svg"] = duration_chart(points, drawn, fmt)
+    if done:
+        chart["top"] = max(p.duration for p in points)
+        chart["median"] = statistics.median(p.duration for p in points)
+        chart["ok"] = sum(1 for r in done if r.status is RunStatus.SUCCESS)
     return chart

@@ -325,7 +325,7 @@ class Point:
 
 def duration_chart(
     points: Sequence[Point],
-    band: tuple[float, float, float] | None = None,
+    band: tuple[float, float | None, float | None] | None = None,
     fmt: str = "%Y-%m-%d %H:%M",
     uid: str = "ch",
 ) -> Markup:
@@ -363,11 +363,15 @@ def duration_chart(
         )
     if band is not None:
         median, low, high = band
-        hy, ly = y(high), y(low)
+        if low is not None and high is not None:
+            hy, ly = y(high), y(low)
+            out.append(
+                f'<rect class="band" x="{_f(left)}" y="{_f(hy)}" width="{_f(plot_w)}"'
+                f' height="{_f(max(ly - hy, 1))}">'
+                f"{_title(f'usual durations: {duration_text(low)} to {duration_text(high)}')}"
+                "</rect>"
+            )
         out.append(
-            f'<rect class="band" x="{_f(left)}" y="{_f(hy)}" width="{_f(plot_w)}"'
-            f' height="{_f(max(ly - hy, 1))}">'
-            f"{_title(f'usual durations: {duration_text(low)} to {duration_text(high)}')}</rect>"
             f'<line class="median" x1="{_f(left)}" y1="{_f(y(median))}" x2="{_f(width - right)}"'
             f' y2="{_f(y(median))}">{_title(f"median {duration_text(median)}")}</line>'
         )
@@ -397,14 +401,16 @@ def duration_chart(
         f' y2="{_f(base)}"/>'
     )
     if points:
-        marks = sorted({0, len(points) // 2, len(points) - 1})
-        for i in marks:
-            p = points[i]
+        placed = -1e9
+        for i in sorted({0, len(points) // 2, len(points) - 1}):
             tx = left + i * step + step / 2
-            anchor = "start" if i == 0 and len(marks) > 1 else "end" if i == marks[-1] else "middle"
+            if tx - placed < 120:  # labels never overlap
+                continue
+            placed = tx
+            anchor = "start" if i == 0 else "end" if tx > width - right - 60 else "middle"
             out.append(
                 f'<text class="tick x" x="{_f(tx)}" y="{_f(base + 16)}" text-anchor="{anchor}">'
-                f"{escape(_when(p.started, fmt))}</text>"
+                f"{escape(_when(points[i].started, fmt))}</text>"
             )
     out.append(
         f'<text class="axis-name" x="{_f(left)}" y="{_f(height - 4)}">run start time</text>'
