@@ -39,7 +39,7 @@ from ..serialize import audit_json
 from ..states import AuditAction, AuditResult, Refusal
 from ..store.audit import MAX_ROWS as MAX_AUDIT_ROWS
 from ..tokens import Identity
-from . import grouprun, logstream, runnow
+from . import grouprun, logstream, runnow, statuspage
 from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
@@ -687,6 +687,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/openapi.json", api_openapi),
     ]
     routes += grouprun.routes(service, pages, page, call, _int, _json, flashed)
+    routes += statuspage.routes(service, pages, page, call)
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:

@@ -21,6 +21,16 @@
     p.textContent = "Starting " + (button.dataset.kind || "") + " " + (button.dataset.name || "") + "…";
     flash.replaceChildren(p);
   });
+  // A list's filter box (data-filter: the selector of its rows) narrows it as one types;
+  // without JavaScript its form asks the server instead.
+  document.addEventListener("input", function (e) {
+    var box = e.target;
+    if (!box.matches || !box.matches("input[data-filter]")) { return; }
+    var needle = box.value.trim().toLowerCase();
+    document.querySelectorAll(box.dataset.filter).forEach(function (row) {
+      row.hidden = needle !== "" && row.textContent.toLowerCase().indexOf(needle) < 0;
+    });
+  });
   document.addEventListener("htmx:sseBeforeMessage", function () {
     var box = logBox();
     if (box) { stick = box.scrollHeight - box.scrollTop - box.clientHeight < 40; }
