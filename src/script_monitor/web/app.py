@@ -43,7 +43,7 @@ from . import grouprun, logstream, runnow, statuspage
 from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
-from .pages import HISTORY, MAX_HISTORY, Pages
+from .pages import HISTORY, MAX_HISTORY, OverviewView, Pages
 from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security, Throttle, host_wellformed
 from .service import (
     MAX_LIMIT,
@@ -496,7 +496,10 @@ def create_app(service: Service, security: Security) -> Starlette:
     # ------------------------------------------------------------ dashboard
 
     async def overview(request: Request) -> Response:
-        return await page(request, await call(pages.overview), gz=overview_gz)
+        view = OverviewView.of(request.query_params)
+        if view == OverviewView():
+            return await page(request, await call(pages.overview, view), gz=overview_gz)
+        return await page(request, await call(pages.overview, view))
 
     async def script_page(request: Request) -> Response:
         name = request.path_params["name"]

@@ -11,6 +11,7 @@ import statistics
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from jinja2 import Environment, PackageLoader
 from msgspec.structs import asdict
 
@@ -28,6 +29,87 @@ RECENT = 10  # runs in a strip on the overview
 HISTORY = 50  # runs on a script's page (?limit= up to MAX_HISTORY)
 MAX_HISTORY = 2000
 PAGE_TTL = 5.0  # seconds a cached page may show "next run" times that moved on
+
+
+FOLD = 50  # rows of a long list shown before "show all" (failures always shown)
+MAX_FAILING_SHOWN = 500  # failures shown in a folded list at most
+MAX_QUERY = 100  # characters of the name filter that count
+SORT_FAILURES = "failures"
+FAILING = "failing"  # the status filter "failed, timed out or lost"
+NEVER = "never"  # the status filter "never run"
+STATUS_CHOICES = [
+    ("", "any status"),
+    (FAILING, "failing (failed, timeout, lost)"),
+    *((s.value, s.value) for s in RunStatus),
+    (NEVER, "never run"),
+]
+_STATUS_KEYS = frozenset(k for k, _ in STATUS_CHOICES)
+
+
+class OverviewView(msgspec.Struct, frozen=True):
+    """What the overview shows: a name filter, a status, a group, failures first, all."""
+
+    q: str = ""
+    status: str = ""
+    group: str = ""
+    sort: str = ""
+    all: bool = False
+
+    @classmethod
+    def of(cls, params: Any) -> OverviewView:
+        """From a request's query (anything unknown is ignored, never an error)."""
+        status = params.get("status", "")
+        sort = params.get("sort", "")
+        return cls(
+            q=params.get("q", "").strip()[:MAX_QUERY],
+            status=status if status in _STATUS_KEYS else "",
+            group=params.get("group", "")[:MAX_QUERY],
+            sort=SORT_FAILURES if sort == SORT_FAILURES else "",
+            all=params.get("all", "") in ("1", "true"),
+        )
+
+    @property
+    def query(self) -> str:
+        """The view as a query string (for the page's own refresh and links)."""
+        from urllib.parse import urlencode
+
+        fields = {"q": self.q, "status": self.status, "group": self.group, "sort": self.sort}
+        if self.all:
+            fields["all"] = "1"
+        return urlencode({k: v for k, v in fields.items() if v})
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.status or self.group)
+
+    def matches(self, name: str, last: Any) -> bool:
+        if self.q and self.q.lower() not in name.lower():
+            return False
+        if not self.status:
+            return True
+        if self.status == NEVER:
+            return last is None
+        if last is None:
+            return False
+        if self.status == FAILING:
+            return last.status in FAILURES
+        return bool(last.status == self.status)
+
+    def fold(self, rows: list[Any], failing: Any) -> list[Any]:
+        """A long list folded: every failing row (up to MAX_FAILING_SHOWN) and the first
+        FOLD others, in order; all of them with ``all``."""
+        if self.all or len(rows) <= FOLD:
+            return rows
+        out, others, bad = [], 0, 0
+        for row in rows:
+            if failing(row):
+                if bad < MAX_FAILING_SHOWN:
+                    bad += 1
+                    out.append(row)
+            elif others < FOLD:
+                others += 1
+                out.append(row)
+        return out
 
 
 def environment(service: Service) -> Environment:
@@ -98,13 +180,17 @@ class Pages:
 
     # ------------------------------------------------------------ overview
 
-    def overview(self) -> str:
-        """The overview up to its tail (cached while the history does not change)."""
+    def overview(self, view: OverviewView | None = None) -> str:
+        """The overview up to its tail, for a filter (cached while the history does not
+        change, per filter)."""
+        view = view or OverviewView()
         return self.service.cached(
-            "page:overview", lambda: self.head("Overview") + self._overview(), ttl=PAGE_TTL
+            ("page:overview", view),
+            lambda: self.head("Overview") + self._overview(view),
+            ttl=PAGE_TTL,
         )
 
-    def _overview(self) -> str:
+    def _overview(self, view: OverviewView) -> str:
         from ..heartbeat import scheduler_status
         from ..schedule_time import schedule_rows
 
@@ -127,8 +213,29 @@ class Pages:
                 for s in g.scripts:
                     if s not in script_next or nexts[g.name] < script_next[s]:
                         script_next[s] = nexts[g.name]
-        recent = store.reads.latest_runs_by_script(list(config.scripts), RECENT)
-        recent_groups = store.reads.latest_group_runs(list(config.groups), RECENT)
+        members = set(config.groups[view.group].scripts) if view.group in config.groups else None
+
+        def failing(run: Any) -> bool:
+            return run is not None and run.status in FAILURES
+
+        script_rows = [
+            s
+            for s in config.scripts.values()
+            if view.matches(s.name, last.get(s.name)) and (members is None or s.name in members)
+        ]
+        group_rows = [
+            g
+            for g in config.groups.values()
+            if view.matches(g.name, last_groups.get(g.name))
+            and (not view.group or g.name == view.group or view.group not in config.groups)
+        ]
+        if view.sort == SORT_FAILURES:
+            script_rows.sort(key=lambda s: not failing(last.get(s.name)))
+            group_rows.sort(key=lambda g: not failing(last_groups.get(g.name)))
+        shown_scripts = view.fold(script_rows, lambda s: failing(last.get(s.name)))
+        shown_groups = view.fold(group_rows, lambda g: failing(last_groups.get(g.name)))
+        recent = store.reads.latest_runs_by_script([s.name for s in shown_scripts], RECENT)
+        recent_groups = store.reads.latest_group_runs([g.name for g in shown_groups], RECENT)
         scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,
@@ -137,7 +244,7 @@ class Pages:
                 "next": script_next.get(s.name),
                 "recent": recent.get(s.name, [])[::-1],
             }
-            for s in config.scripts.values()
+            for s in shown_scripts
         ]
         groups: list[dict[str, Any]] = [
             {
@@ -152,17 +259,25 @@ class Pages:
                     for r in recent_groups.get(g.name, [])[::-1]
                 ],
             }
-            for g in config.groups.values()
+            for g in shown_groups
         ]
         status = scheduler_status(config.state_dir)
+        every = config.scripts.values()
         return self.env.get_template("overview.html").render(
             scripts=scripts,
             groups=groups,
-            failing=sum(1 for s in scripts if s["last"] and s["last"].status in FAILURES),
+            matched_scripts=len(script_rows),
+            matched_groups=len(group_rows),
+            total_scripts=len(config.scripts),
+            total_groups=len(config.groups),
+            failing=sum(1 for s in every if failing(last.get(s.name))),
             running=sum(
-                1 for s in scripts for r in s["recent"][-1:] if r.status is RunStatus.RUNNING
+                1 for s in every if (r := last.get(s.name)) and r.status is RunStatus.RUNNING
             ),
             scheduler=_scheduler_text(status, enabled),
+            view=view,
+            statuses=STATUS_CHOICES,
+            group_names=list(config.groups),
         )
 
     # ------------------------------------------------------------ a script
