@@ -117,7 +117,7 @@ def timeline(rows: Sequence[Row], start: float, now: float, uid: str = "tl") -> 
         return label_w + plot * max(0.0, t - start) / span
 
     out = [
-        f'<svg class="timeline" viewBox="0 0 {_f(width)} {_f(height)}" role="img"'
+        f'<svg class="timeline" viewBox="0 0 {_f(width)} {_f(height)}" role="group"'
         f' aria-labelledby="{uid}-t" data-rows="{len(rows)}">',
         f'<title id="{uid}-t">Timeline of the group run: one row per script,'
         f" a bar per attempt</title>",
@@ -349,7 +349,7 @@ def duration_chart(
         return base - plot_h * min(v, top_value) / top_value
 
     out = [
-        f'<svg class="chart" viewBox="0 0 {_f(width)} {_f(height)}" role="img"'
+        f'<svg class="chart" viewBox="0 0 {_f(width)} {_f(height)}" role="group"'
         f' aria-labelledby="{uid}-t">',
         f'<title id="{uid}-t">Durations of the last {len(points)} finished runs</title>',
         DEFS.format(id=uid),
