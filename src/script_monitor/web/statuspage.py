@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..statusreport import extras, gather
+from .pages import PAGE_TTL
 from .service import Service
 
 LISTS = ("problems", "running", "failures", "next", "watchdog", "outbox", "alerts")
@@ -28,8 +29,13 @@ def _keep(items: list[Any], text: str, words: Callable[[Any], str]) -> list[Any]
 
 
 def content(service: Service, pages: Any, filters: dict[str, str]) -> str:
-    """The page up to its tail, for the given filters."""
-    service.refresh()
+    """The page up to its tail, for the given filters: cached while the history does not
+    change, for at most PAGE_TTL seconds (the heartbeat's age and next runs move on)."""
+    key = ("page:status", tuple(sorted((k, v) for k, v in filters.items() if v)))
+    return service.cached(key, lambda: _build(service, pages, filters), ttl=PAGE_TTL)
+
+
+def _build(service: Service, pages: Any, filters: dict[str, str]) -> str:
     config, store = service.config, service.store
     now = time.time()
     report = gather(config, store, now)
