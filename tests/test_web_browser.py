@@ -6,7 +6,8 @@ it these tests skip, except in CI (``CI=true``), where a missing browser is a fa
 
 A screenshot of every page is written to ``<pytest's base temp>/screenshots`` (and to
 ``$SM_SCREENSHOTS`` when set).  ``SM_DASHBOARD_PNG=docs/img/dashboard.png`` also writes
-the README's picture of the dashboard over the bundled examples.
+the README's picture of the dashboard over the bundled examples, and
+``SM_GROUP_RUN_PNG=docs/img/group-run.png`` its picture of a group run.
 """
 
 from __future__ import annotations

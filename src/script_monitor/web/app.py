@@ -689,7 +689,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/openapi.json", api_openapi),
     ]
-    routes += grouprun.routes(service, pages, page, call, _int, _json, flashed)
+    routes += grouprun.routes(service, pages, page, call, _int, flashed)
     routes += statuspage.routes(service, pages, page, call)
 
     @contextlib.asynccontextmanager

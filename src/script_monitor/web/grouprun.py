@@ -15,8 +15,9 @@ from ..grouprun import GroupRunReport, gather
 from ..serialize import group_run_detail_json
 from ..states import GroupStatus, RunStatus
 from . import svg
-from .service import NotFound, Service
+from .service import NotFound, Service, dumps
 
+FOLD = 50  # rows of the attempts table shown of each kind before "show all"
 LIVE_TTL = 1.0  # seconds a running group run's page may be reused (its bars grow)
 
 
@@ -28,8 +29,18 @@ def report(service: Service, group_run_id: int) -> GroupRunReport:
     return found
 
 
-def as_json(service: Service, group_run_id: int) -> dict[str, Any]:
-    return service.redact(group_run_detail_json(report(service, group_run_id)))
+def as_json(service: Service, group_run_id: int) -> bytes:
+    """The API's answer, cached as the page is."""
+
+    def build() -> tuple[bool, bytes]:
+        rep = report(service, group_run_id)
+        body = dumps(service.redact(group_run_detail_json(rep)))
+        return rep.run.status is GroupStatus.RUNNING, body
+
+    running, body = service.cached(("api:group-run", group_run_id), build)
+    if running:
+        running, body = service.cached(("api:group-run:live", group_run_id), build, LIVE_TTL)
+    return body
 
 
 def drawing(rep: GroupRunReport, now: float) -> dict[str, Any]:
@@ -56,7 +67,26 @@ def drawing(rep: GroupRunReport, now: float) -> dict[str, Any]:
     }
 
 
-def content(service: Service, pages: Any, group_run_id: int) -> tuple[str, str]:
+def folded(runs: list[Any]) -> list[Any]:
+    """The attempts table of a big group folded: the first FOLD attempts that are not a
+    plain success (failures, retries, skips) and the first FOLD others, in order."""
+    if len(runs) <= 2 * FOLD:
+        return runs
+    out, plain, other = [], 0, 0
+    for r in runs:
+        if r.status is RunStatus.SUCCESS and r.attempt == 1:
+            if plain < FOLD:
+                plain += 1
+                out.append(r)
+        elif other < FOLD:
+            other += 1
+            out.append(r)
+    return out
+
+
+def content(
+    service: Service, pages: Any, group_run_id: int, every: bool = False
+) -> tuple[str, str]:
     """The page up to its tail: cached while the history does not change (and, while the
     group runs, for LIVE_TTL seconds, since its bars grow with the clock)."""
 
@@ -68,7 +98,8 @@ def content(service: Service, pages: Any, group_run_id: int) -> tuple[str, str]:
         html = pages.env.get_template("group_run.html").render(
             g=g,
             rep=rep,
-            runs=rep.runs,
+            runs=rep.runs if every else folded(rep.runs),
+            every=every,
             running=running,
             known=g.group_name in service.config.groups,
             **drawing(rep, time.time()),
@@ -87,19 +118,20 @@ def routes(
     page: Callable[..., Awaitable[Response]],
     call: Callable[..., Awaitable[Any]],
     number: Callable[[str, str, int], int],
-    as_response: Callable[[Any], Response],
     flashed: Callable[..., str],
 ) -> list[Route]:
-    """The routes, given the app's page frame, thread runner, id parser and JSON maker."""
+    """The routes, given the app's page frame, thread runner, id parser and message."""
 
     async def group_run_page(request: Request) -> Response:
         gid = number(request.path_params["id"], "the group run id", 1)
-        name, html = await call(content, service, pages, gid)
+        every = request.query_params.get("attempts") == "all"
+        name, html = await call(content, service, pages, gid, every)
         return await page(request, flashed(request, html, "group", name, gid))
 
     async def api_group_run(request: Request) -> Response:
         gid = number(request.path_params["id"], "the group run id", 1)
-        return as_response(await call(as_json, service, gid))
+        body = await call(as_json, service, gid)
+        return Response(body, media_type="application/json")
 
     return [
         Route("/group-runs/{id}", group_run_page),

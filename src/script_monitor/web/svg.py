@@ -292,7 +292,7 @@ def graph(
         out.append(
             f'<path class="edge" data-from="{escape(a)}" data-to="{escape(b)}"'
             f' d="M{_f(x1)},{_f(y1)} C{_f(mid)},{_f(y1)} {_f(mid)},{_f(y2)} {_f(x2 - 2)},{_f(y2)}"'
-            f' marker-end="url(#{uid}-arrow)">{_title(f"{b} waits for {a}")}</path>'
+            f' marker-end="url(#{uid}-arrow)"/>'
         )
     for n in nodes:
         x, y = pos[n]
