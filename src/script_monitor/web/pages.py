@@ -197,7 +197,7 @@ class Pages:
         svc = self.service
         config = svc.config
         store = svc.store
-        last = store.reads.last_runs()
+        last = svc.last_runs()
         last_groups = store.reads.last_group_runs()
         enabled = config.settings.scheduling.enabled
         nexts: dict[str, datetime] = {}
