@@ -512,9 +512,10 @@ def dashboard(backend: Backend, size: dict, python: str, log) -> list[dict]:
             return times, body
 
         first = {}
-        for path in ("/", "/metrics"):
+        pages = size.get("pages", ("/", "/metrics"))
+        for path in pages:
             first[path] = asyncio.run(series(path, 1, False))[0][0]
-        for path in ("/", "/metrics"):
+        for path in pages:
             asyncio.run(series(path, 3, True))  # warm-up
             for label, write in (("uncached", True), ("cached", False)):
                 times, body = asyncio.run(series(path, size["requests"], write))
@@ -806,6 +807,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="timed runs of each command (default 7)")
     parser.add_argument("--requests", type=int, help="requests per page and kind (default 50)")
     parser.add_argument(
+        "--pages", default="/,/metrics", help="the dashboard's pages measured (default /,/metrics)"
+    )
+    parser.add_argument(
         "--backend", choices=("sqlite", "postgresql", "both"), default="both", help="which"
     )
     parser.add_argument(
@@ -831,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("runs", "scripts", "groups", "reps", "requests"):
         if getattr(args, key) is not None:
             size[key] = getattr(args, key)
+    size["pages"] = tuple(p for p in args.pages.split(",") if p)
     if size["scripts"] < size["groups"] or size["runs"] < size["scripts"]:
         raise SystemExit("need runs >= scripts >= groups")
     kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]

@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("executor", "notify", "redact"),
     (
         *("alerts", "planner", "serialize", "render", "logsource", "pager"),
-        *("store", "distributed.app", "schedule_time", "heartbeat", "tokens"),
+        *("store", "distributed.app", "schedule_time", "heartbeat", "tokens", "grouprun"),
+        *("statusreport",),
     ),
     ("config", "masking", "logs", "results"),
     ("cron", "proc", "errors", "states", "termsafe", "anomaly", "distributed", ""),

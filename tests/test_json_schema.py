@@ -52,8 +52,8 @@ def parse_doc(text: str) -> tuple[int, dict[str, str], dict[str, dict[str, str]]
             cells = _cells(line)
             if section == "Outputs" and cells[0].startswith("`"):
                 words = cells[0].strip("`").split()
-                sub = words[1] if len(words) > 2 and words[1].islower() else None
-                outputs[f"{words[0]} {sub}" if sub else words[0]] = cells[2]
+                sub = len(words) > 2 and (words[1] == "--group" or words[1].islower())
+                outputs[" ".join(words[:2]) if sub else words[0]] = cells[2]
             elif current and cells[0] != "key":
                 extends = re.fullmatch(r"\*every key of (.+)\*", cells[0])
                 if extends:
@@ -157,20 +157,28 @@ def scenario(config_dir: Path, marker: str):
                 "schedule": "0 0 1 1 *",
                 "scripts": ["bad", "after"],
             },
-            {"name": "pair", "execution": "parallel", "scripts": ["ok", "sig"]},
+            {
+                "name": "pair",
+                "execution": "parallel",
+                "scripts": ["ok", "sig"],
+                "depends_on": {"sig": "ok"},
+            },
             {"name": "long", "scripts": ["slow"], "schedule": "@daily", "timezone": "Asia/Kolkata"},
+            {"name": "chain", "scripts": ["bad", "after"], "depends_on": {"after": ["bad"]}},
         ],
         {"execution": {"default_timeout": 90.5}},
     )
     sm = ("--config-dir", str(conf))
     assert cli(*sm, "run-group", "nightly", "--trigger", "schedule").returncode == 1
-    assert cli(*sm, "run-group", "pair").returncode == 1
+    from script_monitor.states import AuditAction, AuditResult, Refusal
     from script_monitor.store import Store
 
     store = Store(conf / ".script-monitor")
+    assert cli(*sm, "run-group", "chain").returncode == 1
+    store.audit.record("ci", "192.0.2.1", AuditAction.LAUNCH, "group:pair", AuditResult.ACCEPTED)
+    assert cli(*sm, "run-group", "pair", "--trigger", "api").returncode == 1
     tick = store.runs.start_group("nightly", "schedule")
     store.runs.finish_group(tick, "skipped", detail="tick skipped: the run before is still going")
-    from script_monitor.states import AuditAction, AuditResult, Refusal
 
     store.audit.record(
         "ci", "192.0.2.1", AuditAction.LAUNCH, "script:ok", AuditResult.REFUSED, Refusal.ROLE
@@ -218,6 +226,9 @@ def test_every_json_output_matches_the_documentation(scenario):
         "status": [_json(sm, "status")],
         "audit": [_json(sm, "audit")],
         "history prune": [_json(sm, "history", "prune", "--dry-run")],
+        "history --group": [
+            _json(sm, "history", "--group", g) for g in ("chain", "pair", "nightly")
+        ],
     }
     assert set(outputs) == set(OUTPUTS) - NOTIFY_OUTPUTS
     for command, values in outputs.items():
@@ -238,6 +249,11 @@ def test_every_json_output_matches_the_documentation(scenario):
     sig = outputs["history"][2][0]
     assert (sig["status"], sig["exit_code"], sig["signal"]) == ("failed", None, 9)
     assert outputs["show-config"][0]["settings"]["execution"]["default_timeout"] == 90.5
+    chain, pair, tick = outputs["history --group"]
+    assert chain["skipped"] == [{"script": "after", "reason": chain["runs"][1]["detail"]}]
+    assert pair["edges"] == [{"from": "ok", "to": "sig"}] and pair["started_by"] == "ci"
+    assert [r["script"] for r in pair["runs"]] == ["ok", "sig"]
+    assert tick["status"] == "skipped" and tick["runs"] == [] and tick["detail"]
 
 
 def test_times_carry_the_local_offset_of_the_zone(config_dir):

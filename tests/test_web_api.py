@@ -149,6 +149,27 @@ def test_a_bad_last_event_id_is_400(server):
     assert r.status_code == 400
 
 
+def test_a_group_run_is_the_same_object_as_history_group_json(server, conf):
+    cli_out = sm(conf, "history", "--group", "pair", "--json")
+    api = server.get(f"/api/v1/group-runs/{cli_out['id']}").json()
+    assert api == cli_out
+    assert api["group"] == "pair" and {r["script"] for r in api["runs"]} == {
+        "quick_ok",
+        "always_fails",
+    }
+    page = server.get(f"/group-runs/{cli_out['id']}")
+    assert page.status_code == 200 and 'class="timeline"' in page.text
+    assert server.get("/api/v1/group-runs/999999").status_code == 404
+    assert server.get("/api/v1/group-runs/0").status_code == 400
+    assert server.get("/group-runs/x%3Cb%3E").status_code == 400
+    sm_dir = ("--config-dir", str(conf))
+    text = cli(*sm_dir, "history", "--group", "pair").stdout
+    assert f"Group run {cli_out['id']} of pair: failed" in text and "ATTEMPT" in text
+    assert cli(*sm_dir, "history", "--group", "nope").returncode == 2
+    assert cli(*sm_dir, "history", "quick_ok", "--group", "pair").returncode == 2
+    assert cli(*sm_dir, "history").returncode == 2
+
+
 def test_the_openapi_document_lists_every_endpoint(server):
     doc = server.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
@@ -161,6 +182,7 @@ def test_the_openapi_document_lists_every_endpoint(server):
         "/api/v1/schedules",
         "/api/v1/runs/{id}",
         "/api/v1/runs/{id}/log",
+        "/api/v1/group-runs/{id}",
         "/api/v1/health",
         "/api/v1/audit",
         "/api/v1/openapi.json",

@@ -41,7 +41,10 @@ def test_the_quick_web_benchmark_runs(tmp_path):
         ("/metrics", False),
         ("/", True),
         ("/metrics", True),
+        ("/group-runs/51", False),  # 1 000 runs of 20 scripts: 50 ticks, then the big group
+        ("/api/v1/group-runs/51", False),
+        ("/status", False),
     }
     assert all(r["requests"] == 100 and not r["errors"] for r in report["latency"])
     assert report["followers"]["every_follower_got_it_all"] is True
-    assert len(report["targets"]) == 8
+    assert len(report["targets"]) == 14

@@ -6,7 +6,8 @@ it these tests skip, except in CI (``CI=true``), where a missing browser is a fa
 
 A screenshot of every page is written to ``<pytest's base temp>/screenshots`` (and to
 ``$SM_SCREENSHOTS`` when set).  ``SM_DASHBOARD_PNG=docs/img/dashboard.png`` also writes
-the README's picture of the dashboard over the bundled examples.
+the README's picture of the dashboard over the bundled examples, and
+``SM_GROUP_RUN_PNG=docs/img/group-run.png`` its picture of a group run.
 """
 
 from __future__ import annotations
@@ -133,14 +134,12 @@ def test_run_now_starts_a_run_that_appears_and_finishes(server, conf, page, shot
         )
     )
     page.click("button.run")
-    page.wait_for_selector("#flash .flash", timeout=10_000)
+    page.wait_for_url("**/runs/*?started=1", timeout=10_000)
     assert "Started script quick_ok" in page.inner_text("#flash")
+    page.wait_for_selector("#status .s-success", timeout=20_000)
+    page.goto(server.url + "/scripts/quick_ok")
     newest = page.locator("#runs tr[data-run]").first
-    page.wait_for_function(
-        f"() => {{ const r = document.querySelector('#runs tr[data-run]');"
-        f" return r && +r.dataset.run > {before} && r.dataset.status === 'success'; }}",
-        timeout=20_000,
-    )
+    assert int(newest.get_attribute("data-run")) > before
     run = history(conf, "quick_ok", 1)[0]
     assert int(newest.get_attribute("data-run")) == run["id"]
     assert run["trigger"] == "api" and run["status"] == "success"
@@ -223,7 +222,8 @@ def test_the_pages_read_without_javascript_and_on_a_phone(browser, server, conf,
         # the run-now button is a plain form without JavaScript too
         page.goto(server.url + "/scripts/always_fails")
         page.click("button.run")
-        page.wait_for_url("**/scripts/always_fails")
+        page.wait_for_url("**/runs/*?started=1")
+        assert "Started script always_fails" in page.inner_text("#flash")
         wait_for_run(conf, "always_fails")
         snap(page, shots, "script-phone-nojs")
     finally:
@@ -284,3 +284,213 @@ def test_the_bundled_examples_on_the_dashboard(browser, tmp_path, shots):
     finally:
         context.close()
         server.stop()
+
+
+# ---------------------------------------------------------------- what happened, drawn
+
+PIPELINE = {
+    "fetch": {
+        "command": "echo fetched; echo 'ERROR: disk nearly full'",
+        "alerts": [{"pattern": "ERROR", "severity": "warning"}],
+    },
+    "flaky": {
+        "command": "sleep 0.2; echo trying; exit 1",
+        "retries": {"count": 1, "delay": 0.5, "backoff": 1},
+    },
+    "build": "echo build",
+    "report": "echo report",
+    "steady": {"command": "sleep 1; echo steady", "description": "takes a second"},
+}
+PAGES = ("/", "/status", "/scripts/flaky", "/groups/pipeline")
+
+
+@pytest.fixture(scope="module")
+def gconf(tmp_path_factory):
+    """A group whose flaky member is retried once and whose dependents are skipped, and a
+    notification channel that cannot be reached (its messages stay undelivered)."""
+    from helpers import make_config
+
+    conf = make_config(
+        tmp_path_factory.mktemp("webgroups") / "conf",
+        PIPELINE,
+        [
+            {
+                "name": "pipeline",
+                "execution": "parallel",
+                "scripts": ["fetch", "flaky", "build", "report"],
+                "depends_on": {"build": ["fetch", "flaky"], "report": "build"},
+            }
+        ],
+        {
+            "notifications": {
+                "channels": {"ops": ["json://127.0.0.1:9/hook"]},
+                "timeout": 1,
+            }
+        },
+    )
+    assert cli("--config-dir", str(conf), "run-group", "pipeline").returncode == 1
+    return conf
+
+
+@pytest.fixture(scope="module")
+def gserver(gconf):
+    s = Server(gconf)
+    yield s
+    s.stop()
+
+
+def axe_clean(page) -> None:
+    """No serious or critical accessibility violation (axe-core, bundled and offline)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == [], bad
+
+
+def group_run_id(conf) -> int:
+    import json
+
+    r = cli("--config-dir", str(conf), "history", "--group", "pipeline", "--json")
+    return json.loads(r.stdout)["id"]
+
+
+def test_a_group_run_shows_each_attempt_the_skips_and_the_graph(gserver, gconf, page, shots):
+    gid = group_run_id(gconf)
+    page.goto(f"{gserver.url}/groups/pipeline")
+    axe_clean(page)
+    page.click(f"a[href='/group-runs/{gid}']")
+    page.wait_for_url(f"**/group-runs/{gid}")
+    flaky = page.locator("#timeline g.row[data-script=flaky] a.attempt")
+    assert flaky.count() == 2
+    assert [flaky.nth(i).get_attribute("data-attempt") for i in range(2)] == ["1", "2"]
+    assert page.locator("#timeline line.wait").count() == 1  # the retry's wait, a gap
+    skips = page.locator("#timeline text.skip").evaluate_all(
+        "els => els.map(e => e.firstChild.textContent)"
+    )
+    assert skips == ["⊘ skipped: needs flaky", "⊘ skipped: needs build"]
+    assert page.locator("#timeline text.tick").count() >= 2
+    assert page.locator("#graph g.node").count() == 4  # one node per script
+    edges = page.locator("#graph path.edge")
+    assert edges.count() == 3  # one edge per dependency
+    assert "✗ failed" in page.locator("#graph g.node[data-script=flaky]").text_content()
+    assert page.locator("#attempts tr[data-script=flaky]").count() == 2
+    snap(page, shots, "group-run")
+    target = os.environ.get("SM_GROUP_RUN_PNG")
+    if target:
+        page.set_viewport_size({"width": 1000, "height": 800})
+        page.locator("#grouprun").screenshot(path=target, scale="css")
+    axe_clean(page)
+    assert page.errors == []
+
+
+def test_run_now_says_so_and_goes_to_the_run_seen_running_then_finished(
+    gserver, gconf, page, shots
+):
+    before = max([r["id"] for r in history(gconf, "steady", 1)], default=0)
+    page.goto(f"{gserver.url}/scripts/steady")
+    page.click("button.run")
+    page.wait_for_selector("#flash .flash", timeout=5_000)  # at once, before the answer
+    page.wait_for_url("**/runs/*?started=1", timeout=10_000)
+    run_id = int(page.url.split("/runs/")[1].split("?")[0])
+    assert run_id > before
+    assert f"Started script steady: this is its run #{run_id}." in page.inner_text("#flash")
+    assert "running" in page.inner_text("#status")
+    page.wait_for_selector("#status .s-success", timeout=20_000)
+    snap(page, shots, "run-now-finished")
+    axe_clean(page)
+    run = history(gconf, "steady", 1)[0]
+    assert (run["id"], run["trigger"], run["status"]) == (run_id, "api", "success")
+    # a group: to its group run's page, which grows while the group runs
+    page.goto(f"{gserver.url}/groups/pipeline")
+    page.click("button.run")
+    page.wait_for_url("**/group-runs/*?started=1", timeout=10_000)
+    assert "Started group pipeline" in page.inner_text("#flash")
+    page.wait_for_selector("#grouprun[data-status=failed]", timeout=20_000)
+    assert page.locator("#timeline a.attempt").count() == 3
+    # refused while it runs (overlap): said on the page, no run started
+    page.goto(f"{gserver.url}/scripts/steady")
+    page.click("button.run")
+    page.wait_for_url("**/runs/*?started=1", timeout=10_000)
+    page.goto(f"{gserver.url}/scripts/steady")
+    page.click("button.run")
+    page.wait_for_selector("#flash .flash.bad", timeout=5_000)
+    assert "already running" in page.inner_text("#flash")
+    wait_for_run(gconf, "steady", "success")
+    assert page.errors == [] or all("409" in e for e in page.errors)
+
+
+def test_the_duration_chart_has_labelled_axes(gserver, page, shots):
+    page.goto(f"{gserver.url}/scripts/flaky")
+    chart = page.locator("svg.chart")
+    assert chart.locator("text.tick.y").count() >= 2
+    assert all(t.strip() for t in chart.locator("text.tick.x").all_text_contents())
+    assert chart.locator("text.tick.y").first.text_content() == "0s"
+    assert chart.locator("text.mark").count() == chart.locator("rect.bar").count()  # all ✗
+    assert "failed" in chart.locator("rect.bar title").first.text_content()
+    axe_clean(page)
+
+
+def test_the_status_page_lists_the_undelivered_notification(gserver, page, shots):
+    page.goto(f"{gserver.url}/status")
+    rows = page.locator("#outbox tbody tr[data-state]")
+    assert rows.count() >= 1
+    assert "ops" in rows.first.inner_text() and "failure" in rows.first.inner_text()
+    assert "ERROR: disk nearly full" in page.inner_text("#alerts")
+    assert "flaky" in page.inner_text("#failures")
+    page.fill("#f-failures", "no-such-script")  # each list narrows as one types
+    assert page.locator("#failures tbody tr:visible").count() == 0
+    snap(page, shots, "status")
+    axe_clean(page)
+
+
+def test_the_filter_narrows_the_overview(gserver, page, shots):
+    page.goto(gserver.url + "/")
+    assert page.locator("#scripts tbody tr").count() == 5
+    page.fill("#find-q", "stead")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#scripts tbody tr').length === 1", timeout=5_000
+    )
+    assert page.locator("#scripts tr#script-steady").count() == 1
+    assert "q=stead" in page.url
+    page.select_option("#find-status", "failing")
+    page.fill("#find-q", "")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#scripts tbody tr').length === 1"
+        " && !!document.getElementById('script-flaky')",
+        timeout=5_000,
+    )
+    axe_clean(page)
+
+
+def test_every_page_fits_a_phone_and_reads_without_javascript(browser, gserver, gconf, shots):
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 390, "height": 844}, color_scheme="dark"
+    )
+    try:
+        page = context.new_page()
+        gid = group_run_id(gconf)
+        run = history(gconf, "flaky", 1)[0]["id"]
+        for path in (*PAGES, f"/group-runs/{gid}", f"/runs/{run}"):
+            page.goto(gserver.url + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+        snap(page, shots, "run-phone-dark")
+        page.goto(gserver.url + "/?q=stead")  # the filter is a plain GET form
+        assert page.locator("#scripts tbody tr").count() == 1
+        page.goto(gserver.url + "/")
+        page.fill("#find-q", "fetch")
+        page.click("#find button[type=submit]")
+        page.wait_for_url("**/?q=fetch*")
+        assert page.locator("#scripts tbody tr").count() == 1
+        page.goto(gserver.url + "/scripts/steady")  # Run now: a redirect to the new run
+        page.click("button.run")
+        page.wait_for_url("**/runs/*?started=1", timeout=10_000)
+        assert "Started script steady" in page.inner_text("#flash")
+        wait_for_run(gconf, "steady", "success")
+    finally:
+        context.close()

@@ -225,12 +225,14 @@ def test_state_changes_with_the_session_cookie_need_the_csrf_token(server, conf)
     assert c.post("/logout").status_code == 403
     assert len(history(conf, "quick_ok")) == before  # nothing was started
     r = when_free(lambda: c.post("/scripts/quick_ok/run", data={"csrf": csrf}))
-    assert r.status_code == 303 and r.headers["location"] == "/scripts/quick_ok"
+    newest = history(conf, "quick_ok", 1)[0]["id"]  # Run now leads to the new run
+    assert r.status_code == 303 and r.headers["location"] == f"/runs/{newest}?started=1"
     r = when_free(lambda: c.post("/api/v1/scripts/quick_ok/run", headers={"X-CSRF-Token": csrf}))
     assert r.status_code == 202
     hx = {"HX-Request": "true"}
     r = when_free(lambda: c.post("/scripts/quick_ok/run", data={"csrf": csrf}, headers=hx))
     assert r.status_code == 200 and r.headers["hx-trigger"] == "sm-started"
+    assert r.headers["hx-redirect"].startswith("/runs/")
     wait_for_run(conf, "quick_ok")
     assert c.post("/logout", data={"csrf": csrf}).status_code == 303
     assert c.get("/").status_code == 303  # signed out

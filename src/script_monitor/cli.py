@@ -120,7 +120,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p["notify-test"].add_argument("channel", help="channel name (notifications.channels)")
     p["alerts"].add_argument("name", nargs="?", help="script name (default: every script)")
-    p["history"].add_argument("name", help="script name")
+    p["history"].add_argument("name", nargs="?", help="script name")
+    p["history"].add_argument(
+        "--group", metavar="NAME", help="the newest run of group NAME: every attempt, skips, edges"
+    )
     p["history"].add_argument(
         "-n", "--limit", type=_positive, default=20, help="show at most N runs (default 20)"
     )

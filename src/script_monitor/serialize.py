@@ -17,6 +17,7 @@ from .states import LogState, MessageState
 
 if TYPE_CHECKING:
     from .config import Config
+    from .grouprun import GroupRunReport
     from .store import AlertMatch, AuditRow, GroupRun, Message, PruneReport, Run
 
 # Bumped when a key is removed or renamed or changes its type or meaning; adding a key
@@ -75,6 +76,29 @@ def group_run_json(run: GroupRun | None) -> dict[str, Any] | None:
         "started": iso(run.started),
         "ended": iso(run.ended),
         "detail": run.detail,
+    }
+
+
+def group_run_detail_json(report: GroupRunReport) -> dict[str, Any]:
+    """``history --group NAME --json``, ``GET /api/v1/group-runs/{id}``: one group run
+    with every attempt of its scripts, the reasons of the skipped ones and the edges."""
+    run = report.run
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "id": run.id,
+        "group": run.group_name,
+        "status": run.status.value,
+        "trigger": run.trigger,
+        "owner": run.owner,
+        "started_by": report.started_by,
+        "started": iso(run.started),
+        "ended": iso(run.ended),
+        "duration": seconds(report.duration),
+        "detail": run.detail,
+        "scripts": report.scripts,
+        "runs": [run_json(r) for r in report.runs],
+        "skipped": [{"script": s, "reason": why} for s, why in report.skipped],
+        "edges": [{"from": a, "to": b} for a, b in report.edges],
     }
 
 

@@ -88,6 +88,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         return prune(config, args.dry_run, args.before, args.json)
     if args.dry_run or args.before:
         raise UsageError("--dry-run and --before go with `history prune`")
+    if args.group is not None:
+        if args.name is not None:
+            raise UsageError("give a script name or --group NAME, not both")
+        return _group_history(args, config)
+    if args.name is None:
+        raise UsageError("history needs a script name (or --group NAME)")
     config.script(args.name)
     store = open_store(config)
     store.runs.reap_lost()
@@ -135,6 +141,55 @@ def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
         headers.pop()
         rows = [row[:-1] for row in rows]
     _table(args, config, headers, rows, 3)
+    return EXIT_OK
+
+
+def _group_history(args: argparse.Namespace, config) -> int:
+    """``history --group NAME``: the group's newest run, every attempt of its scripts."""
+    from ..grouprun import gather, latest_id
+
+    config.group(args.group)
+    store = open_store(config)
+    store.runs.reap_lost()
+    found = latest_id(store, args.group)
+    report = gather(config, store, found) if found is not None else None
+    if args.json:
+        import json
+
+        from ..serialize import group_run_detail_json
+
+        print(json.dumps(None if report is None else group_run_detail_json(report), indent=2))
+        return EXIT_OK
+    if report is None:
+        print(f"group {args.group} has never run")
+        return EXIT_OK
+    fmt = config.settings.display.date_format
+    g = report.run
+    took = duration_text(report.duration) if report.duration is not None else "running"
+    print(f"Group run {g.id} of {g.group_name}: {g.status} ({took})")
+    who = f", by token {report.started_by}" if report.started_by else ""
+    print(f"  started {datetime.fromtimestamp(g.started).strftime(fmt)}, trigger {g.trigger}{who}")
+    if g.detail:
+        print(f"  {_short(g.detail, 100)}")
+    if report.edges:
+        print("  depends on: " + ", ".join(f"{a} -> {b}" for a, b in report.edges))
+    rows = []
+    for r in report.runs:
+        status = str(r.status)
+        if r.status is RunStatus.SKIPPED:
+            status += f" ({_short(r.detail, 50)})" if r.detail else ""
+        rows.append(
+            [
+                r.script,
+                str(r.attempt),
+                str(r.id),
+                datetime.fromtimestamp(r.started).strftime(fmt),
+                duration_text(r.duration),
+                status,
+            ]
+        )
+    print()
+    _table(args, config, ["SCRIPT", "ATTEMPT", "RUN", "STARTED", "DURATION", "STATUS"], rows, 5)
     return EXIT_OK
 
 

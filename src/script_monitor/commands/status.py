@@ -16,58 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..render import duration_text
-from ..states import FAILURES, RunStatus
+from ..states import RunStatus
+from ..statusreport import gather
 from ..store import Run
 from . import load, open_store
 
-FAILURE_WINDOW = 24 * 3600.0  # "latest failures" looks this far back
-FAILURE_LIMIT = 5
-
-
-def gather(config, store, now: float) -> dict[str, Any]:
-    """Every fact ``status`` shows, and the problems among them."""
-    from ..heartbeat import LOCK_FILE, scheduler_status
-    from ..schedule_time import schedule_rows, scheduled_groups
-
-    store.runs.reap_lost()
-    scheduled = scheduled_groups(config)
-    rows = schedule_rows(config, store.reads.last_group_runs(), datetime.fromtimestamp(now, UTC))
-    far = datetime.max.replace(tzinfo=UTC)
-    rows.sort(key=lambda r: (r["next"] or far, r["name"]))
-    status = scheduler_status(config.state_dir, now)
-    enabled = config.settings.scheduling.enabled
-    problems = []
-    finished = store.reads.last_ended_group_runs("schedule")
-    for g in scheduled:
-        run = finished.get(g.name)
-        if run is not None and run.status in FAILURES:
-            problems.append(
-                f"the latest scheduled run of group '{g.name}' {run.status}"
-                f" (group run {run.id}, {_clock(config, run.started)})"
-            )
-    ran_before = (config.state_dir / LOCK_FILE).exists()  # only a scheduler creates it
-    if scheduled and enabled and ran_before and (not status["running"] or status["stale"]):
-        problems.append(
-            "the scheduler is not running"
-            if not status["running"]
-            else "the scheduler's heartbeat is stale: it may be hung"
-        )
-    return {
-        "now": now,
-        "scheduler": status,
-        "enabled": enabled,
-        "scheduled": bool(scheduled),
-        "ran_before": ran_before,
-        "running": store.reads.running_runs(),
-        "failures": store.reads.recent_runs(sorted(FAILURES), now - FAILURE_WINDOW, FAILURE_LIMIT),
-        "next_runs": rows,
-        "problems": problems,
-    }
+__all__ = ["cmd_status", "gather"]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from .records import (
     PruneReport,
     Run,
     RunSummary,
+    WatchEvent,
 )
 from .runs import Runs
 
@@ -70,6 +71,7 @@ __all__ = [
     "Run",
     "RunSummary",
     "Store",
+    "WatchEvent",
     "busy_timeout_ms",
 ]
 

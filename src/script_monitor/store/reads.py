@@ -71,6 +71,26 @@ class Reads:
                 )
         return {r[1]: Run.from_row(r) for r in rows}
 
+    def runs_after(self, after_id: int, ids: list[int]) -> tuple[int, list[Run], list[Run]]:
+        """What keeps a copy of ``last_runs`` up to date, in one snapshot: the highest
+        run id, the runs above ``after_id`` that were not skipped (oldest first), and the
+        rows of ``ids`` (runs that were running, which may have ended since)."""
+        with self.core.snapshot() as tx:
+            top = tx.one("SELECT COALESCE(MAX(id), 0) FROM runs")[0]
+            new = tx.all(
+                f"SELECT {Run.COLUMNS} FROM runs WHERE id > ? AND id <= ? AND status != ?"
+                " ORDER BY id",
+                (after_id, top, _SKIPPED),
+            )
+            rows: list[Any] = []
+            for i in range(0, len(ids), _CHUNK):
+                part = ids[i : i + _CHUNK]
+                rows += tx.all(
+                    f"SELECT {Run.COLUMNS} FROM runs WHERE id IN ({', '.join('?' * len(part))})",
+                    part,
+                )
+        return int(top), [Run.from_row(r) for r in new], [Run.from_row(r) for r in rows]
+
     def last_group_runs(self) -> dict[str, GroupRun]:
         """The newest group run (or recorded tick) of every group."""
         rows = self.core.read(

@@ -160,6 +160,23 @@ class AuditRow(msgspec.Struct, frozen=True):
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
 
 
+class WatchEvent(msgspec.Struct, frozen=True):
+    """A finding the watchdog recorded once: missed ticks, an overdue run, a silent
+    scheduler (``watch_events``)."""
+
+    key: str
+    kind: str
+    subject: str
+    detail: str | None
+    created: float
+
+    COLUMNS: ClassVar[str] = "key, kind, subject, detail, created"
+
+    @classmethod
+    def from_row(cls, r: Any) -> WatchEvent:
+        return cls(r[0], r[1], r[2], r[3], r[4])
+
+
 class RunSummary(msgspec.Struct, frozen=True):
     """The few fields of a run the dashboard's sparklines need."""
 

@@ -6,7 +6,7 @@ import time
 
 from ..states import GroupStatus, RunStatus
 from .core import Core
-from .records import GroupRun, Run
+from .records import GroupRun, Run, WatchEvent
 
 _SCHEDULE = "schedule"  # the trigger of scheduled group runs
 
@@ -66,6 +66,14 @@ class Watch:
                 (key, kind, subject, detail, time.time()),
             )
             return new.rowcount == 1
+
+    def events(self, limit: int = 50) -> list[WatchEvent]:
+        """The watchdog's recorded findings, newest first."""
+        rows = self.core.read(
+            f"SELECT {WatchEvent.COLUMNS} FROM watch_events ORDER BY created DESC LIMIT ?",
+            (limit,),
+        )
+        return [WatchEvent.from_row(r) for r in rows]
 
     def running_units(self) -> tuple[list[Run], list[GroupRun]]:
         """The runs and the group runs recorded as running."""

@@ -39,11 +39,11 @@ from ..serialize import audit_json
 from ..states import AuditAction, AuditResult, Refusal
 from ..store.audit import MAX_ROWS as MAX_AUDIT_ROWS
 from ..tokens import Identity
-from . import logstream
+from . import grouprun, logstream, runnow, statuspage
 from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
-from .pages import HISTORY, MAX_HISTORY, Pages
+from .pages import HISTORY, MAX_HISTORY, OverviewView, Pages
 from .security import COOKIE, SAFE_METHODS, SESSION_DAYS, Security, Throttle, host_wellformed
 from .service import (
     MAX_LIMIT,
@@ -496,22 +496,30 @@ def create_app(service: Service, security: Security) -> Starlette:
     # ------------------------------------------------------------ dashboard
 
     async def overview(request: Request) -> Response:
-        return await page(request, await call(pages.overview), gz=overview_gz)
+        view = OverviewView.of(request.query_params)
+        if view == OverviewView():
+            return await page(request, await call(pages.overview, view), gz=overview_gz)
+        return await page(request, await call(pages.overview, view))
 
     async def script_page(request: Request) -> Response:
         name = request.path_params["name"]
         limit = request.query_params.get("limit")
         n = HISTORY if limit is None else _int(limit, "limit", 1, MAX_HISTORY)
-        return await page(request, pages.head(name) + await call(pages.script, name, n))
+        html = pages.head(name) + await call(pages.script, name, n)
+        return await page(request, flashed(request, html, "script", name))
 
     async def group_page(request: Request) -> Response:
         name = request.path_params["name"]
-        return await page(request, pages.head(name) + await call(pages.group, name))
+        html = pages.head(name) + await call(pages.group, name)
+        return await page(request, flashed(request, html, "group", name))
 
     async def run_page(request: Request) -> Response:
         run_id = _int(request.path_params["id"], "the run id", 1)
         title, main = await call(pages.run, run_id)
-        return await page(request, pages.head(title) + main)
+        script = title.rsplit(" #", 1)[0]
+        return await page(
+            request, flashed(request, pages.head(title) + main, "script", script, run_id)
+        )
 
     async def run_events(request: Request) -> Response:
         run_id = _int(request.path_params["id"], "the run id", 1)
@@ -528,6 +536,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         name = request.path_params["name"]
         kind = "script" if request.url.path.startswith("/scripts/") else "group"
         try:
+            before = await call(runnow.newest, service, kind, name)
             await launched(request, kind, name)
         except (Conflict, Busy, Forbidden) as e:
             if request.headers.get("hx-request"):
@@ -545,13 +554,19 @@ def create_app(service: Service, security: Security) -> Starlette:
                 + pages.tail(session["csrf"], authed(request), who(request))
             )
             return HTMLResponse(html, _code_of(e), _headers_of(e) | {"Cache-Control": "no-store"})
+        # to the new run once it is recorded (runnow), with a message saying it started
+        run_id = await call(runnow.wait_for_new, service, kind, name, before)
+        url = runnow.target(kind, name, run_id)
         if request.headers.get("hx-request"):
-            main = pages.env.from_string(
-                '<p class="flash">Started {{ kind }} <b>{{ name }}</b>; '
-                "its run appears in a moment.</p>"
-            ).render(kind=kind, name=name)
-            return HTMLResponse(main, headers={"HX-Trigger": "sm-started"})
-        return RedirectResponse(f"/{kind}s/{quote(name, safe='')}", 303)
+            message = runnow.started_message(kind, name, run_id or None)
+            return HTMLResponse(message, headers={"HX-Redirect": url, "HX-Trigger": "sm-started"})
+        return RedirectResponse(url, 303)
+
+    def flashed(request: Request, html: str, kind: str, name: str, run_id: int = 0) -> str:
+        """``html`` with the message of a run just started, after a *Run now* (runnow)."""
+        if request.query_params.get("started") != "1":
+            return html
+        return runnow.with_flash(html, runnow.started_message(kind, name, run_id or None))
 
     async def login_form(request: Request) -> Response:
         if not security.token:
@@ -674,6 +689,8 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/openapi.json", api_openapi),
     ]
+    routes += grouprun.routes(service, pages, page, call, _int, flashed)
+    routes += statuspage.routes(service, pages, page, call)
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:

@@ -85,6 +85,66 @@ SCHEMAS: dict[str, Any] = {
             "detail": _nullable({"type": "string"}),
         },
     },
+    "GroupRunDetail": {
+        "type": "object",
+        "description": "One group run with every attempt of its scripts, the reasons of the"
+        " skipped ones and the group's edges, as in `history --group NAME --json`.",
+        "required": [
+            "schema_version",
+            "id",
+            "group",
+            "status",
+            "trigger",
+            "owner",
+            "started_by",
+            "started",
+            "ended",
+            "duration",
+            "detail",
+            "scripts",
+            "runs",
+            "skipped",
+            "edges",
+        ],
+        "properties": {
+            "schema_version": {"type": "integer"},
+            "id": {"type": "integer"},
+            "group": {"type": "string"},
+            "status": GROUP_STATUS,
+            "trigger": TRIGGER,
+            "owner": {"type": "string", "description": "the process that ran it"},
+            "started_by": _nullable(
+                {"type": "string", "description": "the web token's name (trigger api)"}
+            ),
+            "started": TIME,
+            "ended": _nullable(TIME),
+            "duration": _nullable({"type": "number", "minimum": 0}),
+            "detail": _nullable({"type": "string"}),
+            "scripts": {"type": "array", "items": {"type": "string"}},
+            "runs": {
+                "type": "array",
+                "description": "every attempt, in the order they were recorded",
+                "items": {"$ref": "#/components/schemas/Run"},
+            },
+            "skipped": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["script", "reason"],
+                    "properties": {"script": {"type": "string"}, "reason": {"type": "string"}},
+                },
+            },
+            "edges": {
+                "type": "array",
+                "description": "dependency -> dependent (`depends_on`)",
+                "items": {
+                    "type": "object",
+                    "required": ["from", "to"],
+                    "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+                },
+            },
+        },
+    },
     "Script": {
         "type": "object",
         "description": "A configured script and its latest run, as in `list --json`.",
@@ -374,6 +434,13 @@ def document() -> dict[str, Any]:
             ),
             "/api/v1/runs/{id}": _get(
                 "One run", _json("Run", "the run"), "400", "404", params=[RUN_ID]
+            ),
+            "/api/v1/group-runs/{id}": _get(
+                "One group run: every attempt, skips and edges (`history --group NAME --json`)",
+                _json("GroupRunDetail", "the group run"),
+                "400",
+                "404",
+                params=[RUN_ID],
             ),
             "/api/v1/runs/{id}/log": _get(
                 "A run's log", log_ok, "400", "404", params=[RUN_ID, offset, download]

@@ -8,9 +8,11 @@ around it (the session's CSRF token, the sign-out button), rendered per request.
 from __future__ import annotations
 
 import statistics
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from jinja2 import Environment, PackageLoader
 from msgspec.structs import asdict
 
@@ -28,6 +30,86 @@ RECENT = 10  # runs in a strip on the overview
 HISTORY = 50  # runs on a script's page (?limit= up to MAX_HISTORY)
 MAX_HISTORY = 2000
 PAGE_TTL = 5.0  # seconds a cached page may show "next run" times that moved on
+
+
+FOLD = 50  # rows of a long list shown before "show all": the first FOLD failing, FOLD others
+MAX_QUERY = 100  # characters of the name filter that count
+SORT_FAILURES = "failures"
+FAILING = "failing"  # the status filter "failed, timed out or lost"
+NEVER = "never"  # the status filter "never run"
+STATUS_CHOICES = [
+    ("", "any status"),
+    (FAILING, "failing (failed, timeout, lost)"),
+    *((s.value, s.value) for s in RunStatus),
+    (NEVER, "never run"),
+]
+_STATUS_KEYS = frozenset(k for k, _ in STATUS_CHOICES)
+
+
+class OverviewView(msgspec.Struct, frozen=True):
+    """What the overview shows: a name filter, a status, a group, failures first, all."""
+
+    q: str = ""
+    status: str = ""
+    group: str = ""
+    sort: str = ""
+    all: bool = False
+
+    @classmethod
+    def of(cls, params: Any) -> OverviewView:
+        """From a request's query (anything unknown is ignored, never an error)."""
+        status = params.get("status", "")
+        sort = params.get("sort", "")
+        return cls(
+            q=params.get("q", "").strip()[:MAX_QUERY],
+            status=status if status in _STATUS_KEYS else "",
+            group=params.get("group", "")[:MAX_QUERY],
+            sort=SORT_FAILURES if sort == SORT_FAILURES else "",
+            all=params.get("all", "") in ("1", "true"),
+        )
+
+    @property
+    def query(self) -> str:
+        """The view as a query string (for the page's own refresh and links)."""
+        from urllib.parse import urlencode
+
+        fields = {"q": self.q, "status": self.status, "group": self.group, "sort": self.sort}
+        if self.all:
+            fields["all"] = "1"
+        return urlencode({k: v for k, v in fields.items() if v})
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.status or self.group)
+
+    def matches(self, name: str, last: Any) -> bool:
+        if self.q and self.q.lower() not in name.lower():
+            return False
+        if not self.status:
+            return True
+        if self.status == NEVER:
+            return last is None
+        if last is None:
+            return False
+        if self.status == FAILING:
+            return last.status in FAILURES
+        return bool(last.status == self.status)
+
+    def fold(self, rows: list[Any], failing: Any) -> list[Any]:
+        """A long list folded: its first FOLD failing rows and its first FOLD others, in
+        order (so that a page of 5 000 scripts stays small); all of them with ``all``."""
+        if self.all or len(rows) <= FOLD:
+            return rows
+        out, others, bad = [], 0, 0
+        for row in rows:
+            if failing(row):
+                if bad < FOLD:
+                    bad += 1
+                    out.append(row)
+            elif others < FOLD:
+                others += 1
+                out.append(row)
+        return out
 
 
 def environment(service: Service) -> Environment:
@@ -69,6 +151,7 @@ class Pages:
         self.service = service
         self.env = environment(service)
         self.asset_version = __version__
+        self._next_cache: tuple[int, float, dict[str, datetime]] | None = None
 
     def head(self, title: str, trusted: bool = True) -> str:
         """The page up to its content: the same for every visitor (cached with it).
@@ -98,37 +181,57 @@ class Pages:
 
     # ------------------------------------------------------------ overview
 
-    def overview(self) -> str:
-        """The overview up to its tail (cached while the history does not change)."""
+    def overview(self, view: OverviewView | None = None) -> str:
+        """The overview up to its tail, for a filter (cached while the history does not
+        change, per filter)."""
+        view = view or OverviewView()
         return self.service.cached(
-            "page:overview", lambda: self.head("Overview") + self._overview(), ttl=PAGE_TTL
+            ("page:overview", view),
+            lambda: self.head("Overview") + self._overview(view),
+            ttl=PAGE_TTL,
         )
 
-    def _overview(self) -> str:
+    def _overview(self, view: OverviewView) -> str:
         from ..heartbeat import scheduler_status
-        from ..schedule_time import schedule_rows
 
         svc = self.service
         config = svc.config
         store = svc.store
-        last = store.reads.last_runs()
+        last = svc.last_runs()
         last_groups = store.reads.last_group_runs()
         enabled = config.settings.scheduling.enabled
-        nexts = {}
+        nexts: dict[str, datetime] = {}
         if enabled:
-            nexts = {
-                r["name"]: r["next"]
-                for r in schedule_rows(config, last_groups, datetime.now(UTC))
-                if r["next"] is not None
-            }
+            nexts = self._nexts(last_groups)
         script_next: dict[str, datetime] = {}
         for g in config.groups.values():
             if g.name in nexts:
                 for s in g.scripts:
                     if s not in script_next or nexts[g.name] < script_next[s]:
                         script_next[s] = nexts[g.name]
-        recent = store.reads.latest_runs_by_script(list(config.scripts), RECENT)
-        recent_groups = store.reads.latest_group_runs(list(config.groups), RECENT)
+        members = set(config.groups[view.group].scripts) if view.group in config.groups else None
+
+        def failing(run: Any) -> bool:
+            return run is not None and run.status in FAILURES
+
+        script_rows = [
+            s
+            for s in config.scripts.values()
+            if view.matches(s.name, last.get(s.name)) and (members is None or s.name in members)
+        ]
+        group_rows = [
+            g
+            for g in config.groups.values()
+            if view.matches(g.name, last_groups.get(g.name))
+            and (not view.group or g.name == view.group or view.group not in config.groups)
+        ]
+        if view.sort == SORT_FAILURES:
+            script_rows.sort(key=lambda s: not failing(last.get(s.name)))
+            group_rows.sort(key=lambda g: not failing(last_groups.get(g.name)))
+        shown_scripts = view.fold(script_rows, lambda s: failing(last.get(s.name)))
+        shown_groups = view.fold(group_rows, lambda g: failing(last_groups.get(g.name)))
+        recent = store.reads.latest_runs_by_script([s.name for s in shown_scripts], RECENT)
+        recent_groups = store.reads.latest_group_runs([g.name for g in shown_groups], RECENT)
         scripts: list[dict[str, Any]] = [
             {
                 "name": s.name,
@@ -137,7 +240,7 @@ class Pages:
                 "next": script_next.get(s.name),
                 "recent": recent.get(s.name, [])[::-1],
             }
-            for s in config.scripts.values()
+            for s in shown_scripts
         ]
         groups: list[dict[str, Any]] = [
             {
@@ -152,18 +255,44 @@ class Pages:
                     for r in recent_groups.get(g.name, [])[::-1]
                 ],
             }
-            for g in config.groups.values()
+            for g in shown_groups
         ]
         status = scheduler_status(config.state_dir)
+        every = config.scripts.values()
         return self.env.get_template("overview.html").render(
             scripts=scripts,
             groups=groups,
-            failing=sum(1 for s in scripts if s["last"] and s["last"].status in FAILURES),
+            matched_scripts=len(script_rows),
+            matched_groups=len(group_rows),
+            total_scripts=len(config.scripts),
+            total_groups=len(config.groups),
+            failing=sum(1 for s in every if failing(last.get(s.name))),
             running=sum(
-                1 for s in scripts for r in s["recent"][-1:] if r.status is RunStatus.RUNNING
+                1 for s in every if (r := last.get(s.name)) and r.status is RunStatus.RUNNING
             ),
             scheduler=_scheduler_text(status, enabled),
+            view=view,
+            statuses=STATUS_CHOICES,
+            group_names=list(config.groups),
         )
+
+    def _nexts(self, last_groups: dict[str, Any]) -> dict[str, datetime]:
+        """group -> its next run: computed at most every PAGE_TTL seconds per
+        configuration, not on every change of the history (250 schedules take ~0.1 s)."""
+        from ..schedule_time import schedule_rows
+
+        now = time.monotonic()
+        key = self.service.config_gen
+        hit = self._next_cache
+        if hit is not None and hit[0] == key and now - hit[1] < PAGE_TTL:
+            return hit[2]
+        nexts = {
+            r["name"]: r["next"]
+            for r in schedule_rows(self.service.config, last_groups, datetime.now(UTC))
+            if r["next"] is not None
+        }
+        self._next_cache = (key, now, nexts)
+        return nexts
 
     # ------------------------------------------------------------ a script
 
@@ -184,7 +313,7 @@ class Pages:
             next=self._next_of(member_of),
             runs=runs,
             limit=limit,
-            chart=_chart(runs[:HISTORY][::-1]),
+            chart=_chart(runs[:HISTORY][::-1], script, config.settings.display.date_format),
         )
 
     def _next_of(self, groups: list[str]) -> datetime | None:
@@ -207,7 +336,7 @@ class Pages:
         svc.refresh()
         group = svc.group(name)
         config = svc.config
-        last = svc.store.reads.last_runs()
+        last = svc.store.reads.last_runs(group.scripts)
         runs = [
             {**asdict(g), "members": svc.store.runs.runs_of_group_run(g.id)}
             for g in svc.store.runs.group_history(name, 20)
@@ -281,34 +410,37 @@ def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:
     return text + ("" if enabled else " (scheduling paused)")
 
 
-def _chart(runs: list[Run]) -> dict[str, Any]:
-    """Bars for the durations of finished runs, oldest first, in a 600 x 160 box."""
-    done = [
-        (r, r.duration)
-        for r in runs
-        if r.duration is not None and r.status is not RunStatus.SKIPPED
-    ]
-    width, height, base = 600, 160, 150
-    chart: dict[str, Any] = {"width": width, "height": height, "base": base, "bars": []}
-    chart["count"] = len(done)
-    if not done:
-        return chart
-    top = max(d for _, d in done) or 1.0
-    step = width / max(len(done), 40)
-    for i, (r, duration) in enumerate(done):
-        h = max(2.0, (base - 4) * duration / top)
-        chart["bars"].append(
-            {
-                "id": r.id,
-                "status": r.status,
-                "duration": duration,
-                "x": round(i * step + step * 0.1, 2),
-                "w": round(step * 0.8, 2),
-                "y": round(base - h, 2),
-                "h": round(h, 2),
-            }
+def _chart(runs: list[Run], script: Any, fmt: str) -> dict[str, Any]:
+    """The duration chart of finished runs, oldest first (``svg.duration_chart``), with
+    the band of usual durations that the duration-anomaly marks use (``anomaly``)."""
+    from ..anomaly import duration_band
+    from .svg import Point, duration_chart
+
+    done = [r for r in runs if r.duration is not None and r.status is not RunStatus.SKIPPED]
+    settings = getattr(script, "anomaly", None)  # a script's anomaly settings, when it has them
+    window = int(getattr(settings, "window", 50) or 50)
+    ok = [float(r.duration or 0.0) for r in done if r.status is RunStatus.SUCCESS][-window:]
+    band = duration_band(
+        ok,
+        slow=float(getattr(settings, "slow", 3.0)),
+        fast=float(getattr(settings, "fast", 0.2)),
+        min_runs=int(getattr(settings, "min_runs", 10)),
+    )
+    points = [
+        Point(
+            r.id, r.status.value, r.started, float(r.duration or 0.0), getattr(r, "anomaly", None)
         )
-    chart["top"] = top
-    chart["median"] = statistics.median(d for _, d in done)
-    chart["ok"] = sum(1 for r, _ in done if r.status is RunStatus.SUCCESS)
+        for r in done
+    ]
+    chart: dict[str, Any] = {"count": len(done), "band": band}
+    drawn: tuple[float, float | None, float | None] | None = None
+    if band is not None:
+        drawn = (band.median, band.low, band.high)
+    elif ok:
+        drawn = (statistics.median(ok), None, None)
+    chart["svg"] = duration_chart(points, drawn, fmt)
+    if done:
+        chart["top"] = max(p.duration for p in points)
+        chart["median"] = statistics.median(p.duration for p in points)
+        chart["ok"] = sum(1 for r in done if r.status is RunStatus.SUCCESS)
     return chart

@@ -107,6 +107,16 @@ class Service:
         self.children: list[tuple[str, str, subprocess.Popen]] = []  # (kind, name, process)
         self._launching = threading.Lock()
         self._masker: tuple[int, Any] | None = None
+        self._last: Any = None  # lastruns.LastRuns, made on first use
+
+    def last_runs(self) -> dict[str, Run]:
+        """The newest run of every script (as ``store.reads.last_runs``), kept up to date
+        from the runs recorded since rather than read afresh (``lastruns``)."""
+        if self._last is None:
+            from .lastruns import LastRuns
+
+            self._last = LastRuns(self.store)
+        return self._last.get()
 
     # ------------------------------------------------------------ freshness
 
@@ -173,11 +183,7 @@ class Service:
         return self.cached(
             "api:scripts",
             lambda: Payload(
-                dumps(
-                    self.redact(
-                        scripts_json(self.config, self.store.reads.last_runs(self.config.scripts))
-                    )
-                ),
+                dumps(self.redact(scripts_json(self.config, self.last_runs()))),
                 "json",
             ),
         )
