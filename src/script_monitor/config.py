@@ -449,7 +449,7 @@ def _convert(data: Any, typ: type, doc: Document, base: tuple, label: str, out: 
     return None
 
 
-def _describe(text: str, data: dict, doc: Document, base: tuple, label: str):
+def _describe(text: str, data: dict, doc: Document, base: tuple, label: str) -> tuple[Any, Problem]:
     text = text.replace("[...]", "")  # a mapping's value: msgspec does not name the key
     text = re.sub(r" - at `key` in `(\$[^`]*)`$", r" - at `\1`", text)  # a mapping's key
     m = _ERROR_AT.match(text)
@@ -585,7 +585,7 @@ def load_config(root: Path) -> Config:
     return config
 
 
-def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, problems: list):
+def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, problems: list) -> None:
     optional = key == "groups"  # an empty groups file means no groups; scripts must exist
     doc = read_yaml(file, problems, empty_ok=optional)
     if doc is None or (optional and doc.data is None):
@@ -644,7 +644,9 @@ def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, probl
         _check_notify_fields(obj, doc, (key, i), label, problems, origin)
 
 
-def _check_item(obj: Script | Group, doc: Document, base: tuple, label: str, problems: list):
+def _check_item(
+    obj: Script | Group, doc: Document, base: tuple, label: str, problems: list
+) -> None:
     if isinstance(obj, Script):
         if isinstance(obj.command, list) and any(not a for a in obj.command[:1]):
             problems.append(

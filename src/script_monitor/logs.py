@@ -45,8 +45,8 @@ def local_iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + zone
 
 
-def command_text(command: str | list[str]) -> str:
-    return command if isinstance(command, str) else shlex.join(command)
+def command_text(command: str | list[str] | list[str | int | float]) -> str:
+    return command if isinstance(command, str) else shlex.join(map(str, command))
 
 
 def header(

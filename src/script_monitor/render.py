@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .states import RunStatus
 
 if TYPE_CHECKING:  # engine pulls in subprocess; list and history need none of it
+    from rich.console import RenderableType
+
     from .results import GroupResult, RunResult
 
 OK = "✓"
@@ -151,7 +153,7 @@ class RichReporter:
         self.live: Any = None
         self.mode = "serial"
 
-    def _view(self):
+    def _view(self) -> RenderableType:
         from rich.console import Group
         from rich.spinner import Spinner
         from rich.table import Table
@@ -233,7 +235,7 @@ class RichReporter:
                 self.console.print(f"[{style}]{line}[/]" if style else line)
 
 
-def reporter_for(color_setting: bool, out: TextIO = sys.stdout):
+def reporter_for(color_setting: bool, out: TextIO = sys.stdout) -> PlainReporter | RichReporter:
     """The rich live view on a terminal, else the plain text."""
     if out.isatty() and os.environ.get("TERM") != "dumb":
         return RichReporter(use_color(color_setting, out))

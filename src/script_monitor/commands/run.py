@@ -6,9 +6,10 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO, cast
 
 from ..engine import Engine, GroupResult, Reporter, RunResult
@@ -20,10 +21,10 @@ from . import colors, load, open_store
 
 
 @contextmanager
-def interrupt_on_signals(interrupt: Interrupt):
+def interrupt_on_signals(interrupt: Interrupt) -> Iterator[None]:
     """SIGINT/SIGTERM end the running scripts' trees instead of killing us mid-record."""
 
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: FrameType | None) -> None:
         interrupt.fire(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -44,7 +45,9 @@ def exit_code(statuses: list[str], interrupt: Interrupt) -> int:
 
 
 def _run(
-    args: argparse.Namespace, action: Callable[[Engine], RunResult | GroupResult], reporter=True
+    args: argparse.Namespace,
+    action: Callable[[Engine], RunResult | GroupResult],
+    reporter: bool = True,
 ) -> int:
     config = load(args)
     if args.verb == "run":  # refuse an unknown name before the history is created or touched
@@ -137,7 +140,7 @@ class _Retries:
 class _LastByte:
     """A binary writer that remembers the last byte written through it."""
 
-    def __init__(self, out):
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.last = b""
 

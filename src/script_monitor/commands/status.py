@@ -17,7 +17,7 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..render import duration_text
@@ -25,11 +25,15 @@ from ..states import FAILURES, RunStatus
 from ..store import Run
 from . import load, open_store
 
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..store import Store
+
 FAILURE_WINDOW = 24 * 3600.0  # "latest failures" looks this far back
 FAILURE_LIMIT = 5
 
 
-def gather(config, store, now: float) -> dict[str, Any]:
+def gather(config: Config, store: Store, now: float) -> dict[str, Any]:
     """Every fact ``status`` shows, and the problems among them."""
     from ..heartbeat import LOCK_FILE, scheduler_status
     from ..schedule_time import schedule_rows, scheduled_groups
@@ -85,7 +89,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- the screen
 
 
-def _clock(config, ts: float) -> str:
+def _clock(config: Config, ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime(config.settings.display.date_format)
 
 
@@ -118,7 +122,7 @@ def _table(rows: list[list[str]]) -> list[str]:
             for r in rows]  # fmt: skip
 
 
-def _lines(config, report: dict) -> list[str]:
+def _lines(config: Config, report: dict) -> list[str]:
     now = report["now"]
     out = [_scheduler_line(report)]
     running = report["running"]
@@ -150,7 +154,7 @@ def _lines(config, report: dict) -> list[str]:
     return out
 
 
-def _failure_row(config, r: Run) -> list[str]:
+def _failure_row(config: Config, r: Run) -> list[str]:
     what = str(r.status)
     if r.exit_code is not None and r.status is RunStatus.FAILED:
         what += f" (exit {r.exit_code})"
@@ -160,7 +164,7 @@ def _failure_row(config, r: Run) -> list[str]:
     return [r.script, f"run {r.id}", what, when, r.group_name or "-"]
 
 
-def _next_row(config, r: dict, now: float) -> list[str]:
+def _next_row(config: Config, r: dict, now: float) -> list[str]:
     from .. import cron
 
     nxt = r["next"]

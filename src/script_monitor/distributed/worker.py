@@ -140,7 +140,14 @@ class _ClaimedRun:
         return getattr(self._store.runs, name)
 
     def start_run(
-        self, script, trigger, started, group_run_id=None, group=None, log_path=None, attempt=1
+        self,
+        script: str,
+        trigger: str,
+        started: float,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        log_path: str | None = None,
+        attempt: int = 1,
     ) -> int:
         owner = str(self._store.owner)  # this worker process: reap_lost here knows it
         if not self._store.claims.claim_run(self.run_id, self.host, owner, started, log_path):

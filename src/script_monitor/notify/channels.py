@@ -18,6 +18,8 @@ from ..errors import Problem
 from ..masking import Masker
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from ..config import Config
 
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -101,7 +103,7 @@ def missing_vars(url: str, env: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------- Apprise
 
 
-def _apprise():
+def _apprise() -> ModuleType:
     import apprise
 
     log = logging.getLogger("apprise")

@@ -28,6 +28,7 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -268,7 +269,7 @@ class Throttle:
     """Failed tokens per client address: after MAX_FAILURES within FAILURE_WINDOW
     seconds, that address is refused (429) for BLOCK_FOR seconds."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.failures: dict[str, deque[float]] = {}
         self.blocked: dict[str, float] = {}
