@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO, cast
 
-from ..engine import Engine, GroupResult, Reporter, RunResult
+from ..engine import Engine, GroupResult, Reporter, RunResult, executor_for
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from ..proc import Interrupt, adopt, seal_descriptors
 from ..render import PlainReporter, reporter_for, retry_text, single_run_line
@@ -60,7 +60,8 @@ def _run(
     adopt.become_subreaper()  # orphaned descendants come back to us, to be ended with their run
     interrupt = Interrupt()
     rep = reporter_for(colors(args, config)) if reporter else None
-    engine = Engine(config, store, rep, trigger=args.trigger, interrupt=interrupt)
+    executor = executor_for(config, store, args.trigger, interrupt)
+    engine = Engine(config, store, rep, args.trigger, interrupt, executor)
     with interrupt_on_signals(interrupt):
         outcome = action(engine)
     if interrupt.fired:  # more Ctrl-C while exiting must not turn exit 130 into a death by signal
