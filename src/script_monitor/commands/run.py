@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import BinaryIO, cast
 
 from ..engine import Engine, GroupResult, Reporter, RunResult, executor_for
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
-from ..proc import Interrupt, adopt, seal_descriptors
+from ..proc import Interrupt, adopt
 from ..render import PlainReporter, reporter_for, retry_text, single_run_line
+from ..startup import settle_in
 from ..states import RunStatus
 from . import colors, load, open_store
 
@@ -56,7 +55,7 @@ def _run(
         config.group(args.name)
     store = open_store(config)
     store.runs.reap_lost()
-    _settle_in(config.root)
+    settle_in(config.root)
     adopt.become_subreaper()  # orphaned descendants come back to us, to be ended with their run
     interrupt = Interrupt()
     rep = reporter_for(colors(args, config)) if reporter else None
@@ -81,19 +80,6 @@ def _run(
         unit = "(all)" if args.verb == "run-all" else None
         unit_finished(config, store, outcome, unit, args.trigger)
     return exit_code(statuses, interrupt)
-
-
-def _settle_in(root: Path) -> None:
-    """Work from the config directory, where scripts run by default; seal descriptors.
-
-    Every path is resolved by now.  Children that run here can then be started with
-    posix_spawn (see proc.spawn), which costs about half of what Popen does.
-    """
-    try:
-        os.chdir(root)
-    except OSError:
-        return
-    seal_descriptors()
 
 
 def _warn_log_problems(results: list[RunResult]) -> None:

@@ -104,14 +104,15 @@ def missing_vars(url: str, env: dict[str, str]) -> list[str]:
 
 
 def _apprise() -> ModuleType:
+    """Apprise, its warnings going to ``_CAPTURE`` only (the reason a URL failed), never
+    to our stderr or to a handler the web server's logging set up."""
     import apprise
 
     log = logging.getLogger("apprise")
-    if not getattr(log, "_script_monitor", False):
-        log.addHandler(_CAPTURE)  # never Python's last-resort handler on our stderr
+    if _CAPTURE not in log.handlers:
+        log.addHandler(_CAPTURE)
         log.propagate = False
         log.setLevel(logging.WARNING)
-        setattr(log, "_script_monitor", True)  # noqa: B010
     return apprise
 
 
