@@ -283,7 +283,6 @@ class GroupRun:
             outcome.status = RunStatus.INTERRUPTED
         else:
             outcome.status = RunStatus.FAILED if outcome.failed else RunStatus.SUCCESS
-        outcome.interrupted_by = self.interrupt.signum
         assert outcome.group_run_id is not None
         engine.store.runs.finish_group(outcome.group_run_id, GroupStatus(outcome.status))
         self._tell("group_finished", outcome)

@@ -196,10 +196,3 @@ def follow(
             if finished:
                 return f.tell()
             time.sleep(interval)
-
-
-def copy_file(path: Path, out: BinaryIO) -> None:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            out.write(chunk)
-    out.flush()

@@ -156,17 +156,6 @@ def parse_problem(url: str) -> str | None:
     return None
 
 
-def private(url: str) -> str:
-    """The URL as Apprise shows it with its secrets hidden."""
-    try:
-        plugin = _apprise().Apprise.instantiate(url, suppress_exceptions=True)
-        if plugin is not None:
-            return plugin.url(privacy=True)
-    except Exception:
-        pass
-    return url.split("://", 1)[0] + "://…"
-
-
 def send_one(url: str, title: str, body: str, event: str, timeout: float) -> str | None:
     """Send through one expanded URL; None when it accepted the message, else why not.
 

@@ -189,9 +189,6 @@ class Security:
                 found = t.identity
         return found
 
-    def token_ok(self, value: str) -> bool:
-        return self.identity_of_token(value) is not None
-
     # ------------------------------------------------------------ sessions
 
     def _tag(self, token: str) -> str:
