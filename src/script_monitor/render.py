@@ -83,6 +83,19 @@ def summary_lines(outcome: GroupResult) -> list[str]:
     return lines
 
 
+def aligned(rows: list[list[str]], indent: str = "") -> list[str]:
+    """Rows as plain text in columns two spaces apart, each as wide as its widest cell
+    (no trailing spaces): the tables of ``list``, ``history``, ``list-schedules``,
+    ``status`` and the others when the output is not a terminal."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
 def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"

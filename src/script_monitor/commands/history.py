@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .. import logs
 from ..errors import EXIT_OK, UsageError
-from ..render import duration_text
+from ..render import aligned, duration_text
 from ..states import LogState, RunStatus
 from ..store import Run
 from . import colors, load, open_store
@@ -56,13 +56,7 @@ def _table(
             table.add_row(*cells)
         console.print(table)
         return
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    out = [headers, *rows]
-    for row in out:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        sys.stdout.write("\n")
+    sys.stdout.write("".join(f"{line}\n" for line in aligned([headers, *rows])))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
