@@ -17,14 +17,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "main.py"
 PY = sys.executable
-# The user's guide: the shared original beside the checkout when there is one (it is the
-# specification), else the copy shipped in docs/.
-SHARED_GUIDE = ROOT.parent / "shared" / "seed" / "EXECUTION_MODES.md"
-GUIDE = SHARED_GUIDE if SHARED_GUIDE.exists() else ROOT / "docs" / "EXECUTION_MODES.md"
+GUIDE = ROOT / "docs" / "EXECUTION_MODES.md"  # the user's guide: tests/test_guide.py runs it
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -223,6 +221,11 @@ def sm(conf: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return cli("--config-dir", str(conf), *args, **kwargs)
 
 
+def sm_json(conf: Path, *args: str) -> Any:
+    """``script-monitor --config-dir CONF ARGS`` of a ``--json`` command, parsed."""
+    return cli_json("--config-dir", str(conf), *args)
+
+
 def sm_bytes(conf: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """The CLI with byte output (logs may hold anything)."""
     return subprocess.run(
@@ -230,9 +233,9 @@ def sm_bytes(conf: Path, *args: str, timeout: float = 120) -> subprocess.Complet
     )
 
 
-def history(conf: Path, name: str, *extra: str) -> list[dict]:
-    """``history NAME --json``: the script's runs, newest first."""
-    return cli_json("--config-dir", str(conf), "history", name, "--json", *extra)
+def history(conf: Path, name: str, limit: int = 1000) -> list[dict]:
+    """``history NAME --json -n LIMIT``: the script's newest runs, newest first."""
+    return cli_json("--config-dir", str(conf), "history", name, "--json", "-n", str(limit))
 
 
 def runs(conf: Path, script: str | None = None) -> list[dict]:

@@ -469,3 +469,45 @@ def test_get_setting_function():
     assert get_setting(settings, "execution.max_parallel_workers") == 5
     with pytest.raises(KeyError):
         get_setting(settings, "execution.bogus")
+
+
+# The wording of each kind of problem, in our words (never msgspec's): what the key
+# expects and what it got; a key inside a mapping is named; every bad key is reported.
+WORDING = [
+    ("    timeout: soon\n", "key 'timeout': expected a number, got a string"),
+    ("    timeout: -1\n", "key 'timeout': expected a number >= 0, got -1"),
+    ("    retries: {backoff: 0.5}\n", "key 'retries.backoff': expected a number >= 1, got 0.5"),
+    ("    retries: x\n", "key 'retries': expected a whole number or a mapping, got a string"),
+    ("    notify: 3\n", "key 'notify': expected true/false or a mapping, got a whole number"),
+    (
+        "    retries: {exit_codes: [x]}\n",
+        "key 'retries.exit_codes.0': expected a whole number, got a string",
+    ),
+    ("    env: {A: [1]}\n", "key 'env.A': expected a string, a number or true/false, got a list"),
+    ("    env: {1BAD: x, 2BAD: y}\n", "key 'env': invalid variable name '1BAD', '2BAD'"),
+    ("    secret_env: [a-b]\n", "key 'secret_env.0': invalid variable name 'a-b'"),
+    ("    leftovers: maybe\n", "key 'leftovers': invalid value 'maybe': expected keep or kill"),
+    ("    log_limit: {type: count}\n", "missing required key 'value' in 'log_limit'"),
+    ("    alerts: [{pattern: x, colour: red}]\n", "in 'alerts.0': unknown key 'colour'"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), WORDING)
+def test_each_problem_is_worded_by_us_and_names_its_key(config_dir, extra, message):
+    write(config_dir, "scripts.yaml", SCRIPTS + extra)
+    with pytest.raises(ConfigError) as e:
+        load_config(config_dir)
+    assert [p.message for p in e.value.problems] == [f"script 'a': {message}"]
+
+
+def test_every_bad_key_of_an_item_is_reported_and_the_item_kept(config_dir):
+    write(config_dir, "scripts.yaml", SCRIPTS + "    timeout: x\n    cwd: 5\n    colour: red\n")
+    write(config_dir, "groups.yaml", GROUPS + "    execution: sideways\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(config_dir)
+    assert [(p.line, p.message) for p in e.value.problems] == [
+        (4, "script 'a': key 'timeout': expected a number, got a string"),
+        (5, "script 'a': key 'cwd': expected a string, got a whole number"),
+        (6, "script 'a': unknown key 'colour'"),
+        (4, "group 'g': key 'execution': invalid value 'sideways': expected serial or parallel"),
+    ]  # the group's member 'a' exists: the script was kept without its bad keys

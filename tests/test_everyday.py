@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_clean_error, cli, make_config
+from helpers import assert_clean_error, make_config, sm
 
 EMPTY = {
     "zero-bytes": "",
@@ -34,10 +34,6 @@ def working(config_dir: Path) -> Path:
             {"name": "nightly", "scripts": ["backup"]},
         ],
     )
-
-
-def sm(conf: Path, *args: str):
-    return cli("--config-dir", str(conf), *args)
 
 
 @pytest.mark.parametrize("text", EMPTY.values(), ids=EMPTY.keys())

@@ -434,9 +434,7 @@ def test_history_is_newest_first_with_limit_and_columns(monitored):
     assert [r["group"] for r in runs] == ["both", None, None, None]
     assert {r["trigger"] for r in runs} == {"manual"}
     assert all(set(r) == RUN_KEYS for r in runs)
-    assert [r["id"] for r in history(monitored, "ok", "--limit", "2")] == [
-        r["id"] for r in runs[:2]
-    ]
+    assert [r["id"] for r in history(monitored, "ok", 2)] == [r["id"] for r in runs[:2]]
     r = sm(monitored, "history", "ok", "-n", "2")
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP"]

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
         *("statusreport",),
     ),
     ("config", "masking", "logs", "results"),
-    ("cron", "proc", "errors", "states", "termsafe", "anomaly", "distributed", ""),
+    ("cron", "proc", "startup", "errors", "states", "termsafe", "anomaly", "distributed", ""),
 ]
 # package -> the only modules outside it that may import it
 ONLY_FROM = {"web": {"commands.serve"}, "commands": {"cli"}}

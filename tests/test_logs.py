@@ -6,7 +6,6 @@ import io
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -108,11 +107,3 @@ def test_local_iso_matches_datetime(monkeypatch):
         assert logs.local_iso(ts) == datetime.fromtimestamp(ts).astimezone().isoformat(
             timespec="seconds"
         )
-
-
-def test_copy_file_streams_in_chunks(tmp_path):
-    path = Path(tmp_path / "big")
-    path.write_bytes(b"x" * (3 * 65536 + 5))
-    out = io.BytesIO()
-    logs.copy_file(path, out)
-    assert out.getvalue() == path.read_bytes()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MAIN, assert_clean_error, cli, make_config, wait_for
+from helpers import MAIN, assert_clean_error, cli, make_config, sm, wait_for
 from script_monitor.store import Store
 
 
@@ -43,10 +43,6 @@ def conf(config_dir: Path) -> Path:
             {"name": "manual", "scripts": ["other"]},
         ],
     )
-
-
-def sm(conf: Path, *args: str) -> int:
-    return cli("--config-dir", str(conf), *args).returncode
 
 
 def test_a_quiet_setup_says_so_and_exits_0(config_dir):
@@ -80,9 +76,9 @@ def test_next_runs_are_listed_soonest_first(conf):
 
 
 def test_a_failed_scheduled_run_makes_exit_1_until_one_succeeds(conf):
-    assert sm(conf, "run-group", "nightly") == 1  # manual: not a scheduled run
+    assert sm(conf, "run-group", "nightly").returncode == 1  # manual: not a scheduled run
     assert status(conf).returncode == 0
-    assert sm(conf, "run-group", "nightly", "--trigger", "schedule") == 1
+    assert sm(conf, "run-group", "nightly", "--trigger", "schedule").returncode == 1
     r = status(conf)
     assert r.returncode == 1
     lines = r.stdout.splitlines()
@@ -106,7 +102,7 @@ def test_a_failed_scheduled_run_makes_exit_1_until_one_succeeds(conf):
             {"name": "manual", "scripts": ["other"]},
         ],
     )
-    assert sm(conf, "run-group", "nightly", "--trigger", "schedule") == 0
+    assert sm(conf, "run-group", "nightly", "--trigger", "schedule").returncode == 0
     code, data = status_json(conf)
     assert code == 0 and data["problems"] == []
     assert [f["script"] for f in data["failures"]] == ["bad", "bad"]  # still listed, newest first
@@ -114,9 +110,9 @@ def test_a_failed_scheduled_run_makes_exit_1_until_one_succeeds(conf):
 
 def test_failures_are_the_five_newest_of_the_last_day(conf):
     for _ in range(3):
-        assert sm(conf, "run", "bad") == 1
-        assert sm(conf, "run", "other") == 1
-    assert sm(conf, "run", "ok") == 0
+        assert sm(conf, "run", "bad").returncode == 1
+        assert sm(conf, "run", "other").returncode == 1
+    assert sm(conf, "run", "ok").returncode == 0
     code, data = status_json(conf)
     assert code == 0  # manual failures are shown, but they are not a scheduled run's
     assert [f["script"] for f in data["failures"]] == ["other", "bad", "other", "bad", "other"]
@@ -124,7 +120,7 @@ def test_failures_are_the_five_newest_of_the_last_day(conf):
     assert ids == sorted(ids, reverse=True)
     with sqlite3.connect(conf / ".script-monitor" / "history.db") as db:  # age every run a day
         db.execute("UPDATE runs SET started = started - 86500, ended = ended - 86500")
-    assert sm(conf, "run", "other") == 1
+    assert sm(conf, "run", "other").returncode == 1
     code, data = status_json(conf)
     assert [f["script"] for f in data["failures"]] == ["other"]
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import MAIN, ROOT, Receiver, cli, cli_json, free_port, wait_for
-from web_helpers import Server, history, populated_config, wait_for_run, web_config
+from helpers import MAIN, ROOT, Receiver, cli, cli_json, free_port, history, sm_json, wait_for
+from web_helpers import Server, populated_config, wait_for_run, web_config
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,6 @@ def server(conf):
     s = Server(conf)
     yield s
     s.stop()
-
-
-def sm(conf, *args: str):
-    return cli_json("--config-dir", str(conf), *args)
 
 
 def parse_sse(lines) -> list[dict]:
@@ -79,21 +75,25 @@ def stream(server: Server, path: str, headers: dict | None = None, timeout: floa
 
 
 def test_scripts_groups_history_and_runs_equal_the_clis_json(server, conf):
-    assert server.get("/api/v1/scripts").json() == sm(conf, "list", "--json")
-    assert server.get("/api/v1/groups").json() == sm(conf, "list-groups", "--json")
+    assert server.get("/api/v1/scripts").json() == cli_json(
+        "--config-dir", str(conf), "list", "--json"
+    )
+    assert server.get("/api/v1/groups").json() == cli_json(
+        "--config-dir", str(conf), "list-groups", "--json"
+    )
     for name in ("quick_ok", "always_fails", "never_ran"):
-        runs = sm(conf, "history", name, "--json")
+        runs = sm_json(conf, "history", name, "--json")
         assert server.get(f"/api/v1/scripts/{name}/runs").json() == runs
         assert server.get(f"/api/v1/scripts/{name}/runs?limit=1").json() == runs[:1]
         for run in runs:
             assert server.get(f"/api/v1/runs/{run['id']}").json() == run
-    assert len(sm(conf, "history", "quick_ok", "--json")) == 3  # 2 alone, 1 in the group
+    assert len(sm_json(conf, "history", "quick_ok", "--json")) == 3  # 2 alone, 1 in the group
 
 
 def test_schedules_equal_the_clis_json(server, conf):
     for _ in range(3):  # a minute may turn between the two calls: next_run moves on
         api = server.get("/api/v1/schedules").json()
-        if api == sm(conf, "list-schedules", "--json"):
+        if api == sm_json(conf, "list-schedules", "--json"):
             break
     else:
         raise AssertionError(api)
@@ -150,7 +150,7 @@ def test_a_bad_last_event_id_is_400(server):
 
 
 def test_a_group_run_is_the_same_object_as_history_group_json(server, conf):
-    cli_out = sm(conf, "history", "--group", "pair", "--json")
+    cli_out = sm_json(conf, "history", "--group", "pair", "--json")
     api = server.get(f"/api/v1/group-runs/{cli_out['id']}").json()
     assert api == cli_out
     assert api["group"] == "pair" and {r["script"] for r in api["runs"]} == {
@@ -218,11 +218,11 @@ def test_a_run_started_by_the_api_is_its_own_process_and_outlives_the_server(tmp
 
 
 def test_a_group_started_by_the_api_is_recorded_with_trigger_api(server, conf):
-    before = sm(conf, "list-groups", "--json")[0]["last_run"]["id"]
+    before = sm_json(conf, "list-groups", "--json")[0]["last_run"]["id"]
     assert server.post("/api/v1/groups/pair/run").status_code == 202
-    assert wait_for(lambda: sm(conf, "list-groups", "--json")[0]["last_run"]["id"] > before)
-    assert wait_for(lambda: sm(conf, "list-groups", "--json")[0]["last_run"]["ended"])
-    last = sm(conf, "list-groups", "--json")[0]["last_run"]
+    assert wait_for(lambda: sm_json(conf, "list-groups", "--json")[0]["last_run"]["id"] > before)
+    assert wait_for(lambda: sm_json(conf, "list-groups", "--json")[0]["last_run"]["ended"])
+    last = sm_json(conf, "list-groups", "--json")[0]["last_run"]
     assert last["trigger"] == "api" and last["status"] == "failed"  # always_fails is in it
     assert history(conf, "quick_ok")[0]["trigger"] == "api"
 
@@ -405,7 +405,7 @@ def test_metrics_count_the_history_made_by_other_processes(server, conf):
     assert value(m, "script_monitor_last_run_timestamp_seconds", script="never_ran") == 0
     assert value(m, "script_monitor_group_next_run_timestamp_seconds", group="pair") > time.time()
     assert value(m, "script_monitor_group_next_run_timestamp_seconds", group="rest") is None
-    pair = sm(conf, "list-groups", "--json")[0]["last_run"]
+    pair = sm_json(conf, "list-groups", "--json")[0]["last_run"]
     assert pair["status"] == "failed"
     assert value(m, "script_monitor_group_last_run_success", group="pair") == 0
     assert value(m, "script_monitor_group_last_run_timestamp_seconds", group="pair") > 0
@@ -512,7 +512,7 @@ def test_the_scripts_answer_is_cached_until_someone_writes(server, conf):
     cli("--config-dir", str(conf), "run", "quick_ok")
     changed = server.get("/api/v1/scripts", headers={"If-None-Match": first.headers["etag"]})
     assert changed.status_code == 200
-    assert changed.json() == sm(conf, "list", "--json")
+    assert changed.json() == sm_json(conf, "list", "--json")
     gz = server.get("/api/v1/scripts", headers={"Accept-Encoding": "gzip"})
     assert gz.headers["content-encoding"] == "gzip" and gz.json() == changed.json()
 

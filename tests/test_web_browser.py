@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MAIN, ROOT, cli, wait_for
-from web_helpers import TOKEN, Server, history, populated_config, wait_for_run, web_config
+from helpers import MAIN, ROOT, cli, history, wait_for
+from web_helpers import TOKEN, Server, populated_config, wait_for_run, web_config
 
 CHROMIUM = os.environ.get("SM_CHROMIUM", "/usr/bin/chromium")
 ARGS = [

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MAIN, assert_clean_error, cli, until, wait_for
-from web_helpers import TOKEN, Server, history, wait_for_run, web_config, when_free
+from helpers import MAIN, assert_clean_error, cli, history, until, wait_for
+from web_helpers import TOKEN, Server, wait_for_run, web_config, when_free
 
 VIEWER = "viewer-token-0123456789abcdef"
 OPERATOR = "operator-token-0123456789abcdef"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from helpers import ROOT, assert_clean_error, cli
-from web_helpers import TOKEN, Server, history, wait_for_run, web_config, when_free
+from helpers import ROOT, assert_clean_error, cli, history
+from web_helpers import TOKEN, Server, wait_for_run, web_config, when_free
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from helpers import MAIN, cli, make_config, write
+from helpers import MAIN, cli, history, make_config, write
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -151,14 +151,6 @@ def populated_config(directory: Path) -> Path:
     ):
         cli("--config-dir", str(d), *args)
     return d
-
-
-def history(config_dir: Path, name: str, limit: int = 1000) -> list[dict]:
-    import json
-
-    r = cli("--config-dir", str(config_dir), "history", name, "--json", "-n", str(limit))
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def wait_for_run(config_dir: Path, name: str, status: str | None = None, timeout: float = 30):

@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING
 from .states import RunStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .config import Alert
+    from .proc import ProcResult
+    from .store.api import History
 
 LINE_LIMIT = 64 * 1024  # bytes of one line that are matched; the rest of a longer line is not
 KEEP = 1000  # matches recorded per run; the others are counted
@@ -150,7 +154,7 @@ class Matcher:
             self.dropped += 1
 
 
-def _long(raw: bytes):
+def _long(raw: bytes) -> Iterable[bytes]:
     """Lines of ``raw`` that may be longer than the limit (only checked when raw is)."""
     if len(raw) <= LINE_LIMIT:
         return ()
@@ -165,7 +169,9 @@ def fail_detail(matcher: Matcher) -> str | None:
     return f"output alert {pattern!r} matched line {number} (fail: true)"
 
 
-def conclude(matcher: Matcher, store, run_id: int, script: str, result):
+def conclude(
+    matcher: Matcher, store: History, run_id: int, script: str, result: ProcResult
+) -> tuple[ProcResult, str | None]:
     """The output ended: record the run's matches; a ``fail: true`` match turns a
     successful result into a failed one (its exit code kept).  Returns (result, note)."""
     import msgspec

@@ -10,13 +10,9 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from . import __version__, startup
 
-# argparse passes each of its own texts ("usage: ", "show this help message and exit",
-# ...) through gettext, which looks for a message catalog on disk on every call and,
-# as Python ships none for them, finds nothing: 27 µs a call here, 85 calls for
-# `--help`, a dozen for every other command.  The texts are English either way.
-argparse._ = str  # type: ignore[attr-defined]
+startup.plain_argparse_texts()
 
 # verb -> (module in commands/, help)
 VERBS = {
@@ -59,8 +55,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser; with ``only``, just that verb's sub-parser is built
     (with ``TOP``, every verb without its arguments: the top-level ``--help``).
 
-    Building all of them costs a few milliseconds at every start, and a command run
-    every minute by cron only ever needs its own.
+    A command run every minute by cron only ever needs its own (``startup.OnlyOneVerb``).
     """
     parser = argparse.ArgumentParser(
         prog="script-monitor",
@@ -75,7 +70,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--no-color", action="store_true", help="never use colours")
     parser.add_argument("--no-pager", action="store_true", help="never page long output")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
-    p = _Only() if only is not None else {}
+    p = startup.OnlyOneVerb() if only is not None else {}
     for verb, (_, text) in VERBS.items():
         if only in (None, TOP, verb):
             verb_parser = sub.add_parser(verb, help=text, description=text)
@@ -184,26 +179,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-class _Only(dict):
-    """The sub-parsers when only one is built: the others' arguments go nowhere."""
-
-    def __missing__(self, verb: str) -> _Sink:
-        return _SINK
-
-
-class _Sink:
-    """Takes a sub-parser's arguments and keeps none (cheaper than a real parser)."""
-
-    def add_argument(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def set_defaults(self, **kwargs: object) -> None:
-        pass
-
-
-_SINK = _Sink()
-
-
 def _verb_in(argv: list[str]) -> str | None:
     """The verb of a command line, when it is plain to see (else None: build them all);
     ``TOP`` when the line asks for the top-level help or version, before any verb."""
@@ -244,13 +219,11 @@ def _port(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``script-monitor`` command; returns the exit code."""
-    import gc
-
-    gc.disable()  # until the configuration is loaded: see commands._collect_from_now_on
+    startup.pause_collector()  # until the configuration is loaded (commands.load)
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     finally:
-        gc.enable()
+        startup.resume_collector()
 
 
 def _main(words: list[str]) -> int:

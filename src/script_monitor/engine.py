@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .store import Store
     from .store.api import History
 
 import time
@@ -22,7 +23,17 @@ from .proc import Interrupt
 from .results import GroupResult, RunResult
 from .states import GroupStatus, RunStatus
 
-__all__ = ["Engine", "GroupResult", "GroupRun", "Reporter", "RunResult"]
+__all__ = ["Engine", "GroupResult", "GroupRun", "Reporter", "RunResult", "executor_for"]
+
+
+def executor_for(config: Config, store: Store, trigger: str, interrupt: Interrupt) -> Executor:
+    """The executor ``execution.backend`` names: this host's processes, or Celery workers
+    (docs/DISTRIBUTED.md)."""
+    if config.settings.execution.backend == "celery":
+        from .distributed.executor import CeleryExecutor
+
+        return CeleryExecutor(config, store, trigger, interrupt)
+    return LocalExecutor(config, store, trigger, interrupt)
 
 
 class Reporter(Protocol):
@@ -38,7 +49,8 @@ class Reporter(Protocol):
 
 
 class Engine:
-    """Runs scripts of one configuration and records them in one store."""
+    """Runs scripts of one configuration and records them in one store, through
+    ``executor`` (default: this host's processes; ``executor_for`` picks by the config)."""
 
     def __init__(
         self,
@@ -47,17 +59,14 @@ class Engine:
         reporter: Reporter | None = None,
         trigger: str = "manual",
         interrupt: Interrupt | None = None,
+        executor: Executor | None = None,
     ):
         self.config = config
         self.store = store
         self.reporter = reporter
         self.trigger = trigger
         self.interrupt = interrupt or Interrupt()
-        self.executor: Executor = LocalExecutor(config, store, trigger, self.interrupt)
-        if config.settings.execution.backend == "celery":  # to workers (docs/DISTRIBUTED.md)
-            from .distributed.executor import CeleryExecutor
-
-            self.executor = CeleryExecutor(config, store, trigger, self.interrupt)  # type: ignore[arg-type]
+        self.executor = executor or LocalExecutor(config, store, trigger, self.interrupt)
 
     def run_script(
         self,
@@ -274,7 +283,6 @@ class GroupRun:
             outcome.status = RunStatus.INTERRUPTED
         else:
             outcome.status = RunStatus.FAILED if outcome.failed else RunStatus.SUCCESS
-        outcome.interrupted_by = self.interrupt.signum
         assert outcome.group_run_id is not None
         engine.store.runs.finish_group(outcome.group_run_id, GroupStatus(outcome.status))
         self._tell("group_finished", outcome)

@@ -68,7 +68,7 @@ class UnknownName(UsageError):
         elif not hint:
             verb = "list" if kind == "script" else "list-groups"
             text += f"; `script-monitor {verb}` shows every {kind}"
-        self.kind, self.name, self.suggestions = kind, name, close
+        self.kind, self.name = kind, name
         super().__init__(text)
 
 

@@ -422,7 +422,9 @@ class LocalExecutor:
             os.close(target)
         return write_end, pump
 
-    def _write_footer(self, fd: int, result, duration: float, detail: str | None) -> str | None:
+    def _write_footer(
+        self, fd: int, result: ProcResult, duration: float, detail: str | None
+    ) -> str | None:
         size = os.fstat(fd).st_size
         return self._write(
             fd,
@@ -522,7 +524,7 @@ class LocalExecutor:
         return script.name, None, time.time() - limit.value * 86400
 
 
-def _detail(result, script: Script, timeout: float) -> str | None:
+def _detail(result: ProcResult, script: Script, timeout: float) -> str | None:
     notes = []
     if result.error:
         notes.append(result.error)

@@ -45,8 +45,8 @@ def local_iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + zone
 
 
-def command_text(command: str | list[str]) -> str:
-    return command if isinstance(command, str) else shlex.join(command)
+def command_text(command: str | list[str] | list[str | int | float]) -> str:
+    return command if isinstance(command, str) else shlex.join(map(str, command))
 
 
 def header(
@@ -196,10 +196,3 @@ def follow(
             if finished:
                 return f.tell()
             time.sleep(interval)
-
-
-def copy_file(path: Path, out: BinaryIO) -> None:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            out.write(chunk)
-    out.flush()

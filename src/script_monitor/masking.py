@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import overload
 
 MASK = b"***"
 MIN_SECRET = 3  # shorter values would mask ordinary output ("1", "on")
@@ -43,6 +44,12 @@ class Masker:
     def bytes(self, data: bytes) -> bytes:
         return self._re.sub(MASK, data) if self._re else data
 
+    @overload
+    def text(self, text: str) -> str: ...
+    @overload
+    def text(self, text: None) -> None: ...
+    @overload
+    def text(self, text: str | None) -> str | None: ...
     def text(self, text: str | None) -> str | None:
         if text is None or self._re is None:
             return text

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import subprocess
 
+    from _typeshed import ReadableBuffer
+
 DEFAULT = "less"
 DEFAULT_LESS = "FRX"  # quit if one screen, pass colours, keep the text on exit
 ESCAPE = rb"\x1b\[[0-9;?]*[A-Za-z]"  # ANSI codes take no room on screen
@@ -83,7 +85,7 @@ class _Sink(io.RawIOBase):
     def isatty(self) -> bool:
         return True
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         data = bytes(data)
         if self.done:  # after finish(): a late flush of the wrapper has nowhere to go
             pass

@@ -67,7 +67,9 @@ class ProcResult(msgspec.Struct):
     leftovers: list[int] = msgspec.field(default_factory=list)
 
 
-def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
+def spawn(
+    argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int
+) -> Child | subprocess.Popen[bytes] | ProcResult:
     """Start ``argv`` in its own session; a failed ProcResult when it cannot start.
 
     When the child's working directory is ours and the program's path is known,
@@ -81,7 +83,9 @@ def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
         return _spawn(argv, cwd, env, out_fd)
 
 
-def _spawn(argv: list[str], cwd: str, env: dict[str, str], out_fd: int):
+def _spawn(
+    argv: list[str], cwd: str, env: dict[str, str], out_fd: int
+) -> Child | subprocess.Popen[bytes] | ProcResult:
     stdin = _devnull()
     program = _fast_program(argv, cwd, env, stdin, out_fd)
     if program is not None:

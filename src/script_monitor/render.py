@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .states import RunStatus
 
 if TYPE_CHECKING:  # engine pulls in subprocess; list and history need none of it
+    from rich.console import RenderableType
+
     from .results import GroupResult, RunResult
 
 OK = "✓"
@@ -79,6 +81,19 @@ def summary_lines(outcome: GroupResult) -> list[str]:
     elif outcome.skipped:
         lines.append(f"  Skipped: {', '.join(r.script for r in outcome.skipped)}")
     return lines
+
+
+def aligned(rows: list[list[str]], indent: str = "") -> list[str]:
+    """Rows as plain text in columns two spaces apart, each as wide as its widest cell
+    (no trailing spaces): the tables of ``list``, ``history``, ``list-schedules``,
+    ``status`` and the others when the output is not a terminal."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def duration_text(seconds: float | None) -> str:
@@ -151,7 +166,7 @@ class RichReporter:
         self.live: Any = None
         self.mode = "serial"
 
-    def _view(self):
+    def _view(self) -> RenderableType:
         from rich.console import Group
         from rich.spinner import Spinner
         from rich.table import Table
@@ -233,7 +248,7 @@ class RichReporter:
                 self.console.print(f"[{style}]{line}[/]" if style else line)
 
 
-def reporter_for(color_setting: bool, out: TextIO = sys.stdout):
+def reporter_for(color_setting: bool, out: TextIO = sys.stdout) -> PlainReporter | RichReporter:
     """The rich live view on a terminal, else the plain text."""
     if out.isatty() and os.environ.get("TERM") != "dumb":
         return RichReporter(use_color(color_setting, out))

@@ -40,7 +40,6 @@ class GroupResult(msgspec.Struct):
     results: list[RunResult] = msgspec.field(default_factory=list)
     status: str = RunStatus.SUCCESS
     group_run_id: int | None = None
-    interrupted_by: int | None = None
 
     @property
     def failed(self) -> list[RunResult]:

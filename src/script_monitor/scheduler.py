@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from . import __version__, cron
 from .config import Config, fingerprint, load_config
-from .engine import Engine
+from .engine import Engine, executor_for
 from .errors import ScriptMonitorError
 from .heartbeat import (
     HEARTBEAT_EVERY,
@@ -326,7 +326,8 @@ class Scheduler:
     def _run_group(self, name: str, tick: float, config: Config) -> None:
         started = time.monotonic()
         try:
-            engine = Engine(config, self.store, None, trigger="schedule", interrupt=self.kill)
+            executor = executor_for(config, self.store, "schedule", self.kill)
+            engine = Engine(config, self.store, None, "schedule", self.kill, executor)
             outcome = engine.run_group(name)
             from .notify import unit_finished  # its events; delivered off this thread
 

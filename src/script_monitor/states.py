@@ -25,10 +25,6 @@ class RunStatus(StrEnum):
         """A failure that counts against the group: failed, timed out or lost."""
         return self in FAILURES
 
-    @property
-    def final(self) -> bool:
-        return self is not RunStatus.RUNNING
-
 
 FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.LOST})
 
@@ -43,11 +39,6 @@ class GroupStatus(StrEnum):
     LOST = "lost"
     SKIPPED = "skipped"  # the tick's overlap policy did not start it
     MISSED = "missed"  # the tick was not fired in time (catchup)
-
-    @property
-    def ran(self) -> bool:
-        """The group run started and ended (not running, skipped or missed)."""
-        return self not in (GroupStatus.RUNNING, GroupStatus.SKIPPED, GroupStatus.MISSED)
 
 
 class MessageState(StrEnum):

@@ -10,7 +10,7 @@ ticks were checked is kept in the store too, shared by every checker.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -148,7 +148,7 @@ def _missed(config: Config, store: Store, now: float) -> tuple[list[dict], int]:
     return found, messages
 
 
-def _missed_entry(name: str, missed: list[float], tz, grace: float, cut: bool) -> dict:
+def _missed_entry(name: str, missed: list[float], tz: tzinfo, grace: float, cut: bool) -> dict:
     def when(t: float) -> str:
         return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M %Z")
 
@@ -197,7 +197,9 @@ def _overdue(config: Config, store: Store, now: float) -> tuple[list[dict], int]
     return found, messages
 
 
-def _overdue_item(kind: str, name: str, rid: int, started: float, limit: float, now: float):
+def _overdue_item(
+    kind: str, name: str, rid: int, started: float, limit: float, now: float
+) -> dict[str, Any]:
     took = now - started
     what = "group run" if kind == "group" else "run"
     return {
@@ -212,7 +214,7 @@ def _overdue_item(kind: str, name: str, rid: int, started: float, limit: float, 
     }
 
 
-def _overdue_event(config, store, kind: str, unit: str, ref: str, item: dict) -> int:
+def _overdue_event(config: Config, store: Store, kind: str, unit: str, ref: str, item: dict) -> int:
     if not store.watch.add_event(f"overdue|{ref}", "overdue", item["name"], item["detail"]):
         return 0
     from .notify.message import host

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import startup
 from ..config import Config, config_dir_from, load_config
 from ..store import Store
 
@@ -12,25 +13,11 @@ from ..store import Store
 def load(args: argparse.Namespace, warn: bool = True) -> Config:
     """Load and validate the configuration; print its warnings to stderr."""
     config = load_config(config_dir_from(args.config_dir))
-    _collect_from_now_on()
+    startup.resume_collector()
     if warn:
         for problem in config.warnings:
             print(problem, file=sys.stderr)
     return config
-
-
-def _collect_from_now_on() -> None:
-    """Turn the cycle collector back on (``cli.main`` turns it off for start-up).
-
-    Imports and the YAML parse allocate many objects and no garbage cycles; collecting
-    during them costs milliseconds at every start.  What exists now is kept out of
-    later collections (gc.freeze), so the scheduler's long life pays nothing for it.
-    """
-    import gc
-
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()
 
 
 def open_store(config: Config) -> Store:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from ..errors import EXIT_OK
@@ -128,7 +129,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- bash
 
 
-def _words(values) -> str:
+def _words(values: Iterable[str]) -> str:
     return " ".join(values)
 
 

@@ -8,7 +8,15 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from ..config import Settings, config_dir_from, get_setting, load_config, to_builtins
+from ..config import (
+    Config,
+    Script,
+    Settings,
+    config_dir_from,
+    get_setting,
+    load_config,
+    to_builtins,
+)
 from ..errors import EXIT_OK, UsageError
 from . import load
 
@@ -40,7 +48,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def effective(config) -> dict:
+def effective(config: Config) -> dict:
     """The configuration as plain data, secret values masked."""
     return {
         "config_dir": str(config.root),
@@ -50,7 +58,7 @@ def effective(config) -> dict:
     }
 
 
-def _masked(config, script) -> dict:
+def _masked(config: Config, script: Script) -> dict:
     data = to_builtins(script)
     secret = {*config.settings.secret_env, *script.secret_env}
     if "env" in data:

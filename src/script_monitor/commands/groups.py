@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ..errors import EXIT_OK
 from ..render import duration_text
 from ..serialize import groups_json
 from . import load, open_store
 
+if TYPE_CHECKING:
+    from ..config import Group
 
-def group_heading(group) -> str:
+
+def group_heading(group: Group) -> str:
     mode = group.execution + (", stop_on_error" if group.stop_on_error else "")
     return f"Group: {group.name} [execution: {mode}]"
 

@@ -6,15 +6,21 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .. import logs
 from ..errors import EXIT_OK, UsageError
-from ..render import duration_text
+from ..render import aligned, duration_text
 from ..states import LogState, RunStatus
 from ..store import Run
 from . import colors, load, open_store
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..logsource import LogSource
+    from ..store import Store
 
 STATUS_STYLE: dict[str, str] = {
     RunStatus.SUCCESS: "green",
@@ -27,7 +33,13 @@ STATUS_STYLE: dict[str, str] = {
 }
 
 
-def _table(args, config, headers: list[str], rows: list[list[str]], status_col: int) -> None:
+def _table(
+    args: argparse.Namespace,
+    config: Config,
+    headers: list[str],
+    rows: list[list[str]],
+    status_col: int,
+) -> None:
     """A rich table on a terminal, plain aligned text otherwise."""
     if sys.stdout.isatty():
         from rich.console import Console
@@ -44,13 +56,7 @@ def _table(args, config, headers: list[str], rows: list[list[str]], status_col: 
             table.add_row(*cells)
         console.print(table)
         return
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    out = [headers, *rows]
-    for row in out:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        sys.stdout.write("\n")
+    sys.stdout.write("".join(f"{line}\n" for line in aligned([headers, *rows])))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -104,7 +110,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return _print_history(args, config, runs)
 
 
-def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
+def _print_history(args: argparse.Namespace, config: Config, runs: list[Run]) -> int:
     if args.json:
         import json
 
@@ -144,7 +150,7 @@ def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
     return EXIT_OK
 
 
-def _group_history(args: argparse.Namespace, config) -> int:
+def _group_history(args: argparse.Namespace, config: Config) -> int:
     """``history --group NAME``: the group's newest run, every attempt of its scripts."""
     from ..grouprun import gather, latest_id
 
@@ -232,7 +238,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_log(args: argparse.Namespace, store, run: Run, source, terminal: bool) -> None:
+def _print_log(
+    args: argparse.Namespace, store: Store, run: Run, source: LogSource, terminal: bool
+) -> None:
     """The log from this host's file or, for a remote run, from the history's chunks;
     on a terminal with only colours acting (termsafe), unless --raw."""
     from .. import logsource
@@ -260,7 +268,7 @@ def _print_log(args: argparse.Namespace, store, run: Run, source, terminal: bool
         out.finish()
 
 
-def _throttled(check, every: float = 0.25):
+def _throttled(check: Callable[[], bool], every: float = 0.25) -> Callable[[], bool]:
     state = {"at": 0.0, "value": False}
 
     def wrapped() -> bool:

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from types import FrameType
 from typing import BinaryIO, cast
 
-from ..engine import Engine, GroupResult, Reporter, RunResult
+from ..engine import Engine, GroupResult, Reporter, RunResult, executor_for
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
-from ..proc import Interrupt, adopt, seal_descriptors
+from ..proc import Interrupt, adopt
 from ..render import PlainReporter, reporter_for, retry_text, single_run_line
+from ..startup import settle_in
 from ..states import RunStatus
 from . import colors, load, open_store
 
 
 @contextmanager
-def interrupt_on_signals(interrupt: Interrupt):
+def interrupt_on_signals(interrupt: Interrupt) -> Iterator[None]:
     """SIGINT/SIGTERM end the running scripts' trees instead of killing us mid-record."""
 
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: FrameType | None) -> None:
         interrupt.fire(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -44,7 +44,9 @@ def exit_code(statuses: list[str], interrupt: Interrupt) -> int:
 
 
 def _run(
-    args: argparse.Namespace, action: Callable[[Engine], RunResult | GroupResult], reporter=True
+    args: argparse.Namespace,
+    action: Callable[[Engine], RunResult | GroupResult],
+    reporter: bool = True,
 ) -> int:
     config = load(args)
     if args.verb == "run":  # refuse an unknown name before the history is created or touched
@@ -53,11 +55,12 @@ def _run(
         config.group(args.name)
     store = open_store(config)
     store.runs.reap_lost()
-    _settle_in(config.root)
+    settle_in(config.root)
     adopt.become_subreaper()  # orphaned descendants come back to us, to be ended with their run
     interrupt = Interrupt()
     rep = reporter_for(colors(args, config)) if reporter else None
-    engine = Engine(config, store, rep, trigger=args.trigger, interrupt=interrupt)
+    executor = executor_for(config, store, args.trigger, interrupt)
+    engine = Engine(config, store, rep, args.trigger, interrupt, executor)
     with interrupt_on_signals(interrupt):
         outcome = action(engine)
     if interrupt.fired:  # more Ctrl-C while exiting must not turn exit 130 into a death by signal
@@ -77,19 +80,6 @@ def _run(
         unit = "(all)" if args.verb == "run-all" else None
         unit_finished(config, store, outcome, unit, args.trigger)
     return exit_code(statuses, interrupt)
-
-
-def _settle_in(root: Path) -> None:
-    """Work from the config directory, where scripts run by default; seal descriptors.
-
-    Every path is resolved by now.  Children that run here can then be started with
-    posix_spawn (see proc.spawn), which costs about half of what Popen does.
-    """
-    try:
-        os.chdir(root)
-    except OSError:
-        return
-    seal_descriptors()
 
 
 def _warn_log_problems(results: list[RunResult]) -> None:
@@ -137,7 +127,7 @@ class _Retries:
 class _LastByte:
     """A binary writer that remembers the last byte written through it."""
 
-    def __init__(self, out):
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.last = b""
 

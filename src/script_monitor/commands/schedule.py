@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import cron
 from ..config import Config, Group
 from ..errors import EXIT_OK, UsageError
+from ..render import aligned
 from ..schedule_time import schedule_rows
 from ..serialize import schedules_json
 from . import load, open_store
@@ -65,7 +66,7 @@ def cmd_list_schedules(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict], fmt: str) -> None:
-    table = [("GROUP", "SCHEDULE", "TIMEZONE", "NEXT RUN", "LAST RUN")]
+    table = [["GROUP", "SCHEDULE", "TIMEZONE", "NEXT RUN", "LAST RUN"]]
     for r in rows:
         nxt = r["next"].strftime(fmt) if r["next"] else "never"
         run = r["last"]
@@ -75,11 +76,8 @@ def _print_table(rows: list[dict], fmt: str) -> None:
         else:
             last = "never"
         zone = cron.timezone_label(r["timezone"])
-        table.append((r["name"], r["schedule"], zone, nxt, last))
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
-        print("  ".join([*cells, row[4]]).rstrip())
+        table.append([r["name"], r["schedule"], zone, nxt, last])
+    print("\n".join(aligned(table)))
 
 
 # ---------------------------------------------------------------- exports

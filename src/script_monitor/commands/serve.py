@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+from types import ModuleType
 
 from ..errors import UsageError
 from . import load
@@ -88,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     class Server(uvicorn.Server):
-        async def shutdown(self, sockets=None) -> None:
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             await super().shutdown(sockets)
             if unix is not None:  # here: uvicorn re-raises SIGTERM once it has stopped
                 with contextlib.suppress(OSError):
@@ -160,7 +161,7 @@ def _require_web_modules() -> None:
         )
 
 
-def _missing(util, name: str) -> bool:
+def _missing(util: ModuleType, name: str) -> bool:
     try:
         return util.find_spec(name) is None
     except (ImportError, ValueError):

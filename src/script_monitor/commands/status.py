@@ -17,13 +17,17 @@ import argparse
 import json
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..errors import EXIT_FAILED, EXIT_OK
-from ..render import duration_text
+from ..render import aligned, duration_text
 from ..states import RunStatus
 from ..statusreport import gather
 from ..store import Run
 from . import load, open_store
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = ["cmd_status", "gather"]
 
@@ -43,7 +47,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- the screen
 
 
-def _clock(config, ts: float) -> str:
+def _clock(config: Config, ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime(config.settings.display.date_format)
 
 
@@ -68,20 +72,12 @@ def _scheduler_line(report: dict) -> str:
     return f"Scheduler: {text}"
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    if not rows:
-        return []
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]  # fmt: skip
-
-
-def _lines(config, report: dict) -> list[str]:
+def _lines(config: Config, report: dict) -> list[str]:
     now = report["now"]
     out = [_scheduler_line(report)]
     running = report["running"]
     out.append(f"Running now ({len(running)}):" if running else "Running now: nothing")
-    out += _table(
+    out += aligned(
         [
             [
                 r.script,
@@ -91,24 +87,25 @@ def _lines(config, report: dict) -> list[str]:
                 f"for {duration_text(max(0.0, now - r.started))}",
             ]
             for r in running
-        ]
+        ],
+        "  ",
     )
     fails = report["failures"]
     out.append("Latest failures (24 h):" if fails else "Failures in the last 24 h: none")
-    out += _table([_failure_row(config, r) for r in fails])
+    out += aligned([_failure_row(config, r) for r in fails], "  ")
     rows = report["next_runs"]
     if not rows:
         out.append("Next runs: no group has a schedule")
     else:
         out.append("Next runs:" if report["enabled"] else "Next runs (if scheduling were on):")
-        out += _table([_next_row(config, r, now) for r in rows])
+        out += aligned([_next_row(config, r, now) for r in rows], "  ")
     if report["problems"]:
         out.append("Problems:")
         out += [f"  ✗ {p}" for p in report["problems"]]
     return out
 
 
-def _failure_row(config, r: Run) -> list[str]:
+def _failure_row(config: Config, r: Run) -> list[str]:
     what = str(r.status)
     if r.exit_code is not None and r.status is RunStatus.FAILED:
         what += f" (exit {r.exit_code})"
@@ -118,7 +115,7 @@ def _failure_row(config, r: Run) -> list[str]:
     return [r.script, f"run {r.id}", what, when, r.group_name or "-"]
 
 
-def _next_row(config, r: dict, now: float) -> list[str]:
+def _next_row(config: Config, r: dict, now: float) -> list[str]:
     from .. import cron
 
     nxt = r["next"]

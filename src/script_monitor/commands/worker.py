@@ -14,7 +14,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = load(args)
     from ..distributed.app import TASK, check_broker, default_hostname, make_app
     from ..distributed.worker import Runs, run_claimed
-    from .run import _settle_in
+    from ..startup import settle_in
 
     settings = config.settings
     store = open_store(config)
@@ -29,7 +29,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     def run(message: dict) -> str:
         return run_claimed(config, store, runs, hostname, message)
 
-    _settle_in(config.root)
+    settle_in(config.root)
     adopt.become_subreaper()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print(

@@ -131,7 +131,6 @@ class _ClaimedRun:
     def __init__(self, store: Store, run_id: int, host: str, log_dir: str):
         self._store, self.run_id, self.host, self.log_dir = store, run_id, host, log_dir
         self.shipper: _Shipper | None = None
-        self.claimed = False
         self.runs = self
         self.alerts = store.alerts
         self.batch = store.batch
@@ -140,12 +139,18 @@ class _ClaimedRun:
         return getattr(self._store.runs, name)
 
     def start_run(
-        self, script, trigger, started, group_run_id=None, group=None, log_path=None, attempt=1
+        self,
+        script: str,
+        trigger: str,
+        started: float,
+        group_run_id: int | None = None,
+        group: str | None = None,
+        log_path: str | None = None,
+        attempt: int = 1,
     ) -> int:
         owner = str(self._store.owner)  # this worker process: reap_lost here knows it
         if not self._store.claims.claim_run(self.run_id, self.host, owner, started, log_path):
             raise Duplicate(self.run_id)
-        self.claimed = True
         if log_path:
             self.shipper = _Shipper(self._store, self.run_id, os.path.join(self.log_dir, log_path))
         return self.run_id

@@ -16,6 +16,8 @@ from ..states import FAILURES, RunStatus
 from .spec import spec_for
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..config import Config
     from ..store import Store
 
@@ -85,7 +87,9 @@ def deliver(config: Config, store: Store, wait: bool = True, force: bool = False
     return False
 
 
-def lost_hook(config: Config, store: Store, wait: bool = True):
+def lost_hook(
+    config: Config, store: Store, wait: bool = True
+) -> Callable[[list[int], list[int]], None]:
     """What ``Store.reap_lost`` calls with the runs it marked lost: notify ``failure``
     (with ``wait``, the finding command waits for delivery, bounded: it is rare)."""
 

@@ -18,6 +18,8 @@ from ..errors import Problem
 from ..masking import Masker
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from ..config import Config
 
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -101,15 +103,16 @@ def missing_vars(url: str, env: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------- Apprise
 
 
-def _apprise():
+def _apprise() -> ModuleType:
+    """Apprise, its warnings going to ``_CAPTURE`` only (the reason a URL failed), never
+    to our stderr or to a handler the web server's logging set up."""
     import apprise
 
     log = logging.getLogger("apprise")
-    if not getattr(log, "_script_monitor", False):
-        log.addHandler(_CAPTURE)  # never Python's last-resort handler on our stderr
+    if _CAPTURE not in log.handlers:
+        log.addHandler(_CAPTURE)
         log.propagate = False
         log.setLevel(logging.WARNING)
-        setattr(log, "_script_monitor", True)  # noqa: B010
     return apprise
 
 
@@ -151,17 +154,6 @@ def parse_problem(url: str) -> str | None:
         reason = note[-1] if note else "unknown scheme or malformed URL"
         return f"not a usable Apprise URL ({reason})"
     return None
-
-
-def private(url: str) -> str:
-    """The URL as Apprise shows it with its secrets hidden."""
-    try:
-        plugin = _apprise().Apprise.instantiate(url, suppress_exceptions=True)
-        if plugin is not None:
-            return plugin.url(privacy=True)
-    except Exception:
-        pass
-    return url.split("://", 1)[0] + "://…"
 
 
 def send_one(url: str, title: str, body: str, event: str, timeout: float) -> str | None:

@@ -92,7 +92,9 @@ def _output_rows(config: Config, store: Store, unit: Unit, channels: list[str]) 
     return _rows(unit, "output", channels, message.output_body(config, unit, matches, counts))
 
 
-def _rows(unit: Unit, event: str, channels: list[str], body: str, ref: str | None = None):
+def _rows(
+    unit: Unit, event: str, channels: list[str], body: str, ref: str | None = None
+) -> list[NewMessage]:
     ref = ref or unit.ref
     title = message.title(unit.name, event)
     return [

@@ -20,6 +20,7 @@ from ..states import MessageState
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..masking import Masker
     from ..store import Message, Store
 
 GIVE_UP = 24 * 3600.0  # a message not delivered within a day is marked failed
@@ -109,7 +110,7 @@ def _most_urls(config: Config) -> int:
     return max((len(u) for u in config.settings.notifications.channels.values()), default=1)
 
 
-def _attempt(config: Config, store: Store, note: Message, env: dict, mask) -> None:
+def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Masker) -> None:
     """One delivery attempt of one claimed message to the URLs that have not taken it."""
     from . import channels
 

@@ -101,7 +101,17 @@ class Retention:
         )
         return rows[0][0] if rows else None
 
-    def _runs(self, report, script, cutoff, keep, upto, dry_run, batch, remove) -> None:
+    def _runs(
+        self,
+        report: PruneReport,
+        script: str,
+        cutoff: float,
+        keep: int,
+        upto: int,
+        dry_run: bool,
+        batch: int,
+        remove: Callable[[list[str]], None] | None,
+    ) -> None:
         bound = self._boundary("runs", "script", script, keep)
         if bound is None:
             return
@@ -132,7 +142,9 @@ class Retention:
             if len(rows) < batch:
                 return
 
-    def _group_runs(self, report, group, cutoff, keep, dry_run, batch) -> None:
+    def _group_runs(
+        self, report: PruneReport, group: str, cutoff: float, keep: int, dry_run: bool, batch: int
+    ) -> None:
         bound = self._boundary("group_runs", "group_name", group, keep)
         if bound is None:
             return

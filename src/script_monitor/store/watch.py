@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..states import GroupStatus, RunStatus
-from .core import Core
+from .core import Core, Tx
 from .records import GroupRun, Run, WatchEvent
 
 _SCHEDULE = "schedule"  # the trigger of scheduled group runs
@@ -30,7 +30,7 @@ class Watch:
             return None
 
     @staticmethod
-    def _put(tx, key: str, schedule: str, value: float) -> None:
+    def _put(tx: Tx, key: str, schedule: str, value: float) -> None:
         tx.execute(
             "INSERT INTO watch_positions (group_name, schedule, position) VALUES (?, ?, ?)"
             " ON CONFLICT (group_name) DO UPDATE SET schedule = excluded.schedule,"

@@ -14,9 +14,9 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote
 
 from anyio import to_thread
@@ -33,6 +33,7 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import StoreError
 from ..serialize import audit_json
@@ -57,6 +58,11 @@ from .service import (
     dumps,
 )
 
+if TYPE_CHECKING:
+    from ..logsource import LogSource
+    from ..store import Run
+
+T = TypeVar("T")
 log = logging.getLogger("script_monitor.web")
 
 CSP = (
@@ -89,13 +95,19 @@ def _is_api(path: str) -> bool:
 class Guard:
     """Host, Origin and credential checks for every request, and security headers."""
 
-    def __init__(self, app, security: Security, note, static: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        app: ASGIApp,
+        security: Security,
+        note: Callable[..., Awaitable[None]],
+        static: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.sec = security
         self.note = note  # async (scope, identity name, action, target, result, reason)
         self.static = frozenset(f"/static/{name}" for name in static)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -103,7 +115,7 @@ class Guard:
         path = scope["path"]
         sec = self.sec
 
-        async def send_with_headers(message) -> None:
+        async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 present = {k.lower() for k, _ in message["headers"]}
@@ -112,8 +124,7 @@ class Guard:
                 ]
             await send(message)
 
-        if _is_api(path):
-            send_with_headers = _no_store(send_with_headers)
+        send_with_headers: Send = _no_store(add_headers) if _is_api(path) else add_headers
         try:
             host = headers.get("host")
             if host is not None and not host_wellformed(host):
@@ -170,14 +181,14 @@ class Guard:
             return
         await self.app(scope, receive, send_with_headers)
 
-    async def _refused(self, scope, reason: Refusal) -> None:
+    async def _refused(self, scope: Scope, reason: Refusal) -> None:
         """The audit row of a launch, sign-in or sign-out refused before its handler."""
         found = audited(scope["path"], scope["method"])
         if found is not None:
             action, target = found
             await self.note(client_of(scope), "-", action, target, AuditResult.REFUSED, reason)
 
-    async def _failed(self, scope, client: str, action: AuditAction, target: str) -> None:
+    async def _failed(self, scope: Scope, client: str, action: AuditAction, target: str) -> None:
         """A wrong token: one audit row, and one more failure counted for its address."""
         await self.note(client, "-", action, target, AuditResult.REFUSED, Refusal.BAD_TOKEN)
         if self.sec.throttle.fail(client):
@@ -200,14 +211,14 @@ def audited(path: str, method: str) -> tuple[AuditAction, str] | None:
     return None
 
 
-def client_of(scope) -> str:
+def client_of(scope: Scope) -> str:
     """The client's address (as the trusted proxy reports it); "unix" on a unix socket."""
     client = scope.get("client")
     return str(client[0]) if client else "unix"
 
 
-def _no_store(send):
-    async def wrapped(message) -> None:
+def _no_store(send: Send) -> Send:
+    async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", []))
             if not any(k.lower() == b"cache-control" for k, _ in headers):
@@ -218,7 +229,9 @@ def _no_store(send):
     return wrapped
 
 
-async def _deny(scope, receive, send, code: int, message: str, retry: int = 0) -> None:
+async def _deny(
+    scope: Scope, receive: Receive, send: Send, code: int, message: str, retry: int = 0
+) -> None:
     headers = {"WWW-Authenticate": 'Bearer realm="script-monitor"'} if code == 401 else {}
     if retry:
         headers["Retry-After"] = str(retry)
@@ -232,7 +245,7 @@ async def _deny(scope, receive, send, code: int, message: str, retry: int = 0) -
 # ---------------------------------------------------------------- helpers
 
 
-async def call(fn, *args):
+async def call(fn: Callable[..., T], *args: Any) -> T:
     """Run a Service method in a worker thread (the database may block)."""
     return await to_thread.run_sync(fn, *args)
 
@@ -479,11 +492,11 @@ def create_app(service: Service, security: Security) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return _payload(request, await call(metrics.payload))
 
-    def _run_and_log(run_id: int):
+    def _run_and_log(run_id: int) -> tuple[Run, LogSource]:
         run = service.run(run_id)
         return run, service.log_source(run)
 
-    def status_of(run_id: int):
+    def status_of(run_id: int) -> Callable[[], Awaitable[str]]:
         def get() -> str:
             run = service.run(run_id)
             return run.status
@@ -693,7 +706,7 @@ def create_app(service: Service, security: Security) -> Starlette:
     routes += statuspage.routes(service, pages, page, call)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async def revoked() -> None:
             with contextlib.suppress(StoreError):  # also those signed out by another server
                 security.revoked |= await call(service.store.audit.revoked)
@@ -786,7 +799,7 @@ def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-async def _file(source, download: bool, name: str) -> Response:
+async def _file(source: LogSource, download: bool, name: str) -> Response:
     """The log as it is now: exactly the bytes present when the request came (this host's
     file or a remote run's chunks, ``logsource``)."""
     try:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    Metric,
 )
 from prometheus_client.utils import floatToGoString
 
@@ -45,7 +47,7 @@ class Totals:
         self.watched: dict[int, str] = {}  # id -> script of runs that were running
         self.counts: Counter[tuple[str, str]] = Counter()
         self.buckets: dict[str, list[int]] = {}
-        self.sums: Counter[str] = Counter()
+        self.sums: defaultdict[str, float] = defaultdict(float)
         self.timed: Counter[str] = Counter()
         self.last_started: dict[str, float] = {}
         self.last_success: dict[str, float] = {}
@@ -85,7 +87,18 @@ class Totals:
             self.last_started[script] = started
             self.changed.add(script)
 
-    def _add(self, script, status, n, started, ended, top_id, dsum, dcount, counts) -> None:
+    def _add(
+        self,
+        script: str,
+        status: str,
+        n: int,
+        started: float | None,
+        ended: float | None,
+        top_id: int,
+        dsum: float,
+        dcount: int,
+        counts: list[int],
+    ) -> None:
         self.counts[(script, status)] += n
         self.changed.add(script)
         if status in TIMED and dcount:
@@ -225,7 +238,7 @@ class StoreCollector:
             data = store.totals.since(0, [])
         self.totals.update(data)
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         """The families beyond the per-script ones (``ScriptSeries`` renders those)."""
         yield from self._groups()
         yield self._next_runs()
@@ -246,7 +259,7 @@ class StoreCollector:
             family.add_metric([reason], counts.get(reason, 0))
         return family
 
-    def _groups(self):
+    def _groups(self) -> Iterator[GaugeMetricFamily]:
         """Each configured group's latest finished run (beyond the per-script series: for alerts on
         a failing group)."""
         success = GaugeMetricFamily(

@@ -6,6 +6,7 @@ test in tests/test_web_schema.py checks every response of the live server agains
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .. import __version__
@@ -320,7 +321,9 @@ RUN_ID = {
 }
 
 
-def _get(summary: str, ok: dict[str, Any], *errors: str, params=()) -> dict[str, Any]:
+def _get(
+    summary: str, ok: dict[str, Any], *errors: str, params: Iterable[dict[str, Any]] = ()
+) -> dict[str, Any]:
     responses = {"200": ok, **DENIED}
     if "400" in errors:
         responses["400"] = _error("a bad parameter")

@@ -28,6 +28,7 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,9 +189,6 @@ class Security:
                 found = t.identity
         return found
 
-    def token_ok(self, value: str) -> bool:
-        return self.identity_of_token(value) is not None
-
     # ------------------------------------------------------------ sessions
 
     def _tag(self, token: str) -> str:
@@ -268,7 +266,7 @@ class Throttle:
     """Failed tokens per client address: after MAX_FAILURES within FAILURE_WINDOW
     seconds, that address is refused (429) for BLOCK_FOR seconds."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.failures: dict[str, deque[float]] = {}
         self.blocked: dict[str, float] = {}

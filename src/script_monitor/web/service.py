@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..config import Config, Group, load_config
+from ..config import Config, Group, Script, load_config
 from ..errors import ConfigError
 from ..serialize import (
     groups_json,
@@ -268,7 +268,7 @@ class Service:
 
         return redact(value, self.masker())
 
-    def script(self, name: str):
+    def script(self, name: str) -> Script:
         try:
             return self.config.scripts[name]
         except KeyError:
