@@ -66,7 +66,7 @@ class UnknownName(UsageError):
             alts = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
             text += f"; did you mean {alts}?"
         elif not hint:
-            verb = "list" if kind == "script" else "list-groups"
+            verb = "list-groups" if kind == "group" else "list"
             text += f"; `script-monitor {verb}` shows every {kind}"
         self.kind, self.name, self.suggestions = kind, name, close
         super().__init__(text)

@@ -88,7 +88,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return prune(config, args.dry_run, args.before)
     if args.dry_run or args.before:
         raise UsageError("--dry-run and --before go with `history prune`")
-    config.script(args.name)
+    config.has_runs(args.name)
     store = open_store(config)
     store.runs.reap_lost()
     runs = store.runs.history(args.name, args.limit)
@@ -147,7 +147,7 @@ def _short(text: str | None, width: int = 70) -> str:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     config = load(args)
-    config.script(args.name)
+    config.has_runs(args.name)
     store = open_store(config)
     store.runs.reap_lost()
     if args.run is not None:
@@ -219,7 +219,7 @@ def _throttled(check, every: float = 0.25):
 
 def cmd_clear_logs(args: argparse.Namespace) -> int:
     config = load(args)
-    config.script(args.name)
+    config.has_runs(args.name)
     store = open_store(config)
     gone = store.runs.mark_logs_cleared(args.name)
     logs.remove(config.log_dir, gone)

@@ -39,7 +39,7 @@ from ..serialize import audit_json
 from ..states import AuditAction, AuditResult, Refusal
 from ..store.audit import MAX_ROWS as MAX_AUDIT_ROWS
 from ..tokens import Identity
-from . import logstream
+from . import logstream, ping
 from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
@@ -155,7 +155,10 @@ class Guard:
             client=client,
         )
         public = (
-            path in PUBLIC or path in self.static or (path == "/metrics" and not sec.metrics_auth)
+            path in PUBLIC
+            or path in self.static
+            or (path == "/metrics" and not sec.metrics_auth)
+            or path.startswith(ping.PREFIX)  # a check's key is its secret (web/ping.py)
         )
         if identity is None and not public:
             if scope["method"] not in SAFE_METHODS:
@@ -673,6 +676,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/health", api_health),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/openapi.json", api_openapi),
+        *ping.routes(service),
     ]
 
     @contextlib.asynccontextmanager

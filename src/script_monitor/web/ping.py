@@ -1,0 +1,123 @@
+"""``/ping``: passive checks report in over HTTP (docs/MONITORING.md, docs/WEB.md).
+
+``POST`` (or ``GET``, for one-line ``curl``/``wget`` calls) ``/ping/{name or key}`` is a
+success; ``/start``, ``/fail`` and ``/{exit code}`` after it report a start, a failure or
+an exit code.  The body (its last 10 kB) is the run's log.  No server token is needed:
+a check with a ``key`` is reached only through its key, one without a key by its name.
+An unknown check, a wrong key and a bad suffix get the same 404, so nobody can tell
+which; an address that gets 404 again and again is refused for a while (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..states import PingKind
+from .limits import BODY_TIMEOUT
+from .security import Throttle
+
+PREFIX = "/ping/"
+MAX_BODY = 1024 * 1024  # bytes a ping may send (the last 10 kB are kept)
+METHODS = ["GET", "POST"]
+EXIT_CODE = re.compile(r"[0-9]{1,3}")
+NOT_FOUND = "404: no such check\n"
+
+
+def routes(service: Any) -> list[Route]:
+    """The ``/ping`` routes over ``service`` (web/service.py)."""
+    misses = Throttle()  # 404s per client address
+
+    async def ping(request: Request) -> Response:
+        client = request.state.client
+        wait = misses.retry_after(client)
+        if wait:
+            return PlainTextResponse(
+                "429: too many pings of unknown checks; wait\n", 429, {"Retry-After": str(wait)}
+            )
+        parsed = _kind(request.path_params.get("what"))
+        check = None
+        if parsed is not None:
+            check = await to_thread.run_sync(_find, service, request.path_params["slug"])
+        if check is None or parsed is None:
+            misses.fail(client)
+            return PlainTextResponse(NOT_FOUND, 404)
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
+        kind, code = parsed
+        await to_thread.run_sync(_record, service, check, kind, code, body, client)
+        return PlainTextResponse("OK\n")
+
+    return [
+        Route(PREFIX + "{slug}", ping, methods=METHODS),
+        Route(PREFIX + "{slug}/{what}", ping, methods=METHODS),
+    ]
+
+
+def _kind(what: str | None) -> tuple[PingKind, int | None] | None:
+    """What the path's suffix reports (None: no such suffix)."""
+    if what is None:
+        return PingKind.SUCCESS, None
+    if what in ("start", "fail"):
+        return PingKind(what), None
+    if EXIT_CODE.fullmatch(what) and int(what) <= 255:
+        return PingKind.EXIT, int(what)
+    return None
+
+
+def _find(service: Any, slug: str) -> Any:
+    """The check a ping's path names: by its key, or by its name when it has none."""
+    service.refresh()
+    found = None
+    for check in service.config.checks.values():
+        if check.key is not None:
+            if hmac.compare_digest(check.key.encode(), slug.encode()):
+                found = check
+        elif check.name == slug:
+            found = check
+    return found
+
+
+async def _body(request: Request) -> bytes | Response:
+    """The request's body, its last 10 kB; a response when it is refused."""
+    from ..store.checks import BODY_LIMIT
+
+    data = bytearray()
+    total = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                data += chunk
+                total += len(chunk)
+                if total > MAX_BODY:
+                    return PlainTextResponse("413: the body is too large (1 MB at most)\n", 413)
+                if len(data) > 2 * BODY_LIMIT:
+                    del data[: len(data) - BODY_LIMIT]
+    except TimeoutError:
+        return PlainTextResponse("408: the body came too slowly\n", 408)
+    except ClientDisconnect:
+        return PlainTextResponse("400: the client went away\n", 400)
+    return bytes(data[-BODY_LIMIT:])
+
+
+def _record(
+    service: Any, check: Any, kind: PingKind, code: int | None, body: bytes, client: str
+) -> None:
+    from ..pings import record_ping
+
+    config, store = service.config, service.store
+    _result, messages = record_ping(
+        config, store, check, kind, code, body, client, masker=service.masker()
+    )
+    if messages:
+        from ..notify import deliver
+
+        deliver(config, store, wait=False)
