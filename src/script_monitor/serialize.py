@@ -237,6 +237,16 @@ def watchdog_json(report: Any) -> dict[str, Any]:
             }
             for o in report.overdue
         ],
+        "late": [
+            {
+                "check": c["check"],
+                "due": iso(c["due"]),
+                "last_ping": iso(c["last_ping"]),
+                "grace": seconds(c["grace"]),
+                "detail": c["detail"],
+            }
+            for c in report.late
+        ],
         "scheduler": {
             "state": s["state"],
             "detail": s["detail"],

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
+import threading
+import time
 from typing import Any
 
 from anyio import to_thread
@@ -29,11 +32,15 @@ MAX_BODY = 1024 * 1024  # bytes a ping may send (the last 10 kB are kept)
 METHODS = ["GET", "POST"]
 EXIT_CODE = re.compile(r"[0-9]{1,3}")
 NOT_FOUND = "404: no such check\n"
+WATCH_MIN, WATCH_MAX = 1.0, 10.0  # seconds between the server's looks at its checks
+
+log = logging.getLogger("script_monitor.web")
 
 
 def routes(service: Any) -> list[Route]:
     """The ``/ping`` routes over ``service`` (web/service.py)."""
     misses = Throttle()  # 404s per client address
+    threading.Thread(target=_watch, args=(service,), name="checks", daemon=True).start()
 
     async def ping(request: Request) -> Response:
         client = request.state.client
@@ -121,3 +128,28 @@ def _record(
         from ..notify import deliver
 
         deliver(config, store, wait=False)
+
+
+def _watch(service: Any) -> None:
+    """The server watches its checks (``watchdog.check_checks``): ``missed`` and
+    ``overdue`` are noticed within half a grace (1 to 10 seconds), and pending
+    messages are delivered, even where no scheduler runs."""
+    from ..notify import deliver
+    from ..watchdog import check_checks, clock_now
+
+    pause = WATCH_MAX
+    while True:
+        time.sleep(pause)
+        try:
+            service.refresh()
+            config, store = service.config, service.store
+            graces = [config.grace_of(c) / 2 for c in config.checks.values()]
+            pause = min(max(min(graces, default=WATCH_MAX), WATCH_MIN), WATCH_MAX)
+            if not config.checks:
+                continue
+            _, _, new = check_checks(config, store, clock_now())
+            channels = config.settings.notifications.channels
+            if channels and (new or store.outbox.due(time.time())):
+                deliver(config, store, wait=False)
+        except Exception as e:  # a locked or unreachable store: the next look tries again
+            log.warning("checks: %s", e)
