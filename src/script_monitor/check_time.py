@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from .states import CheckStatus, PingKind
 
 if TYPE_CHECKING:
     from .config import Check, Config
-    from .store.records import CheckState
+    from .store.records import CheckState, Run
 
 EARLY = 5.0  # seconds: a ping this much before a tick counts for that tick
 
@@ -71,3 +73,47 @@ def status(
     if state is None or state.last_ping is None:
         return CheckStatus.NEW
     return CheckStatus.DOWN if last_failed else CheckStatus.UP
+
+
+class CheckView(msgspec.Struct):
+    """A check as ``list``, ``status``, the dashboard, the API and the metrics show it."""
+
+    check: Check
+    state: CheckState | None
+    last_run: Run | None  # its newest run
+    status: CheckStatus
+    next_due: float | None  # when its next ping is due
+    late_at: float | None  # when it is late without one
+
+
+def view(
+    config: Config, check: Check, state: CheckState | None, last_run: Run | None, now: float
+) -> CheckView:
+    from .states import FAILURES
+
+    failed = last_run is not None and last_run.status in FAILURES
+    due = due_after(config, check, since_of(state, now))
+    late_at = None if due is None else due + config.grace_of(check)
+    return CheckView(
+        check, state, last_run, status(config, check, state, now, failed), due, late_at
+    )
+
+
+def views(
+    config: Config, states: dict[str, CheckState], last_runs: dict[str, Run], now: float
+) -> list[CheckView]:
+    """Every configured check, in configuration order."""
+    return [
+        view(config, c, states.get(c.name), last_runs.get(c.name), now)
+        for c in config.checks.values()
+    ]
+
+
+def problem(v: CheckView) -> str | None:
+    """What is wrong with a check, in words (``status``), or None."""
+    name = v.check.name
+    if v.status == CheckStatus.LATE:
+        return f"check '{name}' is late: no ping within its grace of its due time"
+    if v.status == CheckStatus.DOWN and v.last_run is not None:
+        return f"check '{name}' reported a failure (run {v.last_run.id})"
+    return None

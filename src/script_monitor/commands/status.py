@@ -57,8 +57,16 @@ def gather(config, store, now: float) -> dict[str, Any]:
             if not status["running"]
             else "the scheduler's heartbeat is stale: it may be hung"
         )
+    checks = []
+    if config.checks:
+        from ..check_time import problem, views
+
+        checks = views(config, store.checks.states(), store.reads.last_runs(), now)
+        problems += [p for v in checks if (p := problem(v))]
     return {
         "now": now,
+        "config": config,
+        "checks": checks,
         "scheduler": status,
         "enabled": enabled,
         "scheduled": bool(scheduled),
@@ -144,6 +152,9 @@ def _lines(config, report: dict) -> list[str]:
     else:
         out.append("Next runs:" if report["enabled"] else "Next runs (if scheduling were on):")
         out += _table([_next_row(config, r, now) for r in rows])
+    if report["checks"]:
+        out.append("Checks:")
+        out += _table([_check_row(config, v, now) for v in report["checks"]])
     if report["problems"]:
         out.append("Problems:")
         out += [f"  ✗ {p}" for p in report["problems"]]
@@ -171,3 +182,15 @@ def _next_row(config, r: dict, now: float) -> list[str]:
         delta = f"in {duration_text(max(0.0, nxt.timestamp() - now))}"
     zone = cron.timezone_label(r["timezone"])
     return [r["name"], when, delta, f"{r['schedule']} ({zone})"]
+
+
+def _check_row(config, v, now: float) -> list[str]:
+    state = v.state
+    last = "never pinged"
+    if state is not None and state.last_ping is not None:
+        last = f"last ping {_clock(config, state.last_ping)}"
+    due = "-"
+    if v.next_due is not None:
+        left = v.next_due - now
+        due = f"due in {duration_text(left)}" if left >= 0 else f"due {duration_text(-left)} ago"
+    return [v.check.name, str(v.status), last, due]

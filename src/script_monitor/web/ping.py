@@ -63,10 +63,67 @@ def routes(service: Any) -> list[Route]:
         await to_thread.run_sync(_record, service, check, kind, code, body, client)
         return PlainTextResponse("OK\n")
 
+    async def api_checks(request: Request) -> Response:
+        return _json(await to_thread.run_sync(checks_json, service))
+
+    async def api_check(request: Request) -> Response:
+        from .service import MAX_LIMIT, BadRequest
+
+        text = request.query_params.get("limit", "20")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        name = request.path_params["name"]
+        return _json(await to_thread.run_sync(check_detail, service, name, int(text)))
+
     return [
         Route(PREFIX + "{slug}", ping, methods=METHODS),
         Route(PREFIX + "{slug}/{what}", ping, methods=METHODS),
+        Route("/api/v1/checks", api_checks),
+        Route("/api/v1/checks/{name}", api_check),
     ]
+
+
+def _json(value: Any) -> Response:
+    from .service import dumps
+
+    return Response(dumps(value), media_type="application/json")
+
+
+def views(service: Any) -> list[Any]:
+    """Every check as it stands now (``check_time.views``), for the API and the pages."""
+    from ..check_time import views as check_views
+
+    service.refresh()
+    config, store = service.config, service.store
+    if not config.checks:
+        return []
+    return check_views(config, store.checks.states(), store.reads.last_runs(), time.time())
+
+
+def checks_json(service: Any) -> list[dict[str, Any]]:
+    """``GET /api/v1/checks``: every check (the ``check`` objects of ``list --json``)."""
+    from ..serialize import check_json
+
+    return service.redact([check_json(service.config, v) for v in views(service)])
+
+
+def check_detail(service: Any, name: str, limit: int) -> dict[str, Any]:
+    """``GET /api/v1/checks/{name}``: a check with its newest runs and pings."""
+    from ..check_time import view
+    from ..serialize import check_json, ping_json, runs_json
+    from .service import NotFound
+
+    service.refresh()
+    config, store = service.config, service.store
+    check = config.checks.get(name)
+    if check is None:
+        raise NotFound(f"unknown check '{name}'")
+    runs = store.runs.history(name, limit)
+    v = view(config, check, store.checks.state(name), runs[0] if runs else None, time.time())
+    out = check_json(config, v)
+    out["runs"] = runs_json(runs)
+    out["pings"] = [ping_json(p) for p in store.checks.pings(name, limit)]
+    return service.redact(out)
 
 
 def _kind(what: str | None) -> tuple[PingKind, int | None] | None:

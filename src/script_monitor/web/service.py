@@ -169,13 +169,18 @@ class Service:
     # ------------------------------------------------------------ the API's objects
 
     def scripts(self) -> Payload:
-        """``list --json``."""
-        return self.cached(
-            "api:scripts",
-            lambda: Payload(
-                dumps(self.redact(scripts_json(self.config, self.store.reads.last_runs()))), "json"
-            ),
-        )
+        """``list --json`` (with checks, whose state moves with the clock: cached 1 s)."""
+
+        def build() -> Payload:
+            last = self.store.reads.last_runs()
+            checks = []
+            if self.config.checks:
+                from ..check_time import views
+
+                checks = views(self.config, self.store.checks.states(), last, time.time())
+            return Payload(dumps(self.redact(scripts_json(self.config, last, checks))), "json")
+
+        return self.cached("api:scripts", build, ttl=1.0 if self.config.checks else None)
 
     def groups(self) -> Payload:
         """``list-groups --json``."""
