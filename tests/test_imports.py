@@ -23,10 +23,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("scheduler", "distributed.worker"),
     ("engine", "watchdog", "housekeeping"),
     ("distributed.executor",),
-    ("executor", "notify", "redact"),
+    ("executor", "notify", "redact", "pings"),
     (
         *("alerts", "planner", "serialize", "render", "logsource", "pager"),
-        *("store", "distributed.app", "schedule_time", "heartbeat", "tokens"),
+        *("store", "distributed.app", "schedule_time", "heartbeat", "tokens", "check_time"),
     ),
     ("config", "masking", "logs", "results"),
     ("cron", "proc", "errors", "states", "termsafe", "anomaly", "distributed", ""),

@@ -163,6 +163,7 @@ class Pages:
                 1 for s in scripts for r in s["recent"][-1:] if r.status is RunStatus.RUNNING
             ),
             scheduler=_scheduler_text(status, enabled),
+            checks=_checks(svc),
         )
 
     # ------------------------------------------------------------ a script
@@ -312,3 +313,21 @@ def _chart(runs: list[Run]) -> dict[str, Any]:
     chart["median"] = statistics.median(d for _, d in done)
     chart["ok"] = sum(1 for r, _ in done if r.status is RunStatus.SUCCESS)
     return chart
+
+
+def _checks(svc: Service) -> list[dict[str, Any]]:
+    """The overview's passive checks (``_checks.html``)."""
+    from .ping import views
+
+    return [
+        {
+            "name": v.check.name,
+            "description": svc.redact(v.check.description),
+            "every": v.check.schedule or f"every {v.check.period:g}s",
+            "status": v.status.value,
+            "last_ping": v.state.last_ping if v.state else None,
+            "next_due": v.next_due,
+            "last": v.last_run,
+        }
+        for v in views(svc)
+    ]
