@@ -193,7 +193,7 @@ def schedules_json(rows: list[dict[str, Any]], status: dict, enabled: bool) -> d
 
 def config_json(data: dict[str, Any]) -> dict[str, Any]:
     """``show-config --json``: the effective configuration (``commands.configure.effective``)."""
-    return {"schema_version": SCHEMA_VERSION, **data}
+    return {"schema_version": SCHEMA_VERSION, "checks": [], **data}
 
 
 def status_json(report: dict[str, Any]) -> dict[str, Any]:

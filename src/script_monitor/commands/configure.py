@@ -43,12 +43,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def effective(config) -> dict:
     """The configuration as plain data, secret values masked."""
-    return {
+    data = {
         "config_dir": str(config.root),
         "settings": to_builtins(config.settings),
         "scripts": [_masked(config, s) for s in config.scripts.values()],
         "groups": [to_builtins(g) for g in config.groups.values()],
     }
+    if config.checks:  # their keys are masked with the other secrets
+        data["checks"] = [to_builtins(c) for c in config.checks.values()]
+    return data
 
 
 def _masked(config, script) -> dict:
