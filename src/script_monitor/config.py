@@ -533,6 +533,8 @@ def _humanize(msg: str, parts: list, value: Any) -> str:
         choices = _CHOICES.get(key, "")
         return f"invalid value {value!r}" + (f": expected {choices}" if choices else "")
     if "matching regex" in msg:
+        if parts and parts[-1] == "key":
+            return "a key is 16 to 128 letters, digits, '-' or '_'"
         if parts and parts[0] == "env":
             names = value if isinstance(value, dict) else [value]
             bad = [k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
@@ -617,8 +619,8 @@ def load_config(root: Path) -> Config:
     config = Config(root, settings, scripts, groups, files, checks=checks, origin=origin)
     if not any(p.level == "error" for p in problems):  # else members would look missing
         _cross_check(config, problems)
-        _check_checks(config, problems)
         _check_notify_channels(config, problems)
+    _check_checks(config, problems)  # names only: told even beside other problems
     _check_env_files(config, problems)
     _check_permissions(config, problems)
     _check_secret_files(config, problems)
