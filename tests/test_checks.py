@@ -103,7 +103,7 @@ def test_pings_over_http_notify_missed_recovery_and_failure_once(tmp_path, recei
         tmp_path / "c",
         f"""
         checks:
-          - {{name: job, period: 1, grace: 1}}
+          - {{name: job, period: 0.5, grace: 0.5}}
           - {{name: fails, period: 3600, grace: 60, description: the nightly export}}
           - {{name: keyed, period: 3600, key: {KEY}}}
         """,
@@ -111,14 +111,14 @@ def test_pings_over_http_notify_missed_recovery_and_failure_once(tmp_path, recei
     )
     server = Server(conf, marker=marker)
     try:
-        # On time: a ping every half second, no token, no message.
+        # On time: a ping every 0.3 s, no token, no message.
         for _ in range(4):
             assert server.post("/ping/job").text == "OK\n"
-            time.sleep(0.5)
+            time.sleep(0.3)
         assert events(receiver, "job") == []
         # Late: the server's own watch notices within a few seconds, once.
         assert wait_for(lambda: events(receiver, "job") == ["MISSED"], timeout=15)
-        time.sleep(2.2)  # two more looks of the server's watch: still one message
+        time.sleep(1.2)  # two more looks of the server's watch: still one message
         assert events(receiver, "job") == ["MISSED"]
         assert server.get("/ping/job").status_code == 200  # GET works too (curl, wget)
         assert wait_for(lambda: events(receiver, "job")[:2] == ["MISSED", "RECOVERED"])
@@ -132,7 +132,7 @@ def test_pings_over_http_notify_missed_recovery_and_failure_once(tmp_path, recei
         assert "disk full" in post["message"] and "the nightly export" in post["message"]
         assert server.post("/ping/fails/0").status_code == 200  # an exit code: success
         assert wait_for(lambda: events(receiver, "fails") == ["FAILED", "RECOVERED"])
-        time.sleep(1.0)
+        time.sleep(0.6)
         assert events(receiver, "fails") == ["FAILED", "RECOVERED"]
 
         detail = server.get("/api/v1/checks/fails", token=TOKEN).json()
@@ -232,9 +232,9 @@ def test_wrap_runs_the_command_in_its_own_group_and_forwards_signals(tmp_path):
         f"open({str(ready)!r}, 'w').write(str(os.getpgid(0)))\n"
         "time.sleep(30)\n"
     )
+    wrap = [sys.executable, str(MAIN), "--config-dir", str(conf), "wrap", "job", "--"]
     proc = subprocess.Popen(
-        [sys.executable, str(MAIN), "--config-dir", str(conf), "wrap", "job", "--"]
-        + [sys.executable, "-c", script],
+        [*wrap, sys.executable, "-c", script],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -287,7 +287,7 @@ def test_ping_start_then_end_with_a_log_and_an_overdue_start(tmp_path, receiver)
 
 
 def test_a_late_check_in_list_status_and_watchdog_json(tmp_path):
-    conf = conf_with(tmp_path / "c", "checks:\n  - {name: job, period: 1, grace: 1}\n")
+    conf = conf_with(tmp_path / "c", "checks:\n  - {name: job, period: 0.5, grace: 0.5}\n")
     sm = ("--config-dir", str(conf))
     assert cli(*sm, "ping", "job").returncode == 0
     later = {"SCRIPT_MONITOR_CLOCK": f"{time.time() + 10}"}
@@ -297,9 +297,9 @@ def test_a_late_check_in_list_status_and_watchdog_json(tmp_path):
     checker = Checker()
     checker.check(report, OUTPUTS["watchdog"], "watchdog")
     [late] = report["late"]
-    assert late["check"] == "job" and late["grace"] == 1
+    assert late["check"] == "job" and late["grace"] == 0.5
     assert {k for t, k in checker.seen if t == "late check"} == set(OBJECTS["late check"])
-    time.sleep(2.2)  # late by the real clock too
+    time.sleep(1.1)  # late by the real clock too
     listed = cli(*sm, "list").stdout.splitlines()
     assert listed[0].split()[:3] == ["NAME", "KIND", "STATUS"]
     assert listed[-1].split()[:3] == ["job", "check", "late"]

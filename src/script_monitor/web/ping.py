@@ -32,7 +32,7 @@ MAX_BODY = 1024 * 1024  # bytes a ping may send (the last 10 kB are kept)
 METHODS = ["GET", "POST"]
 EXIT_CODE = re.compile(r"[0-9]{1,3}")
 NOT_FOUND = "404: no such check\n"
-WATCH_MIN, WATCH_MAX = 1.0, 10.0  # seconds between the server's looks at its checks
+WATCH_MIN, WATCH_MAX = 0.5, 10.0  # seconds between the server's looks at its checks
 
 log = logging.getLogger("script_monitor.web")
 
@@ -189,19 +189,17 @@ def _record(
 
 def _watch(service: Any) -> None:
     """The server watches its checks (``watchdog.check_checks``): ``missed`` and
-    ``overdue`` are noticed within half a grace (1 to 10 seconds), and pending
+    ``overdue`` are noticed within half a grace (0.5 to 10 seconds), and pending
     messages are delivered, even where no scheduler runs."""
     from ..notify import deliver
     from ..watchdog import check_checks, clock_now
 
-    pause = WATCH_MAX
     while True:
-        time.sleep(pause)
+        graces = [service.config.grace_of(c) / 2 for c in service.config.checks.values()]
+        time.sleep(min(max(min(graces, default=WATCH_MAX), WATCH_MIN), WATCH_MAX))
         try:
             service.refresh()
             config, store = service.config, service.store
-            graces = [config.grace_of(c) / 2 for c in config.checks.values()]
-            pause = min(max(min(graces, default=WATCH_MAX), WATCH_MIN), WATCH_MAX)
             if not config.checks:
                 continue
             _, _, new = check_checks(config, store, clock_now())
