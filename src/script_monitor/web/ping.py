@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import queue
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ MAX_BODY = 1024 * 1024  # bytes a ping may send (the last 10 kB are kept)
 METHODS = ["GET", "POST"]
 EXIT_CODE = re.compile(r"[0-9]{1,3}")
 NOT_FOUND = "404: no such check\n"
+REFRESH_EVERY = 1.0  # seconds: how stale the configuration a ping is looked up in may be
 WATCH_MIN, WATCH_MAX = 0.5, 10.0  # seconds between the server's looks at its checks
 
 log = logging.getLogger("script_monitor.web")
@@ -40,6 +42,7 @@ log = logging.getLogger("script_monitor.web")
 def routes(service: Any) -> list[Route]:
     """The ``/ping`` routes over ``service`` (web/service.py)."""
     misses = Throttle()  # 404s per client address
+    writer = Writer(service)
     threading.Thread(target=_watch, args=(service,), name="checks", daemon=True).start()
 
     async def ping(request: Request) -> Response:
@@ -52,7 +55,9 @@ def routes(service: Any) -> list[Route]:
         parsed = _kind(request.path_params.get("what"))
         check = None
         if parsed is not None:
-            check = await to_thread.run_sync(_find, service, request.path_params["slug"])
+            if writer.stale():  # a changed checks.yaml is read within a second
+                await to_thread.run_sync(writer.refresh)
+            check = writer.find(request.path_params["slug"])
         if check is None or parsed is None:
             misses.fail(client)
             return PlainTextResponse(NOT_FOUND, 404)
@@ -60,7 +65,7 @@ def routes(service: Any) -> list[Route]:
         if isinstance(body, Response):
             return body
         kind, code = parsed
-        await to_thread.run_sync(_record, service, check, kind, code, body, client)
+        await writer.record(check, kind, code, body, client)  # answered once committed
         return PlainTextResponse("OK\n")
 
     async def api_checks(request: Request) -> Response:
@@ -137,17 +142,97 @@ def _kind(what: str | None) -> tuple[PingKind, int | None] | None:
     return None
 
 
-def _find(service: Any, slug: str) -> Any:
-    """The check a ping's path names: by its key, or by its name when it has none."""
-    service.refresh()
-    found = None
-    for check in service.config.checks.values():
-        if check.key is not None:
-            if hmac.compare_digest(check.key.encode(), slug.encode()):
-                found = check
-        elif check.name == slug:
-            found = check
-    return found
+class Writer:
+    """Records pings on one thread, every ping waiting at that moment in one transaction
+    (a commit costs more than a ping's rows): each request is answered once its ping is
+    committed.  A batch that fails is written again one ping at a time, so that one bad
+    ping costs no other its record."""
+
+    BATCH = 500  # pings at most in one transaction
+
+    def __init__(self, service: Any):
+        self.service = service
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.refreshed = 0.0
+        self.index: tuple[Any, dict[str, Any]] = (None, {})
+        threading.Thread(target=self._run, name="pings", daemon=True).start()
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.refreshed > REFRESH_EVERY
+
+    def refresh(self) -> None:
+        self.refreshed = time.monotonic()
+        self.service.refresh()
+
+    def find(self, slug: str) -> Any:
+        """The check a ping's path names: by its key, or by its name when it has none."""
+        config = self.service.config
+        if self.index[0] is not config:
+            names: dict[str, Any] = {}
+            for check in config.checks.values():
+                names[check.key if check.key is not None else check.name] = check
+            self.index = (config, names)
+        found = self.index[1].get(slug)
+        key = found.key if found is not None and found.key is not None else None
+        if key is not None and not hmac.compare_digest(key.encode(), slug.encode()):
+            return None
+        return found
+
+    async def record(
+        self, check: Any, kind: PingKind, code: int | None, body: bytes, client: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self.queue.put((loop, done, (check, kind, code, body, client)))
+        await done
+
+    def _run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            while len(items) < self.BATCH:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            errors = self._write([item[2] for item in items])
+            for (loop, done, _), error in zip(items, errors, strict=True):
+                loop.call_soon_threadsafe(_settle, done, error)
+
+    def _write(self, pings: list[tuple]) -> list[Exception | None]:
+        from ..pings import record_ping
+
+        service = self.service
+        config, store, masker = service.config, service.store, service.masker()
+        errors: list[Exception | None] = [None] * len(pings)
+        messages = 0
+        try:
+            with store.batch():
+                for ping in pings:
+                    messages += record_ping(config, store, *ping, masker=masker)[1]
+        except Exception:
+            messages = 0
+            for i, ping in enumerate(pings):
+                try:
+                    messages += record_ping(config, store, *ping, masker=masker)[1]
+                except Exception as e:  # answered 503 (a store error) or 500
+                    errors[i] = e
+        if messages:
+            from ..notify import deliver
+
+            try:
+                deliver(config, store, wait=False)
+            except Exception as e:
+                log.warning("checks: notifications: %s", e)
+        return errors
+
+
+def _settle(done: asyncio.Future, error: Exception | None) -> None:
+    if done.done():  # the client went away
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
 
 
 async def _body(request: Request) -> bytes | Response:
@@ -170,21 +255,6 @@ async def _body(request: Request) -> bytes | Response:
     except ClientDisconnect:
         return PlainTextResponse("400: the client went away\n", 400)
     return bytes(data[-BODY_LIMIT:])
-
-
-def _record(
-    service: Any, check: Any, kind: PingKind, code: int | None, body: bytes, client: str
-) -> None:
-    from ..pings import record_ping
-
-    config, store = service.config, service.store
-    _result, messages = record_ping(
-        config, store, check, kind, code, body, client, masker=service.masker()
-    )
-    if messages:
-        from ..notify import deliver
-
-        deliver(config, store, wait=False)
 
 
 def _watch(service: Any) -> None:
