@@ -207,13 +207,19 @@ class Writer:
         messages = 0
         try:
             with store.batch():
-                for ping in pings:
-                    messages += record_ping(config, store, *ping, masker=masker)[1]
+                for check, kind, code, body, client in pings:
+                    done = record_ping(
+                        config, store, check, kind, code, body, client, masker=masker
+                    )
+                    messages += done[1]
         except Exception:
             messages = 0
-            for i, ping in enumerate(pings):
+            for i, (check, kind, code, body, client) in enumerate(pings):
                 try:
-                    messages += record_ping(config, store, *ping, masker=masker)[1]
+                    done = record_ping(
+                        config, store, check, kind, code, body, client, masker=masker
+                    )
+                    messages += done[1]
                 except Exception as e:  # answered 503 (a store error) or 500
                     errors[i] = e
         if messages:
