@@ -324,3 +324,35 @@ def test_the_api_check_detail_is_documented(tmp_path, marker):
     seen = {(t, k) for t, k in checker.seen}
     assert {k for t, k in seen if t == "ping"} == set(OBJECTS["ping"])
     assert 'id="check-job"' in page and "down" in page
+
+
+# ---------------------------------------------------------------- the store
+
+
+def test_pings_are_recorded_as_runs_on_both_backends(backend_store):
+    from script_monitor.states import LogState, PingKind, RunStatus
+    from script_monitor.store import NewPing
+
+    store = backend_store
+    t = time.time()
+    started, _ = store.checks.record(NewPing("job", PingKind.START, t, "10.0.0.1", body=b"go\n"))
+    ended, _ = store.checks.record(
+        NewPing("job", PingKind.EXIT, t + 2, "10.0.0.1", exit_code=3, body=b"boom\n"), keep=1
+    )
+    assert started.run_id == ended.run_id and ended.status is RunStatus.FAILED
+    run = store.runs.run(ended.run_id)
+    assert run is not None and (run.trigger, run.exit_code, run.duration) == ("ping", 3, 2)
+    assert run.log_state is LogState.OK and run.host == "10.0.0.1"
+    assert store.logs.span(run.id, 0, 9) == b"go\nboom\n"
+    alone, _ = store.checks.record(NewPing("job", PingKind.SUCCESS, t + 3, "cli"), keep=1)
+    assert alone.run_id != ended.run_id and alone.status is RunStatus.SUCCESS
+    again, _ = store.checks.record(NewPing("job", PingKind.START, t + 4, "cli"))
+    newer, _ = store.checks.record(NewPing("job", PingKind.START, t + 5, "cli"))
+    assert newer.superseded == again.run_id
+    assert store.runs.run(again.run_id).status is RunStatus.LOST
+    state = store.checks.state("job")
+    assert state is not None and (state.pings, state.open_run_id) == (5, newer.run_id)
+    assert [p.kind for p in store.checks.pings("job", 2)] == [PingKind.START, PingKind.START]
+    store.checks.seen(["job", "other"], t + 6)
+    assert store.checks.states()["job"].first_seen == t  # seen before: kept
+    assert store.checks.states()["other"].last_ping is None

@@ -81,13 +81,13 @@ class Checks:
                 detail = "the job reported a failure" if ping.kind == PingKind.FAIL else None
                 if opened is not None and open_id is not None:
                     run_id = open_id
+                    logged = ", log_path = COALESCE(log_path, ?), log_state = ?" if body else ""
+                    more = (log_path, LogState.OK.value) if body else ()
                     tx.execute(
                         "UPDATE runs SET status = ?, ended = ?, duration = ?, exit_code = ?,"
-                        " detail = ?, log_path = COALESCE(log_path, ?),"
-                        " log_state = CASE WHEN ? IS NULL THEN log_state ELSE ? END"
-                        " WHERE id = ?",
+                        f" detail = ?{logged} WHERE id = ?",
                         (status.value, at, max(at - opened[0], 0.0), ping.exit_code, detail,
-                         log_path, log_path, LogState.OK.value, run_id),
+                         *more, run_id),
                     )  # fmt: skip
                 else:
                     run_id = self._insert(tx, ping, status, log_path, ended=True, detail=detail)
@@ -110,7 +110,8 @@ class Checks:
                 " open_run_id = ? WHERE name = ?",
                 (at, ping.kind.value, run_id, new_open, name),
             )
-            gone = _expire(tx, name, keep, before) if keep is not None or before else []
+            rotate = body and (keep is not None or before is not None)
+            gone = _expire(tx, name, keep, before) if rotate else []  # a new log: the limit
         assert ping_id is not None
         return PingResult(ping_id, run_id, status, superseded), gone
 
