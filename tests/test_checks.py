@@ -356,3 +356,22 @@ def test_pings_are_recorded_as_runs_on_both_backends(backend_store):
     store.checks.seen(["job", "other"], t + 6)
     assert store.checks.states()["job"].first_seen == t  # seen before: kept
     assert store.checks.states()["other"].last_ping is None
+
+
+def test_old_pings_are_pruned_and_where_a_check_stands_is_kept(tmp_path):
+    from script_monitor.states import PingKind
+    from script_monitor.store import NewPing, Store
+
+    store = Store(tmp_path / "state")
+    old = time.time() - 200 * 86400
+    for i in range(3):
+        store.checks.record(NewPing("job", PingKind.SUCCESS, old + i, "cli", body=b"x\n"))
+    store.checks.record(NewPing("job", PingKind.SUCCESS, time.time(), "cli"))
+    dry = store.retention.prune(time.time() - 90 * 86400, keep=1, dry_run=True)
+    assert (dry.pings, dry.runs) == (3, 3)
+    report = store.retention.prune(time.time() - 90 * 86400, keep=1)
+    assert (report.pings, report.runs) == (3, 3)
+    assert store.checks.count("job") == 1 and len(store.runs.history("job")) == 1
+    state = store.checks.state("job")
+    assert state is not None and state.pings == 4 and state.last_ping > old + 2
+    store.close()
