@@ -375,3 +375,14 @@ def test_old_pings_are_pruned_and_where_a_check_stands_is_kept(tmp_path):
     state = store.checks.state("job")
     assert state is not None and state.pings == 4 and state.last_ping > old + 2
     store.close()
+
+
+def test_keys_are_masked_and_a_readable_keyed_file_is_warned_about(config_dir):
+    conf = conf_with(config_dir, f"checks:\n  - {{name: job, period: 60, key: {KEY}}}\n")
+    os.chmod(conf / "checks.yaml", 0o644)
+    r = cli("--config-dir", str(conf), "validate")
+    assert r.returncode == 0, r.stderr
+    assert "checks.yaml: warning: holds check keys and is readable by others" in r.stdout
+    shown = cli("--config-dir", str(conf), "show-config", "--json").stdout
+    assert KEY not in shown and json.loads(shown)["checks"][0]["key"] == "***"
+    assert KEY not in cli("--config-dir", str(conf), "list", "--json").stdout
