@@ -140,8 +140,9 @@ def test_pings_over_http_notify_missed_recovery_and_failure_once(tmp_path, recei
         failed = detail["runs"][1]
         assert failed["trigger"] == "ping" and failed["host"] == "127.0.0.1"
         assert failed["duration"] is not None and failed["log"] is True
-        assert [p["kind"] for p in detail["pings"]] == ["exit", "fail", "start"]
-        assert detail["pings"][1]["body_size"] == 10 * 1024  # the last 10 kB kept
+        assert [p["kind"] for p in detail["recent_pings"]] == ["exit", "fail", "start"]
+        assert detail["recent_pings"][1]["body_size"] == 10 * 1024  # the last 10 kB kept
+        assert detail["pings"] == 3
         log = server.get(f"/api/v1/runs/{failed['id']}/log", token=TOKEN).text
         assert log.endswith("disk full\n") and "line 0\n" not in log
     finally:

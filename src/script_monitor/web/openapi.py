@@ -139,10 +139,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "A passive check with its newest runs and pings.",
         "allOf": [{"$ref": "#/components/schemas/Check"}],
-        "required": ["runs", "pings"],
+        "required": ["runs", "recent_pings"],
         "properties": {
             "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
-            "pings": {"type": "array", "items": {"$ref": "#/components/schemas/Ping"}},
+            "recent_pings": {"type": "array", "items": {"$ref": "#/components/schemas/Ping"}},
         },
     },
     "Ping": {

@@ -127,7 +127,7 @@ def check_detail(service: Any, name: str, limit: int) -> dict[str, Any]:
     v = view(config, check, store.checks.state(name), runs[0] if runs else None, time.time())
     out = check_json(config, v)
     out["runs"] = runs_json(runs)
-    out["pings"] = [ping_json(p) for p in store.checks.pings(name, limit)]
+    out["recent_pings"] = [ping_json(p) for p in store.checks.pings(name, limit)]
     return service.redact(out)
 
 
