@@ -387,3 +387,11 @@ def test_keys_are_masked_and_a_readable_keyed_file_is_warned_about(config_dir):
     shown = cli("--config-dir", str(conf), "show-config", "--json").stdout
     assert KEY not in shown and json.loads(shown)["checks"][0]["key"] == "***"
     assert KEY not in cli("--config-dir", str(conf), "list", "--json").stdout
+
+
+def test_shell_completion_offers_check_names_to_ping_and_wrap(config_dir):
+    conf = conf_with(config_dir, "checks:\n  - {name: offsite, period: 60}\n")
+    assert cli("--config-dir", str(conf), "__complete", "checks").stdout == "offsite\n"
+    script = cli("completion", "bash").stdout
+    assert '"ping 0") _script_monitor_names checks' in script
+    assert '"wrap 0") _script_monitor_names checks' in script
