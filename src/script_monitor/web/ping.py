@@ -195,8 +195,11 @@ class Writer:
                 except queue.Empty:
                     break
             errors = self._write([item[2] for item in items])
+            by_loop: dict[Any, list] = {}  # one wake-up of each event loop per batch
             for (loop, done, _), error in zip(items, errors, strict=True):
-                loop.call_soon_threadsafe(_settle, done, error)
+                by_loop.setdefault(loop, []).append((done, error))
+            for loop, settled in by_loop.items():
+                loop.call_soon_threadsafe(_settle, settled)
 
     def _write(self, pings: list[tuple]) -> list[Exception | None]:
         from ..pings import record_ping
@@ -232,13 +235,14 @@ class Writer:
         return errors
 
 
-def _settle(done: asyncio.Future, error: Exception | None) -> None:
-    if done.done():  # the client went away
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+def _settle(settled: list[tuple[asyncio.Future, Exception | None]]) -> None:
+    for done, error in settled:
+        if done.done():  # the client went away
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 async def _body(request: Request) -> bytes | Response:
