@@ -318,6 +318,9 @@ def test_the_api_check_detail_is_documented(tmp_path, marker):
         assert server.get("/api/v1/checks/nope", token=TOKEN).status_code == 404
         assert server.get("/api/v1/checks/job?limit=0", token=TOKEN).status_code == 400
         page = server.get("/", token=TOKEN).text
+        run_id = detail["runs"][0]["id"]
+        run_page = server.get(f"/runs/{run_id}", token=TOKEN)
+        runs = server.get("/api/v1/scripts/job/runs", token=TOKEN).json()
     finally:
         server.stop()
     checker = Checker()
@@ -325,6 +328,8 @@ def test_the_api_check_detail_is_documented(tmp_path, marker):
     seen = {(t, k) for t, k in checker.seen}
     assert {k for t, k in seen if t == "ping"} == set(OBJECTS["ping"])
     assert 'id="check-job"' in page and "down" in page
+    assert run_page.status_code == 200 and "job" in run_page.text
+    assert [r["id"] for r in runs] == [run_id]
 
 
 # ---------------------------------------------------------------- the store

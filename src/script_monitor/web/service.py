@@ -204,9 +204,10 @@ class Service:
         return schedules_json(rows, status, config.settings.scheduling.enabled)
 
     def history(self, name: str, limit: int) -> list[dict[str, Any]]:
-        """``history NAME --json --limit N``."""
+        """``history NAME --json --limit N`` (of a script, or of a passive check)."""
         self.refresh()
-        self.script(name)
+        if name not in self.config.checks:
+            self.script(name)
         return runs_json(self.store.runs.history(name, limit))
 
     def run(self, run_id: int) -> Run:
