@@ -277,6 +277,11 @@ def test_ping_start_then_end_with_a_log_and_an_overdue_start(tmp_path, receiver)
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: events(receiver, "job") == ["OVERDUE", "RECOVERED"])
     [run] = cli_json(*sm, "history", "job", "--json")
+    notes = cli_json(*sm, "notifications", "--json")
+    assert [(n["event"], n["unit"], n["run"]) for n in notes] == [
+        ("recovery", "job", run["id"]),
+        ("overdue", "job", None),
+    ]
     assert (run["status"], run["exit_code"]) == ("success", 0)
     assert run["duration"] > 0 and run["host"] == os.uname().nodename
     log = cli(*sm, "logs", "job").stdout

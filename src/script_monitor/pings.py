@@ -66,7 +66,12 @@ def _notify(config: Config, store: Store, check: Check, ping: Any, result: PingR
         )
         # Keyed by the alarm it ends: two successes at once recover it once.
         rows = event_rows(config, "check", check.name, "recovery", f"m{last[0]}", body)
-    return len(store.outbox.add(rows)) if rows else 0
+    if not rows:
+        return 0
+    import msgspec
+
+    rows = [msgspec.structs.replace(r, run_id=result.run_id) for r in rows]  # its run
+    return len(store.outbox.add(rows))
 
 
 def failure_body(config: Config, check: Check, ping: Any, run_id: int) -> str:
