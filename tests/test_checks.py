@@ -405,3 +405,30 @@ def test_shell_completion_offers_check_names_to_ping_and_wrap(config_dir):
     script = cli("completion", "bash").stdout
     assert '"ping 0") _script_monitor_names checks' in script
     assert '"wrap 0") _script_monitor_names checks' in script
+
+
+def test_concurrent_pings_over_http_are_all_recorded_on_postgresql(tmp_path, pg_url, marker):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import empty_pg
+
+    empty_pg(pg_url)
+    conf = conf_with(
+        tmp_path / "c", "checks:\n" + "".join(f"  - {{name: c{i}, period: 60}}\n" for i in range(5))
+    )
+    server = Server(conf, env={"SCRIPT_MONITOR_STORE_URL": pg_url}, marker=marker)
+    try:
+        paths = [f"/ping/c{i % 5}" + ("/start" if i % 2 else "/0") for i in range(200)]
+        with server.client() as c, ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda p: c.post(p, content=b"ok\n").status_code, paths))
+        assert codes == [200] * 200
+        checks = server.get("/api/v1/checks", token=TOKEN).json()
+        assert sum(c["pings"] for c in checks) == 200
+    finally:
+        server.stop()
+    counted = cli_json(
+        "--config-dir", str(conf), "list", "--json", env={"SCRIPT_MONITOR_STORE_URL": pg_url}
+    )
+    assert {c["name"]: c["check"]["pings"] for c in counted if c["kind"] == "check"} == {
+        f"c{i}": 40 for i in range(5)
+    }
