@@ -215,8 +215,15 @@ def test_wrap_over_http_sends_the_exit_code_and_the_output_tail(tmp_path, marker
         bad = cli("ping", "--url", server.url, "remote")  # by name: it has a key
         assert_clean_error(bad)
         assert "unknown check or wrong key" in bad.stderr
+        mistaken = cli("wrap", "--url", server.url, "remote", "--", "touch", "ran", cwd=tmp_path)
+        assert_clean_error(mistaken)  # a 404 is a mistake: the command does not run
+        assert not (tmp_path / "ran").exists()
     finally:
         server.stop()
+    # A server out of reach: the job runs all the same, and says so.
+    r = cli("wrap", "--url", server.url, KEY, "--", "sh", "-c", "echo fine", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "fine\n"
+    assert r.stderr.count("ping was not recorded") == 2 and "cannot reach" in r.stderr
 
 
 # ---------------------------------------------------------------- the CLI

@@ -141,8 +141,13 @@ def cmd_wrap(args: argparse.Namespace) -> int:
         raise UsageError("wrap: give its options before NAME: wrap [--url URL] NAME -- COMMAND")
     if not command:
         raise UsageError("wrap: give the command after --, e.g. wrap NAME -- /usr/bin/backup")
-    pinger = Pinger(args)  # a configuration or check problem: nothing runs
-    _try(pinger, PingKind.START)
+    pinger = Pinger(args)  # an invalid configuration or an unknown check: nothing runs
+    try:
+        pinger.send(PingKind.START)
+    except UsageError:  # the server knows no such check (404): a mistake, as above
+        raise
+    except ScriptMonitorError as e:  # out of reach, locked, refused: the job comes first
+        _warn(PingKind.START, e)
     code, tail = run_relayed(command)
     _try(pinger, PingKind.EXIT, code, tail)
     return code
@@ -153,7 +158,11 @@ def _try(pinger: Pinger, kind: PingKind, code: int | None = None, body: bytes = 
     try:
         pinger.send(kind, code, body)
     except ScriptMonitorError as e:
-        print(f"script-monitor: wrap: the {kind} ping was not recorded: {e}", file=sys.stderr)
+        _warn(kind, e)
+
+
+def _warn(kind: PingKind, e: Exception) -> None:
+    print(f"script-monitor: wrap: the {kind} ping was not recorded: {e}", file=sys.stderr)
 
 
 def run_relayed(command: list[str]) -> tuple[int, bytes]:
