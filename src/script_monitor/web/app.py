@@ -155,11 +155,9 @@ class Guard:
             client=client,
         )
         public = (
-            path in PUBLIC
-            or path in self.static
-            or (path == "/metrics" and not sec.metrics_auth)
-            or path.startswith(ping.PREFIX)  # a check's key is its secret (web/ping.py)
+            path in PUBLIC or path in self.static or (path == "/metrics" and not sec.metrics_auth)
         )
+        public = public or path.startswith(ping.PREFIX)  # a check's key is its secret
         if identity is None and not public:
             if scope["method"] not in SAFE_METHODS:
                 await self._refused(scope, Refusal.NO_TOKEN)
