@@ -439,3 +439,33 @@ def test_concurrent_pings_over_http_are_all_recorded_on_postgresql(tmp_path, pg_
     assert {c["name"]: c["check"]["pings"] for c in counted if c["kind"] == "check"} == {
         f"c{i}": 40 for i in range(5)
     }
+
+
+def test_when_a_scheduled_check_is_due_and_late():
+    from datetime import UTC, datetime
+
+    from script_monitor.check_time import deadline, due_after, status
+    from script_monitor.config import Check, Config, Settings
+    from script_monitor.states import CheckStatus, PingKind
+    from script_monitor.store import CheckState
+
+    config = Config(Path("/nonexistent"), Settings(), {}, {})
+    check = Check(name="nightly", schedule="0 3 * * *", timezone="UTC", grace=600)
+
+    def at(day: int, hour: int, minute: int, second: int = 0) -> float:
+        return datetime(2026, 12, day, hour, minute, second, tzinfo=UTC).timestamp()
+
+    # a ping a little early (clock skew) or late counts for its tick: the next is tomorrow's
+    for ping in (at(7, 2, 59, 57), at(7, 3, 0), at(7, 3, 9)):
+        assert due_after(config, check, ping) == at(8, 3, 0)
+    state = CheckState("nightly", at(1, 0, 0), at(7, 3, 1), PingKind.SUCCESS, 1, None, 1)
+    assert deadline(config, check, state, at(7, 4, 0)) == at(8, 3, 10)
+    assert status(config, check, state, at(8, 3, 9)) is CheckStatus.UP
+    assert status(config, check, state, at(8, 3, 11)) is CheckStatus.LATE
+    assert status(config, check, state, at(7, 4, 0), last_failed=True) is CheckStatus.DOWN
+    never = CheckState("nightly", at(7, 12, 0), None, None, None, None, 0)
+    assert status(config, check, never, at(8, 3, 5)) is CheckStatus.NEW
+    assert status(config, check, never, at(8, 3, 11)) is CheckStatus.LATE
+    started = CheckState("nightly", at(1, 0, 0), at(8, 3, 0), PingKind.START, 2, 2, 2)
+    assert status(config, check, started, at(8, 3, 9)) is CheckStatus.STARTED
+    assert status(config, check, started, at(8, 3, 11)) is CheckStatus.LATE
