@@ -141,3 +141,22 @@ def test_quick_distributed_benchmark_runs_through_real_workers(tmp_path, pg_url,
     # A difference of CPU times in one quick repetition: measured, possibly even negative.
     assert isinstance(report["celery_ms_per_run"], float) and "local_ms_per_run" in report
     assert "| workers | wall (s) |" in done.stdout and "| local (SQLite) |" in done.stdout
+
+
+def test_quick_ping_benchmark_records_every_ping(tmp_path):
+    """`bench/pings.py --quick`: every ping answered and in the history; figures written."""
+    out = tmp_path / "pings.json"
+    bench = [sys.executable, str(ROOT / "bench" / "pings.py"), "--quick"]
+    done = subprocess.run(
+        [*bench, "--json", str(out), "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["all_recorded"] is True
+    sent = report["pings"]["sent"]
+    assert report["pings"]["statuses"] == {"200": sent} and report["history"]["pings"] == sent
+    assert report["pings"]["p99_ms"] > 0 and report["static"]["statuses"] == {"200": sent}
+    assert "| `POST /ping/{key}[/start, /0]` |" in done.stdout

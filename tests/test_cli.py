@@ -124,6 +124,7 @@ def test_init_writes_a_config_that_validates_runs_and_is_not_overwritten(tmp_pat
     suggestion = r.stdout.splitlines()[-1]
     assert sorted(p.name for p in target.iterdir()) == [
         ".schema",  # the JSON Schemas the files' first lines point editors at
+        "checks.yaml",
         "config.yaml",
         "groups.yaml",
         "scripts.yaml",

@@ -234,6 +234,8 @@ def _verb_args(verb: str) -> list[str]:
         "scheduler": [],
         "store": ["migrate"],
         "notify-test": ["ops"],
+        "ping": ["a"],
+        "wrap": ["a", "--", "touch", "ran"],  # nothing runs: no file appears
     }
     return [verb, *extra.get(verb, [])]
 
@@ -250,7 +252,7 @@ def test_every_command_refuses_an_invalid_config_the_same_way(config_dir):
     verbs = [v for v in VERBS if v not in ("validate", "init", "completion", "schema")]
     assert len(verbs) >= 14
     for verb in verbs:
-        r = cli("--config-dir", str(config_dir), *_verb_args(verb), timeout=30)
+        r = cli("--config-dir", str(config_dir), *_verb_args(verb), timeout=30, cwd=config_dir)
         assert_clean_error(r)
         assert r.stderr == reference.stderr, verb
         assert r.stdout == "", verb

@@ -111,12 +111,24 @@ BROKEN = {
         ("notifications: {default: {on: [explosion]}}\n", "an unknown event"),
         ("colour: true\n", "an unknown key"),
     ],
+    "checks": [
+        ("checks:\n  - {name: c, period: 0}\n", "a period of 0"),
+        ("checks:\n  - {name: c, period: 60, key: short}\n", "a short key"),
+        ("checks:\n  - {name: c, period: 60, grace: -1}\n", "a negative grace"),
+        ("checks:\n  - {name: c, priod: 60}\n", "a typo"),
+    ],
 }
-FILE_OF = {"scripts": "scripts.yaml", "groups": "groups.yaml", "config": "config.yaml"}
+FILE_OF = {
+    "scripts": "scripts.yaml",
+    "groups": "groups.yaml",
+    "config": "config.yaml",
+    "checks": "checks.yaml",
+}
 GOOD = {
     "scripts": "scripts:\n  - {name: a, command: 'true'}\n",
     "groups": "groups:\n  - {name: g, scripts: [a]}\n",
     "config": "",
+    "checks": "checks:\n",
 }
 
 
@@ -155,6 +167,19 @@ def test_the_schema_accepts_every_form_validate_accepts(tmp_path):
         """,
     )
     write(tmp_path, "groups.yaml", "groups:\n")
+    write(
+        tmp_path,
+        "checks.yaml",
+        """
+        checks:
+          - {name: nightly-backup, schedule: "30 2 * * *", timezone: Europe/Paris, grace: 3600}
+          - name: beat
+            period: 60.5
+            key: 0123456789abcdef-_x
+            description: every minute
+            notify: {on: [missed, failure, recovery]}
+        """,
+    )
     write(
         tmp_path,
         "config.yaml",

@@ -419,7 +419,8 @@ def test_list_says_never_run_then_shows_the_last_run(monitored):
     assert lines[2].endswith("Always fails")
     assert "never run" in lines[3]
     data = cli_json("--config-dir", str(monitored), "list", "--json")
-    assert [set(x) for x in data] == [{"name", "description", "last_run"}] * 3
+    assert [set(x) for x in data] == [{"name", "kind", "description", "last_run", "check"}] * 3
+    assert {(x["kind"], x["check"]) for x in data} == {("script", None)}
     assert set(data[0]["last_run"]) == RUN_KEYS
     assert (data[1]["last_run"]["status"], data[1]["last_run"]["exit_code"]) == ("failed", 4)
     assert data[2]["last_run"] is None

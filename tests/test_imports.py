@@ -23,11 +23,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("scheduler", "distributed.worker"),
     ("engine", "watchdog", "housekeeping"),
     ("distributed.executor",),
-    ("executor", "notify", "redact"),
+    ("executor", "notify", "redact", "pings"),
     (
         *("alerts", "planner", "serialize", "render", "logsource", "pager"),
         *("store", "distributed.app", "schedule_time", "heartbeat", "tokens", "grouprun"),
-        *("statusreport",),
+        *("statusreport", "check_time"),
     ),
     ("config", "masking", "logs", "results"),
     ("cron", "proc", "startup", "errors", "states", "termsafe", "anomaly", "distributed", ""),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MAIN, ROOT, cli, make_config, wait_for
+from helpers import MAIN, ROOT, cli, make_config, wait_for, write
 from script_monitor.serialize import SCHEMA_VERSION
 
 DOC = ROOT / "docs" / "JSON.md"
@@ -69,6 +69,8 @@ VERSION, OUTPUTS, OBJECTS = parse_doc(DOC.read_text())
 NOTIFY_OUTPUTS = {"notifications", "notify-test", "alerts", "watchdog"}
 NOTIFY_OBJECTS = {"notification", "alert", "url result", "notify-test", "missed tick"}
 NOTIFY_OBJECTS |= {"overdue run", "watched scheduler", "watchdog"}
+# Checked by tests/test_checks.py (the API's check detail, a late check in `watchdog`).
+CHECK_OBJECTS = {"check detail", "ping", "late check"}
 
 
 class Checker:
@@ -169,6 +171,17 @@ def scenario(config_dir: Path, marker: str):
         {"execution": {"default_timeout": 90.5}},
     )
     sm = ("--config-dir", str(conf))
+    write(
+        conf,
+        "checks.yaml",
+        """
+        checks:
+          - {name: offsite, schedule: "0 3 * * *", description: the file server's backup}
+          - {name: heartbeat, period: 60, grace: 30}
+        """,
+    )
+    assert cli(*sm, "ping", "offsite").returncode == 0
+    assert cli(*sm, "ping", "heartbeat", "--exit-code", "0").returncode == 0
     assert cli(*sm, "run-group", "nightly", "--trigger", "schedule").returncode == 1
     from script_monitor.states import AuditAction, AuditResult, Refusal
     from script_monitor.store import Store
@@ -235,7 +248,10 @@ def test_every_json_output_matches_the_documentation(scenario):
         for value in values:
             checker.check(value, OUTPUTS[command], command)
     documented = {
-        (t, k) for t, keys in OBJECTS.items() if t not in NOTIFY_OBJECTS for k in keys
+        (t, k)
+        for t, keys in OBJECTS.items()
+        if t not in NOTIFY_OBJECTS | CHECK_OBJECTS
+        for k in keys
     } - INHERITED
     assert documented - checker.seen == set(), "keys never seen with a value"
     # and what the values say is right

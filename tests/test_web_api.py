@@ -185,6 +185,8 @@ def test_the_openapi_document_lists_every_endpoint(server):
         "/api/v1/group-runs/{id}",
         "/api/v1/health",
         "/api/v1/audit",
+        "/api/v1/checks",
+        "/api/v1/checks/{name}",
         "/api/v1/openapi.json",
     }
     for kind in ("scripts", "groups"):

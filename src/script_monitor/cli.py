@@ -45,6 +45,8 @@ VERBS = {
     "alerts": ("notify", "output alerts that matched, newest first"),
     "watchdog": ("notify", "check for missed ticks, overdue runs and a dead scheduler"),
     "schema": ("schema", "print the JSON Schema of a configuration file, for editors"),
+    "ping": ("ping", "report a passive check's start, success, failure or exit code"),
+    "wrap": ("ping", "run a command and report it to a passive check (start, exit code, output)"),
 }
 HIDDEN = {"__complete": ("completion", "names for the completion scripts")}  # not in --help
 PAGED = ("history", "logs")  # through $PAGER on a terminal, unless --no-pager
@@ -77,7 +79,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             if only != TOP:
                 p[verb] = verb_parser
     if only in HIDDEN:
-        sub.add_parser(only).add_argument("kind", choices=("scripts", "groups"))
+        sub.add_parser(only).add_argument("kind", choices=("scripts", "groups", "checks"))
 
     p["run"].add_argument("name", help="script name")
     p["run"].add_argument("-q", "--quiet", action="store_true", help="do not echo the output")
@@ -143,7 +145,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--port", type=_port, help="port to listen on (default web.port, 8787; 0 = any free)"
     )
     p["schema"].add_argument(
-        "kind", choices=("scripts", "groups", "config"), help="which file's schema"
+        "kind", choices=("scripts", "groups", "config", "checks"), help="which file's schema"
     )
     p["serve"].add_argument(
         "--socket", metavar="PATH", help="listen on a unix socket (mode 0600) instead of TCP"
@@ -166,6 +168,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             metavar="DATE",
             help="prune: runs started before DATE (YYYY-MM-DD or ISO time; default: by"
             " history.retention)",
+        )
+    p["ping"].add_argument("name", help="check name (with --url: its name or key)")
+    what = p["ping"].add_mutually_exclusive_group()
+    what.add_argument("--start", action="store_true", help="the job has started")
+    what.add_argument("--fail", action="store_true", help="the job has failed")
+    what.add_argument(
+        "--exit-code", type=_exit_code, metavar="N", help="the job's exit code (0 is a success)"
+    )
+    p["ping"].add_argument(
+        "--log", metavar="FILE", help="send FILE's last 10 kB as the run's log ('-': stdin)"
+    )
+    p["wrap"].add_argument("name", help="check name (with --url: its name or key)")
+    p["wrap"].add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    for verb in ("ping", "wrap"):
+        p[verb].add_argument(
+            "--url",
+            metavar="URL",
+            help="ping the script-monitor server at URL (e.g. http://monitor:8787) over HTTP"
+            " instead of recording into this host's store",
         )
     p["worker"].add_argument(
         "--queues", metavar="A,B", help="queues to take runs from (default celery.queue)"
@@ -204,6 +225,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def _exit_code(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an exit code: {text!r}") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"must be 0 to 255: {text!r}")
     return value
 
 

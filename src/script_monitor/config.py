@@ -26,6 +26,8 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 EnvValue = str | int | float | bool
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 EnvName = Annotated[str, msgspec.Meta(pattern=ENV_NAME_PATTERN)]
+KEY_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"  # a check's key: a secret that goes in a URL
+CHECKS_FILE = "checks.yaml"  # beside scripts.yaml and groups.yaml (or a checks/ folder)
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -125,6 +127,20 @@ class Group(_Strict):
         """The members ``member`` depends on directly."""
         value = self.depends_on.get(member, [])
         return [value] if isinstance(value, str) else value
+
+
+class Check(_Strict):
+    """A passive check (checks.yaml): a job script-monitor does not run reports in by
+    pings (docs/MONITORING.md)."""
+
+    name: Name
+    schedule: str | None = None  # cron: when a ping is due
+    period: Annotated[float, msgspec.Meta(gt=0)] | None = None  # or: seconds between pings
+    grace: Seconds | None = None  # how late a ping may be; default scheduling.missed_grace
+    timezone: str | None = None  # the schedule's; default scheduling.timezone
+    description: str = ""
+    key: Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)] | None = None
+    notify: NotifySpec | bool | None = None
 
 
 class Execution(_Strict):
@@ -242,6 +258,7 @@ class Config(msgspec.Struct):
     scripts: dict[str, Script]
     groups: dict[str, Group]
     files: list[Path] = msgspec.field(default_factory=list)
+    checks: dict[str, Check] = msgspec.field(default_factory=dict)
     warnings: list[Problem] = msgspec.field(default_factory=list)
     origin: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -276,9 +293,34 @@ class Config(msgspec.Struct):
             return script.retries
         return Retries(count=script.retries) if script.retries else NO_RETRIES
 
-    def zone_of(self, group: Group) -> str:
-        """The time zone a group's schedule is read in."""
+    def zone_of(self, group: Group | Check) -> str:
+        """The time zone a group's (or a check's) schedule is read in."""
         return group.timezone or self.settings.scheduling.timezone
+
+    def grace_of(self, check: Check) -> float:
+        """How late a check's ping may be (``scheduling.missed_grace`` by default)."""
+        return self.settings.scheduling.missed_grace if check.grace is None else check.grace
+
+    def has_runs(self, name: str) -> None:
+        """UnknownName unless ``name`` is a script or a check (both have runs)."""
+        if name not in self.checks:
+            try:
+                self.script(name)
+            except UnknownName as e:
+                close = [c for c in e.suggestions]
+                if not close:
+                    import difflib
+
+                    close = difflib.get_close_matches(name, list(self.checks), n=3, cutoff=0.6)
+                if close or not self.checks:
+                    raise
+                raise UnknownName("script or check", name, self.checks) from None
+
+    def check(self, name: str) -> Check:
+        try:
+            return self.checks[name]
+        except KeyError:
+            raise UnknownName("check", name, self.checks) from None
 
     def script(self, name: str) -> Script:
         try:
@@ -439,6 +481,7 @@ _WORDS = {
 _PATTERN_WORDS = {
     NAME_PATTERN: "invalid name {}: use letters, digits, '_', '.' and '-' only",
     ENV_NAME_PATTERN: "invalid variable name {}",
+    KEY_PATTERN: "a key is 16 to 128 letters, digits, '-' or '_'",
 }
 # The choices of a key whose values are listed (Literal): by key, else the Literal's values.
 _CHOICES = {"on": ", ".join(EVENTS)}
@@ -692,10 +735,16 @@ def load_config(root: Path) -> Config:
     for file in _sources(root, paths.groups_file, "groups.yaml", problems):
         files.append(file)
         cache.load(file, "groups", Group, groups, origin, problems)
-    config = Config(root, settings, scripts, groups, files, origin=origin)
+
+    checks: dict[str, Check] = {}
+    for file in _sources(root, CHECKS_FILE, CHECKS_FILE, problems):
+        files.append(file)
+        _load_items(file, "checks", Check, checks, origin, problems)
+    config = Config(root, settings, scripts, groups, files, checks=checks, origin=origin)
     if not any(p.level == "error" for p in problems):  # else members would look missing
         _cross_check(config, problems)
         _check_notify_channels(config, problems)
+    _check_checks(config, problems)  # names only: told even beside other problems
     _check_env_files(config, problems)
     _check_permissions(config, problems)
     _check_secret_files(config, problems)
@@ -819,7 +868,7 @@ class ItemCache:
 
 
 def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, problems: list) -> None:
-    optional = key == "groups"  # an empty groups file means no groups; scripts must exist
+    optional = key != "scripts"  # an empty groups or checks file: none; scripts must exist
     doc = read_yaml(file, problems, empty_ok=optional)
     if doc is None or (optional and doc.data is None):
         return
@@ -871,6 +920,10 @@ def _load_items(file: Path, key: str, typ: type, into: dict, origin: dict, probl
                 origin[f"depends:{obj.name}"] = {
                     node: doc.line((key, i, "depends_on", node)) for node in obj.depends_on
                 }
+        elif isinstance(obj, Check):
+            _check_check_fields(obj, doc, (key, i), label, problems)
+            _check_notify_fields(obj, doc, (key, i), label, problems, origin)
+            continue
         elif isinstance(obj.command, list):  # `[sleep, 5]`: YAML numbers are argv words too
             obj.command = [a if isinstance(a, str) else str(a) for a in obj.command]
         _check_item(obj, doc, (key, i), label, problems)
@@ -913,6 +966,68 @@ def _check_item(
                 f"{label}: stop_on_error has no effect on a parallel group",
             )
         )
+
+
+def _check_check_fields(
+    obj: Check, doc: Document, base: tuple, label: str, problems: list[Problem]
+) -> None:
+    """A check has exactly one of schedule and period; its cron and time zone are valid."""
+    if (obj.schedule is None) == (obj.period is None):
+        problems.append(
+            Problem.error(
+                doc.path, doc.line(base), f"{label}: give exactly one of schedule or period"
+            )
+        )
+    if obj.schedule is not None:
+        reason = cron_problem(obj.schedule)
+        if reason:
+            problems.append(
+                Problem.error(
+                    doc.path,
+                    doc.line((*base, "schedule")),
+                    f"{label}: invalid cron expression {obj.schedule!r}: {reason}",
+                )
+            )
+    if obj.timezone is not None and not valid_timezone(obj.timezone):
+        problems.append(
+            Problem.error(
+                doc.path,
+                doc.line((*base, "timezone")),
+                f"{label}: unknown timezone {obj.timezone!r}",
+            )
+        )
+
+
+def _check_checks(config: Config, problems: list[Problem]) -> None:
+    """Checks share the scripts' namespace (a ping names one), and no key is a name."""
+    names = set(config.checks)
+    keys: dict[str, str] = {}
+    for check in config.checks.values():
+        file, line = config.origin[f"check:{check.name}"]
+        for kind, taken in (("script", config.scripts), ("group", config.groups)):
+            if check.name in taken:
+                at_file, at_line = config.origin[f"{kind}:{check.name}"]
+                problems.append(
+                    Problem.error(
+                        file,
+                        line,
+                        f"check '{check.name}': the name is taken by a {kind} (defined in"
+                        f" {at_file.name}:{at_line}); checks share the scripts' names",
+                    )
+                )
+        if check.key is None:
+            continue
+        if check.key in names or check.key in keys:
+            other = check.key if check.key in names else keys[check.key]
+            problems.append(
+                Problem.error(
+                    file,
+                    line,
+                    f"check '{check.name}': its key is the"
+                    f" {'name' if check.key in names else 'key'} of check '{other}'",
+                )
+            )
+        keys[check.key] = check.name
 
 
 def _check_settings(settings: Settings, doc: Document, problems: list) -> None:
@@ -1061,6 +1176,7 @@ def fingerprint(config: Config) -> tuple:
     for value, default in (
         (config.settings.paths.scripts_file, "scripts.yaml"),
         (config.settings.paths.groups_file, "groups.yaml"),
+        (CHECKS_FILE, CHECKS_FILE),
     ):
         paths.update({config.path(value), root / default, (root / default).with_suffix("")})
     out: list[tuple[str, int | None, int | None, int | None]] = []
@@ -1124,6 +1240,8 @@ def _check_secret_files(config: Config, problems: list[Problem]) -> None:
     web = config.settings.web
     paths = [(p, "holds secrets (env_file)") for _, _, p in env_files(config)]
     paths += [(config.path(t.token_file), "holds a web token") for t in web.tokens if t.token_file]
+    keyed = {config.origin[f"check:{c.name}"][0] for c in config.checks.values() if c.key}
+    paths += [(file, "holds check keys") for file in sorted(keyed)]
     literal = [t.token for t in web.tokens if t.token and "${" not in t.token]
     if (web.token and "${" not in web.token) or literal:
         paths.append((config.root / "config.yaml", "holds a web token"))
@@ -1205,10 +1323,15 @@ def _check_notifications(
 
 
 def _check_notify_fields(
-    obj: Script | Group, doc: Document, base: tuple, label: str, problems: list, origin: dict
+    obj: Script | Group | Check,
+    doc: Document,
+    base: tuple,
+    label: str,
+    problems: list,
+    origin: dict,
 ) -> None:
     """Alert patterns compile; note where `notify.channels` is, for _check_notify_channels."""
-    kind = "script" if isinstance(obj, Script) else "group"
+    kind = {Script: "script", Group: "group"}.get(type(obj), "check")
     if isinstance(obj.notify, NotifySpec) and obj.notify.channels:
         for j, name in enumerate(obj.notify.channels):
             at = (doc.path, doc.line((*base, "notify", "channels", j)) or 1)

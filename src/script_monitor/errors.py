@@ -58,6 +58,7 @@ class UnknownName(UsageError):
         import difflib
 
         close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+        self.suggestions = close
         text = f"unknown {kind} '{name}'"
         if hint:
             text += f" ({hint})"
@@ -66,7 +67,7 @@ class UnknownName(UsageError):
             alts = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
             text += f"; did you mean {alts}?"
         elif not hint:
-            verb = "list" if kind == "script" else "list-groups"
+            verb = "list-groups" if kind == "group" else "list"
             text += f"; `script-monitor {verb}` shows every {kind}"
         self.kind, self.name = kind, name
         super().__init__(text)

@@ -52,7 +52,8 @@ def config_masker(config: Config, environ: Any = os.environ) -> Masker:
     """The union of every secret value of ``config``, web tokens included."""
     from .notify.channels import secrets
 
-    return Masker([*secrets(config), *web_token_values(config, environ)])
+    keys = [c.key for c in config.checks.values() if c.key]
+    return Masker([*secrets(config), *web_token_values(config, environ), *keys])
 
 
 def redact(value: Any, masker: Masker) -> Any:

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from .states import LogState, MessageState
 
 if TYPE_CHECKING:
+    from .check_time import CheckView
     from .config import Config
     from .grouprun import GroupRunReport
-    from .store import AlertMatch, AuditRow, GroupRun, Message, PruneReport, Run
+    from .store import AlertMatch, AuditRow, GroupRun, Message, Ping, PruneReport, Run
 
 # Bumped when a key is removed or renamed or changes its type or meaning; adding a key
 # does not bump it.  Object outputs carry it; list outputs (list, list-groups, history)
@@ -102,16 +103,66 @@ def group_run_detail_json(report: GroupRunReport) -> dict[str, Any]:
     }
 
 
-def scripts_json(config: Config, last: dict[str, Run]) -> list[dict[str, Any]]:
-    """``list --json``: every configured script with its latest run."""
-    return [
+def scripts_json(
+    config: Config, last: dict[str, Run], checks: list[CheckView] | None = None
+) -> list[dict[str, Any]]:
+    """``list --json``: every configured script with its latest run, then every check."""
+    out: list[dict[str, Any]] = [
         {
             "name": s.name,
+            "kind": "script",
             "description": s.description,
             "last_run": run_json(last[s.name]) if s.name in last else None,
+            "check": None,
         }
         for s in config.scripts.values()
     ]
+    for v in checks or []:
+        item = check_json(config, v)
+        out.append(
+            {
+                "name": item["name"],
+                "kind": "check",
+                "description": item["description"],
+                "last_run": item["last_run"],
+                "check": item,
+            }
+        )
+    return out
+
+
+def check_json(config: Config, v: CheckView) -> dict[str, Any]:
+    """A passive check and where it stands (docs/MONITORING.md)."""
+    c, state = v.check, v.state
+    return {
+        "name": c.name,
+        "description": c.description,
+        "status": v.status.value,
+        "schedule": c.schedule,
+        "period": seconds(c.period),
+        "grace": seconds(config.grace_of(c)),
+        "timezone": config.zone_of(c),
+        "keyed": c.key is not None,
+        "last_ping": iso(state.last_ping) if state else None,
+        "last_ping_kind": state.last_kind.value if state and state.last_kind else None,
+        "next_due": iso(v.next_due),
+        "late_at": iso(v.late_at),
+        "pings": state.pings if state else 0,
+        "last_run": run_json(v.last_run) if v.last_run is not None else None,
+    }
+
+
+def ping_json(ping: Ping) -> dict[str, Any]:
+    """One ping a check received."""
+    return {
+        "id": ping.id,
+        "at": iso(ping.at),
+        "kind": ping.kind.value,
+        "exit_code": ping.exit_code,
+        "client": ping.client,
+        "run": ping.run_id,
+        "body_size": ping.body_size,
+    }
 
 
 def groups_json(config: Config, last: dict[str, GroupRun]) -> list[dict[str, Any]]:
@@ -166,7 +217,7 @@ def schedules_json(rows: list[dict[str, Any]], status: dict, enabled: bool) -> d
 
 def config_json(data: dict[str, Any]) -> dict[str, Any]:
     """``show-config --json``: the effective configuration (``commands.configure.effective``)."""
-    return {"schema_version": SCHEMA_VERSION, **data}
+    return {"schema_version": SCHEMA_VERSION, "checks": [], **data}
 
 
 def status_json(report: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +236,7 @@ def status_json(report: dict[str, Any]) -> dict[str, Any]:
         ],
         "failures": [run_json(r) for r in report["failures"]],
         "next_runs": [schedule_json(r) for r in report["next_runs"]],
+        "checks": [check_json(report["config"], v) for v in report["checks"]],
     }
 
 
@@ -260,6 +312,16 @@ def watchdog_json(report: Any) -> dict[str, Any]:
                 "detail": o["detail"],
             }
             for o in report.overdue
+        ],
+        "late": [
+            {
+                "check": c["check"],
+                "due": iso(c["due"]),
+                "last_ping": iso(c["last_ping"]),
+                "grace": seconds(c["grace"]),
+                "detail": c["detail"],
+            }
+            for c in report.late
         ],
         "scheduler": {
             "state": s["state"],

@@ -49,6 +49,9 @@ class _Sink:
     def set_defaults(self, **kwargs: object) -> None:
         pass
 
+    def add_mutually_exclusive_group(self, **kwargs: object) -> _Sink:
+        return self
+
 
 _SINK = _Sink()
 

@@ -85,3 +85,23 @@ class Refusal(StrEnum):
     CSRF = "csrf"  # a form or header without the session's CSRF token
     CROSS_SITE = "cross_site"  # Origin or Sec-Fetch-Site says another site
     NO_TOKEN = "no_token"  # a launch or sign-out without any token
+
+
+class CheckStatus(StrEnum):
+    """Where a passive check stands (docs/MONITORING.md): worked out from its pings,
+    its schedule or period and the time, never stored."""
+
+    NEW = "new"  # no ping yet, and not yet due
+    UP = "up"  # the last ping was a success, and the next is not late
+    STARTED = "started"  # a start without its end, within grace
+    DOWN = "down"  # the last ping reported a failure
+    LATE = "late"  # no ping within grace of its due time, or a start without an end
+
+
+class PingKind(StrEnum):
+    """What a ping reports."""
+
+    START = "start"
+    SUCCESS = "success"
+    FAIL = "fail"
+    EXIT = "exit"  # an exit code: 0 is a success, anything else a failure

@@ -47,8 +47,16 @@ def gather(config: Config, store: Store, now: float) -> dict[str, Any]:
             if not status["running"]
             else "the scheduler's heartbeat is stale: it may be hung"
         )
+    checks = []
+    if config.checks:
+        from .check_time import problem, views
+
+        checks = views(config, store.checks.states(), store.reads.last_runs(), now)
+        problems += [p for v in checks if (p := problem(v))]
     return {
         "now": now,
+        "config": config,
+        "checks": checks,
         "scheduler": status,
         "enabled": enabled,
         "scheduled": bool(scheduled),

@@ -1,4 +1,5 @@
-"""The watchdog (docs/NOTIFICATIONS.md): missed scheduled ticks, overdue runs, a dead scheduler.
+"""The watchdog (docs/NOTIFICATIONS.md): missed scheduled ticks, overdue runs, a dead scheduler,
+and passive checks that did not hear from their job in time (docs/MONITORING.md).
 
 ``check`` is one pass.  The scheduler runs it every minute; ``script-monitor watchdog``
 runs it once, so cron on another machine (sharing the config directory) or a
@@ -35,11 +36,13 @@ class Report(msgspec.Struct):
     missed: list[dict[str, Any]] = msgspec.field(default_factory=list)
     overdue: list[dict[str, Any]] = msgspec.field(default_factory=list)
     scheduler: dict[str, Any] = msgspec.field(default_factory=dict)
+    late: list[dict[str, Any]] = msgspec.field(default_factory=list)  # passive checks
     new_messages: int = 0
 
     @property
     def wrong(self) -> bool:
-        return bool(self.missed or self.overdue or self.scheduler.get("state") == "down")
+        down = self.scheduler.get("state") == "down"
+        return bool(self.missed or self.overdue or self.late or down)
 
     def as_json(self) -> dict[str, Any]:
         from .serialize import watchdog_json
@@ -52,6 +55,8 @@ class Report(msgspec.Struct):
             out.append(f"MISSED  group {m['group']}: {m['detail']}")
         for o in self.overdue:
             out.append(f"OVERDUE {o['kind']} {o['name']}: {o['detail']}")
+        for c in self.late:
+            out.append(f"LATE    check {c['check']}: {c['detail']}")
         s = self.scheduler
         if s.get("state") == "down":
             out.append(f"DOWN    scheduler: {s['detail']}")
@@ -76,7 +81,9 @@ def check(config: Config, store: Store, now: float, scheduler: bool = False) -> 
     report.missed, n1 = _missed(config, store, now)
     report.overdue, n2 = _overdue(config, store, now)
     report.scheduler, n3 = _scheduler(config, store, now)
-    report.new_messages = n1 + n2 + n3
+    report.late, overdue, n4 = check_checks(config, store, now)
+    report.overdue += overdue
+    report.new_messages = n1 + n2 + n3 + n4
     return report
 
 
@@ -225,6 +232,73 @@ def _overdue_event(config: Config, store: Store, kind: str, unit: str, ref: str,
         f"Look: script-monitor --config-dir {config.root} status\n"
     )
     return _notify(config, store, kind, unit, "overdue", ref, body)
+
+
+# ---------------------------------------------------------------- passive checks
+
+
+def check_checks(config: Config, store: Store, now: float) -> tuple[list[dict], list[dict], int]:
+    """Passive checks at ``now``: (late checks, starts past their grace, new messages).
+
+    A check is late when no ping came within its grace after its due time (notified
+    ``missed`` once: the finding's key is the due time, which only a ping moves on),
+    and overdue when a start has had no end within its grace (``overdue`` once per
+    run).  The serve command runs this every few seconds, the scheduler every minute.
+    """
+    if not config.checks:
+        return [], [], 0
+    from . import check_time
+
+    states = store.checks.states()
+    unseen = [name for name in config.checks if name not in states]
+    if unseen:  # a check that never pings is due one period (or tick) after this
+        store.checks.seen(unseen, now)
+        states = store.checks.states()
+    late, overdue, messages = [], [], 0
+    for check in config.checks.values():
+        state = states.get(check.name)
+        grace = config.grace_of(check)
+        started = check_time.started_at(state)
+        if started is not None and state is not None and state.open_run_id is not None:
+            if now - started > grace:
+                rid = state.open_run_id
+                item = _overdue_item("check", check.name, rid, started, grace, now)
+                item["detail"] = (
+                    f"run {rid} started {now - started:.0f}s ago and has reported no end"
+                    f" within its grace of {grace:g}s"
+                )
+                overdue.append(item)
+                messages += _overdue_event(config, store, "check", check.name, f"r{rid}", item)
+            continue  # a job that has started is not missed
+        since = check_time.since_of(state, now)
+        due = check_time.due_after(config, check, since)
+        if due is None or now <= due + grace:
+            continue
+        last = state.last_ping if state is not None else None
+        heard = f"its last ping came at {iso(last)}" if last is not None else "it never pinged"
+        detail = (
+            f"a ping was due at {iso(due)} and none came within its grace of {grace:g}s ({heard})"
+        )
+        entry: dict[str, Any] = {
+            "check": check.name,
+            "due": due,
+            "last_ping": last,
+            "grace": grace,
+            "detail": detail,
+        }
+        late.append(entry)
+        ref = f"{check.name}@{due:.0f}"
+        if store.watch.add_event(f"missed|check:{ref}", "missed", check.name, detail):
+            from .notify.message import host
+
+            body = (
+                f"Check {check.name} on {host()}: {detail}.\n"
+                + (f"{check.description}\n" if check.description else "")
+                + "Is the job still scheduled, and is its host up?\n"
+                f"Look: script-monitor --config-dir {config.root} history {check.name}\n"
+            )
+            messages += _notify(config, store, "check", check.name, "missed", ref, body)
+    return late, overdue, messages
 
 
 # ---------------------------------------------------------------- the scheduler

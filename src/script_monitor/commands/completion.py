@@ -10,7 +10,8 @@ here is imported by any other command, and this module does not import ``cli``: 
 ``completion`` verb's arguments carry the function that builds the whole parser.
 
 A positional argument is completed as script names when its help says "script name",
-as group names when it says "group name" (or its dest is ``group``), as setting keys
+as group names when it says "group name" (or its dest is ``group``), as check names
+when it says "check name", as setting keys
 when its dest is ``key``, and as directories when its dest is ``directory``.
 """
 
@@ -22,6 +23,8 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from ..errors import EXIT_OK
+
+NAMED = ("scripts", "groups", "checks")  # positionals completed by `__complete KIND`
 
 
 class Option(NamedTuple):
@@ -59,6 +62,8 @@ def _positional(action: argparse.Action) -> str:
         return "groups"
     if "script name" in text:
         return "scripts"
+    if "check name" in text:
+        return "checks"
     if action.dest == "key":
         return "settings"
     if action.dest == "directory":
@@ -121,7 +126,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from . import load
 
     config = load(args, warn=False)
-    names = config.scripts if args.kind == "scripts" else config.groups
+    if args.kind == "checks":
+        names = list(config.checks)
+    else:
+        names = list(config.scripts if args.kind == "scripts" else config.groups)
     sys.stdout.write("".join(f"{n}\n" for n in names))
     return EXIT_OK
 
@@ -165,7 +173,7 @@ def bash(described: Spec) -> str:
 def _bash_values(kind: str) -> str:
     if kind == "dir":
         return 'COMPREPLY=($(compgen -d -- "$cur")); compopt -o filenames 2>/dev/null'
-    if kind in ("scripts", "groups"):
+    if kind in NAMED:
         return f"_script_monitor_names {kind}"
     if kind == "settings":
         return f'COMPREPLY=($(compgen -W "{_words(setting_keys())}" -- "$cur"))'
@@ -270,7 +278,7 @@ def _zq(text: str) -> str:
 def _zsh_action(kind: str) -> str:
     if kind == "dir":
         return "_directories"
-    if kind in ("scripts", "groups"):
+    if kind in NAMED:
         return f"_script_monitor_{kind}"
     if kind == "settings":
         return f"({' '.join(setting_keys())})"
@@ -340,6 +348,7 @@ _script_monitor_verbs() {{
 # _arguments calls these with options for compadd: they pass them on
 _script_monitor_scripts() {{ _script_monitor_names scripts script "$@" }}
 _script_monitor_groups() {{ _script_monitor_names groups group "$@" }}
+_script_monitor_checks() {{ _script_monitor_names checks check "$@" }}
 
 _script_monitor_names() {{
   local kind=$1 what=$2 expl
@@ -404,7 +413,7 @@ def _fish_option(o: Option, condition: str) -> str:
 def _fish_action(kind: str) -> str:
     if kind == "dir":
         return "(__fish_complete_directories (commandline -ct))"
-    if kind in ("scripts", "groups"):
+    if kind in NAMED:
         return f"(__script_monitor_names {kind})"
     if kind == "settings":
         return " ".join(setting_keys())

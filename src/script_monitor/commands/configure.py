@@ -42,6 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     n_w = len(config.warnings)
     print(
         f"Configuration OK: {len(config.scripts)} scripts, {len(config.groups)} groups"
+        + (f", {len(config.checks)} checks" if config.checks else "")
         + (f", {n_w} warning{'s' * (n_w != 1)}" if n_w else "")
         + f" ({config.root})"
     )
@@ -50,12 +51,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def effective(config: Config) -> dict:
     """The configuration as plain data, secret values masked."""
-    return {
+    data = {
         "config_dir": str(config.root),
         "settings": to_builtins(config.settings),
         "scripts": [_masked(config, s) for s in config.scripts.values()],
         "groups": [to_builtins(g) for g in config.groups.values()],
     }
+    if config.checks:  # their keys are masked with the other secrets
+        data["checks"] = [to_builtins(c) for c in config.checks.values()]
+    return data
 
 
 def _masked(config: Config, script: Script) -> dict:
@@ -117,7 +121,7 @@ def cmd_get_setting(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-TEMPLATE_FILES = ("config.yaml", "scripts.yaml", "groups.yaml")
+TEMPLATE_FILES = ("config.yaml", "scripts.yaml", "groups.yaml", "checks.yaml")
 SCHEMA_DIR = ".schema"  # each template's first line points its editor here
 
 
@@ -136,7 +140,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         Path(args.directory).expanduser() if args.directory else config_dir_from(args.config_dir)
     )
     existing = [name for name in TEMPLATE_FILES if (target / name).exists()]
-    existing += [d for d in ("scripts", "groups") if (target / d).exists()]
+    existing += [d for d in ("scripts", "groups", "checks") if (target / d).exists()]
     if existing:
         raise UsageError(
             f"{target} already has {', '.join(existing)}; refusing to overwrite "

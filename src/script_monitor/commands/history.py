@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from .. import logs
 from ..errors import EXIT_OK, UsageError
 from ..render import aligned, duration_text
-from ..states import LogState, RunStatus
+from ..states import CheckStatus, LogState, RunStatus
 from ..store import Run
 from . import colors, load, open_store
 
@@ -30,6 +30,11 @@ STATUS_STYLE: dict[str, str] = {
     RunStatus.INTERRUPTED: "yellow",
     RunStatus.SKIPPED: "dim",
     RunStatus.RUNNING: "cyan",
+    CheckStatus.UP: "green",
+    CheckStatus.DOWN: "red",
+    CheckStatus.LATE: "red",
+    CheckStatus.STARTED: "cyan",
+    CheckStatus.NEW: "dim",
 }
 
 
@@ -65,13 +70,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     store.runs.reap_lost()
     last = store.reads.last_runs(config.scripts)
     fmt = config.settings.display.date_format
+    checks = []
+    if config.checks:
+        from ..check_time import views
+
+        checks = views(config, store.checks.states(), last, time.time())
     if args.json:
         import json
 
         from ..redact import config_masker, redact  # not on the plain list's path
         from ..serialize import scripts_json
 
-        data = redact(scripts_json(config, last), config_masker(config))
+        data = redact(scripts_json(config, last, checks), config_masker(config))
         print(json.dumps(data, indent=2))
         return EXIT_OK
     rows = []
@@ -82,7 +92,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             when = datetime.fromtimestamp(run.started).strftime(fmt)
             rows.append([s.name, run.status, when, duration_text(run.duration), s.description])
-    _table(args, config, ["SCRIPT", "STATUS", "LAST RUN", "DURATION", "DESCRIPTION"], rows, 1)
+    headers = ["SCRIPT", "STATUS", "LAST RUN", "DURATION", "DESCRIPTION"]
+    if checks:  # a KIND column only when there are checks
+        headers = ["NAME", "KIND", *headers[1:]]
+        rows = [[r[0], "script", *r[1:]] for r in rows]
+        for v in checks:
+            run = v.last_run
+            when = datetime.fromtimestamp(run.started).strftime(fmt) if run else "-"
+            took = duration_text(run.duration) if run else "-"
+            rows.append([v.check.name, "check", str(v.status), when, took, v.check.description])
+    _table(args, config, headers, rows, 2 if checks else 1)
     return EXIT_OK
 
 
@@ -100,7 +119,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return _group_history(args, config)
     if args.name is None:
         raise UsageError("history needs a script name (or --group NAME)")
-    config.script(args.name)
+    config.has_runs(args.name)
     store = open_store(config)
     store.runs.reap_lost()
     runs = store.runs.history(args.name, args.limit)
@@ -208,7 +227,7 @@ def _short(text: str | None, width: int = 70) -> str:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     config = load(args)
-    config.script(args.name)
+    config.has_runs(args.name)
     store = open_store(config)
     store.runs.reap_lost()
     if args.run is not None:
@@ -282,7 +301,7 @@ def _throttled(check: Callable[[], bool], every: float = 0.25) -> Callable[[], b
 
 def cmd_clear_logs(args: argparse.Namespace) -> int:
     config = load(args)
-    config.script(args.name)
+    config.has_runs(args.name)
     store = open_store(config)
     gone = store.runs.mark_logs_cleared(args.name)
     logs.remove(config.log_dir, gone)

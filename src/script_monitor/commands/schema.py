@@ -14,13 +14,14 @@ from typing import Any
 
 from ..errors import EXIT_OK
 
-KINDS = ("scripts", "groups", "config")
+KINDS = ("scripts", "groups", "config", "checks")
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 FILE_NAMES = {kind: f"{kind}.schema.json" for kind in KINDS}
 _TITLES = {
     "scripts": "script-monitor scripts file (scripts.yaml, scripts/*.yaml)",
     "groups": "script-monitor groups file (groups.yaml, groups/*.yaml)",
     "config": "script-monitor global settings (config.yaml)",
+    "checks": "script-monitor passive checks (checks.yaml, checks/*.yaml)",
 }
 
 
@@ -28,20 +29,21 @@ def json_schema(kind: str) -> dict[str, Any]:
     """The JSON Schema of one kind of configuration file (one of ``KINDS``)."""
     import msgspec
 
-    from ..config import Group, Script, Settings
+    from ..config import Check, Group, Script, Settings
 
-    typ = {"scripts": Script, "groups": Group, "config": Settings}[kind]
+    typ = {"scripts": Script, "groups": Group, "config": Settings, "checks": Check}[kind]
     (ref,), defs = msgspec.json.schema_components([typ], ref_template="#/$defs/{name}")
     if kind == "config":
         body: dict[str, Any] = dict(ref)
     else:
         items = {"type": "array", "items": ref}
-        # An empty groups file, or a bare `groups:`, means no groups; scripts must exist.
-        listed = {"anyOf": [items, {"type": "null"}]} if kind == "groups" else items
+        # An empty groups (checks) file, or a bare `groups:`, means none; scripts must exist.
+        optional = kind != "scripts"
+        listed = {"anyOf": [items, {"type": "null"}]} if optional else items
         body = {
             "type": "object",
             "properties": {kind: listed},
-            "required": [] if kind == "groups" else [kind],
+            "required": [] if optional else [kind],
             "additionalProperties": False,
         }
     return {"$schema": DIALECT, "title": _TITLES[kind], **body, "$defs": defs}

@@ -27,6 +27,7 @@ from ..store import Run
 from . import load, open_store
 
 if TYPE_CHECKING:
+    from ..check_time import CheckView
     from ..config import Config
 
 __all__ = ["cmd_status", "gather"]
@@ -99,6 +100,9 @@ def _lines(config: Config, report: dict) -> list[str]:
     else:
         out.append("Next runs:" if report["enabled"] else "Next runs (if scheduling were on):")
         out += aligned([_next_row(config, r, now) for r in rows], "  ")
+    if report["checks"]:
+        out.append("Checks:")
+        out += aligned([_check_row(config, v, now) for v in report["checks"]], "  ")
     if report["problems"]:
         out.append("Problems:")
         out += [f"  ✗ {p}" for p in report["problems"]]
@@ -126,3 +130,15 @@ def _next_row(config: Config, r: dict, now: float) -> list[str]:
         delta = f"in {duration_text(max(0.0, nxt.timestamp() - now))}"
     zone = cron.timezone_label(r["timezone"])
     return [r["name"], when, delta, f"{r['schedule']} ({zone})"]
+
+
+def _check_row(config: Config, v: CheckView, now: float) -> list[str]:
+    state = v.state
+    last = "never pinged"
+    if state is not None and state.last_ping is not None:
+        last = f"last ping {_clock(config, state.last_ping)}"
+    due = "-"
+    if v.next_due is not None:
+        left = v.next_due - now
+        due = f"due in {duration_text(left)}" if left >= 0 else f"due {duration_text(-left)} ago"
+    return [v.check.name, str(v.status), last, due]

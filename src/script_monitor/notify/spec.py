@@ -24,6 +24,8 @@ def spec_for(config: Config, kind: str, name: str) -> tuple[list[str], list[str]
         obj: Any = config.groups.get(name)
     elif kind == "script":
         obj = config.scripts.get(name)
+    elif kind == "check":
+        obj = config.checks.get(name)
     else:
         obj = None
     own = getattr(obj, "notify", None)

@@ -11,6 +11,7 @@ need, typed by its protocol, never the connection:
 ``outbox``   notifications, recorded once and sent by whoever claims them
 ``alerts``   output alert matches
 ``watch``    the watchdog's positions and findings
+``checks``   passive checks: their pings (as runs) and where each stands
 ``reads``    what ``list``, ``status``, the dashboard show
 ``totals``   running totals for ``/metrics``
 ``retention`` deleting what is older than the retention period
@@ -29,9 +30,13 @@ from .core import DB_NAME, RETRY_FOR, Core, Owner, busy_timeout_ms
 from .records import (
     AlertMatch,
     AuditRow,
+    CheckState,
     GroupRun,
     Message,
     NewMessage,
+    NewPing,
+    Ping,
+    PingResult,
     PruneReport,
     Run,
     RunSummary,
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from .api import (
         AlertsApi,
         AuditApi,
+        ChecksApi,
         ClaimsApi,
         History,
         LogsApi,
@@ -61,11 +67,15 @@ __all__ = [
     "MIGRATIONS",
     "AlertMatch",
     "AuditRow",
+    "CheckState",
     "GroupRun",
     "History",
     "Message",
     "NewMessage",
+    "NewPing",
     "Owner",
+    "Ping",
+    "PingResult",
     "PruneReport",
     "Recorder",
     "Run",
@@ -141,6 +151,12 @@ class Store:
         from .watch import Watch
 
         return Watch(self.core)
+
+    @cached_property
+    def checks(self) -> ChecksApi:
+        from .checks import Checks
+
+        return Checks(self.core)
 
     @cached_property
     def audit(self) -> AuditApi:

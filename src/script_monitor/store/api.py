@@ -16,9 +16,13 @@ from ..states import AuditAction, AuditResult, GroupStatus, LogState, MessageSta
 from .records import (
     AlertMatch,
     AuditRow,
+    CheckState,
     GroupRun,
     Message,
     NewMessage,
+    NewPing,
+    Ping,
+    PingResult,
     PruneReport,
     Run,
     RunSummary,
@@ -154,6 +158,20 @@ class WatchApi(Protocol):
     def scheduled_starts(self, group: str, since: float, until: float) -> list[float]: ...
     def set_state(self, name: str, value: float) -> None: ...
     def state(self, name: str) -> float | None: ...
+
+
+class ChecksApi(Protocol):
+    """Passive checks: pings recorded as runs, and where each check stands."""
+
+    def record(
+        self, ping: NewPing, keep: int | None = None, before: float | None = None
+    ) -> tuple[PingResult, list[str]]: ...
+    def seen(self, names: list[str], now: float) -> None: ...
+    def states(self) -> dict[str, CheckState]: ...
+    def state(self, name: str) -> CheckState | None: ...
+    def pings(self, name: str, limit: int = 20) -> list[Ping]: ...
+    def count(self, name: str) -> int: ...
+    def last_alarm(self, name: str, events: tuple[str, ...]) -> tuple[int, str] | None: ...
 
 
 class ReadsApi(Protocol):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ..states import GroupStatus, LogState, MessageState, RunStatus
+from ..states import GroupStatus, LogState, MessageState, PingKind, RunStatus
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -196,4 +196,65 @@ class PruneReport(msgspec.Struct):
     alerts: int = 0
     watch_events: int = 0
     audit: int = 0  # rows of the web server's audit trail
+    pings: int = 0  # pings of passive checks
     logs: int = 0  # log files removed from disk
+
+
+class CheckState(msgspec.Struct, frozen=True):
+    """Where a passive check stands in the history (``check_state``)."""
+
+    name: str
+    first_seen: float  # when a ping or the watchdog first saw it
+    last_ping: float | None
+    last_kind: PingKind | None
+    last_run_id: int | None  # its newest run
+    open_run_id: int | None  # the run a start opened and no end closed yet
+    pings: int
+
+    COLUMNS: ClassVar[str] = (
+        "name, first_seen, last_ping, last_kind, last_run_id, open_run_id, pings"
+    )
+
+    @classmethod
+    def from_row(cls, r: Any) -> CheckState:
+        kind = PingKind(r[3]) if r[3] is not None else None
+        return cls(r[0], r[1], r[2], kind, r[4], r[5], r[6])
+
+
+class NewPing(msgspec.Struct, frozen=True):
+    """A ping to record: a job reporting its start, its success, a failure or its exit code."""
+
+    check: str
+    kind: PingKind
+    at: float
+    client: str
+    exit_code: int | None = None
+    body: bytes = b""  # its last 10 kB: the run's log
+
+
+class Ping(msgspec.Struct, frozen=True):
+    """A ping as recorded (``check_pings``)."""
+
+    id: int
+    check: str
+    at: float
+    kind: PingKind
+    exit_code: int | None
+    client: str
+    run_id: int | None
+    body_size: int
+
+    COLUMNS: ClassVar[str] = "id, check_name, at, kind, exit_code, client, run_id, body_size"
+
+    @classmethod
+    def from_row(cls, r: Any) -> Ping:
+        return cls(r[0], r[1], r[2], PingKind(r[3]), r[4], r[5], r[6], r[7])
+
+
+class PingResult(msgspec.Struct, frozen=True):
+    """What recording a ping did: the run it opened or ended, and that run's status."""
+
+    ping_id: int
+    run_id: int
+    status: RunStatus
+    superseded: int | None = None  # an older start's run, ended lost by this start

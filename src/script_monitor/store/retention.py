@@ -65,6 +65,7 @@ class Retention:
             "watch_events", "created < ?", cutoff, dry_run, batch, key="key"
         )
         report.audit = self._audit(cutoff, dry_run, batch)
+        report.pings = self._old("check_pings", "at < ?", cutoff, dry_run, batch)
         return report
 
     def _audit(self, cutoff: float, dry_run: bool, batch: int) -> int:

@@ -185,6 +185,33 @@ MIGRATIONS = [
         refused {int} NOT NULL
     ){no_rowid};
     """,
+    # Passive checks (docs/MONITORING.md): a check's runs are rows of `runs` with trigger
+    # `ping` (a start opens one, its end closes it; a body is the run's log, in
+    # run_logs); every ping received is a row of check_pings; check_state holds where
+    # each check stands: its newest ping and the run a start left open.
+    """
+    CREATE TABLE IF NOT EXISTS check_state (
+        name TEXT PRIMARY KEY,
+        first_seen {real} NOT NULL,
+        last_ping {real},
+        last_kind TEXT,
+        last_run_id {int},
+        open_run_id {int},
+        pings {int} NOT NULL DEFAULT 0
+    ){no_rowid};
+    CREATE TABLE IF NOT EXISTS check_pings (
+        id {pk},
+        check_name TEXT NOT NULL,
+        at {real} NOT NULL,
+        kind TEXT NOT NULL,
+        exit_code {int},
+        client TEXT NOT NULL,
+        run_id {int},
+        body_size {int} NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS check_pings_name ON check_pings (check_name, id);
+    CREATE INDEX IF NOT EXISTS check_pings_at ON check_pings (at);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

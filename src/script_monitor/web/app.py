@@ -40,7 +40,7 @@ from ..serialize import audit_json
 from ..states import AuditAction, AuditResult, Refusal
 from ..store.audit import MAX_ROWS as MAX_AUDIT_ROWS
 from ..tokens import Identity
-from . import grouprun, logstream, runnow, statuspage
+from . import grouprun, logstream, ping, runnow, statuspage
 from .limits import BODY_TIMEOUT
 from .metrics import Metrics
 from .openapi import document
@@ -168,6 +168,7 @@ class Guard:
         public = (
             path in PUBLIC or path in self.static or (path == "/metrics" and not sec.metrics_auth)
         )
+        public = public or path.startswith(ping.PREFIX)  # a check's key is its secret
         if identity is None and not public:
             if scope["method"] not in SAFE_METHODS:
                 await self._refused(scope, Refusal.NO_TOKEN)
@@ -701,6 +702,7 @@ def create_app(service: Service, security: Security) -> Starlette:
         Route("/api/v1/health", api_health),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/openapi.json", api_openapi),
+        *ping.routes(service),
     ]
     routes += grouprun.routes(service, pages, page, call, _int, flashed)
     routes += statuspage.routes(service, pages, page, call)

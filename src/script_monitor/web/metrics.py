@@ -245,6 +245,40 @@ class StoreCollector:
         yield self._heartbeat()
         yield self._notifications()
         yield self._refusals()
+        yield from self._checks()
+
+    def _checks(self) -> Iterator[Metric]:
+        """Each passive check: its newest ping, when the next is due, where it stands."""
+        from ..states import CheckStatus
+        from .ping import views
+
+        last = GaugeMetricFamily(
+            "script_monitor_check_last_ping_timestamp_seconds",
+            "When the check's newest ping came (0: never).",
+            labels=["check"],
+        )
+        due = GaugeMetricFamily(
+            "script_monitor_check_next_due_timestamp_seconds",
+            "When the check's next ping is due (no sample: its schedule never fires again).",
+            labels=["check"],
+        )
+        status = GaugeMetricFamily(
+            "script_monitor_check_status",
+            "1 for the check's status (new, up, started, down, late), 0 for the others.",
+            labels=["check", "status"],
+        )
+        pings = CounterMetricFamily(
+            "script_monitor_check_pings", "Pings the check has received.", labels=["check"]
+        )
+        for v in views(self.service):
+            name = v.check.name
+            last.add_metric([name], (v.state.last_ping or 0.0) if v.state else 0.0)
+            if v.next_due is not None:
+                due.add_metric([name], v.next_due)
+            for s in CheckStatus:
+                status.add_metric([name, s.value], 1.0 if v.status is s else 0.0)
+            pings.add_metric([name], v.state.pings if v.state else 0)
+        yield from (last, due, status, pings)
 
     def _refusals(self) -> CounterMetricFamily:
         from ..states import Refusal
@@ -335,12 +369,15 @@ class Metrics:
             beat = (self.service.config.state_dir / HEARTBEAT_FILE).stat().st_mtime_ns
         except OSError:
             beat = None
-        minute = int(time.time() // 60)  # next-run times move on as time passes
+        # next-run times move on as time passes, and checks become late
+        minute = int(time.time() // (10 if self.service.config.checks else 60))
         return self.service.cached("metrics", self._render, extra=(beat, minute))
 
     def _render(self) -> Payload:
         with self.lock:
             self.collector.update()
             collector = self.collector
-            scripts = collector.series.render(collector.totals, list(self.service.config.scripts))
+            config = self.service.config
+            names = [*config.scripts, *config.checks]  # a check's pings are its runs
+            scripts = collector.series.render(collector.totals, names)
             return Payload(scripts.encode() + generate_latest(self.registry), CONTENT_TYPE)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import NAME_PATTERN
-from ..states import LogState, RunStatus
+from ..states import CheckStatus, LogState, PingKind, RunStatus
 from .service import MAX_LIMIT
 
 
@@ -26,7 +26,8 @@ GROUP_STATUS = {
     "description": "a group run's status: a run status, or missed (a tick the scheduler "
     "recorded as not run)",
 }
-TRIGGER = {"type": "string", "description": "manual, schedule or api"}
+TRIGGER = {"type": "string", "description": "manual, schedule, api or ping"}
+RUN_REF = {"allOf": [{"$ref": "#/components/schemas/Run"}]}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -148,12 +149,74 @@ SCHEMAS: dict[str, Any] = {
     },
     "Script": {
         "type": "object",
-        "description": "A configured script and its latest run, as in `list --json`.",
-        "required": ["name", "description", "last_run"],
+        "description": "A configured script (or a passive check) and its latest run, as in "
+        "`list --json`.",
+        "required": ["name", "kind", "description", "last_run", "check"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["script", "check"]},
+            "description": {"type": "string"},
+            "last_run": _nullable(RUN_REF),
+            "check": _nullable({"allOf": [{"$ref": "#/components/schemas/Check"}]}),
+        },
+    },
+    "Check": {
+        "type": "object",
+        "description": "A passive check and where it stands (docs/MONITORING.md).",
+        "required": [
+            "name",
+            "description",
+            "status",
+            "schedule",
+            "period",
+            "grace",
+            "timezone",
+            "keyed",
+            "last_ping",
+            "last_ping_kind",
+            "next_due",
+            "late_at",
+            "pings",
+            "last_run",
+        ],
         "properties": {
             "name": {"type": "string"},
             "description": {"type": "string"},
-            "last_run": _nullable({"allOf": [{"$ref": "#/components/schemas/Run"}]}),
+            "status": {"type": "string", "enum": [s.value for s in CheckStatus]},
+            "schedule": _nullable({"type": "string"}),
+            "period": _nullable({"type": "number", "minimum": 0}),
+            "grace": {"type": "number", "minimum": 0},
+            "timezone": {"type": "string"},
+            "keyed": {"type": "boolean", "description": "pings must give its key"},
+            "last_ping": _nullable(TIME),
+            "last_ping_kind": _nullable({"type": "string", "enum": [k.value for k in PingKind]}),
+            "next_due": _nullable(TIME),
+            "late_at": _nullable(TIME),
+            "pings": {"type": "integer", "minimum": 0},
+            "last_run": _nullable(RUN_REF),
+        },
+    },
+    "CheckDetail": {
+        "type": "object",
+        "description": "A passive check with its newest runs and pings.",
+        "allOf": [{"$ref": "#/components/schemas/Check"}],
+        "required": ["runs", "recent_pings"],
+        "properties": {
+            "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+            "recent_pings": {"type": "array", "items": {"$ref": "#/components/schemas/Ping"}},
+        },
+    },
+    "Ping": {
+        "type": "object",
+        "required": ["id", "at", "kind", "exit_code", "client", "run", "body_size"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "at": TIME,
+            "kind": {"type": "string", "enum": [k.value for k in PingKind]},
+            "exit_code": _nullable({"type": "integer"}),
+            "client": {"type": "string"},
+            "run": _nullable({"type": "integer"}),
+            "body_size": {"type": "integer", "minimum": 0},
         },
     },
     "Group": {
@@ -447,6 +510,16 @@ def document() -> dict[str, Any]:
             ),
             "/api/v1/runs/{id}/log": _get(
                 "A run's log", log_ok, "400", "404", params=[RUN_ID, offset, download]
+            ),
+            "/api/v1/checks": _get(
+                "Every passive check (docs/MONITORING.md)", _array("Check", "checks")
+            ),
+            "/api/v1/checks/{name}": _get(
+                "A passive check with its newest runs and pings",
+                _json("CheckDetail", "the check"),
+                "400",
+                "404",
+                params=[NAME, limit],
             ),
             "/api/v1/health": health,
             "/api/v1/audit": _get(

@@ -274,6 +274,7 @@ class Pages:
             view=view,
             statuses=STATUS_CHOICES,
             group_names=list(config.groups),
+            checks=_checks(svc),
         )
 
     def _nexts(self, last_groups: dict[str, Any]) -> dict[str, datetime]:
@@ -444,3 +445,21 @@ def _chart(runs: list[Run], script: Any, fmt: str) -> dict[str, Any]:
         chart["median"] = statistics.median(p.duration for p in points)
         chart["ok"] = sum(1 for r in done if r.status is RunStatus.SUCCESS)
     return chart
+
+
+def _checks(svc: Service) -> list[dict[str, Any]]:
+    """The overview's passive checks (``_checks.html``)."""
+    from .ping import views
+
+    return [
+        {
+            "name": v.check.name,
+            "description": svc.redact(v.check.description),
+            "every": v.check.schedule or f"every {v.check.period:g}s",
+            "status": v.status.value,
+            "last_ping": v.state.last_ping if v.state else None,
+            "next_due": v.next_due,
+            "last": v.last_run,
+        }
+        for v in views(svc)
+    ]

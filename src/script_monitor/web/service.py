@@ -179,14 +179,18 @@ class Service:
     # ------------------------------------------------------------ the API's objects
 
     def scripts(self) -> Payload:
-        """``list --json``."""
-        return self.cached(
-            "api:scripts",
-            lambda: Payload(
-                dumps(self.redact(scripts_json(self.config, self.last_runs()))),
-                "json",
-            ),
-        )
+        """``list --json`` (with checks, whose state moves with the clock: cached 1 s)."""
+
+        def build() -> Payload:
+            last = self.last_runs()
+            checks = []
+            if self.config.checks:
+                from ..check_time import views
+
+                checks = views(self.config, self.store.checks.states(), last, time.time())
+            return Payload(dumps(self.redact(scripts_json(self.config, last, checks))), "json")
+
+        return self.cached("api:scripts", build, ttl=1.0 if self.config.checks else None)
 
     def groups(self) -> Payload:
         """``list-groups --json``."""
@@ -210,9 +214,10 @@ class Service:
         return schedules_json(rows, status, config.settings.scheduling.enabled)
 
     def history(self, name: str, limit: int) -> list[dict[str, Any]]:
-        """``history NAME --json --limit N``."""
+        """``history NAME --json --limit N`` (of a script, or of a passive check)."""
         self.refresh()
-        self.script(name)
+        if name not in self.config.checks:
+            self.script(name)
         return runs_json(self.store.runs.history(name, limit))
 
     def run(self, run_id: int) -> Run:
