@@ -197,7 +197,8 @@ def test_limits_end_the_tree_and_fail_the_run(tmp_path, marker):
         tmp_path / "c",
         {
             "big": {
-                "command": f"python3 -c 'x = b\"\\1\" * (300 << 20); import time; time.sleep(30) # {marker}'",
+                "command": 'python3 -c \'x = b"\\1" * (300 << 20); import time;'
+                f" time.sleep(30) # {marker}'",
                 "limits": {"max_rss": "100M"},
             },
             "spin": {
