@@ -276,3 +276,29 @@ def test_bad_anomaly_settings_are_clear_errors(tmp_path, anomaly, message):
     r = sm(d, "validate")
     assert_clean_error(r)
     assert "scripts.yaml:" in r.stderr and message in r.stderr, r.stderr
+
+
+def test_the_run_page_shows_the_mark_and_what_the_run_used(tmp_path):
+    from web_helpers import Server
+
+    d = make_config(tmp_path / "c", {"job": "true"})
+    seed(d, "job", [1.0] * 3)
+    store = Store(d / ".script-monitor")
+    rid = store.runs.start_run("job", "manual", time.time() - 9)
+    store.runs.finish_run(
+        rid, "success", time.time(), 9.0, 0, usage=(1.5, 0.25, 300 << 20), anomaly="slow"
+    )
+    plain = store.runs.start_run("job", "manual", time.time() - 1)
+    store.runs.finish_run(plain, "success", time.time(), 1.0, 0)
+    store.close()
+    server = Server(d)
+    try:
+        page = server.get(f"/runs/{rid}").text
+        assert "▲ slow" in page and "unusually slow" in page
+        assert "1.75 s" in page and "1.50 s user, 0.25 s system" in page
+        assert "Peak memory</dt><dd>300.0 MiB" in page
+        other = server.get(f"/runs/{plain}").text  # nothing measured: nothing shown
+        assert "▲" not in other and "Peak memory" not in other and "<dt>CPU" not in other
+        assert server.get(f"/api/v1/runs/{rid}").json()["anomaly"] == "slow"
+    finally:
+        server.stop()

@@ -195,6 +195,7 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN cpu_system {real};
     ALTER TABLE runs ADD COLUMN max_rss {int};
     ALTER TABLE runs ADD COLUMN anomaly TEXT;
+    ALTER TABLE run_totals ADD COLUMN usage TEXT;
     CREATE INDEX IF NOT EXISTS runs_success ON runs (script, id, duration)
         WHERE status = 'success';
     """,

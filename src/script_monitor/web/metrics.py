@@ -28,9 +28,11 @@ from prometheus_client.core import (
 
 from ..states import RunStatus
 from ..store import DURATION_BUCKETS
+from ..store.totals import CPU_BUCKETS, RSS_BUCKETS
 from .service import Payload, Service
 
 BUCKETS = DURATION_BUCKETS
+KINDS = ("slow", "fast")  # anomaly.Anomaly values
 FINAL = [s.value for s in RunStatus if s is not RunStatus.RUNNING]
 # Runs whose duration means something.
 TIMED = {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED}
@@ -50,10 +52,14 @@ class Totals:
         self.last_started: dict[str, float] = {}
         self.last_success: dict[str, float] = {}
         self.last_final: dict[str, tuple[int, str]] = {}  # script -> (id, status)
+        self.anomalies: Counter[tuple[str, str]] = Counter()  # (script, slow|fast)
+        self.cpu = _Histogram(CPU_BUCKETS)  # user + system seconds of measured runs
+        self.rss = _Histogram(RSS_BUCKETS)  # peak resident bytes of measured runs
 
     def update(self, data: dict[str, Any]) -> None:
-        """Add what ``Store.run_totals(self.top, list(self.watched), BUCKETS)`` found."""
-        for run_id, script, status, started, ended, duration in data["watched"]:
+        """Add what ``Store.totals.since(self.top, list(self.watched))`` found."""
+        for row in data["watched"]:
+            run_id, script, status, started, ended, duration = row[:6]
             if status == RunStatus.RUNNING:
                 continue
             del self.watched[run_id]
@@ -68,14 +74,32 @@ class Totals:
                 1 if duration is not None else 0,
                 [int(duration is not None and duration <= b) for b in BUCKETS],
             )
-        for script, status, n, started, ended, top_id, dsum, dcount, *counts in data["groups"]:
+            self._add_usage(script, _usage_of_run(*row[6:]))
+        fixed = 8 + len(BUCKETS)
+        for row in data["groups"]:
+            script, status, n, started, ended, top_id, dsum, dcount = row[:8]
             if status == RunStatus.RUNNING:
                 self._started(script, started)
                 continue
+            counts = row[8:fixed]
             self._add(script, status, n, started, ended, top_id, dsum or 0.0, dcount, counts)
+            self._add_usage(script, row[fixed:])
         for run_id, script in data["running"]:
             self.watched[run_id] = script
         self.top = data["top"]
+
+    def _add_usage(self, script: str, usage: Any) -> None:
+        """Add a group's usage (``store.totals``: slow, fast, then CPU and memory)."""
+        if not usage:
+            return
+        slow, fast = usage[0], usage[1]
+        if slow:
+            self.anomalies[(script, "slow")] += slow
+        if fast:
+            self.anomalies[(script, "fast")] += fast
+        end = 4 + len(CPU_BUCKETS)
+        self.cpu.add(script, usage[2], usage[3], usage[4:end])
+        self.rss.add(script, usage[end], usage[end + 1], usage[end + 2 :])
 
     def _started(self, script: str, started: float | None) -> None:
         if started is not None and started > self.last_started.get(script, 0.0):
@@ -96,6 +120,56 @@ class Totals:
             self.last_final[script] = (top_id, status)
         if status == RunStatus.SUCCESS and ended is not None:
             self.last_success[script] = max(ended, self.last_success.get(script, 0.0))
+
+
+class _Histogram:
+    """Per-script bucket counts, sums and counts of one measured value."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+        self.counts: Counter[str] = Counter()
+
+    def add(self, script: str, total: float | None, n: int | None, counts: Any) -> None:
+        if not n:
+            return
+        have = self.buckets.setdefault(script, [0] * len(self.bounds))
+        for i, c in enumerate(counts):
+            have[i] += c or 0
+        self.sums[script] = self.sums.get(script, 0.0) + float(total or 0.0)
+        self.counts[script] += n
+
+    def family(self, name: str, text: str, scripts: list[str]) -> HistogramMetricFamily:
+        """Only scripts with a measured run: a series of zeros for each of thousands of
+        scripts never measured would only weigh on every scrape."""
+        family = HistogramMetricFamily(name, text, labels=["script"])
+        for s in scripts:
+            n = self.counts.get(s, 0)
+            if not n:
+                continue
+            counts = self.buckets[s]
+            family.add_metric(
+                [s],
+                [*((_le(b), c) for b, c in zip(self.bounds, counts, strict=True)), ("+Inf", n)],
+                self.sums.get(s, 0.0),
+            )
+        return family
+
+
+def _usage_of_run(anomaly, cpu_user, cpu_system, max_rss) -> list:
+    """One run's usage in the layout of a group's (``store.totals._USAGE``)."""
+    cpu = None if cpu_user is None else cpu_user + (cpu_system or 0.0)
+    return [
+        int(anomaly == "slow"),
+        int(anomaly == "fast"),
+        cpu or 0.0,
+        int(cpu is not None),
+        *(int(cpu is not None and cpu <= b) for b in CPU_BUCKETS),
+        max_rss or 0,
+        int(max_rss is not None),
+        *(int(max_rss is not None and max_rss <= b) for b in RSS_BUCKETS),
+    ]
 
 
 class StoreCollector:
@@ -155,6 +229,25 @@ class StoreCollector:
             )
             running.add_metric([s], now_running.get(s, 0))
         yield from (runs, hist, last_run, last_ok, last_result, running)
+        anomalies = CounterMetricFamily(
+            "script_monitor_run_anomalies",
+            "Successful runs whose duration left the script's usual band, by kind (slow, fast).",
+            labels=["script", "kind"],
+        )
+        for s in scripts:
+            for kind in KINDS:
+                anomalies.add_metric([s, kind], t.anomalies.get((s, kind), 0))
+        yield anomalies
+        yield t.cpu.family(
+            "script_monitor_run_cpu_seconds",
+            "CPU seconds (user + system) of each finished run's process tree.",
+            scripts,
+        )
+        yield t.rss.family(
+            "script_monitor_run_max_rss_bytes",
+            "Peak resident memory of each finished run's largest process, in bytes.",
+            scripts,
+        )
         yield from self._groups()
         yield self._next_runs()
         yield self._heartbeat()
