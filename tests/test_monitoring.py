@@ -302,3 +302,20 @@ def test_the_run_page_shows_the_mark_and_what_the_run_used(tmp_path):
         assert server.get(f"/api/v1/runs/{rid}").json()["anomaly"] == "slow"
     finally:
         server.stop()
+
+
+def test_a_script_anomaly_is_checked_over_the_global_one(tmp_path):
+    d = make_config(
+        tmp_path / "c",
+        {"a": {"command": "true", "anomaly": {"min_runs": 80}}},
+        settings={"anomaly": {"window": 50}},
+    )
+    r = sm(d, "validate")
+    assert_clean_error(r)
+    assert "scripts.yaml:1: script 'a': anomaly.window (50) must be at least" in r.stderr
+    ok = make_config(
+        tmp_path / "ok",
+        {"a": {"command": "true", "anomaly": {"min_runs": 80, "window": 100}}},
+        settings={"anomaly": {"slow": 4}},
+    )
+    assert sm(ok, "validate").returncode == 0

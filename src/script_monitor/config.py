@@ -106,7 +106,7 @@ class AnomalySpec(_Strict):
 
 
 Size = Annotated[int, msgspec.Meta(ge=1)] | Annotated[str, msgspec.Meta(min_length=1)]
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
+_SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$"  # compiled when a limit is read
 
 
 def parse_size(value: int | str) -> int | None:
@@ -114,7 +114,7 @@ def parse_size(value: int | str) -> int | None:
     (units are powers of 1024); None when it is not a size."""
     if isinstance(value, int):
         return value if value > 0 else None
-    m = _SIZE.match(value)
+    m = re.match(_SIZE, value, re.I)
     if m is None:
         return None
     size = int(float(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower()))
@@ -812,7 +812,39 @@ def _check_web_tokens(settings: Settings, doc: Document, problems: list, origin:
             )
 
 
+def _check_effective_anomaly(config: Config, problems: list[Problem]) -> None:
+    """A script's ``anomaly`` over the global one: the pairs its own keys do not settle
+    alone (``_check_anomaly`` told those)."""
+    for script in config.scripts.values():
+        own = script.anomaly
+        if own is None:
+            continue
+        rule = config.anomaly_for(script)
+        file, line = config.origin[f"script:{script.name}"]
+        label = f"script '{script.name}'"
+        if rule.fast >= rule.slow and (own.fast is None or own.slow is None):
+            problems.append(
+                Problem.error(
+                    file,
+                    line,
+                    f"{label}: anomaly.fast ({rule.fast:g}) must be below anomaly.slow"
+                    f" ({rule.slow:g}; one of them from config.yaml)",
+                )
+            )
+        if rule.window < rule.min_runs and (own.window is None or own.min_runs is None):
+            problems.append(
+                Problem.error(
+                    file,
+                    line,
+                    f"{label}: anomaly.window ({rule.window}) must be at least anomaly.min_runs"
+                    f" ({rule.min_runs}; one of them from config.yaml): no run would ever be"
+                    " judged",
+                )
+            )
+
+
 def _cross_check(config: Config, problems: list[Problem]) -> None:
+    _check_effective_anomaly(config, problems)
     used: set[str] = set()
     checks = config.settings.validation
     for group in config.groups.values():
