@@ -148,8 +148,9 @@ def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
         )
     headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "CPU"]
     headers += ["MAX RSS", "NOTE"]
+    narrow = sys.stdout.isatty() and _columns() < NARROW
     for col in (9, 8, 7):  # NOTE, MAX RSS, CPU: only when some run has one
-        if not any(row[col] not in ("", "-") for row in rows):
+        if (col != 9 and narrow) or not any(row[col] not in ("", "-") for row in rows):
             headers.pop(col)
             rows = [row[:col] + row[col + 1 :] for row in rows]
     _table(args, config, headers, rows, 3)
@@ -157,6 +158,13 @@ def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
 
 
 ANOMALY_MARK = {"slow": "▲ slow", "fast": "▼ fast"}
+NARROW = 100  # a terminal narrower than this has no room for the CPU and MAX RSS columns
+
+
+def _columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().columns
 
 
 def _cpu_text(run: Run) -> str:
