@@ -312,7 +312,7 @@ def test_a_script_anomaly_is_checked_over_the_global_one(tmp_path):
     )
     r = sm(d, "validate")
     assert_clean_error(r)
-    assert "scripts.yaml:1: script 'a': anomaly.window (50) must be at least" in r.stderr
+    assert "scripts.yaml:2: error: script 'a': anomaly.window (50) must be at least" in r.stderr
     ok = make_config(
         tmp_path / "ok",
         {"a": {"command": "true", "anomaly": {"min_runs": 80, "window": 100}}},

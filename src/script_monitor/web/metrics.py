@@ -140,21 +140,53 @@ class _Histogram:
         self.sums[script] = self.sums.get(script, 0.0) + float(total or 0.0)
         self.counts[script] += n
 
-    def family(self, name: str, text: str, scripts: list[str]) -> HistogramMetricFamily:
-        """Only scripts with a measured run: a series of zeros for each of thousands of
-        scripts never measured would only weigh on every scrape."""
-        family = HistogramMetricFamily(name, text, labels=["script"])
+    def exposition(self, name: str, text: str, scripts: list[str], out: list[str]) -> None:
+        """The histogram in the text format, for the scripts with a measured run (a series
+        of zeros for each of thousands of scripts never measured would only weigh on
+        every scrape)."""
+        out.append(f"# HELP {name} {text}\n# TYPE {name} histogram\n")
+        les = [_le(b) for b in self.bounds]
         for s in scripts:
             n = self.counts.get(s, 0)
             if not n:
                 continue
-            counts = self.buckets[s]
-            family.add_metric(
-                [s],
-                [*((_le(b), c) for b, c in zip(self.bounds, counts, strict=True)), ("+Inf", n)],
-                self.sums.get(s, 0.0),
+            label = f'{name}_bucket{{script="{s}",le="'
+            out.extend(
+                f'{label}{le}"}} {float(c)!r}\n' for le, c in zip(les, self.buckets[s], strict=True)
             )
-        return family
+            out.append(f'{label}+Inf"}} {float(n)!r}\n')
+            out.append(f'{name}_count{{script="{s}"}} {float(n)!r}\n')
+            out.append(f'{name}_sum{{script="{s}"}} {float(self.sums.get(s, 0.0))!r}\n')
+
+
+def usage_exposition(t: Totals, scripts: list[str]) -> bytes:
+    """The anomaly counter and the CPU and memory histograms in the text format, written
+    here rather than by prometheus_client: at thousands of scripts they are most of the
+    samples, and its writer costs several times this per sample.  Script names need no
+    escaping (config.NAME_PATTERN: letters, digits, ``_.-``)."""
+    name = "script_monitor_run_anomalies_total"
+    out = [
+        f"# HELP {name} Successful runs whose duration left the script's usual band, by kind"
+        f" (slow, fast).\n# TYPE {name} counter\n"
+    ]
+    for s in scripts:
+        for kind in KINDS:
+            out.append(
+                f'{name}{{script="{s}",kind="{kind}"}} {float(t.anomalies.get((s, kind), 0))!r}\n'
+            )
+    t.cpu.exposition(
+        "script_monitor_run_cpu_seconds",
+        "CPU seconds (user + system) of each finished run's process tree.",
+        scripts,
+        out,
+    )
+    t.rss.exposition(
+        "script_monitor_run_max_rss_bytes",
+        "Peak resident memory of each finished run's largest process, in bytes.",
+        scripts,
+        out,
+    )
+    return "".join(out).encode()
 
 
 def _usage_of_run(anomaly, cpu_user, cpu_system, max_rss) -> list:
@@ -229,25 +261,6 @@ class StoreCollector:
             )
             running.add_metric([s], now_running.get(s, 0))
         yield from (runs, hist, last_run, last_ok, last_result, running)
-        anomalies = CounterMetricFamily(
-            "script_monitor_run_anomalies",
-            "Successful runs whose duration left the script's usual band, by kind (slow, fast).",
-            labels=["script", "kind"],
-        )
-        for s in scripts:
-            for kind in KINDS:
-                anomalies.add_metric([s, kind], t.anomalies.get((s, kind), 0))
-        yield anomalies
-        yield t.cpu.family(
-            "script_monitor_run_cpu_seconds",
-            "CPU seconds (user + system) of each finished run's process tree.",
-            scripts,
-        )
-        yield t.rss.family(
-            "script_monitor_run_max_rss_bytes",
-            "Peak resident memory of each finished run's largest process, in bytes.",
-            scripts,
-        )
         yield from self._groups()
         yield self._next_runs()
         yield self._heartbeat()
@@ -357,4 +370,5 @@ class Metrics:
     def _render(self) -> Payload:
         with self.lock:
             self.collector.update()
-            return Payload(generate_latest(self.registry), CONTENT_TYPE)
+            usage = usage_exposition(self.collector.totals, list(self.service.config.scripts))
+            return Payload(generate_latest(self.registry) + usage, CONTENT_TYPE)
