@@ -150,6 +150,8 @@ def test_a_script_without_history_or_with_anomaly_off_has_no_learned_limit(tmp_p
         proc.communicate(timeout=30)
     assert sm(d, "run", "off").returncode == 0
     assert history(d, "off")[0]["anomaly"] is None  # 10x slower, but not judged
+    summary = cli_json("--config-dir", str(d), "history", "off", "--json", "--summary")
+    assert summary["summary"]["band"] is None and summary["summary"]["anomaly"]["enabled"] is False
 
 
 # ---------------------------------------------------------------- resource use

@@ -102,7 +102,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         from ..serialize import history_json
 
         rule = config.anomaly_for(script)
-        band = store.runs.duration_band(args.name, rule.window, rule.min_runs, rule.slow, rule.fast)
+        band = (
+            store.runs.duration_band(args.name, rule.window, rule.min_runs, rule.slow, rule.fast)
+            if rule.enabled
+            else None
+        )
         with paged(not args.no_pager):
             print(json.dumps(history_json(args.name, runs, band, rule), indent=2))
         return EXIT_OK
