@@ -20,3 +20,16 @@ def test_classify() -> None:
     assert classify(1.9, band) is Anomaly.FAST
     assert classify(10.0, band) is None
     assert classify(1000.0, None) is None
+
+
+def test_the_median_is_the_statistics_one_for_odd_and_even_counts() -> None:
+    import random
+    import statistics
+
+    rng = random.Random(7)
+    for n in range(1, 60):
+        values = [rng.uniform(0, 100) for _ in range(n)]
+        band = duration_band(list(values), min_runs=1)
+        assert band is not None and band.median == statistics.median(values)
+        assert band.runs == n
+    assert duration_band([None, -1.0, 2.0], min_runs=1) == duration_band([2.0], min_runs=1)  # type: ignore[list-item]

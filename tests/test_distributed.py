@@ -144,6 +144,27 @@ def test_a_killed_worker_leaves_a_lost_run_retried_elsewhere_never_twice(cluster
     assert (conf / "starts.log").read_text().count("x") == 2  # one per attempt, no replay
 
 
+def test_a_run_on_a_worker_records_what_it_used_and_obeys_its_limits(cluster, tmp_path):
+    """docs/MONITORING.md: the worker measures and limits a run as a local run does."""
+    conf = make_config(
+        tmp_path / "c",
+        {
+            "alloc": "python3 -c 'x = b\"\\1\" * (64 << 20)'",
+            "spin": {"command": "python3 -c 'while 1: pass'", "limits": {"max_cpu": 0.3}},
+        },
+    )
+    cluster.distribute(conf)
+    cluster.worker(conf, "general")
+    assert sm(conf, "run", "alloc").returncode == 0
+    assert sm(conf, "run", "spin").returncode == 1
+    (alloc,) = runs_of(conf, "alloc")
+    assert alloc["host"] == "general@test" and alloc["max_rss"] >= 64 << 20
+    assert alloc["cpu_user"] is not None
+    (spin,) = runs_of(conf, "spin")
+    assert spin["status"] == "failed" and spin["detail"].startswith("exceeded limits.max_cpu")
+    assert spin["cpu_user"] + spin["cpu_system"] >= 0.3
+
+
 def test_a_message_published_twice_runs_once(cluster, tmp_path):
     conf = make_config(tmp_path / "c", {"once": "echo x >> ran.log"})
     cluster.distribute(conf)

@@ -36,6 +36,10 @@ from script_monitor.store import Store
 RUN_KEYS = {
     "attempt",
     "host",
+    "cpu_user",
+    "cpu_system",
+    "max_rss",
+    "anomaly",
     "id",
     "script",
     "group",
@@ -438,14 +442,17 @@ def test_history_is_newest_first_with_limit_and_columns(monitored):
     assert [r["id"] for r in history(monitored, "ok", 2)] == [r["id"] for r in runs[:2]]
     r = sm(monitored, "history", "ok", "-n", "2")
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP"]
+    assert lines[0].split() == [
+        *("RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "CPU", "MAX", "RSS")
+    ]
     assert len(lines) == 3
     first = lines[1].split()
     assert first[0] == str(runs[0]["id"])
-    assert first[-4:] == ["success", "0", "manual", "both"]
-    assert lines[2].split()[-4:] == ["success", "0", "manual", "-"]
+    assert first[-6:-2] == ["success", "0", "manual", "both"]
+    assert first[-2].endswith("s") and first[-1][-1] in "KMG"  # CPU seconds, peak memory
+    assert lines[2].split()[-6:-2] == ["success", "0", "manual", "-"]
     bad = sm(monitored, "history", "bad").stdout.splitlines()[1].split()
-    assert bad[-4:] == ["failed", "4", "manual", "both"]
+    assert bad[-6:-2] == ["failed", "4", "manual", "both"]
     r = sm(monitored, "history", "idle")
     assert (r.returncode, r.stdout) == (0, "idle has never run\n")
     assert history(monitored, "idle") == []

@@ -67,6 +67,12 @@ def test_metrics_totals_do_not_go_down_when_runs_are_pruned(backend_store):
     now = time.time()
     for i in range(30):
         _finished(store, "a", now - 100 * DAY + i, "success" if i % 3 else "failed")
+    for i, kind in enumerate(("slow", "fast", None)):  # measured runs, two of them marked
+        rid = store.runs.start_run("a", "manual", now - 100 * DAY + 40 + i)
+        usage = (0.5 * i, 0.25, (1 << 20) * (i + 1))
+        store.runs.finish_run(
+            rid, "success", now - 100 * DAY + 41, 1.0, 0, usage=usage, anomaly=kind
+        )
     store.runs.start_run("a", "manual", now)  # running: neither counted nor pruned
 
     def counts() -> dict[tuple[str, str], tuple[int, int]]:
@@ -78,10 +84,18 @@ def test_metrics_totals_do_not_go_down_when_runs_are_pruned(backend_store):
                 out[(script, status)] = (old[0] + n, old[1] + sum(_rest[5:]))
         return out
 
-    before = counts()
-    assert before[("a", "success")][0] == 20 and before[("a", "failed")][0] == 10
-    assert store.retention.prune(now - 90 * DAY, keep=5).runs == 26  # 4 kept, 1 running
+    def usage() -> list[float]:  # slow, fast, CPU and memory sums, counts and buckets
+        from script_monitor.store.totals import DURATION_BUCKETS
+
+        rows = [r for r in store.totals.since(0, [])["groups"] if r[1] == "success"]
+        return [sum(float(r[8 + len(DURATION_BUCKETS) + i] or 0) for r in rows) for i in range(4)]
+
+    before, used = counts(), usage()
+    assert before[("a", "success")][0] == 23 and before[("a", "failed")][0] == 10
+    assert used == [1, 1, 2.25, 3]  # one slow, one fast; CPU 0.25 + 0.75 + 1.25 s of 3 runs
+    assert store.retention.prune(now - 90 * DAY, keep=5).runs == 29  # 4 kept, 1 running
     assert counts() == before  # counts and histogram buckets alike
+    assert usage() == used
 
 
 def _big_history(state: Path, runs: int) -> float:

@@ -404,6 +404,24 @@ def test_metrics_count_the_history_made_by_other_processes(server, conf):
         success = value(m, "script_monitor_last_run_success", script=name)
         assert success == (1 if runs and runs[0]["status"] == "success" else 0)
         assert value(m, "script_monitor_running", script=name) == 0
+        # what each run's tree used (docs/MONITORING.md); a script never measured has no series
+        measured = [r for r in runs if r["max_rss"] is not None]
+        cpu_count = value(m, "script_monitor_run_cpu_seconds_count", script=name)
+        rss_count = value(m, "script_monitor_run_max_rss_bytes_count", script=name)
+        if measured:
+            assert cpu_count == rss_count == len(measured)
+            cpu = value(m, "script_monitor_run_cpu_seconds_sum", script=name)
+            assert cpu == pytest.approx(
+                sum(r["cpu_user"] + r["cpu_system"] for r in measured), abs=0.002 * len(measured)
+            )
+            peak = value(m, "script_monitor_run_max_rss_bytes_sum", script=name)
+            assert peak == sum(r["max_rss"] for r in measured)
+        else:
+            assert cpu_count is None and rss_count is None
+        for kind in ("slow", "fast"):
+            marked = sum(1 for r in runs if r["anomaly"] == kind)
+            assert value(m, "script_monitor_run_anomalies_total", script=name, kind=kind) == marked
+    assert value(m, "script_monitor_run_max_rss_bytes_count", script="quick_ok") >= 1
     assert value(m, "script_monitor_last_run_timestamp_seconds", script="never_ran") == 0
     assert value(m, "script_monitor_group_next_run_timestamp_seconds", group="pair") > time.time()
     assert value(m, "script_monitor_group_next_run_timestamp_seconds", group="rest") is None

@@ -124,6 +124,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p["history"].add_argument(
         "-n", "--limit", type=_positive, default=20, help="show at most N runs (default 20)"
     )
+    p["history"].add_argument(
+        "--summary",
+        action="store_true",
+        help="with --json: an object with the runs and a summary (the band of usual durations)",
+    )
     p["logs"].add_argument("name", help="script name")
     p["logs"].add_argument("--run", type=_positive, metavar="ID", help="a run id from history")
     p["logs"].add_argument(

@@ -35,7 +35,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 # Notifications and output alerts (docs/NOTIFICATIONS.md); checked at the end of this file.
-Event = Literal["failure", "recovery", "success", "output", "missed", "overdue"]
+Event = Literal["failure", "recovery", "success", "output", "missed", "overdue", "anomaly"]
 EVENTS: tuple[str, ...] = get_args(Event)
 DEFAULT_ON: list[Event] = ["failure", "recovery", "missed", "overdue"]
 
@@ -86,6 +86,54 @@ class Retries(_Strict):
 
 NO_RETRIES = Retries()
 
+# Monitoring (docs/MONITORING.md): unusual durations and resource limits.
+Slow = Annotated[float, msgspec.Meta(gt=1)]
+Fast = Annotated[float, msgspec.Meta(ge=0, lt=1)]
+
+
+class AnomalyRule(_Strict):
+    """When a successful run's duration is unusual: the global ``anomaly`` (and the
+    effective rule of a script, ``Config.anomaly_for``)."""
+
+    enabled: bool = True
+    min_runs: Positive = 10  # successful runs needed before any run is judged
+    window: Positive = 50  # the median is taken over this many newest successful runs
+    slow: Slow = 3.0  # slower than slow × the median: ``slow`` (and the learned overdue)
+    fast: Fast = 0.2  # quicker than fast × the median: ``fast``
+
+
+class AnomalySpec(_Strict):
+    """A script's ``anomaly``: each key given replaces the global one's."""
+
+    enabled: bool | None = None
+    min_runs: Positive | None = None
+    window: Positive | None = None
+    slow: Slow | None = None
+    fast: Fast | None = None
+
+
+Size = Annotated[int, msgspec.Meta(ge=1)] | Annotated[str, msgspec.Meta(min_length=1)]
+_SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$"  # compiled when a limit is read
+
+
+def parse_size(value: int | str) -> int | None:
+    """Bytes from ``100M``, ``2G``, ``512k``, ``1.5GiB`` or a plain number of bytes
+    (units are powers of 1024); None when it is not a size."""
+    if isinstance(value, int):
+        return value if value > 0 else None
+    m = re.match(_SIZE, value, re.I)
+    if m is None:
+        return None
+    size = int(float(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower()))
+    return size if size > 0 else None
+
+
+class Limits(_Strict):
+    """A script's resource limits: a run over one is ended and ``failed``."""
+
+    max_rss: Size | None = None  # resident memory of its process tree
+    max_cpu: Annotated[float, msgspec.Meta(gt=0)] | None = None  # CPU seconds of its tree
+
 
 class Script(_Strict):
     name: Name
@@ -106,6 +154,8 @@ class Script(_Strict):
     notify: NotifySpec | bool | None = None
     alerts: list[Alert] = []
     max_duration: Seconds | None = None
+    anomaly: AnomalySpec | None = None
+    limits: Limits | None = None
 
 
 class Group(_Strict):
@@ -248,6 +298,7 @@ class Settings(_Strict):
     env_file: str | None = None
     secret_env: list[EnvName] = []
     notifications: Notifications = msgspec.field(default_factory=Notifications)
+    anomaly: AnomalyRule = msgspec.field(default_factory=AnomalyRule)
 
 
 class Config(msgspec.Struct):
@@ -292,6 +343,26 @@ class Config(msgspec.Struct):
         if isinstance(script.retries, Retries):
             return script.retries
         return Retries(count=script.retries) if script.retries else NO_RETRIES
+
+    def anomaly_for(self, script: Script) -> AnomalyRule:
+        """The script's ``anomaly`` over the global one, key by key."""
+        base, own = self.settings.anomaly, script.anomaly
+        if own is None:
+            return base
+        return AnomalyRule(
+            **{
+                f: getattr(base, f) if getattr(own, f) is None else getattr(own, f)
+                for f in AnomalyRule.__struct_fields__
+            }
+        )
+
+    def limits_for(self, script: Script) -> tuple[int | None, float | None]:
+        """(max_rss in bytes, max_cpu in seconds) of the script; None where unset."""
+        limits = script.limits
+        if limits is None:
+            return None, None
+        rss = parse_size(limits.max_rss) if limits.max_rss is not None else None
+        return rss, limits.max_cpu
 
     def zone_of(self, group: Group | Check) -> str:
         """The time zone a group's (or a check's) schedule is read in."""
@@ -938,6 +1009,18 @@ def _check_item(
             problems.append(
                 Problem.error(doc.path, doc.line((*base, "command")), f"{label}: empty program")
             )
+        limits = obj.limits
+        if limits is not None and limits.max_rss is not None and parse_size(limits.max_rss) is None:
+            problems.append(
+                Problem.error(
+                    doc.path,
+                    doc.line((*base, "limits", "max_rss")),
+                    f"{label}: key 'limits.max_rss': not a size: {limits.max_rss!r}"
+                    " (a number of bytes, or with a unit: 512K, 100M, 2G, 1T)",
+                )
+            )
+        if obj.anomaly is not None:
+            _check_anomaly(obj.anomaly, doc, (*base, "anomaly"), label, problems)
         return
     where = doc.line(base)
     if obj.schedule is not None:
@@ -998,6 +1081,31 @@ def _check_check_fields(
         )
 
 
+def _check_anomaly(
+    rule: AnomalyRule | AnomalySpec, doc: Document, base: tuple, label: str, problems: list
+) -> None:
+    """``fast`` below ``slow``; a ``window`` that can hold ``min_runs`` runs.  Only the keys
+    given here are compared (a script's others come from the global rule)."""
+    if rule.fast is not None and rule.slow is not None and rule.fast >= rule.slow:
+        problems.append(
+            Problem.error(
+                doc.path,
+                doc.line((*base, "fast")),
+                f"{label}: key 'anomaly.fast' ({rule.fast:g}) must be below anomaly.slow"
+                f" ({rule.slow:g})",
+            )
+        )
+    if rule.window is not None and rule.min_runs is not None and rule.window < rule.min_runs:
+        problems.append(
+            Problem.error(
+                doc.path,
+                doc.line((*base, "window")),
+                f"{label}: key 'anomaly.window' ({rule.window}) must be at least"
+                f" anomaly.min_runs ({rule.min_runs}): no run would ever be judged",
+            )
+        )
+
+
 def _check_checks(config: Config, problems: list[Problem]) -> None:
     """Checks share the scripts' namespace (a ping names one), and no key is a name."""
     names = set(config.checks)
@@ -1031,6 +1139,7 @@ def _check_checks(config: Config, problems: list[Problem]) -> None:
 
 
 def _check_settings(settings: Settings, doc: Document, problems: list) -> None:
+    _check_anomaly(settings.anomaly, doc, ("anomaly",), "config", problems)
     tz = settings.scheduling.timezone
     if not valid_timezone(tz):
         line = doc.line(("scheduling", "timezone"))
@@ -1053,7 +1162,39 @@ def _check_web_tokens(settings: Settings, doc: Document, problems: list, origin:
             )
 
 
+def _check_effective_anomaly(config: Config, problems: list[Problem]) -> None:
+    """A script's ``anomaly`` over the global one: the pairs its own keys do not settle
+    alone (``_check_anomaly`` told those)."""
+    for script in config.scripts.values():
+        own = script.anomaly
+        if own is None:
+            continue
+        rule = config.anomaly_for(script)
+        file, line = config.origin[f"script:{script.name}"]
+        label = f"script '{script.name}'"
+        if rule.fast >= rule.slow and (own.fast is None or own.slow is None):
+            problems.append(
+                Problem.error(
+                    file,
+                    line,
+                    f"{label}: anomaly.fast ({rule.fast:g}) must be below anomaly.slow"
+                    f" ({rule.slow:g}; one of them from config.yaml)",
+                )
+            )
+        if rule.window < rule.min_runs and (own.window is None or own.min_runs is None):
+            problems.append(
+                Problem.error(
+                    file,
+                    line,
+                    f"{label}: anomaly.window ({rule.window}) must be at least anomaly.min_runs"
+                    f" ({rule.min_runs}; one of them from config.yaml): no run would ever be"
+                    " judged",
+                )
+            )
+
+
 def _cross_check(config: Config, problems: list[Problem]) -> None:
+    _check_effective_anomaly(config, problems)
     used: set[str] = set()
     checks = config.settings.validation
     for group in config.groups.values():

@@ -20,6 +20,7 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, cast
 
 from . import logs
@@ -27,11 +28,13 @@ from .config import Config, Script, read_env_file
 from .masking import Masker, Pump
 from .proc import (
     POLL_INTERVAL,
+    SAMPLE_EVERY,
     TOKEN_VAR,
     Interrupt,
     ProcResult,
     adopt,
     conclude,
+    over_limits,
     spawn,
     terminate_tree,
     wait_for_exit,
@@ -54,11 +57,14 @@ class Job:
         "follower",
         "group",
         "index",
+        "limits",
         "log_error",
         "masker",
         "matcher",
         "name",
+        "next_look",
         "out_fd",
+        "over",
         "proc",
         "pump",
         "rel",
@@ -92,6 +98,9 @@ class Job:
         self.proc: Any = None  # a Popen or Child, or a ProcResult when it never started
         self.result: ProcResult | None = None  # how its process ended
         self.run: RunResult | None = None  # once recorded
+        self.limits: tuple[int | None, float | None] | None = None  # (max_rss, max_cpu)
+        self.over: str | None = None  # the limit it went over: ``max_rss`` or ``max_cpu``
+        self.next_look = 0.0  # monotonic time of the next look at its tree (limits)
 
 
 class Executor(Protocol):
@@ -245,8 +254,25 @@ class LocalExecutor:
         self.launch(job)
         if isinstance(job.proc, ProcResult):  # it could not start
             return self.finish(job, job.proc)
-        status = wait_for_exit(job.proc, self.config.timeout_for(job.script), self.interrupt)
+        timeout = self.config.timeout_for(job.script)
+        status = wait_for_exit(job.proc, timeout, self.interrupt, self.limit_check(job))
         return self.finish(job, self.conclude(job, status))
+
+    def limit_check(self, job: Job) -> Callable[[], bool] | None:
+        """For a run with ``limits``: a look at its tree that says whether it went over."""
+        if job.limits is None:
+            return None
+
+        def over() -> bool:
+            return self.over_limit(job)
+
+        return over
+
+    def over_limit(self, job: Job) -> bool:
+        """Whether the job's tree is over one of its limits now (noted in ``job.over``)."""
+        assert job.limits is not None
+        job.over = job.over or over_limits(job.proc.pid, job.token, *job.limits)
+        return job.over is not None
 
     def prepare(
         self,
@@ -276,6 +302,8 @@ class LocalExecutor:
         job.token = env[TOKEN_VAR]
         job.masker = Masker(job.secrets) if job.secrets else NO_SECRETS
         job.env = env
+        if script.limits is not None:
+            job.limits = self.config.limits_for(script)
         return job
 
     def _open(self, job: Job) -> None:
@@ -331,7 +359,13 @@ class LocalExecutor:
     def conclude(self, job: Job, status: str) -> ProcResult:
         """End the job's tree if it must be ended; return how it ended."""
         grace = self.config.settings.execution.kill_grace
-        return conclude(job.proc, status, job.token, grace, job.script.leftovers == "kill")
+        result = conclude(job.proc, status, job.token, grace, job.script.leftovers == "kill")
+        if job.over is not None and status == RunStatus.FAILED:
+            limits = job.script.limits
+            value = getattr(limits, job.over, None)
+            shown = f"{value:g}s" if isinstance(value, float) else str(value)
+            result.error = f"exceeded limits.{job.over} ({shown}); its process tree was ended"
+        return result
 
     def finish(self, job: Job, result: ProcResult) -> RunResult:
         """Finish the log, record the end of the run, rotate the script's logs."""
@@ -358,6 +392,16 @@ class LocalExecutor:
             os.close(fd)
         if log_error:
             detail = f"{detail}; {log_error}" if detail else log_error
+        anomaly = None
+        if result.status == RunStatus.SUCCESS:
+            rule = self.config.anomaly_for(job.script)
+            if rule.enabled:  # the band of the runs before this one (docs/MONITORING.md)
+                from .anomaly import classify
+
+                band = self.store.runs.duration_band(
+                    job.name, rule.window, rule.min_runs, rule.slow, rule.fast, job.run_id
+                )
+                anomaly = classify(duration, band)
         gone = self.store.runs.finish_run(
             job.run_id,
             result.status,
@@ -369,6 +413,8 @@ class LocalExecutor:
             detail,
             LogState.ERROR if fd is None else None,
             expire=self._expiry(job.script) if fd is not None else None,
+            usage=result.usage,
+            anomaly=anomaly,
         )
         if self._held is not None:  # the rows are not committed yet: delete after
             self._held += gone
@@ -384,6 +430,8 @@ class LocalExecutor:
             self.log_dir / job.rel if fd is not None else None,
             detail,
             job.attempt,
+            anomaly,
+            result.usage,
         )
 
     def dispose(self, gone: list[str]) -> None:
@@ -593,6 +641,7 @@ class _Loop:
             pidfd = None  # no pidfd here: the wait below polls this child instead
         timeout = ex.config.timeout_for(job.script)
         deadline = time.monotonic() + timeout if timeout else None
+        job.next_look = time.monotonic() + SAMPLE_EVERY
         self._key += 1
         self.running[self._key] = (job, deadline, pidfd)
 
@@ -609,6 +658,9 @@ class _Loop:
             waits.append(until - now)
         if any(pidfd is None for *_, pidfd in self.running.values()):
             waits.append(POLL_INTERVAL)
+        looks = [j.next_look for j, _, _ in self.running.values() if j.limits is not None]
+        if looks:  # runs with limits: wake for the next look at their trees
+            waits.append(min(looks) - now)
         # Capped: a timeout of 1e308 s is valid config but no poll() argument.
         wait_ms = -1 if not waits else max(0, int(min(*waits, 3600.0) * 1000) + 1)
         self.ready = {fd for fd, _ in self.poller.poll(wait_ms)}
@@ -642,6 +694,10 @@ class _Loop:
                     self._finish(job, self.ex.conclude(job, "exited"), out)
             elif deadline is not None and now >= deadline:
                 self._end_in_thread(key, job, RunStatus.TIMEOUT)
+            elif job.limits is not None and now >= job.next_look:
+                job.next_look = now + SAMPLE_EVERY
+                if self.ex.over_limit(job):
+                    self._end_in_thread(key, job, RunStatus.FAILED)
         return out
 
     def _finish(self, job: Job, result: ProcResult, out: list[Job]) -> None:

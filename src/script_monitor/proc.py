@@ -10,11 +10,13 @@ noticed at once and a timeout or an interrupt wakes the waiter at once.
 from __future__ import annotations
 
 import os
+import resource
 import select
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -65,6 +67,10 @@ class ProcResult(msgspec.Struct):
     pid: int | None = None
     error: str | None = None
     leftovers: list[int] = msgspec.field(default_factory=list)
+    # What its process tree used (CPU user and system seconds, peak resident bytes of
+    # its largest process): the child's rusage from wait4, which holds every descendant
+    # it waited for, plus the orphans it left that we collected as their subreaper.
+    usage: tuple[float, float, int] | None = None
 
 
 def spawn(
@@ -122,7 +128,7 @@ def _spawn(
             close_fds=True,
         )
         adopt.started(child.pid)
-        return child
+        return Child(child.pid, child)
     except ValueError as e:  # a NUL byte in the argv, environment or cwd
         return ProcResult(RunStatus.FAILED, error=f"cannot start: {e}")
     except OSError as e:
@@ -188,33 +194,43 @@ def _fast_program(
 
 
 class Child:
-    """A child started by posix_spawn: the part of Popen's interface the engine uses."""
+    """A child we started: the part of Popen's interface the engine uses, reaped with
+    ``wait4`` so that what it used (``rusage``) is known.  A child Popen started keeps
+    its Popen (``popen``), told the exit status so that it never waits itself."""
 
-    __slots__ = ("pid", "returncode")
+    __slots__ = ("pid", "popen", "returncode", "rusage")
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, popen: subprocess.Popen | None = None):
         self.pid = pid
+        self.popen = popen
         self.returncode: int | None = None
+        self.rusage: resource.struct_rusage | None = None
+
+    def _reaped(self, status: int | None, rusage: resource.struct_rusage | None) -> int:
+        # Reaped elsewhere (SIGCHLD ignored): 0, as Popen does.
+        code = 0 if status is None else os.waitstatus_to_exitcode(status)
+        self.returncode, self.rusage = code, rusage
+        if self.popen is not None:
+            self.popen.returncode = code
+        return code
 
     def poll(self) -> int | None:
         if self.returncode is None:
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): as Popen does
-                self.returncode = 0
-                return 0
+                pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self._reaped(None, None)
             if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+                self._reaped(status, rusage)
         return self.returncode
 
     def wait(self) -> int | None:
         if self.returncode is None:
             try:
-                _, status = os.waitpid(self.pid, 0)
+                _, status, rusage = os.wait4(self.pid, 0)
             except ChildProcessError:
-                self.returncode = 0
-                return 0
-            self.returncode = os.waitstatus_to_exitcode(status)
+                return self._reaped(None, None)
+            self._reaped(status, rusage)
         return self.returncode
 
 
@@ -229,9 +245,27 @@ def conclude(
     if status != "exited" or kill_leftovers:
         adopt.run_ending(token)
     try:
-        return _conclude(proc, status, token, grace, kill_leftovers)
+        result = _conclude(proc, status, token, grace, kill_leftovers)
+        adopt.collect()  # orphans of the run that ended: what they used counts for it
+        result.usage = _usage(getattr(proc, "rusage", None), adopt.used(token))
+        return result
     finally:
         adopt.run_ended(token, proc.pid)
+
+
+def _usage(
+    rusage: resource.struct_rusage | None, orphans: list[float] | None
+) -> tuple[float, float, int] | None:
+    """(user CPU s, system CPU s, peak resident bytes) of a tree: the child's own and
+    its waited-for descendants' (``rusage``) and its collected orphans'."""
+    if rusage is None and orphans is None:
+        return None
+    user, system, rss = orphans or (0.0, 0.0, 0)
+    if rusage is not None:
+        user += rusage.ru_utime
+        system += rusage.ru_stime
+        rss = max(rss, rusage.ru_maxrss)
+    return round(user, 6), round(system, 6), int(rss) * 1024  # ru_maxrss is in KiB on Linux
 
 
 def _conclude(
@@ -274,13 +308,19 @@ def _signal_of(code: int | None) -> int | None:
     return -code if code is not None and code < 0 else None
 
 
-def wait_for_exit(proc: subprocess.Popen | Child, timeout: float, interrupt: Interrupt) -> str:
-    """Wait for exit; return 'exited', 'timeout' or 'interrupted'."""
+def wait_for_exit(
+    proc: subprocess.Popen | Child,
+    timeout: float,
+    interrupt: Interrupt,
+    over: Callable[[], bool] | None = None,
+) -> str:
+    """Wait for exit; return 'exited', 'timeout' or 'interrupted' — or 'failed' when
+    ``over`` (asked every ``SAMPLE_EVERY`` seconds) says the run went over a limit."""
     deadline = time.monotonic() + timeout if timeout else None
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
-        return _wait_polling(proc, deadline, interrupt)
+        return _wait_polling(proc, deadline, interrupt, over)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -289,6 +329,9 @@ def wait_for_exit(proc: subprocess.Popen | Child, timeout: float, interrupt: Int
             wait_ms = -1 if deadline is None else max(0, (deadline - time.monotonic()) * 1000)
             if wait_ms != -1:  # a huge timeout (1e308, .inf) must not overflow poll's int
                 wait_ms = int(min(wait_ms, 3_600_000)) + 1
+            if over is not None:
+                sample_ms = int(SAMPLE_EVERY * 1000)
+                wait_ms = sample_ms if wait_ms == -1 else min(wait_ms, sample_ms)
             ready = {fd for fd, _ in poller.poll(wait_ms)}
             if pidfd in ready:
                 proc.wait()
@@ -297,18 +340,28 @@ def wait_for_exit(proc: subprocess.Popen | Child, timeout: float, interrupt: Int
                 return RunStatus.INTERRUPTED
             if deadline is not None and time.monotonic() >= deadline:
                 return RunStatus.TIMEOUT
+            if over is not None and over():
+                return RunStatus.FAILED
     finally:
         os.close(pidfd)
 
 
 def _wait_polling(
-    proc: subprocess.Popen | Child, deadline: float | None, interrupt: Interrupt
+    proc: subprocess.Popen | Child,
+    deadline: float | None,
+    interrupt: Interrupt,
+    over: Callable[[], bool] | None,
 ) -> str:
+    next_look = time.monotonic() + SAMPLE_EVERY
     while proc.poll() is None:
         if interrupt.fired:
             return RunStatus.INTERRUPTED
         if deadline is not None and time.monotonic() >= deadline:
             return RunStatus.TIMEOUT
+        if over is not None and time.monotonic() >= next_look:
+            next_look = time.monotonic() + SAMPLE_EVERY
+            if over():
+                return RunStatus.FAILED
         interrupt.wait(POLL_INTERVAL)
     return "exited"
 
@@ -373,6 +426,34 @@ def tree_members(pgid: int, token: str) -> list[int]:
     return sorted(set(group_members(pgid)) | set(token_members(token)) | set(adopt.orphans(token)))
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+SAMPLE_EVERY = 0.2  # seconds between two looks at the tree of a run with limits
+
+
+def tree_usage(pgid: int, token: str) -> tuple[int, float]:
+    """What a run's live tree uses now: resident bytes (summed over its processes) and
+    CPU seconds (theirs, the children they waited for, and its orphans collected so
+    far), read from /proc."""
+    rss, ticks = 0, 0
+    for pid in tree_members(pgid, token):
+        fields = _stat_fields(pid)
+        if fields and len(fields) > 21:
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            rss += int(fields[21])
+    used = adopt.used(token)
+    return rss * _PAGE, ticks * adopt.tick + (used[0] + used[1] if used else 0.0)
+
+
+def over_limits(pgid: int, token: str, max_rss: int | None, max_cpu: float | None) -> str | None:
+    """Which limit the run's tree is over (``limits.max_rss`` or ``limits.max_cpu``), or None."""
+    rss, cpu = tree_usage(pgid, token)
+    if max_rss is not None and rss > max_rss:
+        return "max_rss"
+    if max_cpu is not None and cpu > max_cpu:
+        return "max_cpu"
+    return None
+
+
 class _Run:
     __slots__ = ("born", "ending")
 
@@ -396,6 +477,8 @@ class Adoptions:
         self.roots: set[int] = set()  # children we started and have not reaped
         self.helpers: set[int] = set()  # our own helper processes (masking relays)
         self.runs: dict[str, _Run] = {}  # token -> the run's start (CLOCK_BOOTTIME)
+        # token -> [user s, system s, peak KiB] of the run's orphans collected so far
+        self.usage: dict[str, list[float]] = {}
         self.tick = 1.0 / os.sysconf("SC_CLK_TCK")
         self.lock = threading.Lock()
 
@@ -425,7 +508,58 @@ class Adoptions:
 
     def run_ended(self, token: str, pid: int) -> None:
         self.runs.pop(token, None)
+        self.usage.pop(token, None)
         self.roots.discard(pid)
+
+    def used(self, token: str) -> list[float] | None:
+        """What the run's orphans collected so far used: [user s, system s, peak KiB]."""
+        return self.usage.get(token)
+
+    def _count(self, pid: int, rusage: resource.struct_rusage, born: float | None) -> None:
+        """Add a collected orphan's rusage to the run it belongs to: the newest run that
+        started before it (the only one, unless several run at once)."""
+        if born is None:
+            return
+        owner = max(
+            ((r.born, t) for t, r in list(self.runs.items()) if r.born <= born), default=None
+        )
+        if owner is None:
+            return
+        used = self.usage.setdefault(owner[1], [0.0, 0.0, 0])
+        used[0] += rusage.ru_utime
+        used[1] += rusage.ru_stime
+        used[2] = max(used[2], rusage.ru_maxrss)
+
+    def _born(self, pid: int) -> float | None:
+        fields = _stat_fields(pid)  # a zombie keeps its stat until it is collected
+        return int(fields[19]) * self.tick if fields and len(fields) > 19 else None
+
+    def _collect(self, pid: int) -> None:
+        """Collect one ended orphan (or helper) and count what it used."""
+        born = self._born(pid) if self.runs else None
+        try:
+            got, _, rusage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if got and pid not in self.helpers:
+            self._count(pid, rusage, born)
+        self.helpers.discard(pid)
+
+    def collect(self) -> None:
+        """Collect the orphans that ended, as long as the kernel names them first; cheap
+        (one ``waitid``) when none has ended.  Unlike ``reap`` it never scans /proc: a
+        run's own ended child, left for its executor, stops it."""
+        if not self.enabled:
+            return
+        with self.lock:
+            while True:
+                try:
+                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    return
+                if info is None or info.si_pid in self.roots:
+                    return
+                self._collect(info.si_pid)
 
     def orphans(self, token: str) -> list[int]:
         """Adopted processes (and their descendants) that belong to the run ``token``."""
@@ -472,21 +606,12 @@ class Adoptions:
                 return  # none has ended
             if info.si_pid in self.roots:
                 break  # a run's own process, for its executor: look past it below
-            self.helpers.discard(info.si_pid)
-            try:
-                os.waitpid(info.si_pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            self._collect(info.si_pid)
         me = os.getpid()
         for pid in _proc_entries():
             fields = _stat_fields(pid)
             if fields and fields[0] == b"Z" and int(fields[1]) == me and pid not in self.roots:
-                if pid in self.helpers:
-                    self.helpers.discard(pid)
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+                self._collect(pid)
 
 
 def _with_descendants(pids: list[int], parents: dict[int, int]) -> list[int]:

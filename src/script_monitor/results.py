@@ -21,6 +21,8 @@ class RunResult(msgspec.Struct):
     log_path: Path | None = None
     detail: str | None = None
     attempt: int = 1
+    anomaly: str | None = None  # ``slow`` or ``fast``: its duration left the usual band
+    usage: tuple[float, float, int] | None = None  # CPU user s, CPU system s, peak bytes
 
     @property
     def ok(self) -> bool:

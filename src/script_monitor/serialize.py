@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .states import LogState, MessageState
 
 if TYPE_CHECKING:
+    from .anomaly import Band
     from .check_time import CheckView
     from .config import Config
     from .grouprun import GroupRunReport
@@ -58,12 +59,47 @@ def run_json(run: Run) -> dict[str, Any]:
         "detail": run.detail,
         "attempt": run.attempt,
         "host": run.host,
+        "cpu_user": seconds(run.cpu_user),
+        "cpu_system": seconds(run.cpu_system),
+        "max_rss": run.max_rss,
+        "anomaly": run.anomaly,
+    }
+
+
+def band_json(band: Band | None) -> dict[str, Any] | None:
+    """The band of a script's usual durations (``anomaly.Band``), or None while unknown."""
+    if band is None:
+        return None
+    return {
+        "median": seconds(band.median),
+        "low": seconds(band.low),
+        "high": seconds(band.high),
+        "runs": band.runs,
     }
 
 
 def runs_json(runs: list[Run]) -> list[dict[str, Any]]:
     """``history NAME --json``: a script's runs, newest first."""
     return [run_json(r) for r in runs]
+
+
+def history_json(script: str, runs: list[Run], band: Band | None, rule: Any) -> dict[str, Any]:
+    """``history NAME --json --summary``: the runs and a summary of the script's history."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "script": script,
+        "summary": {
+            "band": band_json(band),
+            "anomaly": {
+                "enabled": rule.enabled,
+                "min_runs": rule.min_runs,
+                "window": rule.window,
+                "slow": rule.slow,
+                "fast": rule.fast,
+            },
+        },
+        "runs": runs_json(runs),
+    }
 
 
 def group_run_json(run: GroupRun | None) -> dict[str, Any] | None:

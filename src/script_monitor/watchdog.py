@@ -195,8 +195,16 @@ def _overdue(config: Config, store: Store, now: float) -> tuple[list[dict], int]
     for r in runs:
         script = config.scripts.get(r.script)
         limit = script.max_duration if script is not None else None
+        learned = None
+        if script is not None and limit is None:  # slow × its usual duration, when known
+            rule = config.anomaly_for(script)
+            if rule.enabled:
+                band = store.runs.duration_band(
+                    r.script, rule.window, rule.min_runs, rule.slow, rule.fast, r.id
+                )
+                limit = learned = band.high if band is not None else None
         if limit and now - r.started > limit:
-            item = _overdue_item("script", r.script, r.id, r.started, limit, now)
+            item = _overdue_item("script", r.script, r.id, r.started, limit, now, learned)
             found.append(item)
             # A script run inside a group belongs to the group's run unit.
             kind, unit = ("group", r.group_name or "") if r.group_run_id else ("script", r.script)
@@ -205,10 +213,20 @@ def _overdue(config: Config, store: Store, now: float) -> tuple[list[dict], int]
 
 
 def _overdue_item(
-    kind: str, name: str, rid: int, started: float, limit: float, now: float
+    kind: str,
+    name: str,
+    rid: int,
+    started: float,
+    limit: float,
+    now: float,
+    learned: float | None = None,
 ) -> dict[str, Any]:
     took = now - started
     what = "group run" if kind == "group" else "run"
+    if learned is None:
+        past = f"past its max_duration of {limit:g}s"
+    else:  # no max_duration: the limit learned from its history (docs/MONITORING.md)
+        past = f"past its learned limit of {limit:.3g}s (anomaly.slow × its usual duration)"
     return {
         "kind": kind,
         "name": name,
@@ -216,8 +234,7 @@ def _overdue_item(
         "started": started,
         "running_for": took,
         "max_duration": limit,
-        "detail": f"{what} {rid} has been running for {took:.0f}s, past its max_duration"
-        f" of {limit:g}s",
+        "detail": f"{what} {rid} has been running for {took:.{0 if took >= 10 else 1}f}s, {past}",
     }
 
 

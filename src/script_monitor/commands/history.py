@@ -119,12 +119,29 @@ def cmd_history(args: argparse.Namespace) -> int:
         return _group_history(args, config)
     if args.name is None:
         raise UsageError("history needs a script name (or --group NAME)")
+    if getattr(args, "summary", False) and not args.json:
+        raise UsageError("--summary goes with --json")
     config.has_runs(args.name)
+    script = config.scripts.get(args.name)  # None for a passive check
     store = open_store(config)
     store.runs.reap_lost()
     runs = store.runs.history(args.name, args.limit)
     from ..pager import paged  # not on list's path
 
+    if getattr(args, "summary", False):
+        import json
+
+        from ..serialize import history_json
+
+        rule = config.anomaly_for(script) if script is not None else config.settings.anomaly
+        band = (
+            store.runs.duration_band(args.name, rule.window, rule.min_runs, rule.slow, rule.fast)
+            if rule.enabled
+            else None
+        )
+        with paged(not args.no_pager):
+            print(json.dumps(history_json(args.name, runs, band, rule), indent=2))
+        return EXIT_OK
     with paged(not args.no_pager):
         return _print_history(args, config, runs)
 
@@ -149,6 +166,8 @@ def _print_history(args: argparse.Namespace, config: Config, runs: list[Run]) ->
         log_note = "" if r.log_state in (LogState.OK, LogState.NONE) else f" (log {r.log_state})"
         if r.attempt > 1:
             log_note = f" (attempt {r.attempt}){log_note}"
+        if r.anomaly:  # a mark in words, not a colour only (docs/MONITORING.md)
+            log_note = f" {ANOMALY_MARK.get(r.anomaly, r.anomaly)}{log_note}"
         rows.append(
             [
                 str(r.id),
@@ -158,13 +177,18 @@ def _print_history(args: argparse.Namespace, config: Config, runs: list[Run]) ->
                 code,
                 r.trigger,
                 r.group_name or "-",
+                _cpu_text(r),
+                _size_text(r.max_rss),
                 _short(r.detail),
             ]
         )
-    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "NOTE"]
-    if not any(row[-1] for row in rows):
-        headers.pop()
-        rows = [row[:-1] for row in rows]
+    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "CPU"]
+    headers += ["MAX RSS", "NOTE"]
+    narrow = sys.stdout.isatty() and _columns() < NARROW
+    for col in (9, 8, 7):  # NOTE, MAX RSS, CPU: only when some run has one
+        if (col != 9 and narrow) or not any(row[col] not in ("", "-") for row in rows):
+            headers.pop(col)
+            rows = [row[:col] + row[col + 1 :] for row in rows]
     _table(args, config, headers, rows, 3)
     return EXIT_OK
 
@@ -216,6 +240,35 @@ def _group_history(args: argparse.Namespace, config: Config) -> int:
     print()
     _table(args, config, ["SCRIPT", "ATTEMPT", "RUN", "STARTED", "DURATION", "STATUS"], rows, 5)
     return EXIT_OK
+
+
+ANOMALY_MARK = {"slow": "▲ slow", "fast": "▼ fast"}
+NARROW = 100  # a terminal narrower than this has no room for the CPU and MAX RSS columns
+
+
+def _columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().columns
+
+
+def _cpu_text(run: Run) -> str:
+    """User + system CPU seconds of the run's tree."""
+    if run.cpu_user is None:
+        return "-"
+    return f"{run.cpu_user + (run.cpu_system or 0.0):.2f}s"
+
+
+def _size_text(size: int | None) -> str:
+    """Bytes as ``312M`` (powers of 1024, as ``limits.max_rss`` reads them)."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024:
+            return f"{value:.0f}{unit}" if unit == "B" or value >= 10 else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"
 
 
 def _short(text: str | None, width: int = 70) -> str:

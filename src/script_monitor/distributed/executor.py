@@ -133,6 +133,10 @@ class CeleryExecutor:
                 self.config.log_dir / row.log_path if row.log_path else None,
                 row.detail,
                 job.attempt,
+                row.anomaly,
+                (row.cpu_user or 0.0, row.cpu_system or 0.0, row.max_rss or 0)
+                if row.max_rss is not None
+                else None,
             )
             out.append(job)
         return out

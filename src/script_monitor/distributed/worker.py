@@ -202,7 +202,9 @@ def run_claimed(
             if isinstance(job.proc, ProcResult):
                 result = job.proc
             else:
-                status = wait_for_exit(job.proc, config.timeout_for(job.script), interrupt)
+                status = wait_for_exit(
+                    job.proc, config.timeout_for(job.script), interrupt, ex.limit_check(job)
+                )
                 result = ex.conclude(job, status)
             ex.finish(job, result)
         finally:

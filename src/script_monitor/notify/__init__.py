@@ -60,6 +60,8 @@ def _may_fire(config: Config, store: Store, outcome: Any, unit: str | None) -> b
         return False
     on = spec[1]
     results = outcome.results if group else [outcome]
+    if "anomaly" in on and any(getattr(r, "anomaly", None) for r in results):
+        return True
     if any(r.status in FAILURES for r in results):
         return "failure" in on
     ok = bool(results) and all(r.status == RunStatus.SUCCESS for r in results)

@@ -32,6 +32,7 @@ def unit_of(outcome: Any, unit: str | None = None, trigger: str = "manual") -> U
                 r.run_id,
                 str(r.log_path) if r.log_path else None,
                 r.detail,
+                r.anomaly,
             )
             for r in outcome.results
         ]
@@ -46,6 +47,7 @@ def unit_of(outcome: Any, unit: str | None = None, trigger: str = "manual") -> U
         outcome.run_id,
         str(outcome.log_path) if outcome.log_path else None,
         outcome.detail,
+        outcome.anomaly,
     )
     return Unit(unit or outcome.script, "script", outcome.run_id, outcome.status, trigger, [entry])
 
@@ -75,7 +77,28 @@ def record_unit(config: Config, store: Store, unit: Unit) -> list[int]:
         rows += _rows(unit, "success", channels, message.success_body(unit, "success"))
     if "output" in on:
         rows += _output_rows(config, store, unit, channels)
+    if "anomaly" in on:
+        rows += _anomaly_rows(config, store, unit, channels)
     return store.outbox.add(rows) if rows else []
+
+
+def _anomaly_rows(
+    config: Config, store: Store, unit: Unit, channels: list[str]
+) -> list[NewMessage]:
+    """One message per run whose duration left its script's band (keyed by the run, so
+    each anomalous run is told once)."""
+    rows: list[NewMessage] = []
+    for e in unit.entries:
+        script = config.scripts.get(e.script)
+        if not e.anomaly or e.run_id is None or script is None:
+            continue
+        rule = config.anomaly_for(script)
+        band = store.runs.duration_band(
+            e.script, rule.window, rule.min_runs, rule.slow, rule.fast, e.run_id
+        )
+        body = message.anomaly_body(config, unit, e, band)
+        rows += _rows(unit, "anomaly", channels, body, ref=f"r{e.run_id}")
+    return rows
 
 
 def _output_rows(config: Config, store: Store, unit: Unit, channels: list[str]) -> list[NewMessage]:

@@ -12,6 +12,7 @@ from ..logs import RULE
 from ..states import FAILURES, LogState, RunStatus
 
 if TYPE_CHECKING:
+    from ..anomaly import Band
     from ..config import Config
     from ..masking import Masker
     from ..store.records import AlertMatch, Run
@@ -27,6 +28,7 @@ WORDS = {
     "output": "OUTPUT ALERT",
     "missed": "MISSED",
     "overdue": "OVERDUE",
+    "anomaly": "UNUSUAL DURATION",
     "test": "TEST",
 }
 
@@ -41,6 +43,7 @@ class Entry(msgspec.Struct):
     run_id: int | None = None
     log_path: str | None = None  # absolute
     detail: str | None = None
+    anomaly: str | None = None  # ``slow`` or ``fast`` (docs/MONITORING.md)
 
 
 class Unit(msgspec.Struct):
@@ -130,6 +133,27 @@ def output_body(config: Config, unit: Unit, matches: list[AlertMatch], counts: d
         lines.append(f"  full log: {logs_command(config, script, run_id)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def anomaly_body(config: Config, unit: Unit, entry: Entry, band: Band | None) -> str:
+    """One run whose duration left its script's usual band (``anomaly``)."""
+    took = f"{entry.duration:.3g}s" if entry.duration is not None else "?"
+    if band is not None:
+        factor = band.high / band.median if entry.anomaly == "slow" else band.low / band.median
+        limit = band.high if entry.anomaly == "slow" else band.low
+        side = "more" if entry.anomaly == "slow" else "less"
+        usual = (
+            f": {side} than {factor:g} × its usual {band.median:.3g}s ({limit:.3g}s; the median"
+            f" of its last {band.runs} successful runs)"
+        )
+    else:
+        usual = ""
+    where = f" (in {unit.label})" if unit.kind == "group" else ""
+    return (
+        f"Script {entry.script}{where} on {host()}: run {entry.run_id} succeeded in {took},"
+        f" unusually {'slow' if entry.anomaly == 'slow' else 'fast'}{usual}.\n"
+        f"Look: script-monitor --config-dir {config.root} history {entry.script}\n"
+    )
 
 
 def logs_command(config: Config, script: str, run_id: int) -> str:

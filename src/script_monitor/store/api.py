@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..states import AuditAction, AuditResult, GroupStatus, LogState, MessageState, RunStatus
 from .records import (
@@ -28,6 +28,9 @@ from .records import (
     RunSummary,
     WatchEvent,
 )
+
+if TYPE_CHECKING:
+    from ..anomaly import Band
 
 
 class Recorder(Protocol):
@@ -59,7 +62,18 @@ class Recorder(Protocol):
         detail: str | None = None,
         log_state: LogState | str | None = None,
         expire: tuple[str, int | None, float | None] | None = None,
+        usage: tuple[float, float, int] | None = None,
+        anomaly: str | None = None,
     ) -> list[str]: ...
+    def duration_band(
+        self,
+        script: str,
+        window: int = 50,
+        min_runs: int = 10,
+        slow: float = 3.0,
+        fast: float = 0.2,
+        before: int | None = None,
+    ) -> Band | None: ...
     def add_skipped(
         self,
         scripts: list[str],

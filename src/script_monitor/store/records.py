@@ -35,17 +35,23 @@ class Run(msgspec.Struct, frozen=True):
     detail: str | None
     attempt: int
     host: str | None
+    cpu_user: float | None = None  # CPU seconds of its process tree, in user mode
+    cpu_system: float | None = None  # and in the kernel
+    max_rss: int | None = None  # peak resident bytes (its largest process)
+    anomaly: str | None = None  # ``slow`` or ``fast`` (anomaly.Anomaly), else None
 
     COLUMNS: ClassVar[str] = (
         "id, script, group_run_id, group_name, trigger, status, started, ended, duration,"
-        " exit_code, signal, pid, owner, log_path, log_state, detail, attempt, host"
+        " exit_code, signal, pid, owner, log_path, log_state, detail, attempt, host,"
+        " cpu_user, cpu_system, max_rss, anomaly"
     )
 
     @classmethod
     def from_row(cls, r: Any) -> Run:
         return cls(
             r[0], r[1], r[2], r[3], r[4], RunStatus(r[5]), r[6], r[7], r[8], r[9], r[10],
-            r[11], r[12], r[13], LogState(r[14]), r[15], r[16], r[17],
+            r[11], r[12], r[13], LogState(r[14]), r[15], r[16], r[17], r[18], r[19], r[20],
+            r[21],
         )  # fmt: skip
 
 

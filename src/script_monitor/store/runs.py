@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..states import GroupStatus, LogState, RunStatus
 from .core import Core, Owner, Tx
 from .logs import drop_chunks
 from .records import GroupRun, Run
 
+if TYPE_CHECKING:
+    from ..anomaly import Band
+
 _RUN = Run.COLUMNS
 _RUNNING = RunStatus.RUNNING.value
 _SKIPPED = RunStatus.SKIPPED.value
+_SUCCESS = RunStatus.SUCCESS.value
+# A script's newest successful durations: read from the runs_success index alone.
+_DURATIONS = (
+    f"SELECT duration FROM runs WHERE script = ? AND status = '{_SUCCESS}' AND id < ?"
+    " ORDER BY id DESC LIMIT ?"
+)
 _GROUP = GroupRun.COLUMNS
 # A run's log is still on disk, and the run has ended.
 _LOG_KEPT = f"log_state = '{LogState.OK}' AND status != '{RunStatus.RUNNING}'"
@@ -105,13 +115,19 @@ class Runs:
         detail: str | None = None,
         log_state: LogState | str | None = None,
         expire: tuple[str, int | None, float | None] | None = None,
+        usage: tuple[float, float, int] | None = None,
+        anomaly: str | None = None,
     ) -> list[str]:
         """Record the end of a run; with ``expire`` (script, keep, before) rotate in the same
-        commit, and return the log paths to delete."""
+        commit, and return the log paths to delete.  ``usage`` is what its process tree
+        used (CPU user and system seconds, peak resident bytes); ``anomaly`` its mark
+        (``slow`` or ``fast``, see ``duration_band``)."""
+        cpu_user, cpu_system, max_rss = usage if usage is not None else (None, None, None)
         with self.core.write() as tx:
             tx.execute(
                 "UPDATE runs SET status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?,"
-                " pid = COALESCE(?, pid), detail = ?, log_state = COALESCE(?, log_state)"
+                " pid = COALESCE(?, pid), detail = ?, log_state = COALESCE(?, log_state),"
+                " cpu_user = ?, cpu_system = ?, max_rss = ?, anomaly = ?"
                 " WHERE id = ?",
                 (
                     str(status),
@@ -122,6 +138,10 @@ class Runs:
                     pid,
                     detail,
                     None if log_state is None else str(log_state),
+                    cpu_user,
+                    cpu_system,
+                    max_rss,
+                    None if anomaly is None else str(anomaly),
                     run_id,
                 ),
             )
@@ -210,6 +230,23 @@ class Runs:
         return len(lost["r"])
 
     # ------------------------------------------------------------ queries
+
+    def duration_band(
+        self,
+        script: str,
+        window: int = 50,
+        min_runs: int = 10,
+        slow: float = 3.0,
+        fast: float = 0.2,
+        before: int | None = None,
+    ) -> Band | None:
+        """The band of the script's usual durations: the median of its last ``window``
+        successful runs (before the run id ``before``), or None while fewer than
+        ``min_runs`` exist (docs/MONITORING.md).  One range of the runs_success index."""
+        from ..anomaly import duration_band  # statistics: not on every command's path
+
+        rows = self.core.read(_DURATIONS, (script, before or 2**62, window))
+        return duration_band((r[0] for r in rows), slow=slow, fast=fast, min_runs=min_runs)
 
     def run(self, run_id: int) -> Run | None:
         rows = self.core.read(f"SELECT {_RUN} FROM runs WHERE id = ?", (run_id,))

@@ -185,6 +185,20 @@ MIGRATIONS = [
         refused {int} NOT NULL
     ){no_rowid};
     """,
+    # Monitoring (docs/MONITORING.md): what a run's process tree used (CPU seconds, peak
+    # resident bytes) and whether its duration left the script's usual band; the
+    # successful durations of a script, newest first, read from the index alone (the
+    # band is taken once per finished run); the anomalies by script and kind kept as
+    # totals below run_totals_upto, as the other totals are.
+    """
+    ALTER TABLE runs ADD COLUMN cpu_user {real};
+    ALTER TABLE runs ADD COLUMN cpu_system {real};
+    ALTER TABLE runs ADD COLUMN max_rss {int};
+    ALTER TABLE runs ADD COLUMN anomaly TEXT;
+    ALTER TABLE run_totals ADD COLUMN usage TEXT;
+    CREATE INDEX IF NOT EXISTS runs_success ON runs (script, id, duration)
+        WHERE status = 'success';
+    """,
     # Passive checks (docs/MONITORING.md): a check's runs are rows of `runs` with trigger
     # `ping` (a start opens one, its end closes it; a body is the run's log, in
     # run_logs); every ping received is a row of check_pings; check_state holds where

@@ -30,12 +30,14 @@ from prometheus_client.utils import floatToGoString
 
 from ..states import RunStatus
 from ..store import DURATION_BUCKETS
+from ..store.totals import CPU_BUCKETS, RSS_BUCKETS
 from .service import Payload, Service
 
 BUCKETS = DURATION_BUCKETS
 FINAL = [s.value for s in RunStatus if s is not RunStatus.RUNNING]
 # Runs whose duration means something.
 TIMED = {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED}
+KINDS = ("slow", "fast")  # anomaly.Anomaly values
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -53,10 +55,14 @@ class Totals:
         self.last_success: dict[str, float] = {}
         self.last_final: dict[str, tuple[int, str]] = {}  # script -> (id, status)
         self.changed: set[str] = set()  # scripts whose series changed since the last render
+        self.anomalies: Counter[tuple[str, str]] = Counter()  # (script, slow|fast)
+        self.cpu = _Histogram(CPU_BUCKETS)  # user + system seconds of measured runs
+        self.rss = _Histogram(RSS_BUCKETS)  # peak resident bytes of measured runs
 
     def update(self, data: dict[str, Any]) -> None:
-        """Add what ``Store.run_totals(self.top, list(self.watched), BUCKETS)`` found."""
-        for run_id, script, status, started, ended, duration in data["watched"]:
+        """Add what ``Store.totals.since(self.top, list(self.watched))`` found."""
+        for row in data["watched"]:
+            run_id, script, status, started, ended, duration = row[:6]
             if status == RunStatus.RUNNING:
                 continue
             del self.watched[run_id]
@@ -72,15 +78,33 @@ class Totals:
                 1 if duration is not None else 0,
                 [int(duration is not None and duration <= b) for b in BUCKETS],
             )
-        for script, status, n, started, ended, top_id, dsum, dcount, *counts in data["groups"]:
+            self._add_usage(script, _usage_of_run(*row[6:]))
+        fixed = 8 + len(BUCKETS)
+        for row in data["groups"]:
+            script, status, n, started, ended, top_id, dsum, dcount = row[:8]
             if status == RunStatus.RUNNING:
                 self._started(script, started)
                 continue
+            counts = row[8:fixed]
             self._add(script, status, n, started, ended, top_id, dsum or 0.0, dcount, counts)
+            self._add_usage(script, row[fixed:])
         for run_id, script in data["running"]:
             self.watched[run_id] = script
             self.changed.add(script)
         self.top = data["top"]
+
+    def _add_usage(self, script: str, usage: Any) -> None:
+        """Add a group's usage (``store.totals``: slow, fast, then CPU and memory)."""
+        if not usage:
+            return
+        slow, fast = usage[0], usage[1]
+        if slow:
+            self.anomalies[(script, "slow")] += slow
+        if fast:
+            self.anomalies[(script, "fast")] += fast
+        end = 4 + len(CPU_BUCKETS)
+        self.cpu.add(script, usage[2], usage[3], usage[4:end])
+        self.rss.add(script, usage[end], usage[end + 1], usage[end + 2 :])
 
     def _started(self, script: str, started: float | None) -> None:
         if started is not None and started > self.last_started.get(script, 0.0):
@@ -118,6 +142,90 @@ class Totals:
 
 def _le(bound: float) -> str:
     return f"{bound:g}" if bound != int(bound) else f"{int(bound)}.0"
+
+
+class _Histogram:
+    """Per-script bucket counts, sums and counts of one measured value."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+        self.counts: Counter[str] = Counter()
+
+    def add(self, script: str, total: float | None, n: int | None, counts: Any) -> None:
+        if not n:
+            return
+        have = self.buckets.setdefault(script, [0] * len(self.bounds))
+        for i, c in enumerate(counts):
+            have[i] += c or 0
+        self.sums[script] = self.sums.get(script, 0.0) + float(total or 0.0)
+        self.counts[script] += n
+
+    def exposition(self, name: str, text: str, scripts: list[str], out: list[str]) -> None:
+        """The histogram in the text format, for the scripts with a measured run (a series
+        of zeros for each of thousands of scripts never measured would only weigh on
+        every scrape)."""
+        out.append(f"# HELP {name} {text}\n# TYPE {name} histogram\n")
+        les = [_le(b) for b in self.bounds]
+        for s in scripts:
+            n = self.counts.get(s, 0)
+            if not n:
+                continue
+            label = f'{name}_bucket{{script="{s}",le="'
+            out.extend(
+                f'{label}{le}"}} {float(c)!r}\n' for le, c in zip(les, self.buckets[s], strict=True)
+            )
+            out.append(f'{label}+Inf"}} {float(n)!r}\n')
+            out.append(f'{name}_count{{script="{s}"}} {float(n)!r}\n')
+            out.append(f'{name}_sum{{script="{s}"}} {float(self.sums.get(s, 0.0))!r}\n')
+
+
+def usage_exposition(t: Totals, scripts: list[str]) -> bytes:
+    """The anomaly counter and the CPU and memory histograms in the text format, written
+    here rather than by prometheus_client: at thousands of scripts they are most of the
+    samples, and its writer costs several times this per sample.  Script names need no
+    escaping (config.NAME_PATTERN: letters, digits, ``_.-``)."""
+    name = "script_monitor_run_anomalies_total"
+    out = [
+        f"# HELP {name} Successful runs whose duration left the script's usual band, by kind"
+        f" (slow, fast).\n# TYPE {name} counter\n"
+    ]
+    for s in scripts:
+        for kind in KINDS:
+            out.append(
+                f'{name}{{script="{s}",kind="{kind}"}} {float(t.anomalies.get((s, kind), 0))!r}\n'
+            )
+    t.cpu.exposition(
+        "script_monitor_run_cpu_seconds",
+        "CPU seconds (user + system) of each finished run's process tree.",
+        scripts,
+        out,
+    )
+    t.rss.exposition(
+        "script_monitor_run_max_rss_bytes",
+        "Peak resident memory of each finished run's largest process, in bytes.",
+        scripts,
+        out,
+    )
+    return "".join(out).encode()
+
+
+def _usage_of_run(
+    anomaly: str | None, cpu_user: float | None, cpu_system: float | None, max_rss: int | None
+) -> list:
+    """One run's usage in the layout of a group's (``store.totals._USAGE``)."""
+    cpu = None if cpu_user is None else cpu_user + (cpu_system or 0.0)
+    return [
+        int(anomaly == "slow"),
+        int(anomaly == "fast"),
+        cpu or 0.0,
+        int(cpu is not None),
+        *(int(cpu is not None and cpu <= b) for b in CPU_BUCKETS),
+        max_rss or 0,
+        int(max_rss is not None),
+        *(int(max_rss is not None and max_rss <= b) for b in RSS_BUCKETS),
+    ]
 
 
 # The per-script families: (name as exposed, type, help). Their samples are rendered by
@@ -380,4 +488,5 @@ class Metrics:
             config = self.service.config
             names = [*config.scripts, *config.checks]  # a check's pings are its runs
             scripts = collector.series.render(collector.totals, names)
-            return Payload(scripts.encode() + generate_latest(self.registry), CONTENT_TYPE)
+            usage = usage_exposition(collector.totals, names)
+            return Payload(scripts.encode() + generate_latest(self.registry) + usage, CONTENT_TYPE)

@@ -55,6 +55,10 @@ SCHEMAS: dict[str, Any] = {
             "detail",
             "attempt",
             "host",
+            "cpu_user",
+            "cpu_system",
+            "max_rss",
+            "anomaly",
         ],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
@@ -73,6 +77,22 @@ SCHEMAS: dict[str, Any] = {
             "detail": _nullable({"type": "string"}),
             "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, ... (retries)"},
             "host": _nullable({"type": "string", "description": "the host that ran it"}),
+            "cpu_user": _nullable(
+                {"type": "number", "minimum": 0, "description": "user CPU seconds of its tree"}
+            ),
+            "cpu_system": _nullable(
+                {"type": "number", "minimum": 0, "description": "system CPU seconds of its tree"}
+            ),
+            "max_rss": _nullable(
+                {"type": "integer", "minimum": 0, "description": "peak resident bytes"}
+            ),
+            "anomaly": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["slow", "fast"],
+                    "description": "its duration left the script's usual band",
+                }
+            ),
         },
     },
     "GroupRun": {
