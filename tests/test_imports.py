@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("commands",),
     ("web",),  # imported only by commands.serve: see ONLY_FROM
     ("scheduler", "distributed.worker"),
-    ("engine", "watchdog", "housekeeping"),
+    ("engine", "watchdog", "housekeeping", "leadership"),
     ("distributed.executor",),
     ("executor", "notify", "redact"),
     (

@@ -36,6 +36,7 @@ from .heartbeat import (
     write_json,
 )
 from .housekeeping import Housekeeper
+from .leadership import Leadership
 from .proc import Interrupt, adopt
 from .schedule_time import (
     Clock,
@@ -47,11 +48,13 @@ from .schedule_time import (
     next_due,
     overlap_action,
 )
-from .states import GroupStatus, RunStatus
+from .states import GroupStatus, RunStatus, TickOutcome
 from .store import Store
 
 CONFIG_CHECK_EVERY = 1.0  # real seconds between cheap stat() checks of the config files
 STATE_FILE = "scheduler-state.json"
+TICK_PRUNE_EVERY = 3600.0  # real seconds between prunes of the handled ticks
+TICKS_KEPT = 7 * 86400.0  # how long a handled tick is remembered (each group's latest: always)
 
 log = logging.getLogger("script_monitor.scheduler")
 
@@ -138,6 +141,11 @@ class Scheduler:
         self._started_sim = self.clock.now()
         self._watch_state: dict = {}  # watchdog and notifications (see _watch)
         self._housekeeper = Housekeeper(log)
+        self._took_over: float | None = None  # the scheduler's time it took the lead over
+        self._next_tick_prune = 0.0
+        self.lead = Leadership(
+            self.store, config.settings.scheduling.lease_ttl, str(self.root), log
+        )
 
     # ------------------------------------------------------------ signals
 
@@ -176,6 +184,7 @@ class Scheduler:
             self.store.runs.reap_lost()
             self._sync_entries(self._load_state())
             self._announce()
+            self._lead(force=True)
             while self._stop_signum is None:
                 try:
                     self._step()
@@ -188,16 +197,44 @@ class Scheduler:
                 self._sleep(self._sleep_time())
             self._shutdown()
         finally:
+            self.lead.leave()
             self._remove_heartbeat()
             self.lock.release()
         return 0
 
     def _step(self) -> None:
         self._maybe_reload()
+        self._lead()
         self._fire_due()
         self._heartbeat()
         adopt.reap()
         self._watch()
+
+    def _lead(self, force: bool = False) -> None:
+        """Beat in the store and take or renew the lead; a scheduler that has just
+        taken it goes on from the last tick any scheduler handled."""
+        if self.lead.turn(force):
+            if not force:
+                self._took_over = self.clock.now()
+            self._resume_from_store()
+        if self.lead.leading and time.monotonic() >= self._next_tick_prune:
+            self._next_tick_prune = time.monotonic() + TICK_PRUNE_EVERY
+            try:
+                self.store.leases.prune(TICKS_KEPT)
+            except ScriptMonitorError as e:
+                log.error("cannot prune the handled ticks: %s", e)
+
+    def _resume_from_store(self) -> None:
+        for entry in self.entries.values():
+            try:
+                last = self.store.leases.last_tick(entry.name)
+            except ScriptMonitorError as e:
+                log.error("group %s: cannot read its last tick: %s", entry.name, e)
+                continue
+            if last is not None and last > entry.last_tick:
+                entry.last_tick = last
+                entry.next_due = next_due(entry.expr, entry.tz, last)
+                self._state_dirty = True
 
     def _watch(self) -> None:
         """The watchdog every minute, pending notifications every few seconds
@@ -222,8 +259,9 @@ class Scheduler:
 
     def _sleep_time(self) -> float:
         wait = min(CONFIG_CHECK_EVERY, max(0.0, self._next_beat - time.monotonic()))
+        wait = min(wait, self.lead.due())
         dues = [e.next_due for e in self.entries.values() if e.next_due is not None]
-        if dues and self._enabled:
+        if dues and self._enabled and self.lead.leading:
             wait = min(wait, self.clock.real(min(dues) - self.clock.now()))
         return max(0.0, wait)
 
@@ -235,13 +273,34 @@ class Scheduler:
             for entry in self.entries.values():
                 self._advance(entry, now)
             return
+        if not self.lead.leads():  # a standby: the leader fires them
+            return
         for entry in list(self.entries.values()):
             ticks, cut = due_ticks(entry, now)
             if not ticks:
                 continue
-            self._handle(entry, ticks, cut, now)
+            try:
+                done = self.store.leases.handled(entry.name, ticks)
+                fresh = [t for t in ticks if t not in done]
+                if fresh:
+                    self._handle(entry, fresh, cut, now)
+            except ScriptMonitorError as e:  # tried again on the next pass
+                log.error("group %s: cannot handle its due ticks: %s", entry.name, e)
+                continue
             self._advance(entry, max(ticks[-1], entry.last_tick))
         self._save_state()
+
+    def _claim(self, entry: Entry, ticks: list[float], outcome: TickOutcome) -> list[float]:
+        """The ticks this scheduler is the one to handle (each tick once, whoever leads)."""
+        won = self.store.leases.claim_ticks(entry.name, ticks, outcome, self.lead.me)
+        for tick in ticks:
+            if tick not in won:
+                log.info(
+                    "group %s: tick %s was handled by another scheduler",
+                    entry.name,
+                    self._when(entry, tick),
+                )
+        return won
 
     def _advance(self, entry: Entry, tick: float) -> None:
         if tick > entry.last_tick:
@@ -254,7 +313,9 @@ class Scheduler:
         grace = self.config.settings.scheduling.catchup_grace
         decision = decide(ticks, now, group.catchup, grace)
         if decision.missed:
-            self._record_missed(entry, decision, cut)
+            decision.missed = self._claim(entry, decision.missed, TickOutcome.MISSED)
+            if decision.missed:
+                self._record_missed(entry, decision, cut)
         if decision.run is not None:
             self._tick(entry, decision.run, now)
 
@@ -262,11 +323,12 @@ class Scheduler:
         first, last = decision.missed[0], decision.missed[-1]
         count = f"{'at least ' if cut else ''}{len(decision.missed)}"
         plural = "s" if len(decision.missed) != 1 or cut else ""
-        why = (
-            "the scheduler was not running"
-            if first < self._started_sim
-            else "the scheduler was stalled (suspended or overloaded)"
-        )
+        if first < self._started_sim:
+            why = "the scheduler was not running"
+        elif self._took_over is not None and first < self._took_over:
+            why = "no scheduler led (the leader was lost; this one took over)"
+        else:
+            why = "the scheduler was stalled (suspended or overloaded)"
         span = self._when(entry, first) + (
             f" to {self._when(entry, last)}" if last != first else ""
         )
@@ -282,6 +344,13 @@ class Scheduler:
             if action == "queue":
                 self.queued[entry.name] = tick
             since = going[0][1] if going else None
+        outcome = TickOutcome.SKIPPED if action == "skip" else TickOutcome.FIRED
+        if not self._claim(entry, [tick], outcome):
+            if action == "queue":
+                with self._mutex:
+                    if self.queued.get(entry.name) == tick:
+                        del self.queued[entry.name]
+            return
         if action == "start":
             self._launch(entry.name, tick, self.config)
         elif action == "queue":
@@ -492,6 +561,7 @@ class Scheduler:
             "started": self._started,
             "updated": time.time(),
             "enabled": self._enabled,
+            "role": str(self.lead.role()),
             "next_due": min(dues) if dues else None,
         }
         try:

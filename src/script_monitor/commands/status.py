@@ -32,6 +32,7 @@ FAILURE_LIMIT = 5
 def gather(config, store, now: float) -> dict[str, Any]:
     """Every fact ``status`` shows, and the problems among them."""
     from ..heartbeat import LOCK_FILE, scheduler_status
+    from ..leadership import leader, with_members
     from ..schedule_time import schedule_rows, scheduled_groups
 
     store.runs.reap_lost()
@@ -39,7 +40,8 @@ def gather(config, store, now: float) -> dict[str, Any]:
     rows = schedule_rows(config, store.reads.last_group_runs(), datetime.fromtimestamp(now, UTC))
     far = datetime.max.replace(tzinfo=UTC)
     rows.sort(key=lambda r: (r["next"] or far, r["name"]))
-    status = scheduler_status(config.state_dir, now)
+    ttl = config.settings.scheduling.lease_ttl
+    status = with_members(scheduler_status(config.state_dir, now), store, ttl)
     enabled = config.settings.scheduling.enabled
     problems = []
     finished = store.reads.last_ended_group_runs("schedule")
@@ -51,7 +53,14 @@ def gather(config, store, now: float) -> dict[str, Any]:
                 f" (group run {run.id}, {_clock(config, run.started)})"
             )
     ran_before = (config.state_dir / LOCK_FILE).exists()  # only a scheduler creates it
-    if scheduled and enabled and ran_before and (not status["running"] or status["stale"]):
+    elsewhere = status["shared"] and leader(status) is not None  # another host leads
+    if (
+        scheduled
+        and enabled
+        and ran_before
+        and not elsewhere
+        and (not status["running"] or status["stale"])
+    ):
         problems.append(
             "the scheduler is not running"
             if not status["running"]
@@ -101,6 +110,8 @@ def _scheduler_line(report: dict) -> str:
             text = f"running{pid}, heartbeat {age:.0f}s ago" if age is not None else "running"
     elif not report["scheduled"]:
         text = "not running (no group has a schedule)"
+    elif s.get("shared") and s.get("schedulers"):
+        text = "not running here; the store's schedulers:"
     elif not report["ran_before"]:
         text = "not running (never started here; exported timers or cron may run the groups)"
     else:
@@ -120,7 +131,9 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def _lines(config, report: dict) -> list[str]:
     now = report["now"]
-    out = [_scheduler_line(report)]
+    from ..leadership import member_lines
+
+    out = [_scheduler_line(report), *member_lines(report["scheduler"])]
     running = report["running"]
     out.append(f"Running now ({len(running)}):" if running else "Running now: nothing")
     out += _table(

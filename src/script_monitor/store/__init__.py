@@ -14,6 +14,7 @@ need, typed by its protocol, never the connection:
 ``reads``    what ``list``, ``status``, the dashboard show
 ``totals``   running totals for ``/metrics``
 ``retention`` deleting what is older than the retention period
+``leases``   schedulers sharing the store: the leader's lease, their beats, ticks handled
 ========== ==========================================================
 """
 
@@ -35,6 +36,7 @@ from .records import (
     PruneReport,
     Run,
     RunSummary,
+    SchedulerMember,
 )
 from .runs import Runs
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         AuditApi,
         ClaimsApi,
         History,
+        LeasesApi,
         LogsApi,
         OutboxApi,
         ReadsApi,
@@ -69,6 +72,7 @@ __all__ = [
     "Recorder",
     "Run",
     "RunSummary",
+    "SchedulerMember",
     "Store",
     "busy_timeout_ms",
 ]
@@ -109,6 +113,12 @@ class Store:
         from .reads import Reads
 
         return Reads(self.core)
+
+    @cached_property
+    def leases(self) -> LeasesApi:
+        from .leases import Leases
+
+        return Leases(self.core)
 
     @cached_property
     def logs(self) -> LogsApi:

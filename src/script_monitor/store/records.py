@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ..states import GroupStatus, LogState, MessageState, RunStatus
+from ..states import GroupStatus, LogState, MessageState, RunStatus, SchedulerRole
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -180,3 +180,17 @@ class PruneReport(msgspec.Struct):
     watch_events: int = 0
     audit: int = 0  # rows of the web server's audit trail
     logs: int = 0  # log files removed from disk
+
+
+class SchedulerMember(msgspec.Struct, frozen=True):
+    """A scheduler sharing the store (a row of ``schedulers``), and its role now."""
+
+    owner: str
+    host: str
+    pid: int
+    config_dir: str
+    version: str
+    started: float
+    beat: float
+    role: SchedulerRole
+    age: float  # seconds since its last beat, by the store's clock
