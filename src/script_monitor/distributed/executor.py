@@ -9,6 +9,7 @@ lost a claimed run whose heartbeat is older than ``execution.lost_after``.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, BinaryIO
 
@@ -24,13 +25,16 @@ from .app import TASK, BrokerError, check_broker, make_app
 
 POLL_MIN, POLL_MAX = 0.02, 0.25
 UNCLAIMED = "interrupted before a worker took it"
+HINT_AFTER = 10.0  # seconds a run may wait for a worker before the terminal says so
 
 
 class CeleryExecutor:
     def __init__(self, config: Config, store: Store, trigger: str, interrupt: Interrupt):
         self.config, self.store, self.trigger, self.interrupt = config, store, trigger, interrupt
         self.lost_after = config.settings.execution.lost_after
+        self.claim_timeout = config.settings.execution.claim_timeout
         self.sent: dict[int, Job] = {}
+        self.hinted: set[int] = set()  # runs the terminal was told no worker has taken
         self.ready: list[Run] = []
         self.poll = POLL_MIN
         self._app: Any = None
@@ -101,9 +105,11 @@ class CeleryExecutor:
 
     def wait(self, until: float | None) -> None:
         while not self.ready and self.sent:
+            now = time.time()
             self.ready = self.store.claims.ended_or_stale(
-                list(self.sent), self.lost_after, time.time()
+                list(self.sent), self.lost_after, now, self.claim_timeout
             )
+            self._hint(now)
             if self.ready:
                 self.poll = POLL_MIN
                 return
@@ -115,6 +121,25 @@ class CeleryExecutor:
             self.poll = min(self.poll * 1.5, POLL_MAX)
         if not self.sent and until is not None:
             self.interrupt.wait(max(0.0, until - time.monotonic()))
+
+    def _hint(self, now: float) -> None:
+        """Say once on stderr which runs no worker has taken after ``HINT_AFTER`` s (or
+        half the claim timeout, when that is shorter)."""
+        after = min(HINT_AFTER, self.claim_timeout / 2)
+        waiting = [
+            i for i, job in self.sent.items() if i not in self.hinted and now - job.started >= after
+        ]
+        if not waiting:
+            return
+        self.hinted.update(waiting)
+        for run_id in self.store.claims.unclaimed(waiting):
+            job = self.sent[run_id]
+            queue = job.script.queue or self.config.settings.celery.queue
+            sys.stderr.write(
+                f"no worker has taken run {run_id} on queue {queue} for {after:g}s"
+                f" (it is lost after execution.claim_timeout, {self.claim_timeout:g}s)\n"
+            )
+            sys.stderr.flush()
 
     def collect(self) -> list[Job]:
         rows, self.ready = self.ready, []

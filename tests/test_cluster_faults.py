@@ -1,0 +1,87 @@
+"""Distributed runs that no worker takes (docs/DISTRIBUTED.md): nothing hangs.
+
+Real Celery workers (the ``cluster`` fixture: the session's PostgreSQL database, a queue
+of the test's own on the real Redis), the real CLI and scheduler in subprocesses;
+executions counted with marker files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import MAIN, make_config, sm, until
+
+pytestmark = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
+
+
+def _history(conf, name: str) -> list[dict]:
+    return json.loads(sm(conf, "history", name, "--json").stdout)
+
+
+def test_a_run_no_worker_takes_is_lost_and_the_caller_ends(cluster, tmp_path):
+    marker = tmp_path / "marker"
+    conf = make_config(
+        tmp_path / "c",
+        {"a": f"echo a >> {marker}", "b": f"echo b >> {marker}", "c": f"echo c >> {marker}"},
+        extra={"b": {"retries": {"count": 1, "delay": 0}}},
+    )
+    cluster.distribute(conf, claim_timeout=1)
+    started = time.monotonic()
+    r = sm(conf, "run", "a", timeout=60)
+    took = time.monotonic() - started
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert 1 <= took < 10, took
+    (run,) = _history(conf, "a")
+    assert (run["status"], run["detail"]) == ("lost", "no worker took it")
+    hint = f"no worker has taken run {run['id']} on queue {cluster.queue}"
+    assert r.stderr.count(hint) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    # With retries, the lost run is tried again; each attempt is lost the same way.
+    r = sm(conf, "run", "b", timeout=60)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    attempts = _history(conf, "b")
+    assert [(x["attempt"], x["status"], x["detail"]) for x in reversed(attempts)] == [
+        (1, "lost", "no worker took it"),
+        (2, "lost", "no worker took it"),
+    ]
+    # A worker that comes later takes the waiting messages, and runs none of them.
+    cluster.worker(conf, "late")
+    assert sm(conf, "run", "c", timeout=60).returncode == 0
+    assert marker.read_text().split() == ["c"]
+
+
+def test_overlap_skip_ticks_are_not_blocked_by_a_run_no_worker_takes(cluster, tmp_path):
+    conf = make_config(
+        tmp_path / "c",
+        {"a": "true"},
+        [{"name": "g", "schedule": "* * * * *", "timezone": "UTC", "scripts": ["a"]}],
+    )
+    cluster.distribute(conf, claim_timeout=1)
+    log = open(tmp_path / "scheduler.log", "w")  # noqa: SIM115
+    daemon = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "scheduler"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SCRIPT_MONITOR_CLOCK": f"{1893456050.0}x30"},  # a tick every 2 s
+    )
+    try:
+
+        def lost_runs() -> list[dict]:
+            return [r for r in _history(conf, "a") if r["status"] == "lost"]
+
+        until(lambda: len(lost_runs()) >= 2, timeout=30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(40)
+        log.close()
+    text = (tmp_path / "scheduler.log").read_text()
+    assert code == 0, text
+    assert all(r["detail"] == "no worker took it" for r in lost_runs())
+    assert "Traceback" not in text
