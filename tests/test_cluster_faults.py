@@ -16,15 +16,17 @@ import time
 
 import pytest
 
-from helpers import MAIN, make_config, sm, until
+from helpers import MAIN, assert_clean_error, direct_sql, make_config, sm, until
+from web_helpers import Server
 
-pytestmark = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
+redis_only = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
 
 
 def _history(conf, name: str) -> list[dict]:
     return json.loads(sm(conf, "history", name, "--json").stdout)
 
 
+@redis_only
 def test_a_run_no_worker_takes_is_lost_and_the_caller_ends(cluster, tmp_path):
     marker = tmp_path / "marker"
     conf = make_config(
@@ -57,6 +59,7 @@ def test_a_run_no_worker_takes_is_lost_and_the_caller_ends(cluster, tmp_path):
     assert marker.read_text().split() == ["c"]
 
 
+@redis_only
 def test_overlap_skip_ticks_are_not_blocked_by_a_run_no_worker_takes(cluster, tmp_path):
     conf = make_config(
         tmp_path / "c",
@@ -85,3 +88,64 @@ def test_overlap_skip_ticks_are_not_blocked_by_a_run_no_worker_takes(cluster, tm
     assert code == 0, text
     assert all(r["detail"] == "no worker took it" for r in lost_runs())
     assert "Traceback" not in text
+
+
+def test_a_broker_out_of_reach_at_start_writes_nothing(pg_url, tmp_path):
+    from conftest import empty_pg
+
+    empty_pg(pg_url)
+    conf = make_config(
+        tmp_path / "c",
+        {"a": "true", "b": "true"},
+        [{"name": "g", "scripts": ["a", "b"]}],
+        {
+            "store": {"url": pg_url},
+            "execution": {"backend": "celery"},
+            "celery": {"broker_url": "redis://:s3cret@127.0.0.1:1/0"},
+        },
+    )
+    r = sm(conf, "run-group", "g", timeout=60)
+    assert_clean_error(r)
+    assert "redis://:***@127.0.0.1:1/0" in r.stderr
+
+    class _Url:
+        url = pg_url
+
+    assert direct_sql(_Url, "SELECT COUNT(*) FROM group_runs")[0][0] == 0
+    assert direct_sql(_Url, "SELECT COUNT(*) FROM runs")[0][0] == 0
+    assert json.loads(sm(conf, "list-groups", "--json").stdout)[0]["last_run"] is None
+
+
+@redis_only
+def test_the_worker_host_in_status_history_and_the_run_page(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    conf = make_config(
+        tmp_path / "c", {"slow": f"while [ ! -e {gate} ]; do sleep 0.05; done", "quick": "true"}
+    )
+    cluster.distribute(conf)
+    worker = cluster.worker(conf, "w1")
+    log = (conf / "worker-w1.log").read_text()
+    assert "INFO:script_monitor.worker:script-monitor worker w1@test: ready" in log, log
+    assert "WARNING" not in log.replace("SecurityWarning", ""), log
+    assert sm(conf, "run", "quick").returncode == 0
+    caller = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        text = until(lambda: "on w1@test" in (out := sm(conf, "status").stdout) and out)
+        assert "slow" in text
+    finally:
+        gate.touch()
+        assert caller.wait(30) == 0
+    lines = sm(conf, "history", "quick").stdout.splitlines()
+    assert "HOST" in lines[0] and "w1@test" in lines[1], lines
+    (run,) = json.loads(sm(conf, "history", "quick", "--json").stdout)
+    server = Server(conf)
+    try:
+        page = server.get(f"/runs/{run['id']}").text
+    finally:
+        server.stop()
+    assert "<dt>Host</dt><dd>w1@test</dd>" in page
+    assert worker.poll() is None

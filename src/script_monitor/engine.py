@@ -135,11 +135,11 @@ class GroupRun:
 
     def run(self) -> GroupResult:
         engine, outcome = self.engine, self.outcome
-        outcome.group_run_id = engine.store.runs.start_group(self.record, engine.trigger)
-        self._tell("group_started", outcome.name, outcome.mode, outcome.scripts)
         ex = engine.executor
-        ex.open()
+        ex.open()  # first: a broker out of reach leaves no group run behind
         try:
+            outcome.group_run_id = engine.store.runs.start_group(self.record, engine.trigger)
+            self._tell("group_started", outcome.name, outcome.mode, outcome.scripts)
             self._loop()
         finally:
             ex.close()

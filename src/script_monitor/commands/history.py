@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from datetime import datetime
@@ -127,10 +128,15 @@ def _print_history(args: argparse.Namespace, config, runs: list[Run]) -> int:
                 code,
                 r.trigger,
                 r.group_name or "-",
+                r.host or "-",
                 _short(r.detail),
             ]
         )
-    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "NOTE"]
+    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "HOST", "NOTE"]
+    here = socket.gethostname()
+    if all(r.host in (None, here) for r in runs):  # only this machine ran them: no HOST
+        headers.pop(7)
+        rows = [row[:7] + row[8:] for row in rows]
     if not any(row[-1] for row in rows):
         headers.pop()
         rows = [row[:-1] for row in rows]

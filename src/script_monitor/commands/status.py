@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -136,6 +137,8 @@ def _lines(config, report: dict) -> list[str]:
     out = [_scheduler_line(report), *member_lines(report["scheduler"])]
     running = report["running"]
     out.append(f"Running now ({len(running)}):" if running else "Running now: nothing")
+    here = socket.gethostname()
+    remote = any(r.host and r.host != here for r in running)  # a worker's runs: say where
     out += _table(
         [
             [
@@ -144,6 +147,7 @@ def _lines(config, report: dict) -> list[str]:
                 r.group_name or "-",
                 f"since {_clock(config, r.started)}",
                 f"for {duration_text(max(0.0, now - r.started))}",
+                *([f"on {r.host}" if r.host and r.host != here else ""] if remote else []),
             ]
             for r in running
         ]

@@ -50,8 +50,16 @@ def make_app(config: Config) -> Any:
         task_time_limit=None,
         task_soft_time_limit=None,
         broker_transport_options={"visibility_timeout": visibility_timeout(config)},
+        # Reaching the broker at start is checked by check_broker (exit 2); after that,
+        # retries: 2 for a command sending runs, unbounded for a worker (commands/worker.py).
         broker_connection_retry_on_startup=False,
+        broker_connection_retry=True,
         broker_connection_max_retries=2,
+        # A run is recorded through the store, not through its message: a lost broker
+        # connection must not end the runs in progress (their messages are refused by
+        # the claim when redelivered).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_redirect_stdouts=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_serializer="json",
