@@ -149,3 +149,114 @@ def test_the_worker_host_in_status_history_and_the_run_page(cluster, tmp_path):
         server.stop()
     assert "<dt>Host</dt><dd>w1@test</dd>" in page
     assert worker.poll() is None
+
+
+def _group_conf(tmp_path, cluster, marks):
+    body = (
+        'echo "start $SCRIPT_MONITOR_RUN_ID" >> {m}/{n}; sleep 0.6;'
+        ' echo "done $SCRIPT_MONITOR_RUN_ID" >> {m}/{n}'
+    )
+    names = [f"s{i}" for i in range(6)]
+    conf = make_config(
+        tmp_path / "c",
+        {n: body.format(m=marks, n=n) for n in names},
+        [
+            {
+                "name": "g",
+                "execution": "parallel",
+                "max_parallel_workers": 2,
+                "scripts": names,
+                "depends_on": {"s5": ["s0"]},
+            }
+        ],
+    )
+    cluster.distribute(conf)
+    settings = json.loads(json.dumps(cluster.settings))
+    settings["scheduling"] = {"lease_ttl": 2}
+    import yaml
+
+    (conf / "config.yaml").write_text(yaml.safe_dump(settings))
+    return conf, names
+
+
+def _scheduler(conf, tmp_path):
+    log = open(tmp_path / "scheduler.log", "w")  # noqa: SIM115
+    p = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "scheduler"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    until(lambda: "leading" in (tmp_path / "scheduler.log").read_text(), timeout=20)
+    return p
+
+
+def _group_runs(url):
+    class _Url:
+        pass
+
+    _Url.url = url
+    return direct_sql(_Url, "SELECT id, status, owner FROM group_runs ORDER BY id")
+
+
+@redis_only
+def test_a_killed_caller_s_group_run_is_carried_on_by_the_scheduler(cluster, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    conf, names = _group_conf(tmp_path, cluster, marks)
+    cluster.worker(conf, "w1")
+    daemon = _scheduler(conf, tmp_path)
+    caller = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "run-group", "g"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        until(lambda: len(list(marks.iterdir())) >= 2, timeout=30)
+        os.killpg(caller.pid, signal.SIGKILL)
+        caller.wait()
+        # A read-only command on the same host reaps nothing of a group run held by a lease.
+        assert sm(conf, "list-groups", "--json").returncode == 0
+        until(lambda: _group_runs(cluster.url)[0][1] != "running", timeout=40)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(40)
+    log = (tmp_path / "scheduler.log").read_text()
+    assert code == 0, log
+    assert "carrying it on" in log and "Traceback" not in log, log
+    [(gid, status, _)] = _group_runs(cluster.url)
+    assert status == "success", log
+    for name in names:  # every script executed exactly once, start to end
+        lines = (marks / name).read_text().split("\n")
+        starts = [x for x in lines if x.startswith("start")]
+        assert len(starts) == 1 and len([x for x in lines if x.startswith("done")]) == 1, lines
+        (run,) = _history(conf, name)
+        assert (run["status"], run["group_run_id"]) == ("success", gid), run
+
+
+@redis_only
+def test_ctrl_c_of_run_group_still_cancels_with_a_scheduler_running(cluster, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    conf, _ = _group_conf(tmp_path, cluster, marks)
+    cluster.worker(conf, "w1")
+    daemon = _scheduler(conf, tmp_path)
+    caller = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "run-group", "g"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        until(lambda: len(list(marks.iterdir())) >= 2, timeout=30)
+        os.killpg(caller.pid, signal.SIGINT)
+        assert caller.wait(30) == 130
+        time.sleep(3)  # longer than the lease: nothing is carried on
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(40) == 0
+    [(_, status, _)] = _group_runs(cluster.url)
+    assert status == "interrupted"
+    assert len(list(marks.iterdir())) == 2
+    assert "carrying it on" not in (tmp_path / "scheduler.log").read_text()

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("web",),  # imported only by commands.serve: see ONLY_FROM
     ("scheduler", "distributed.worker"),
     ("engine", "watchdog", "housekeeping", "leadership"),
-    ("distributed.executor",),
+    ("distributed.executor", "distributed.lease"),
     ("executor", "notify", "redact"),
     (
         *("alerts", "planner", "serialize", "render", "logsource", "pager"),

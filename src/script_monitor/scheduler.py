@@ -49,7 +49,7 @@ from .schedule_time import (
     overlap_action,
 )
 from .states import GroupStatus, RunStatus, TickOutcome
-from .store import Store
+from .store import GroupRun, Run, Store
 
 CONFIG_CHECK_EVERY = 1.0  # real seconds between cheap stat() checks of the config files
 STATE_FILE = "scheduler-state.json"
@@ -143,6 +143,7 @@ class Scheduler:
         self._housekeeper = Housekeeper(log)
         self._took_over: float | None = None  # the scheduler's time it took the lead over
         self._next_tick_prune = 0.0
+        self._adopt_due = 0.0
         self.lead = Leadership(
             self.store, config.settings.scheduling.lease_ttl, str(self.root), log
         )
@@ -217,6 +218,9 @@ class Scheduler:
             if not force:
                 self._took_over = self.clock.now()
             self._resume_from_store()
+        if self.lead.leading and self._adopt_due <= time.monotonic():
+            self._adopt_due = time.monotonic() + self.lead.every
+            self._adopt()
         if self.lead.leading and time.monotonic() >= self._next_tick_prune:
             self._next_tick_prune = time.monotonic() + TICK_PRUNE_EVERY
             try:
@@ -235,6 +239,76 @@ class Scheduler:
                 entry.last_tick = last
                 entry.next_due = next_due(entry.expr, entry.tz, last)
                 self._state_dirty = True
+
+    def _adopt(self) -> None:
+        """Carry on the group runs sent to workers whose orchestrator let its lease run
+        out (killed, or its host lost): docs/DISTRIBUTED.md."""
+        if self.config.settings.execution.backend != "celery" or not self.lead.leads():
+            return
+        ttl = self.config.settings.scheduling.lease_ttl
+        try:
+            orphans = self.store.leases.orphaned_groups()
+        except ScriptMonitorError as e:
+            log.error("cannot look for group runs to carry on: %s", e)
+            return
+        for orphan in orphans:
+            try:
+                if not self.store.leases.adopt_group(orphan.id, self.lead.me, ttl):
+                    continue  # another scheduler was first
+                rows = self.store.runs.runs_of_group_run(orphan.id)
+            except ScriptMonitorError as e:
+                log.error("group run %d: cannot carry it on: %s", orphan.id, e)
+                continue
+            log.warning(
+                "group %s: group run %d lost its orchestrator (%s); carrying it on",
+                orphan.group_name,
+                orphan.id,
+                orphan.owner.split("|")[0] + " pid " + orphan.owner.split("|")[2]
+                if orphan.owner.count("|") == 3
+                else orphan.owner,
+            )
+            thread = threading.Thread(
+                target=self._run_adopted,
+                args=(orphan, rows, self.config),
+                name=f"adopted-{orphan.id}",
+                daemon=True,
+            )
+            with self._mutex:
+                self.running.setdefault(orphan.group_name, []).append((thread, 0.0))
+            thread.start()
+
+    def _run_adopted(self, orphan: GroupRun, rows: list[Run], config: Config) -> None:
+        started = time.monotonic()
+        try:
+            engine = Engine(config, self.store, None, trigger=orphan.trigger, interrupt=self.kill)
+            outcome = engine.adopt(orphan.group_name, orphan.id, rows)
+            if outcome is None:
+                self.store.runs.finish_group(
+                    orphan.id,
+                    GroupStatus.LOST,
+                    "its orchestrator died and the group is no longer configured",
+                )
+                return
+            from .notify import unit_finished
+
+            unit_finished(config, self.store, outcome, trigger=orphan.trigger, wait=False)
+            log.info(
+                "group %s: group run %d carried on: %s in %.1fs",
+                orphan.group_name,
+                orphan.id,
+                outcome.status,
+                time.monotonic() - started,
+            )
+        except ScriptMonitorError as e:
+            log.error(
+                "group %s: could not carry group run %d on: %s", orphan.group_name, orphan.id, e
+            )
+        except Exception:
+            log.exception(
+                "group %s: unexpected error carrying group run %d on", orphan.group_name, orphan.id
+            )
+        finally:
+            self._finished(orphan.group_name)
 
     def _watch(self) -> None:
         """The watchdog every minute, pending notifications every few seconds

@@ -22,6 +22,7 @@ from ..states import RunStatus
 from ..store import Run, Store
 from ..store.postgres import mask_url
 from .app import TASK, BrokerError, check_broker, make_app
+from .lease import GroupLease
 
 POLL_MIN, POLL_MAX = 0.02, 0.25
 UNCLAIMED = "interrupted before a worker took it"
@@ -35,6 +36,8 @@ class CeleryExecutor:
         self.claim_timeout = config.settings.execution.claim_timeout
         self.sent: dict[int, Job] = {}
         self.hinted: set[int] = set()  # runs the terminal was told no worker has taken
+        self.lease_ttl = config.settings.scheduling.lease_ttl
+        self._lease: GroupLease | None = None
         self.ready: list[Run] = []
         self.poll = POLL_MIN
         self._app: Any = None
@@ -52,7 +55,37 @@ class CeleryExecutor:
         self.app()
 
     def close(self) -> None:
-        pass
+        if self._lease is not None:
+            self._lease.stop()
+            self._lease = None
+
+    def group_started(self, group_run_id: int) -> None:
+        """Hold the group run through a lease, renewed on a thread of its own, so that
+        a leading scheduler carries it on if this process dies (docs/DISTRIBUTED.md)."""
+        self._lease = GroupLease(self.store, group_run_id, self.lease_ttl)
+        self._lease.start()
+
+    def resume(self, running: list[tuple[int, Run]]) -> None:
+        """Carry on the runs an orchestrator that died had sent (an adopted group run):
+        wait for their ends, and send again those no worker has claimed (a message may
+        have been lost with it; the claim refuses the second of two deliveries)."""
+        unclaimed = set(self.store.claims.unclaimed([row.id for _, row in running]))
+        for index, row in running:
+            script = self.config.script(row.script)
+            job = Job(row.script, script, row.started, row.log_path or "", None, row.id)
+            job.index, job.attempt = index, row.attempt
+            job.proc = {
+                "run_id": row.id,
+                "script": row.script,
+                "group": row.group_name,
+                "group_run_id": row.group_run_id,
+                "trigger": row.trigger,
+                "attempt": row.attempt,
+            }
+            if row.id in unclaimed:
+                self.start(job)
+            else:
+                self.sent[row.id] = job
 
     def hold(self) -> None:
         pass
@@ -69,6 +102,8 @@ class CeleryExecutor:
         attempt: int = 1,
     ) -> Job:
         self.app()  # no row for a run that could not be sent
+        if self._lease is not None:
+            self._lease.check()  # never start a run of a group run another carries on
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)

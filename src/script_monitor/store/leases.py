@@ -7,9 +7,9 @@ clocks disagree still agree on when a lease has expired.
 
 from __future__ import annotations
 
-from ..states import SchedulerRole, TickOutcome
+from ..states import GroupStatus, RunStatus, SchedulerRole, TickOutcome
 from .core import Core
-from .records import SchedulerMember
+from .records import GroupRun, SchedulerMember
 
 SCHEDULER_LEASE = "scheduler"
 _FORGET_AFTER = 86400.0  # a scheduler silent this long is dropped from the list
@@ -158,3 +158,52 @@ class Leases:
                 (keep,),
             )
             return cur.rowcount
+
+    # ------------------------------------------------------------ group runs
+
+    def lease_groups(self, group_run_ids: list[int], holder: str, ttl: float) -> list[int]:
+        """Take or renew the lease of these running group runs for ``ttl`` seconds; the
+        ones this holder holds now (a group run adopted by another is not taken back)."""
+        if not group_run_ids:
+            return []
+        marks = ",".join("?" * len(group_run_ids))
+        running = GroupStatus.RUNNING.value
+        with self.core.write() as tx:
+            tx.execute(
+                f"UPDATE group_runs SET lease_holder = ?, lease_until = {self.now} + ?"
+                f" WHERE id IN ({marks}) AND status = ?"
+                " AND (lease_holder IS NULL OR lease_holder = ?)",
+                (holder, float(ttl), *group_run_ids, running, holder),
+            )
+            rows = tx.all(
+                f"SELECT id FROM group_runs WHERE id IN ({marks}) AND lease_holder = ?",
+                (*group_run_ids, holder),
+            )
+        return [r[0] for r in rows]
+
+    def orphaned_groups(self) -> list[GroupRun]:
+        """Running group runs whose orchestrator let its lease run out."""
+        rows = self.core.read(
+            f"SELECT {GroupRun.COLUMNS} FROM group_runs WHERE status = "
+            f"'{GroupStatus.RUNNING}' AND lease_holder IS NOT NULL AND lease_until < {self.now}"
+        )
+        return [GroupRun.from_row(r) for r in rows]
+
+    def adopt_group(self, group_run_id: int, holder: str, ttl: float) -> bool:
+        """Take over a group run whose lease ran out, and the runs its orchestrator sent
+        that no worker has claimed yet; False when another adopter was first."""
+        running = GroupStatus.RUNNING.value
+        with self.core.write() as tx:
+            cur = tx.execute(
+                f"UPDATE group_runs SET lease_holder = ?, owner = ?, lease_until = {self.now} + ?"
+                f" WHERE id = ? AND status = ? AND lease_until < {self.now}",
+                (holder, holder, float(ttl), group_run_id, running),
+            )
+            if cur.rowcount != 1:
+                return False
+            tx.execute(
+                "UPDATE runs SET owner = ? WHERE group_run_id = ? AND status = ?"
+                " AND heartbeat IS NULL",
+                (holder, group_run_id, RunStatus.RUNNING.value),
+            )
+        return True

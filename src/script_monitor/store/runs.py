@@ -15,6 +15,7 @@ _RUNNING = RunStatus.RUNNING.value
 _SKIPPED = RunStatus.SKIPPED.value
 _GROUP = GroupRun.COLUMNS
 # A run's log is still on disk, and the run has ended.
+ORPHAN_GRACE = 300.0  # seconds a group run's lease may be out before any command reaps it
 _LOG_KEPT = f"log_state = '{LogState.OK}' AND status != '{RunStatus.RUNNING}'"
 
 
@@ -183,9 +184,17 @@ class Runs:
     def reap_lost(self) -> int:
         """Mark runs whose owning process is gone as ``lost``; return how many."""
         running = RunStatus.RUNNING.value
+        # A group run held through a lease (sent to workers) belongs to whoever holds or
+        # adopts its lease, and so do the runs it sent that no worker has claimed yet:
+        # a leading scheduler carries them on (docs/DISTRIBUTED.md).  Only when nobody
+        # has for ORPHAN_GRACE seconds are they reaped like the others.
+        leased = f"lease_holder IS NOT NULL AND lease_until >= {self.core.dialect.now} - ?"
         rows = self.core.read(  # literal statuses: the partial indexes on running rows
-            f"SELECT 'r', id, owner FROM runs WHERE status = '{running}' UNION ALL "
-            f"SELECT 'g', id, owner FROM group_runs WHERE status = '{running}'"
+            f"SELECT 'r', id, owner FROM runs WHERE status = '{running}' AND NOT ("
+            f"heartbeat IS NULL AND group_run_id IN (SELECT id FROM group_runs"
+            f" WHERE status = '{running}' AND {leased})) UNION ALL "
+            f"SELECT 'g', id, owner FROM group_runs WHERE status = '{running}' AND NOT ({leased})",
+            (ORPHAN_GRACE, ORPHAN_GRACE),
         )
         me = self.core.owner
         lost: dict[str, list[tuple]] = {"r": [], "g": []}
