@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import MAIN, assert_clean_error, direct_sql, make_config, sm, until
+from helpers import MAIN, assert_clean_error, direct_sql, make_config, marked_pids, sm, until
 from web_helpers import Server
 
 redis_only = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
@@ -260,3 +260,48 @@ def test_ctrl_c_of_run_group_still_cancels_with_a_scheduler_running(cluster, tmp
     assert status == "interrupted"
     assert len(list(marks.iterdir())) == 2
     assert "carrying it on" not in (tmp_path / "scheduler.log").read_text()
+
+
+@redis_only
+def test_a_killed_worker_s_scripts_die_with_it_and_run_once_per_attempt(cluster, tmp_path, marker):
+    body = (
+        'echo "start $SCRIPT_MONITOR_RUN_ID" >> marks;'
+        " test -e once || { touch once;"
+        " setsid sh -c 'sleep 60; echo escaped >> marks' & sleep 60; };"
+        ' echo "done $SCRIPT_MONITOR_RUN_ID" >> marks'
+    )
+    conf = make_config(
+        tmp_path / "c",
+        {
+            "long": {
+                "command": body,
+                "retries": {"count": 1, "delay": 0},
+                "env": {"SM_TEST_MARKER": marker},
+            }
+        },
+    )
+    cluster.distribute(conf)
+    victim = cluster.worker(conf, "victim")
+    caller = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "long"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    until(lambda: len(marked_pids(marker)) >= 4, timeout=20)  # supervisor, sh, sleep, escaped
+    os.kill(victim.pid, signal.SIGKILL)  # the worker process alone, as the OOM killer would
+    killed = time.monotonic()
+    until(lambda: not marked_pids(marker), timeout=5)
+    assert time.monotonic() - killed < 4  # its scripts died with it
+    cluster.worker(conf, "survivor")
+    out, err = caller.communicate(timeout=60)
+    assert caller.returncode == 0, out + err
+    runs = _history(conf, "long")
+    assert [(x["attempt"], x["status"], x["detail"], x["host"]) for x in runs] == [
+        (2, "success", None, "survivor@test"),
+        (1, "lost", "its worker was lost", "victim@test"),
+    ]
+    time.sleep(0.5)
+    lines = (conf / "marks").read_text().split("\n")
+    first, second = runs[1]["id"], runs[0]["id"]
+    assert [x for x in lines if x] == [f"start {first}", f"start {second}", f"done {second}"]

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
         *("store", "distributed.app", "schedule_time", "heartbeat", "tokens"),
     ),
     ("config", "masking", "logs", "results"),
-    ("cron", "proc", "errors", "states", "termsafe", "anomaly", "distributed", ""),
+    ("cron", "proc", "errors", "states", "termsafe", "anomaly", "distributed", "supervise", ""),
 ]
 # package -> the only modules outside it that may import it
 ONLY_FROM = {"web": {"commands.serve"}, "commands": {"cli"}}

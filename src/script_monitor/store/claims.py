@@ -17,6 +17,7 @@ from .runs import log_state
 
 _RUNNING = RunStatus.RUNNING.value
 NO_WORKER = "no worker took it"  # the detail of a run lost before any worker claimed it
+WORKER_LOST = "its worker was lost"  # ... and of one whose worker stopped beating
 
 
 def _marks(ids: list[int]) -> str:
@@ -76,7 +77,7 @@ class Claims:
             r[0] for r in rows if r[1] == _RUNNING and r[2] is not None and r[2] < now - lost_after
         ]
         if stale:
-            detail = f"no heartbeat from its worker for {lost_after:g}s"
+            detail = WORKER_LOST
             with self.core.write() as tx:
                 tx.executemany(
                     "UPDATE runs SET status = ?, ended = ?, duration = ? - started,"
