@@ -84,8 +84,9 @@ class Engine:
 
     # ------------------------------------------------------------ groups
 
-    def run_group(self, name: str) -> GroupResult:
-        """Run a configured group in its configured mode."""
+    def run_group(self, name: str, group_run_id: int | None = None) -> GroupResult:
+        """Run a configured group in its configured mode (as the group run
+        ``group_run_id`` when its row was already recorded: a scheduled tick)."""
         group: Group = self.config.group(name)
         workers = self.config.workers_for(group) if group.execution == "parallel" else 1
         return self.run_many(
@@ -95,6 +96,7 @@ class Engine:
             workers,
             group.stop_on_error and group.execution == "serial",
             depends_on={m: group.needs(m) for m in group.depends_on},
+            group_run_id=group_run_id,
         )
 
     def run_all(self) -> GroupResult:
@@ -112,11 +114,12 @@ class Engine:
         stop_on_error: bool,
         record: str | None = None,
         depends_on: dict[str, list[str]] | None = None,
+        group_run_id: int | None = None,
     ) -> GroupResult:
         """Serial (one worker) and parallel (many) share this path."""
         retries = {s: self.config.retries_for(self.config.script(s)) for s in scripts}
         plan = Plan.of(scripts, depends_on, workers, stop_on_error, retries, mode == "serial")
-        return GroupRun(self, plan, name, mode, record or name).run()
+        return GroupRun(self, plan, name, mode, record or name).run(group_run_id)
 
     def adopt(self, record: str, group_run_id: int, rows: list[Run]) -> GroupResult | None:
         """Carry on the group run ``group_run_id`` of ``record`` (a group's name, or
@@ -152,12 +155,14 @@ class GroupRun:
         self.told: list[tuple[str, tuple]] | None = None  # progress held during a batch
         self.wake_at: float | None = None
 
-    def run(self) -> GroupResult:
+    def run(self, group_run_id: int | None = None) -> GroupResult:
         engine, outcome = self.engine, self.outcome
         ex = engine.executor
         ex.open()  # first: a broker out of reach leaves no group run behind
         try:
-            outcome.group_run_id = engine.store.runs.start_group(self.record, engine.trigger)
+            outcome.group_run_id = group_run_id or engine.store.runs.start_group(
+                self.record, engine.trigger
+            )
             hold = getattr(ex, "group_started", None)  # runs on workers: a lease on the group run
             if hold is not None:
                 hold(outcome.group_run_id)

@@ -387,9 +387,10 @@ class Scheduler:
         grace = self.config.settings.scheduling.catchup_grace
         decision = decide(ticks, now, group.catchup, grace)
         if decision.missed:
-            decision.missed = self._claim(entry, decision.missed, TickOutcome.MISSED)
-            if decision.missed:
-                self._record_missed(entry, decision, cut)
+            with self.store.batch():  # the ticks and their record together
+                decision.missed = self._claim(entry, decision.missed, TickOutcome.MISSED)
+                if decision.missed:
+                    self._record_missed(entry, decision, cut)
         if decision.run is not None:
             self._tick(entry, decision.run, now)
 
@@ -418,16 +419,17 @@ class Scheduler:
             if action == "queue":
                 self.queued[entry.name] = tick
             since = going[0][1] if going else None
-        outcome = TickOutcome.SKIPPED if action == "skip" else TickOutcome.FIRED
-        if not self._claim(entry, [tick], outcome):
-            if action == "queue":
+        if action == "start":  # the tick and its group run: recorded together, or neither
+            gid = self._start_group(entry, tick)
+            if gid is not None:
+                self._launch(entry.name, tick, self.config, gid)
+            return
+        if action == "queue":
+            if not self._claim(entry, [tick], TickOutcome.FIRED):
                 with self._mutex:
                     if self.queued.get(entry.name) == tick:
                         del self.queued[entry.name]
-            return
-        if action == "start":
-            self._launch(entry.name, tick, self.config)
-        elif action == "queue":
+                return
             log.info(
                 "group %s: tick %s queued behind the running one (overlap: queue)",
                 entry.name,
@@ -441,8 +443,24 @@ class Scheduler:
                 " (overlap: skip)"
             )
             detail = f"tick {self._when(entry, tick)} skipped: {why}"
-            log.warning("group %s: %s", entry.name, detail)
-            self._record(entry.name, GroupStatus.SKIPPED, detail)
+            with self.store.batch():  # the tick and its record together
+                if not self._claim(entry, [tick], TickOutcome.SKIPPED):
+                    return
+                log.warning("group %s: %s", entry.name, detail)
+                self._record(entry.name, GroupStatus.SKIPPED, detail)
+
+    def _start_group(self, entry: Entry, tick: float) -> int | None:
+        """Claim the tick and record its group run in one transaction (held through a
+        lease from the start when its runs go to workers); None when another scheduler
+        handled the tick."""
+        with self.store.batch():
+            if not self._claim(entry, [tick], TickOutcome.FIRED):
+                return None
+            gid = self.store.runs.start_group(entry.name, "schedule")
+            if self.config.settings.execution.backend == "celery":
+                ttl = self.config.settings.scheduling.lease_ttl
+                self.store.leases.lease_groups([gid], self.lead.me, ttl)
+        return gid
 
     def _record(self, name: str, status: GroupStatus, detail: str) -> None:
         try:
@@ -454,23 +472,26 @@ class Scheduler:
     def _when(self, entry: Entry, tick: float) -> str:
         return datetime.fromtimestamp(tick, entry.tz).strftime("%Y-%m-%d %H:%M %Z")
 
-    def _launch(self, name: str, tick: float, config: Config) -> None:
+    def _launch(self, name: str, tick: float, config: Config, gid: int | None = None) -> None:
         late = self.clock.real(self.clock.now() - tick)
         entry = self.entries.get(name)
         when = self._when(entry, tick) if entry else str(tick)
         log.info("group %s: starting (tick %s, %.4fs after due)", name, when, late)
         thread = threading.Thread(
-            target=self._run_group, args=(name, tick, config), name=f"group-{name}", daemon=True
+            target=self._run_group,
+            args=(name, tick, config, gid),
+            name=f"group-{name}",
+            daemon=True,
         )
         with self._mutex:
             self.running.setdefault(name, []).append((thread, tick))
         thread.start()
 
-    def _run_group(self, name: str, tick: float, config: Config) -> None:
+    def _run_group(self, name: str, tick: float, config: Config, gid: int | None) -> None:
         started = time.monotonic()
         try:
             engine = Engine(config, self.store, None, trigger="schedule", interrupt=self.kill)
-            outcome = engine.run_group(name)
+            outcome = engine.run_group(name, gid)
             from .notify import unit_finished  # its events; delivered off this thread
 
             unit_finished(config, self.store, outcome, trigger="schedule", wait=False)
@@ -486,10 +507,23 @@ class Scheduler:
             )
         except ScriptMonitorError as e:
             log.error("group %s: could not run: %s", name, e)
-        except Exception:  # a bug must not take the scheduler down with it
+            self._failed(gid, f"could not run: {e}")
+        except Exception as e:  # a bug must not take the scheduler down with it
             log.exception("group %s: unexpected error", name)
+            self._failed(gid, f"unexpected error: {e}")
         finally:
             self._finished(name)
+
+    def _failed(self, gid: int | None, detail: str) -> None:
+        """Record a tick's group run that could not go on (the broker out of reach)."""
+        if gid is None:
+            return
+        try:
+            run = self.store.runs.group_run(gid)
+            if run is not None and run.status is GroupStatus.RUNNING:
+                self.store.runs.finish_group(gid, GroupStatus.FAILED, detail=detail)
+        except ScriptMonitorError as e:
+            log.error("group run %d: cannot record its failure: %s", gid, e)
 
     def _finished(self, name: str) -> None:
         me = threading.current_thread()

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from ..config import Config
+from ..errors import StoreError
 from ..executor import LocalExecutor
 from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
 from ..states import RunStatus
@@ -191,6 +192,10 @@ def run_claimed(
             )  # fmt: skip
         except Duplicate:
             return "duplicate"
+        except StoreError:  # not claimed: the message goes back to the queue, not away
+            from celery.exceptions import Reject
+
+            raise Reject("the store could not record the claim", requeue=True) from None
         runs.add(run_id, interrupt)
         try:
             ex.launch(job)

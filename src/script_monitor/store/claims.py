@@ -13,11 +13,10 @@ import time
 from ..states import RunStatus
 from .core import Core
 from .records import Run
-from .runs import log_state
+from .runs import WORKER_LOST, log_state
 
 _RUNNING = RunStatus.RUNNING.value
 NO_WORKER = "no worker took it"  # the detail of a run lost before any worker claimed it
-WORKER_LOST = "its worker was lost"  # ... and of one whose worker stopped beating
 
 
 def _marks(ids: list[int]) -> str:

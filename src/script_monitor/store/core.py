@@ -447,17 +447,16 @@ class Core:
             raise StoreUnreachable(f"cannot reach the store {self.where}: {e}") from None
 
     def own(self, sql: str, args: Sequence[Any]) -> int:
-        """One statement on rows only this process writes (heartbeats, log chunks); on
-        PostgreSQL in a transaction of its own; returns the rows changed."""
+        """One statement on rows only this process writes (claims, heartbeats, log
+        chunks); on PostgreSQL in a transaction of its own, retried on a new connection
+        while the server is out of reach (a stale connection after a restart included):
+        a claim repeated after its first try was committed unseen finds the run claimed
+        and refuses it, so a run still executes at most once.  Returns the rows changed."""
         if self.url is None:
             with self.write() as tx:
                 return tx.execute(sql, args).rowcount
         with self._lock:
-            db = self.connect()
-            try:
-                return db.execute(self.dialect.sql(sql), args).rowcount
-            except self.errors() as e:
-                raise self.dialect.error(e) from None
+            return self._healing(lambda db: db.execute(self.dialect.sql(sql), args).rowcount)
 
 
 def _private_dir(path: Path) -> None:
