@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 
 from . import __version__, cron
 from .config import Config, fingerprint, load_config
+from .distributed.lease import LeaseLost
 from .engine import Engine
-from .errors import ScriptMonitorError
+from .errors import ScriptMonitorError, StoreUnreachable
 from .heartbeat import (
     HEARTBEAT_EVERY,
     HEARTBEAT_FILE,
@@ -299,6 +300,8 @@ class Scheduler:
                 outcome.status,
                 time.monotonic() - started,
             )
+        except LeaseLost as e:
+            log.warning("group %s: %s", orphan.group_name, e)
         except ScriptMonitorError as e:
             log.error(
                 "group %s: could not carry group run %d on: %s", orphan.group_name, orphan.id, e
@@ -505,6 +508,16 @@ class Scheduler:
                 time.monotonic() - started,
                 f" (failed: {failed})" if failed else "",
             )
+        except LeaseLost as e:  # another scheduler carries it on: not a failure
+            log.warning("group %s: %s", name, e)
+        except StoreUnreachable as e:
+            if config.settings.execution.backend == "celery":  # held by a lease: adopted
+                log.warning(
+                    "group %s: %s; the group run is carried on once its lease runs out", name, e
+                )
+            else:
+                log.error("group %s: could not run: %s", name, e)
+                self._failed(gid, f"could not run: {e}")
         except ScriptMonitorError as e:
             log.error("group %s: could not run: %s", name, e)
             self._failed(gid, f"could not run: {e}")

@@ -4,6 +4,7 @@ a run from running twice (docs/DISTRIBUTED.md explains each)."""
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
 from ..config import Config
@@ -33,8 +34,12 @@ def visibility_timeout(config: Config) -> float:
     return min(longest, 7 * 86400) + 2 * config.settings.execution.lost_after + 3600
 
 
+_IMPORTING = threading.Lock()
+
+
 def make_app(config: Config) -> Any:
-    from celery import Celery
+    with _IMPORTING:  # Celery's lazy module breaks when threads import it at once
+        from celery import Celery
 
     settings = config.settings.celery
     app = Celery("script_monitor", set_as_current=False)

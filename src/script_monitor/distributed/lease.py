@@ -60,9 +60,15 @@ class GroupLease:
             self._renew()
 
     def check(self) -> None:
-        """Raise LeaseLost when the lease is (or may be) someone else's now."""
+        """Raise LeaseLost when the lease is someone else's now.  A lease that ran out
+        while the store was out of reach is taken back if nobody adopted it meanwhile
+        (the conditional renewal decides, so this holder and an adopter never both
+        go on)."""
+        if not self._lost and time.monotonic() >= self._valid_until:
+            self._renew()
         if self._lost or time.monotonic() >= self._valid_until:
             raise LeaseLost(
-                f"group run {self.group_run_id}: its lease could not be renewed for"
-                f" {self.ttl:g}s (scheduling.lease_ttl); a leading scheduler carries it on"
+                f"group run {self.group_run_id}: its lease ran out (scheduling.lease_ttl,"
+                f" {self.ttl:g}s) and a scheduler carries it on, or will once it can reach"
+                " the store"
             )
