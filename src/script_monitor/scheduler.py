@@ -427,12 +427,7 @@ class Scheduler:
             if gid is not None:
                 self._launch(entry.name, tick, self.config, gid)
             return
-        if action == "queue":
-            if not self._claim(entry, [tick], TickOutcome.FIRED):
-                with self._mutex:
-                    if self.queued.get(entry.name) == tick:
-                        del self.queued[entry.name]
-                return
+        if action == "queue":  # claimed with its group run when it starts (_finished)
             log.info(
                 "group %s: tick %s queued behind the running one (overlap: queue)",
                 entry.name,
@@ -543,14 +538,29 @@ class Scheduler:
         with self._mutex:
             self.running[name] = [(t, k) for t, k in self.running.get(name, []) if t is not me]
             tick = None if self._stop_signum else self.queued.pop(name, None)
+        entry = self.entries.get(name)
         if tick is not None:
-            if name in self.config.groups:
-                self._launch(name, tick, self.config)
+            if name in self.config.groups and entry is not None:
+                try:
+                    gid = self._start_group(entry, tick)
+                except ScriptMonitorError as e:
+                    log.error("group %s: could not start the queued tick: %s", name, e)
+                    gid = None
+                if gid is not None:
+                    self._launch(name, tick, self.config, gid)
             else:
-                self._record(
-                    name, GroupStatus.SKIPPED, "queued tick dropped: group no longer scheduled"
-                )
+                self._skip_tick(name, tick, "queued tick dropped: group no longer scheduled")
         self._wake()
+
+    def _skip_tick(self, name: str, tick: float, detail: str) -> None:
+        """Record a queued tick that will not run, once (whoever leads)."""
+        try:
+            with self.store.batch():
+                won = self.store.leases.claim_ticks(name, [tick], TickOutcome.SKIPPED, self.lead.me)
+                if won:
+                    self._record(name, GroupStatus.SKIPPED, detail)
+        except ScriptMonitorError as e:
+            log.error("group %s: could not record a dropped tick: %s", name, e)
 
     def _busy(self) -> bool:
         with self._mutex:
@@ -703,12 +713,10 @@ class Scheduler:
     def _shutdown(self) -> None:
         self._save_state(force=True)
         with self._mutex:
-            dropped = list(self.queued)
+            dropped = list(self.queued.items())
             self.queued.clear()
-        for name in dropped:
-            self._record(
-                name, GroupStatus.SKIPPED, "queued tick dropped: the scheduler was stopped"
-            )
+        for name, tick in dropped:
+            self._skip_tick(name, tick, "queued tick dropped: the scheduler was stopped")
         reason = signal.Signals(self._stop_signum).name if self._stop_signum else "done"
         grace = self.config.settings.scheduling.shutdown_grace
         with self._mutex:
