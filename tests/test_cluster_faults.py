@@ -305,3 +305,32 @@ def test_a_killed_worker_s_scripts_die_with_it_and_run_once_per_attempt(cluster,
     lines = (conf / "marks").read_text().split("\n")
     first, second = runs[1]["id"], runs[0]["id"]
     assert [x for x in lines if x] == [f"start {first}", f"start {second}", f"done {second}"]
+
+
+@redis_only
+def test_under_its_supervisor_a_worker_s_script_still_times_out_and_exits_as_itself(
+    cluster, tmp_path, marker
+):
+    conf = make_config(
+        tmp_path / "c",
+        {
+            "slow": {
+                "command": "trap '' TERM; setsid sleep 60 & sleep 60",
+                "timeout": 1,
+                "env": {"SM_TEST_MARKER": marker},
+            },
+            "three": "exit 3",
+            "killed": "kill -9 $$",
+        },
+    )
+    cluster.distribute(conf, kill_grace=0.5)
+    cluster.worker(conf, "w1")
+    assert sm(conf, "run", "three").returncode == 1
+    assert sm(conf, "run", "killed").returncode == 1
+    r = sm(conf, "run", "slow", timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    three, killed, slow = (_history(conf, n)[0] for n in ("three", "killed", "slow"))
+    assert (three["status"], three["exit_code"]) == ("failed", 3)
+    assert (killed["status"], killed["signal"]) == ("failed", 9)
+    assert slow["status"] == "timeout" and slow["signal"] == 9, slow  # TERM ignored: KILL
+    until(lambda: not marked_pids(marker), timeout=5)  # the escaped sleep too
