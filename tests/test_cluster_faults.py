@@ -308,9 +308,7 @@ def test_a_killed_worker_s_scripts_die_with_it_and_run_once_per_attempt(cluster,
 
 
 @redis_only
-def test_under_its_supervisor_a_worker_s_script_still_times_out_and_exits_as_itself(
-    cluster, tmp_path, marker
-):
+def test_a_worker_s_script_still_times_out_and_exits_as_itself(cluster, tmp_path, marker):
     conf = make_config(
         tmp_path / "c",
         {

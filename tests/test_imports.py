@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__", "cli"),
     ("commands",),
     ("web",),  # imported only by commands.serve: see ONLY_FROM
-    ("scheduler", "distributed.worker"),
+    ("scheduler", "distributed.worker", "distributed.guard"),
     ("engine", "watchdog", "housekeeping", "leadership"),
     ("distributed.executor", "distributed.lease"),
     ("executor", "notify", "redact"),

@@ -67,10 +67,6 @@ class ProcResult(msgspec.Struct):
     leftovers: list[int] = msgspec.field(default_factory=list)
 
 
-# A worker starts every script under this program (supervise.py): its tree dies with it.
-SUPERVISOR: list[str] | None = None
-
-
 def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
     """Start ``argv`` in its own session; a failed ProcResult when it cannot start.
 
@@ -81,8 +77,6 @@ def spawn(argv: list[str], *, cwd: str, env: dict[str, str], out_fd: int):
     no other descriptors (ours are all close-on-exec, see ``seal_descriptors``), and
     SIGPIPE and SIGXFSZ at their defaults (Python ignores them).
     """
-    if SUPERVISOR is not None:
-        argv = [*SUPERVISOR, *argv]
     with adopt.lock:  # no reap of adopted orphans between a start and its registration
         return _spawn(argv, cwd, env, out_fd)
 

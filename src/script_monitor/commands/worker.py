@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from pathlib import Path
 
 from ..proc import adopt
 from . import load, open_store
@@ -35,7 +33,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     _settle_in(config.root)
     adopt.become_subreaper()
-    _supervise_runs()
+    from ..distributed.guard import Guardian
+
+    runs.guardian = Guardian()  # the scripts die with this worker (supervise.py)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log = logging.getLogger("script_monitor.worker")
     log.setLevel(logging.INFO)
@@ -64,18 +64,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         quiet=True,
     )
     worker.start()
+    runs.guardian.stop()
     runs.stop.set()
     store.close()
     return int(worker.exitcode or 0)
-
-
-def _supervise_runs() -> None:
-    """Start every script under a supervisor that ends its tree if this worker dies
-    (supervise.py; docs/DISTRIBUTED.md)."""
-    from .. import proc
-
-    program = Path(__file__).resolve().parent.parent / "supervise.py"
-    proc.SUPERVISOR = [sys.executable, "-S", "-E", str(program), str(os.getpid())]
 
 
 def _quiet_celery_notice() -> None:
