@@ -46,9 +46,10 @@ class Claims:
         if not run_ids:
             return []
         marks = _marks(run_ids)
-        self.core.own(
+        self.core.own(  # no retries: a failed beat is tried again at the next one
             f"UPDATE runs SET heartbeat = ? WHERE id IN ({marks}) AND status = ?",
             (now, *run_ids, _RUNNING),
+            retry_for=0,
         )
         rows = self.core.read(
             f"SELECT id FROM runs WHERE id IN ({marks}) AND (cancel = 1 OR status != ?)",
