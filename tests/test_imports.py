@@ -20,17 +20,20 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__", "cli"),
     ("commands",),
     ("web",),  # imported only by commands.serve: see ONLY_FROM
-    ("scheduler", "distributed.worker"),
-    ("engine", "watchdog", "housekeeping"),
-    ("distributed.executor",),
+    ("scheduler", "distributed.worker", "distributed.guard"),
+    ("engine", "watchdog", "housekeeping", "leadership", "statusreport"),
+    ("distributed.executor", "distributed.lease"),
     ("executor", "notify", "redact", "pings"),
     (
         *("alerts", "planner", "serialize", "render", "logsource", "pager"),
         *("store", "distributed.app", "schedule_time", "heartbeat", "tokens", "grouprun"),
-        *("statusreport", "check_time"),
+        *("check_time",),
     ),
     ("config", "masking", "logs", "results"),
-    ("cron", "proc", "startup", "errors", "states", "termsafe", "anomaly", "distributed", ""),
+    (
+        *("cron", "proc", "startup", "errors", "states", "termsafe", "anomaly"),
+        *("distributed", "supervise", ""),
+    ),
 ]
 # package -> the only modules outside it that may import it
 ONLY_FROM = {"web": {"commands.serve"}, "commands": {"cli"}}

@@ -109,6 +109,7 @@ def test_health_is_ok_and_reports_the_scheduler(server):
         "pid": None,
         "heartbeat_age": None,
         "stale": False,
+        "schedulers": [],
     }
     assert body["heartbeat"] is None
 

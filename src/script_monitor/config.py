@@ -199,6 +199,8 @@ class Execution(_Strict):
     kill_grace: Seconds = 5
     backend: Literal["local", "celery"] = "local"
     lost_after: Annotated[float, msgspec.Meta(gt=0)] = 60
+    # seconds a dispatched run may wait for a worker before it is lost (docs/DISTRIBUTED.md)
+    claim_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60
 
 
 class StoreSettings(_Strict):
@@ -248,6 +250,8 @@ class Scheduling(_Strict):
     catchup_grace: Seconds = 3600
     shutdown_grace: Seconds = 30
     missed_grace: Seconds = 300
+    # seconds before a standby scheduler takes over from a silent leader
+    lease_ttl: Annotated[float, msgspec.Meta(gt=0)] = 15
 
 
 class Validation(_Strict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .store import Run, Store
     from .store.api import History
 
 import time
@@ -92,8 +92,9 @@ class Engine:
 
     # ------------------------------------------------------------ groups
 
-    def run_group(self, name: str) -> GroupResult:
-        """Run a configured group in its configured mode."""
+    def run_group(self, name: str, group_run_id: int | None = None) -> GroupResult:
+        """Run a configured group in its configured mode (as the group run
+        ``group_run_id`` when its row was already recorded: a scheduled tick)."""
         group: Group = self.config.group(name)
         workers = self.config.workers_for(group) if group.execution == "parallel" else 1
         return self.run_many(
@@ -103,6 +104,7 @@ class Engine:
             workers,
             group.stop_on_error and group.execution == "serial",
             depends_on={m: group.needs(m) for m in group.depends_on},
+            group_run_id=group_run_id,
         )
 
     def run_all(self) -> GroupResult:
@@ -120,11 +122,30 @@ class Engine:
         stop_on_error: bool,
         record: str | None = None,
         depends_on: dict[str, list[str]] | None = None,
+        group_run_id: int | None = None,
     ) -> GroupResult:
         """Serial (one worker) and parallel (many) share this path."""
         retries = {s: self.config.retries_for(self.config.script(s)) for s in scripts}
         plan = Plan.of(scripts, depends_on, workers, stop_on_error, retries, mode == "serial")
-        return GroupRun(self, plan, name, mode, record or name).run()
+        return GroupRun(self, plan, name, mode, record or name).run(group_run_id)
+
+    def adopt(self, record: str, group_run_id: int, rows: list[Run]) -> GroupResult | None:
+        """Carry on the group run ``group_run_id`` of ``record`` (a group's name, or
+        ``(all)``) whose orchestrator died; None when no such group is configured now."""
+        if record == "(all)":
+            scripts, mode, workers, stop, needs = list(self.config.scripts), "serial", 1, False, {}
+        elif record in self.config.groups:
+            group = self.config.groups[record]
+            scripts, mode = group.scripts, group.execution
+            workers = self.config.workers_for(group) if mode == "parallel" else 1
+            stop = group.stop_on_error and mode == "serial"
+            needs = {m: group.needs(m) for m in group.depends_on}
+        else:
+            return None
+        retries = {s: self.config.retries_for(self.config.script(s)) for s in scripts}
+        plan = Plan.of(scripts, needs, workers, stop, retries, mode == "serial")
+        name = "all scripts" if record == "(all)" else record
+        return GroupRun(self, plan, name, mode, record).resume(group_run_id, rows)
 
 
 class GroupRun:
@@ -142,18 +163,76 @@ class GroupRun:
         self.told: list[tuple[str, tuple]] | None = None  # progress held during a batch
         self.wake_at: float | None = None
 
-    def run(self) -> GroupResult:
+    def run(self, group_run_id: int | None = None) -> GroupResult:
         engine, outcome = self.engine, self.outcome
-        outcome.group_run_id = engine.store.runs.start_group(self.record, engine.trigger)
-        self._tell("group_started", outcome.name, outcome.mode, outcome.scripts)
         ex = engine.executor
-        ex.open()
+        ex.open()  # first: a broker out of reach leaves no group run behind
         try:
+            outcome.group_run_id = group_run_id or engine.store.runs.start_group(
+                self.record, engine.trigger
+            )
+            hold = getattr(ex, "group_started", None)  # runs on workers: a lease on the group run
+            if hold is not None:
+                hold(outcome.group_run_id)
+            self._tell("group_started", outcome.name, outcome.mode, outcome.scripts)
             self._loop()
         finally:
             ex.close()
         self._finish()
         return outcome
+
+    def resume(self, group_run_id: int, rows: list[Run]) -> GroupResult:
+        """Carry on a group run whose orchestrator died, from its rows (oldest first):
+        what ended counts as it ended, what was sent is waited for, what waits for a
+        retry or never started is run by the plan; nothing is started a second time."""
+        ex = self.engine.executor
+        self.outcome.group_run_id = group_run_id
+        ex.open()
+        try:
+            ex.group_started(group_run_id)  # type: ignore[attr-defined]
+            ex.resume(self._replay(rows))  # type: ignore[attr-defined]
+            self._loop()
+        finally:
+            ex.close()
+        self._finish()
+        return self.outcome
+
+    def _replay(self, rows: list[Run]) -> list[tuple[int, Run]]:
+        """Bring the slots to where the rows say the group run is; the runs in flight
+        (member, row).  Rows are matched to members in the order the planner starts
+        them: a script listed twice takes its first free place."""
+        places: dict[str, list[int]] = {}
+        for j, name in enumerate(self.plan.scripts):
+            places.setdefault(name, []).append(j)
+        slots, wall, mono = self.slots, time.time(), time.monotonic()
+        running = []
+        for row in rows:
+            status = RunStatus(row.status)
+            want = Phase.WAITING if row.attempt > 1 else Phase.PENDING
+            at = next((j for j in places.get(row.script, []) if slots[j].phase is want), None)
+            if at is None:
+                continue  # not a member of the group as configured now
+            if status is RunStatus.SKIPPED:
+                slots.skipped(at, row.detail or "")
+                continue
+            slots.started(at)
+            if status is RunStatus.RUNNING:
+                running.append((at, row))
+                continue
+            ended = mono - max(0.0, wall - (row.ended or wall))
+            slots.ended(self.plan, at, status, row.exit_code, ended)
+            self.results[at] = RunResult(
+                row.script,
+                status,
+                row.exit_code,
+                row.signal,
+                row.duration or 0.0,
+                row.id,
+                self.engine.config.log_dir / row.log_path if row.log_path else None,
+                row.detail,
+                row.attempt,
+            )
+        return running
 
     def _loop(self) -> None:
         ex = self.executor

@@ -44,13 +44,16 @@ class Clock:
 class AcceleratedClock(Clock):
     """A clock that starts at ``start`` and runs ``speed`` times faster than real time."""
 
-    def __init__(self, start: float, speed: float = 1.0):
+    def __init__(self, start: float, speed: float = 1.0, anchor: float | None = None):
         self.start = start
         self.speed = speed
+        self.anchor = anchor  # the real epoch time at which the clock read ``start``
         self._origin = time.monotonic()
 
     def now(self) -> float:
         """Simulated seconds since the epoch."""
+        if self.anchor is not None:  # processes given the same anchor share one clock
+            return self.start + (time.time() - self.anchor) * self.speed
         return self.start + (time.monotonic() - self._origin) * self.speed
 
 
@@ -59,12 +62,13 @@ def clock_from_env(environ: dict[str, str] | os._Environ = os.environ) -> Clock:
     text = environ.get(CLOCK_ENV, "").strip()
     if not text:
         return Clock()
+    text, _, anchor = text.partition("@")
     start, _, speed = text.partition("x")
     try:
-        return AcceleratedClock(float(start), float(speed or 1))
+        return AcceleratedClock(float(start), float(speed or 1), float(anchor) if anchor else None)
     except ValueError:
         raise ScriptMonitorError(
-            f"{CLOCK_ENV}: expected EPOCH or EPOCHxSPEED, got {text!r}"
+            f"{CLOCK_ENV}: expected EPOCH, EPOCHxSPEED or EPOCHxSPEED@REAL_EPOCH, got {text!r}"
         ) from None
 
 

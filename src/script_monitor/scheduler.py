@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 
 from . import __version__, cron
 from .config import Config, fingerprint, load_config
+from .distributed.lease import LeaseLost
 from .engine import Engine, executor_for
-from .errors import ScriptMonitorError
+from .errors import ScriptMonitorError, StoreUnreachable
 from .heartbeat import (
     HEARTBEAT_EVERY,
     HEARTBEAT_FILE,
@@ -36,6 +37,7 @@ from .heartbeat import (
     write_json,
 )
 from .housekeeping import Housekeeper
+from .leadership import Leadership
 from .proc import Interrupt, adopt
 from .schedule_time import (
     Clock,
@@ -47,11 +49,13 @@ from .schedule_time import (
     next_due,
     overlap_action,
 )
-from .states import GroupStatus, RunStatus
-from .store import Store
+from .states import GroupStatus, RunStatus, TickOutcome
+from .store import GroupRun, Run, Store
 
 CONFIG_CHECK_EVERY = 1.0  # real seconds between cheap stat() checks of the config files
 STATE_FILE = "scheduler-state.json"
+TICK_PRUNE_EVERY = 3600.0  # real seconds between prunes of the handled ticks
+TICKS_KEPT = 7 * 86400.0  # how long a handled tick is remembered (each group's latest: always)
 
 log = logging.getLogger("script_monitor.scheduler")
 
@@ -138,6 +142,12 @@ class Scheduler:
         self._started_sim = self.clock.now()
         self._watch_state: dict = {}  # watchdog and notifications (see _watch)
         self._housekeeper = Housekeeper(log)
+        self._took_over: float | None = None  # the scheduler's time it took the lead over
+        self._next_tick_prune = 0.0
+        self._adopt_due = 0.0
+        self.lead = Leadership(
+            self.store, config.settings.scheduling.lease_ttl, str(self.root), log
+        )
 
     # ------------------------------------------------------------ signals
 
@@ -176,6 +186,7 @@ class Scheduler:
             self.store.runs.reap_lost()
             self._sync_entries(self._load_state())
             self._announce()
+            self._lead(force=True)
             while self._stop_signum is None:
                 try:
                     self._step()
@@ -188,16 +199,120 @@ class Scheduler:
                 self._sleep(self._sleep_time())
             self._shutdown()
         finally:
+            self.lead.leave()
             self._remove_heartbeat()
             self.lock.release()
         return 0
 
     def _step(self) -> None:
         self._maybe_reload()
+        self._lead()
         self._fire_due()
         self._heartbeat()
         adopt.reap()
         self._watch()
+
+    def _lead(self, force: bool = False) -> None:
+        """Beat in the store and take or renew the lead; a scheduler that has just
+        taken it goes on from the last tick any scheduler handled."""
+        if self.lead.turn(force):
+            if not force:
+                self._took_over = self.clock.now()
+            self._resume_from_store()
+        if self.lead.leading and self._adopt_due <= time.monotonic():
+            self._adopt_due = time.monotonic() + self.lead.every
+            self._adopt()
+        if self.lead.leading and time.monotonic() >= self._next_tick_prune:
+            self._next_tick_prune = time.monotonic() + TICK_PRUNE_EVERY
+            try:
+                self.store.leases.prune(TICKS_KEPT)
+            except ScriptMonitorError as e:
+                log.error("cannot prune the handled ticks: %s", e)
+
+    def _resume_from_store(self) -> None:
+        for entry in self.entries.values():
+            try:
+                last = self.store.leases.last_tick(entry.name)
+            except ScriptMonitorError as e:
+                log.error("group %s: cannot read its last tick: %s", entry.name, e)
+                continue
+            if last is not None and last > entry.last_tick:
+                entry.last_tick = last
+                entry.next_due = next_due(entry.expr, entry.tz, last)
+                self._state_dirty = True
+
+    def _adopt(self) -> None:
+        """Carry on the group runs sent to workers whose orchestrator let its lease run
+        out (killed, or its host lost): docs/DISTRIBUTED.md."""
+        if self.config.settings.execution.backend != "celery" or not self.lead.leads():
+            return
+        ttl = self.config.settings.scheduling.lease_ttl
+        try:
+            orphans = self.store.leases.orphaned_groups()
+        except ScriptMonitorError as e:
+            log.error("cannot look for group runs to carry on: %s", e)
+            return
+        for orphan in orphans:
+            try:
+                if not self.store.leases.adopt_group(orphan.id, self.lead.me, ttl):
+                    continue  # another scheduler was first
+                rows = self.store.runs.runs_of_group_run(orphan.id)
+            except ScriptMonitorError as e:
+                log.error("group run %d: cannot carry it on: %s", orphan.id, e)
+                continue
+            log.warning(
+                "group %s: group run %d lost its orchestrator (%s); carrying it on",
+                orphan.group_name,
+                orphan.id,
+                orphan.owner.split("|")[0] + " pid " + orphan.owner.split("|")[2]
+                if orphan.owner.count("|") == 3
+                else orphan.owner,
+            )
+            thread = threading.Thread(
+                target=self._run_adopted,
+                args=(orphan, rows, self.config),
+                name=f"adopted-{orphan.id}",
+                daemon=True,
+            )
+            with self._mutex:
+                self.running.setdefault(orphan.group_name, []).append((thread, 0.0))
+            thread.start()
+
+    def _run_adopted(self, orphan: GroupRun, rows: list[Run], config: Config) -> None:
+        started = time.monotonic()
+        try:
+            executor = executor_for(config, self.store, orphan.trigger, self.kill)
+            engine = Engine(config, self.store, None, orphan.trigger, self.kill, executor)
+            outcome = engine.adopt(orphan.group_name, orphan.id, rows)
+            if outcome is None:
+                self.store.runs.finish_group(
+                    orphan.id,
+                    GroupStatus.LOST,
+                    "its orchestrator died and the group is no longer configured",
+                )
+                return
+            from .notify import unit_finished
+
+            unit_finished(config, self.store, outcome, trigger=orphan.trigger, wait=False)
+            log.info(
+                "group %s: group run %d carried on: %s in %.1fs",
+                orphan.group_name,
+                orphan.id,
+                outcome.status,
+                time.monotonic() - started,
+            )
+        except LeaseLost as e:
+            log.warning("group %s: %s", orphan.group_name, e)
+        except ScriptMonitorError as e:
+            log.error(
+                "group %s: could not carry group run %d on: %s", orphan.group_name, orphan.id, e
+            )
+        except Exception:
+            log.exception(
+                "group %s: unexpected error carrying group run %d on", orphan.group_name, orphan.id
+            )
+        finally:
+            self._finished(orphan.group_name)
 
     def _watch(self) -> None:
         """The watchdog every minute, pending notifications every few seconds
@@ -222,8 +337,9 @@ class Scheduler:
 
     def _sleep_time(self) -> float:
         wait = min(CONFIG_CHECK_EVERY, max(0.0, self._next_beat - time.monotonic()))
+        wait = min(wait, self.lead.due())
         dues = [e.next_due for e in self.entries.values() if e.next_due is not None]
-        if dues and self._enabled:
+        if dues and self._enabled and self.lead.leading:
             wait = min(wait, self.clock.real(min(dues) - self.clock.now()))
         return max(0.0, wait)
 
@@ -235,13 +351,34 @@ class Scheduler:
             for entry in self.entries.values():
                 self._advance(entry, now)
             return
+        if not self.lead.leads():  # a standby: the leader fires them
+            return
         for entry in list(self.entries.values()):
             ticks, cut = due_ticks(entry, now)
             if not ticks:
                 continue
-            self._handle(entry, ticks, cut, now)
+            try:
+                done = self.store.leases.handled(entry.name, ticks)
+                fresh = [t for t in ticks if t not in done]
+                if fresh:
+                    self._handle(entry, fresh, cut, now)
+            except ScriptMonitorError as e:  # tried again on the next pass
+                log.error("group %s: cannot handle its due ticks: %s", entry.name, e)
+                continue
             self._advance(entry, max(ticks[-1], entry.last_tick))
         self._save_state()
+
+    def _claim(self, entry: Entry, ticks: list[float], outcome: TickOutcome) -> list[float]:
+        """The ticks this scheduler is the one to handle (each tick once, whoever leads)."""
+        won = self.store.leases.claim_ticks(entry.name, ticks, outcome, self.lead.me)
+        for tick in ticks:
+            if tick not in won:
+                log.info(
+                    "group %s: tick %s was handled by another scheduler",
+                    entry.name,
+                    self._when(entry, tick),
+                )
+        return won
 
     def _advance(self, entry: Entry, tick: float) -> None:
         if tick > entry.last_tick:
@@ -254,7 +391,10 @@ class Scheduler:
         grace = self.config.settings.scheduling.catchup_grace
         decision = decide(ticks, now, group.catchup, grace)
         if decision.missed:
-            self._record_missed(entry, decision, cut)
+            with self.store.batch():  # the ticks and their record together
+                decision.missed = self._claim(entry, decision.missed, TickOutcome.MISSED)
+                if decision.missed:
+                    self._record_missed(entry, decision, cut)
         if decision.run is not None:
             self._tick(entry, decision.run, now)
 
@@ -262,11 +402,12 @@ class Scheduler:
         first, last = decision.missed[0], decision.missed[-1]
         count = f"{'at least ' if cut else ''}{len(decision.missed)}"
         plural = "s" if len(decision.missed) != 1 or cut else ""
-        why = (
-            "the scheduler was not running"
-            if first < self._started_sim
-            else "the scheduler was stalled (suspended or overloaded)"
-        )
+        if first < self._started_sim:
+            why = "the scheduler was not running"
+        elif self._took_over is not None and first < self._took_over:
+            why = "no scheduler led (the leader was lost; this one took over)"
+        else:
+            why = "the scheduler was stalled (suspended or overloaded)"
         span = self._when(entry, first) + (
             f" to {self._when(entry, last)}" if last != first else ""
         )
@@ -282,9 +423,12 @@ class Scheduler:
             if action == "queue":
                 self.queued[entry.name] = tick
             since = going[0][1] if going else None
-        if action == "start":
-            self._launch(entry.name, tick, self.config)
-        elif action == "queue":
+        if action == "start":  # the tick and its group run: recorded together, or neither
+            gid = self._start_group(entry, tick)
+            if gid is not None:
+                self._launch(entry.name, tick, self.config, gid)
+            return
+        if action == "queue":  # claimed with its group run when it starts (_finished)
             log.info(
                 "group %s: tick %s queued behind the running one (overlap: queue)",
                 entry.name,
@@ -298,8 +442,24 @@ class Scheduler:
                 " (overlap: skip)"
             )
             detail = f"tick {self._when(entry, tick)} skipped: {why}"
-            log.warning("group %s: %s", entry.name, detail)
-            self._record(entry.name, GroupStatus.SKIPPED, detail)
+            with self.store.batch():  # the tick and its record together
+                if not self._claim(entry, [tick], TickOutcome.SKIPPED):
+                    return
+                log.warning("group %s: %s", entry.name, detail)
+                self._record(entry.name, GroupStatus.SKIPPED, detail)
+
+    def _start_group(self, entry: Entry, tick: float) -> int | None:
+        """Claim the tick and record its group run in one transaction (held through a
+        lease from the start when its runs go to workers); None when another scheduler
+        handled the tick."""
+        with self.store.batch():
+            if not self._claim(entry, [tick], TickOutcome.FIRED):
+                return None
+            gid = self.store.runs.start_group(entry.name, "schedule")
+            if self.config.settings.execution.backend == "celery":
+                ttl = self.config.settings.scheduling.lease_ttl
+                self.store.leases.lease_groups([gid], self.lead.me, ttl)
+        return gid
 
     def _record(self, name: str, status: GroupStatus, detail: str) -> None:
         try:
@@ -311,24 +471,27 @@ class Scheduler:
     def _when(self, entry: Entry, tick: float) -> str:
         return datetime.fromtimestamp(tick, entry.tz).strftime("%Y-%m-%d %H:%M %Z")
 
-    def _launch(self, name: str, tick: float, config: Config) -> None:
+    def _launch(self, name: str, tick: float, config: Config, gid: int | None = None) -> None:
         late = self.clock.real(self.clock.now() - tick)
         entry = self.entries.get(name)
         when = self._when(entry, tick) if entry else str(tick)
         log.info("group %s: starting (tick %s, %.4fs after due)", name, when, late)
         thread = threading.Thread(
-            target=self._run_group, args=(name, tick, config), name=f"group-{name}", daemon=True
+            target=self._run_group,
+            args=(name, tick, config, gid),
+            name=f"group-{name}",
+            daemon=True,
         )
         with self._mutex:
             self.running.setdefault(name, []).append((thread, tick))
         thread.start()
 
-    def _run_group(self, name: str, tick: float, config: Config) -> None:
+    def _run_group(self, name: str, tick: float, config: Config, gid: int | None) -> None:
         started = time.monotonic()
         try:
             executor = executor_for(config, self.store, "schedule", self.kill)
             engine = Engine(config, self.store, None, "schedule", self.kill, executor)
-            outcome = engine.run_group(name)
+            outcome = engine.run_group(name, gid)
             from .notify import unit_finished  # its events; delivered off this thread
 
             unit_finished(config, self.store, outcome, trigger="schedule", wait=False)
@@ -342,26 +505,64 @@ class Scheduler:
                 time.monotonic() - started,
                 f" (failed: {failed})" if failed else "",
             )
+        except LeaseLost as e:  # another scheduler carries it on: not a failure
+            log.warning("group %s: %s", name, e)
+        except StoreUnreachable as e:
+            if config.settings.execution.backend == "celery":  # held by a lease: adopted
+                log.warning(
+                    "group %s: %s; the group run is carried on once its lease runs out", name, e
+                )
+            else:
+                log.error("group %s: could not run: %s", name, e)
+                self._failed(gid, f"could not run: {e}")
         except ScriptMonitorError as e:
             log.error("group %s: could not run: %s", name, e)
-        except Exception:  # a bug must not take the scheduler down with it
+            self._failed(gid, f"could not run: {e}")
+        except Exception as e:  # a bug must not take the scheduler down with it
             log.exception("group %s: unexpected error", name)
+            self._failed(gid, f"unexpected error: {e}")
         finally:
             self._finished(name)
+
+    def _failed(self, gid: int | None, detail: str) -> None:
+        """Record a tick's group run that could not go on (the broker out of reach)."""
+        if gid is None:
+            return
+        try:
+            run = self.store.runs.group_run(gid)
+            if run is not None and run.status is GroupStatus.RUNNING:
+                self.store.runs.finish_group(gid, GroupStatus.FAILED, detail=detail)
+        except ScriptMonitorError as e:
+            log.error("group run %d: cannot record its failure: %s", gid, e)
 
     def _finished(self, name: str) -> None:
         me = threading.current_thread()
         with self._mutex:
             self.running[name] = [(t, k) for t, k in self.running.get(name, []) if t is not me]
             tick = None if self._stop_signum else self.queued.pop(name, None)
+        entry = self.entries.get(name)
         if tick is not None:
-            if name in self.config.groups:
-                self._launch(name, tick, self.config)
+            if name in self.config.groups and entry is not None:
+                try:
+                    gid = self._start_group(entry, tick)
+                except ScriptMonitorError as e:
+                    log.error("group %s: could not start the queued tick: %s", name, e)
+                    gid = None
+                if gid is not None:
+                    self._launch(name, tick, self.config, gid)
             else:
-                self._record(
-                    name, GroupStatus.SKIPPED, "queued tick dropped: group no longer scheduled"
-                )
+                self._skip_tick(name, tick, "queued tick dropped: group no longer scheduled")
         self._wake()
+
+    def _skip_tick(self, name: str, tick: float, detail: str) -> None:
+        """Record a queued tick that will not run, once (whoever leads)."""
+        try:
+            with self.store.batch():
+                won = self.store.leases.claim_ticks(name, [tick], TickOutcome.SKIPPED, self.lead.me)
+                if won:
+                    self._record(name, GroupStatus.SKIPPED, detail)
+        except ScriptMonitorError as e:
+            log.error("group %s: could not record a dropped tick: %s", name, e)
 
     def _busy(self) -> bool:
         with self._mutex:
@@ -493,6 +694,7 @@ class Scheduler:
             "started": self._started,
             "updated": time.time(),
             "enabled": self._enabled,
+            "role": str(self.lead.role()),
             "next_due": min(dues) if dues else None,
         }
         try:
@@ -513,12 +715,10 @@ class Scheduler:
     def _shutdown(self) -> None:
         self._save_state(force=True)
         with self._mutex:
-            dropped = list(self.queued)
+            dropped = list(self.queued.items())
             self.queued.clear()
-        for name in dropped:
-            self._record(
-                name, GroupStatus.SKIPPED, "queued tick dropped: the scheduler was stopped"
-            )
+        for name, tick in dropped:
+            self._skip_tick(name, tick, "queued tick dropped: the scheduler was stopped")
         reason = signal.Signals(self._stop_signum).name if self._stop_signum else "done"
         grace = self.config.settings.scheduling.shutdown_grace
         with self._mutex:

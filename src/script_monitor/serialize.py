@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     from .check_time import CheckView
     from .config import Config
     from .grouprun import GroupRunReport
-    from .store import AlertMatch, AuditRow, GroupRun, Message, Ping, PruneReport, Run
+    from .store import (
+        AlertMatch,
+        AuditRow,
+        GroupRun,
+        Message,
+        Ping,
+        PruneReport,
+        Run,
+        SchedulerMember,
+    )
 
 # Bumped when a key is removed or renamed or changes its type or meaning; adding a key
 # does not bump it.  Object outputs carry it; list outputs (list, list-groups, history)
@@ -220,12 +229,27 @@ def groups_json(config: Config, last: dict[str, GroupRun]) -> list[dict[str, Any
 
 
 def scheduler_json(status: dict[str, Any]) -> dict[str, Any]:
-    """The scheduler's state (``scheduler.scheduler_status``)."""
+    """The scheduler's state (``scheduler.scheduler_status``), and every scheduler
+    sharing the store with its role (``leadership.with_members``)."""
     return {
         "running": status["running"],
         "pid": status["pid"],
         "heartbeat_age": seconds(status["heartbeat_age"]),
         "stale": status["stale"],
+        "schedulers": [member_json(m) for m in status.get("schedulers", [])],
+    }
+
+
+def member_json(m: SchedulerMember) -> dict[str, Any]:
+    """One scheduler sharing the store: leader or standby."""
+    return {
+        "role": m.role.value,
+        "host": m.host,
+        "pid": m.pid,
+        "config_dir": m.config_dir,
+        "version": m.version,
+        "started": iso(m.started),
+        "heartbeat_age": seconds(m.age),
     }
 
 

@@ -41,6 +41,21 @@ class GroupStatus(StrEnum):
     MISSED = "missed"  # the tick was not fired in time (catchup)
 
 
+class TickOutcome(StrEnum):
+    """How a scheduler handled a due tick (each tick once, whichever scheduler leads)."""
+
+    FIRED = "fired"  # a group run was started for it
+    SKIPPED = "skipped"  # its overlap policy did not start it
+    MISSED = "missed"  # it was not fired in time (catchup)
+
+
+class SchedulerRole(StrEnum):
+    """A scheduler sharing a store: the one that fires ticks, or one waiting to."""
+
+    LEADER = "leader"
+    STANDBY = "standby"
+
+
 class MessageState(StrEnum):
     """Where a notification is in the outbox."""
 

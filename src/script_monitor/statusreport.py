@@ -22,6 +22,7 @@ FAILURE_LIMIT = 5
 def gather(config: Config, store: Store, now: float) -> dict[str, Any]:
     """Every fact ``status`` shows, and the problems among them."""
     from .heartbeat import LOCK_FILE, scheduler_status
+    from .leadership import leader, with_members
     from .schedule_time import schedule_rows, scheduled_groups
 
     store.runs.reap_lost()
@@ -29,7 +30,8 @@ def gather(config: Config, store: Store, now: float) -> dict[str, Any]:
     rows = schedule_rows(config, store.reads.last_group_runs(), datetime.fromtimestamp(now, UTC))
     far = datetime.max.replace(tzinfo=UTC)
     rows.sort(key=lambda r: (r["next"] or far, r["name"]))
-    status = scheduler_status(config.state_dir, now)
+    ttl = config.settings.scheduling.lease_ttl
+    status = with_members(scheduler_status(config.state_dir, now), store, ttl)
     enabled = config.settings.scheduling.enabled
     problems = []
     finished = store.reads.last_ended_group_runs("schedule")
@@ -41,7 +43,14 @@ def gather(config: Config, store: Store, now: float) -> dict[str, Any]:
                 f" (group run {run.id}, {_clock(config, run.started)})"
             )
     ran_before = (config.state_dir / LOCK_FILE).exists()  # only a scheduler creates it
-    if scheduled and enabled and ran_before and (not status["running"] or status["stale"]):
+    elsewhere = status["shared"] and leader(status) is not None  # another host leads
+    if (
+        scheduled
+        and enabled
+        and ran_before
+        and not elsewhere
+        and (not status["running"] or status["stale"])
+    ):
         problems.append(
             "the scheduler is not running"
             if not status["running"]

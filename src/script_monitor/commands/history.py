@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -177,18 +178,23 @@ def _print_history(args: argparse.Namespace, config: Config, runs: list[Run]) ->
                 code,
                 r.trigger,
                 r.group_name or "-",
+                r.host or "-",
                 _cpu_text(r),
                 _size_text(r.max_rss),
                 _short(r.detail),
             ]
         )
-    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "CPU"]
-    headers += ["MAX RSS", "NOTE"]
+    headers = ["RUN", "STARTED", "DURATION", "STATUS", "EXIT", "TRIGGER", "GROUP", "HOST"]
+    headers += ["CPU", "MAX RSS", "NOTE"]
     narrow = sys.stdout.isatty() and _columns() < NARROW
-    for col in (9, 8, 7):  # NOTE, MAX RSS, CPU: only when some run has one
-        if (col != 9 and narrow) or not any(row[col] not in ("", "-") for row in rows):
+    for col in (10, 9, 8):  # NOTE, MAX RSS, CPU: only when some run has one
+        if (col != 10 and narrow) or not any(row[col] not in ("", "-") for row in rows):
             headers.pop(col)
             rows = [row[:col] + row[col + 1 :] for row in rows]
+    here = socket.gethostname()
+    if all(r.host in (None, here) for r in runs):  # only this machine ran them: no HOST
+        headers.pop(7)
+        rows = [row[:7] + row[8:] for row in rows]
     _table(args, config, headers, rows, 3)
     return EXIT_OK
 

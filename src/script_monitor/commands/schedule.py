@@ -33,6 +33,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def _status_line(status: dict) -> str:
     if not status["running"]:
+        if status.get("shared") and status.get("schedulers"):
+            return "scheduler: not running here; the store's schedulers:"
         return "scheduler: not running"
     pid = f" (pid {status['pid']})" if status["pid"] else ""
     if status["stale"]:
@@ -44,17 +46,23 @@ def _status_line(status: dict) -> str:
 
 def cmd_list_schedules(args: argparse.Namespace) -> int:
     from ..heartbeat import scheduler_status
+    from ..leadership import with_members
 
     config = load(args)
     store = open_store(config)
     store.runs.reap_lost()
     rows = schedule_rows(config, store.reads.last_group_runs(), datetime.now(UTC))
-    status = scheduler_status(config.state_dir)
+    ttl = config.settings.scheduling.lease_ttl
+    status = with_members(scheduler_status(config.state_dir), store, ttl)
     enabled = config.settings.scheduling.enabled
     if args.json:
         print(json.dumps(schedules_json(rows, status, enabled), indent=2))
         return EXIT_OK
+    from ..leadership import member_lines
+
     print(_status_line(status))
+    for line in member_lines(status):
+        print(line)
     if not enabled:
         print("scheduling: paused (scheduling.enabled: false)")
     if not rows:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -64,6 +65,8 @@ def _scheduler_line(report: dict) -> str:
             text = f"running{pid}, heartbeat {age:.0f}s ago" if age is not None else "running"
     elif not report["scheduled"]:
         text = "not running (no group has a schedule)"
+    elif s.get("shared") and s.get("schedulers"):
+        text = "not running here; the store's schedulers:"
     elif not report["ran_before"]:
         text = "not running (never started here; exported timers or cron may run the groups)"
     else:
@@ -75,9 +78,13 @@ def _scheduler_line(report: dict) -> str:
 
 def _lines(config: Config, report: dict) -> list[str]:
     now = report["now"]
-    out = [_scheduler_line(report)]
+    from ..leadership import member_lines
+
+    out = [_scheduler_line(report), *member_lines(report["scheduler"])]
     running = report["running"]
     out.append(f"Running now ({len(running)}):" if running else "Running now: nothing")
+    here = socket.gethostname()
+    remote = any(r.host and r.host != here for r in running)  # a worker's runs: say where
     out += aligned(
         [
             [
@@ -86,6 +93,7 @@ def _lines(config: Config, report: dict) -> list[str]:
                 r.group_name or "-",
                 f"since {_clock(config, r.started)}",
                 f"for {duration_text(max(0.0, now - r.started))}",
+                *([f"on {r.host}" if r.host and r.host != here else ""] if remote else []),
             ]
             for r in running
         ],

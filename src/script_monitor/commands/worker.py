@@ -21,6 +21,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     store.runs.reap_lost()  # also checks that the store answers and its schema is this version
     app = make_app(config)
     check_broker(app, settings.celery.broker_url)
+    # A worker outlives broker restarts: it retries for ever, and Celery logs each try.
+    app.conf.broker_connection_max_retries = None
     hostname = args.hostname or default_hostname()
     queues = [q.strip() for q in (args.queues or settings.celery.queue).split(",") if q.strip()]
     runs = Runs(store, settings.execution.lost_after)
@@ -31,7 +33,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settle_in(config.root)
     adopt.become_subreaper()
+    from ..distributed.guard import Guardian
+
+    runs.guardian = Guardian()  # the scripts die with this worker (supervise.py)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    log = logging.getLogger("script_monitor.worker")
+    log.setLevel(logging.INFO)
+    _quiet_celery_notice()
     print(
         f"script-monitor worker {hostname}: queues {', '.join(queues)}, concurrency"
         f" {args.concurrency}, store {store.where}",
@@ -41,7 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from celery.signals import worker_ready
 
     def ready(**_: object) -> None:
-        print(f"script-monitor worker {hostname}: ready", file=sys.stderr, flush=True)
+        log.info("script-monitor worker %s: ready", hostname)
 
     worker_ready.connect(ready, weak=False)
     worker = app.Worker(
@@ -56,6 +64,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
         quiet=True,
     )
     worker.start()
+    runs.guardian.stop()
     runs.stop.set()
     store.close()
     return int(worker.exitcode or 0)
+
+
+def _quiet_celery_notice() -> None:
+    """Celery warns on every lost broker connection that it will cancel late-acked
+    tasks by default in 6.0; the worker sets that setting itself
+    (``worker_cancel_long_running_tasks_on_connection_loss``, distributed/app.py)."""
+    import warnings
+
+    from celery.exceptions import CPendingDeprecationWarning
+
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )

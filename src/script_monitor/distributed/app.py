@@ -4,6 +4,7 @@ a run from running twice (docs/DISTRIBUTED.md explains each)."""
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
 from ..config import Config
@@ -33,8 +34,12 @@ def visibility_timeout(config: Config) -> float:
     return min(longest, 7 * 86400) + 2 * config.settings.execution.lost_after + 3600
 
 
+_IMPORTING = threading.Lock()
+
+
 def make_app(config: Config) -> Any:
-    from celery import Celery
+    with _IMPORTING:  # Celery's lazy module breaks when threads import it at once
+        from celery import Celery
 
     settings = config.settings.celery
     app = Celery("script_monitor", set_as_current=False)
@@ -50,8 +55,16 @@ def make_app(config: Config) -> Any:
         task_time_limit=None,
         task_soft_time_limit=None,
         broker_transport_options={"visibility_timeout": visibility_timeout(config)},
+        # Reaching the broker at start is checked by check_broker (exit 2); after that,
+        # retries: 2 for a command sending runs, unbounded for a worker (commands/worker.py).
         broker_connection_retry_on_startup=False,
+        broker_connection_retry=True,
         broker_connection_max_retries=2,
+        # A run is recorded through the store, not through its message: a lost broker
+        # connection must not end the runs in progress (their messages are refused by
+        # the claim when redelivered).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_redirect_stdouts=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_serializer="json",

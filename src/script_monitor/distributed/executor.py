@@ -9,6 +9,7 @@ lost a claimed run whose heartbeat is older than ``execution.lost_after``.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, BinaryIO
 
@@ -21,16 +22,22 @@ from ..states import RunStatus
 from ..store import Run, Store
 from ..store.postgres import mask_url
 from .app import TASK, BrokerError, check_broker, make_app
+from .lease import GroupLease
 
 POLL_MIN, POLL_MAX = 0.02, 0.25
 UNCLAIMED = "interrupted before a worker took it"
+HINT_AFTER = 10.0  # seconds a run may wait for a worker before the terminal says so
 
 
 class CeleryExecutor:
     def __init__(self, config: Config, store: Store, trigger: str, interrupt: Interrupt):
         self.config, self.store, self.trigger, self.interrupt = config, store, trigger, interrupt
         self.lost_after = config.settings.execution.lost_after
+        self.claim_timeout = config.settings.execution.claim_timeout
         self.sent: dict[int, Job] = {}
+        self.hinted: set[int] = set()  # runs the terminal was told no worker has taken
+        self.lease_ttl = config.settings.scheduling.lease_ttl
+        self._lease: GroupLease | None = None
         self.ready: list[Run] = []
         self.poll = POLL_MIN
         self._app: Any = None
@@ -48,7 +55,37 @@ class CeleryExecutor:
         self.app()
 
     def close(self) -> None:
-        pass
+        if self._lease is not None:
+            self._lease.stop()
+            self._lease = None
+
+    def group_started(self, group_run_id: int) -> None:
+        """Hold the group run through a lease, renewed on a thread of its own, so that
+        a leading scheduler carries it on if this process dies (docs/DISTRIBUTED.md)."""
+        self._lease = GroupLease(self.store, group_run_id, self.lease_ttl)
+        self._lease.start()
+
+    def resume(self, running: list[tuple[int, Run]]) -> None:
+        """Carry on the runs an orchestrator that died had sent (an adopted group run):
+        wait for their ends, and send again those no worker has claimed (a message may
+        have been lost with it; the claim refuses the second of two deliveries)."""
+        unclaimed = set(self.store.claims.unclaimed([row.id for _, row in running]))
+        for index, row in running:
+            script = self.config.script(row.script)
+            job = Job(row.script, script, row.started, row.log_path or "", None, row.id)
+            job.index, job.attempt = index, row.attempt
+            job.proc = {
+                "run_id": row.id,
+                "script": row.script,
+                "group": row.group_name,
+                "group_run_id": row.group_run_id,
+                "trigger": row.trigger,
+                "attempt": row.attempt,
+            }
+            if row.id in unclaimed:
+                self.start(job)
+            else:
+                self.sent[row.id] = job
 
     def hold(self) -> None:
         pass
@@ -65,6 +102,8 @@ class CeleryExecutor:
         attempt: int = 1,
     ) -> Job:
         self.app()  # no row for a run that could not be sent
+        if self._lease is not None:
+            self._lease.check()  # never start a run of a group run another carries on
         script = self.config.script(name)
         started = time.time()
         rel = logs.new_log_name(name, started)
@@ -101,9 +140,11 @@ class CeleryExecutor:
 
     def wait(self, until: float | None) -> None:
         while not self.ready and self.sent:
+            now = time.time()
             self.ready = self.store.claims.ended_or_stale(
-                list(self.sent), self.lost_after, time.time()
+                list(self.sent), self.lost_after, now, self.claim_timeout
             )
+            self._hint(now)
             if self.ready:
                 self.poll = POLL_MIN
                 return
@@ -115,6 +156,25 @@ class CeleryExecutor:
             self.poll = min(self.poll * 1.5, POLL_MAX)
         if not self.sent and until is not None:
             self.interrupt.wait(max(0.0, until - time.monotonic()))
+
+    def _hint(self, now: float) -> None:
+        """Say once on stderr which runs no worker has taken after ``HINT_AFTER`` s (or
+        half the claim timeout, when that is shorter)."""
+        after = min(HINT_AFTER, self.claim_timeout / 2)
+        waiting = [
+            i for i, job in self.sent.items() if i not in self.hinted and now - job.started >= after
+        ]
+        if not waiting:
+            return
+        self.hinted.update(waiting)
+        for run_id in self.store.claims.unclaimed(waiting):
+            job = self.sent[run_id]
+            queue = job.script.queue or self.config.settings.celery.queue
+            sys.stderr.write(
+                f"no worker has taken run {run_id} on queue {queue} for {after:g}s"
+                f" (it is lost after execution.claim_timeout, {self.claim_timeout:g}s)\n"
+            )
+            sys.stderr.flush()
 
     def collect(self) -> list[Job]:
         rows, self.ready = self.ready, []

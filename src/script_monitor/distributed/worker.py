@@ -17,10 +17,12 @@ import time
 from typing import Any
 
 from ..config import Config
+from ..errors import StoreError
 from ..executor import LocalExecutor
 from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
 from ..states import RunStatus
 from ..store import Store
+from .guard import Guardian
 
 LOG_CAP = 8 * 1024 * 1024  # bytes of one run's output shipped to the history
 CHUNK = 64 * 1024
@@ -40,6 +42,7 @@ class Runs:
         self.lost_after = lost_after
         self.every = max(0.2, min(lost_after / 4, 5.0))
         self.active: dict[int, Interrupt] = {}
+        self.guardian: Guardian | None = None  # ends the scripts if this worker dies
         self.lock = threading.Lock()
         self.last_ok = time.monotonic()
         self.stop = threading.Event()
@@ -196,7 +199,14 @@ def run_claimed(
             )  # fmt: skip
         except Duplicate:
             return "duplicate"
+        except StoreError:  # not claimed: the message goes back to the queue, not away
+            from celery.exceptions import Reject
+
+            raise Reject("the store could not record the claim", requeue=True) from None
         runs.add(run_id, interrupt)
+        guard = runs.guardian
+        if guard is not None:
+            guard.started(job.token)
         try:
             ex.launch(job)
             if isinstance(job.proc, ProcResult):
@@ -209,6 +219,8 @@ def run_claimed(
             ex.finish(job, result)
         finally:
             runs.remove(run_id)
+            if guard is not None:
+                guard.ended(job.token)
             adopt.reap()
         return str(result.status)
     finally:

@@ -15,6 +15,7 @@ need, typed by its protocol, never the connection:
 ``reads``    what ``list``, ``status``, the dashboard show
 ``totals``   running totals for ``/metrics``
 ``retention`` deleting what is older than the retention period
+``leases``   schedulers sharing the store: the leader's lease, their beats, ticks handled
 ========== ==========================================================
 """
 
@@ -40,6 +41,7 @@ from .records import (
     PruneReport,
     Run,
     RunSummary,
+    SchedulerMember,
     WatchEvent,
 )
 from .runs import Runs
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
         ChecksApi,
         ClaimsApi,
         History,
+        LeasesApi,
         LogsApi,
         OutboxApi,
         ReadsApi,
@@ -80,6 +83,7 @@ __all__ = [
     "Recorder",
     "Run",
     "RunSummary",
+    "SchedulerMember",
     "Store",
     "WatchEvent",
     "busy_timeout_ms",
@@ -121,6 +125,12 @@ class Store:
         from .reads import Reads
 
         return Reads(self.core)
+
+    @cached_property
+    def leases(self) -> LeasesApi:
+        from .leases import Leases
+
+        return Leases(self.core)
 
     @cached_property
     def logs(self) -> LogsApi:

@@ -12,7 +12,15 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..states import AuditAction, AuditResult, GroupStatus, LogState, MessageState, RunStatus
+from ..states import (
+    AuditAction,
+    AuditResult,
+    GroupStatus,
+    LogState,
+    MessageState,
+    RunStatus,
+    TickOutcome,
+)
 from .records import (
     AlertMatch,
     AuditRow,
@@ -26,6 +34,7 @@ from .records import (
     PruneReport,
     Run,
     RunSummary,
+    SchedulerMember,
     WatchEvent,
 )
 
@@ -119,8 +128,38 @@ class ClaimsApi(Protocol):
     def claim_run(
         self, run_id: int, host: str, owner: str, started: float, log_path: str | None
     ) -> bool: ...
-    def ended_or_stale(self, run_ids: list[int], lost_after: float, now: float) -> list[Run]: ...
+    def ended_or_stale(
+        self,
+        run_ids: list[int],
+        lost_after: float,
+        now: float,
+        claim_timeout: float | None = None,
+    ) -> list[Run]: ...
+    def unclaimed(self, run_ids: list[int]) -> list[int]: ...
     def give_up_runs(self, run_ids: list[int], status: RunStatus | str, detail: str) -> None: ...
+
+
+class LeasesApi(Protocol):
+    """The ``leases``, ``schedulers`` and ``ticks`` tables (schedulers sharing a store)."""
+
+    def hold(self, holder: str, ttl: float, force: bool = False, name: str = ...) -> bool: ...
+    def release(self, holder: str, name: str = ...) -> None: ...
+    def holder(self, name: str = ...) -> str | None: ...
+    def beat(
+        self, owner: str, host: str, pid: int, config_dir: str, version: str, started: float
+    ) -> None: ...
+    def leave(self, owner: str) -> None: ...
+    def members(self, within: float) -> list[SchedulerMember]: ...
+    def claim_ticks(
+        self, group: str, dues: list[float], outcome: TickOutcome, holder: str
+    ) -> list[float]: ...
+    def handled(self, group: str, dues: list[float]) -> set[float]: ...
+    def last_tick(self, group: str) -> float | None: ...
+    def ticks(self, group: str, since: float) -> list[tuple[float, str, str]]: ...
+    def prune(self, keep: float) -> int: ...
+    def lease_groups(self, group_run_ids: list[int], holder: str, ttl: float) -> list[int]: ...
+    def orphaned_groups(self) -> list[GroupRun]: ...
+    def adopt_group(self, group_run_id: int, holder: str, ttl: float) -> bool: ...
 
 
 class LogsApi(Protocol):

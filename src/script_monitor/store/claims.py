@@ -13,9 +13,10 @@ import time
 from ..states import RunStatus
 from .core import Core
 from .records import Run
-from .runs import log_state
+from .runs import WORKER_LOST, log_state
 
 _RUNNING = RunStatus.RUNNING.value
+NO_WORKER = "no worker took it"  # the detail of a run lost before any worker claimed it
 
 
 def _marks(ids: list[int]) -> str:
@@ -45,9 +46,10 @@ class Claims:
         if not run_ids:
             return []
         marks = _marks(run_ids)
-        self.core.own(
+        self.core.own(  # no retries: a failed beat is tried again at the next one
             f"UPDATE runs SET heartbeat = ? WHERE id IN ({marks}) AND status = ?",
             (now, *run_ids, _RUNNING),
+            retry_for=0,
         )
         rows = self.core.read(
             f"SELECT id FROM runs WHERE id IN ({marks}) AND (cancel = 1 OR status != ?)",
@@ -55,20 +57,27 @@ class Claims:
         )
         return [r[0] for r in rows]
 
-    def ended_or_stale(self, run_ids: list[int], lost_after: float, now: float) -> list[Run]:
+    def ended_or_stale(
+        self,
+        run_ids: list[int],
+        lost_after: float,
+        now: float,
+        claim_timeout: float | None = None,
+    ) -> list[Run]:
         """Of these runs, the rows that ended; claimed runs whose heartbeat is older than
-        ``lost_after`` are first marked lost."""
+        ``lost_after`` are first marked lost, and so are runs no worker claimed within
+        ``claim_timeout`` seconds of being recorded (a late claim then finds them ended)."""
         if not run_ids:
             return []
         rows = self.core.read(
-            f"SELECT id, status, heartbeat FROM runs WHERE id IN ({_marks(run_ids)})",
+            f"SELECT id, status, heartbeat, started FROM runs WHERE id IN ({_marks(run_ids)})",
             tuple(run_ids),
         )
         stale = [
             r[0] for r in rows if r[1] == _RUNNING and r[2] is not None and r[2] < now - lost_after
         ]
         if stale:
-            detail = f"no heartbeat from its worker for {lost_after:g}s"
+            detail = WORKER_LOST
             with self.core.write() as tx:
                 tx.executemany(
                     "UPDATE runs SET status = ?, ended = ?, duration = ? - started,"
@@ -78,6 +87,17 @@ class Claims:
                         for i in stale
                     ],
                 )
+        if claim_timeout is not None:
+            limit = now - claim_timeout
+            waiting = [r[0] for r in rows if r[1] == _RUNNING and r[2] is None and r[3] < limit]
+            if waiting:
+                with self.core.write() as tx:
+                    tx.executemany(
+                        "UPDATE runs SET status = ?, ended = ?, duration = 0, detail = ?,"
+                        " cancel = 1 WHERE id = ? AND status = ? AND heartbeat IS NULL",
+                        [(RunStatus.LOST.value, now, NO_WORKER, i, _RUNNING) for i in waiting],
+                    )
+                stale += waiting
         ended = [r[0] for r in rows if r[1] != _RUNNING] + stale
         if not ended:
             return []
@@ -86,6 +106,17 @@ class Claims:
             (*ended, _RUNNING),
         )
         return [Run.from_row(r) for r in rows]
+
+    def unclaimed(self, run_ids: list[int]) -> list[int]:
+        """Of these runs, those still waiting for a worker to claim them."""
+        if not run_ids:
+            return []
+        rows = self.core.read(
+            f"SELECT id FROM runs WHERE id IN ({_marks(run_ids)}) AND status = ?"
+            " AND heartbeat IS NULL",
+            (*run_ids, _RUNNING),
+        )
+        return [r[0] for r in rows]
 
     def cancel_runs(self, run_ids: list[int], status: RunStatus | str, detail: str) -> None:
         """Ask the workers to end these runs; those not claimed yet end here at once."""

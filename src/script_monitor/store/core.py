@@ -391,12 +391,13 @@ class Core:
                     raise self.dialect.error(e) from None
         return self._healing(lambda db: (db.execute(statement), db)[1])
 
-    def _healing(self, step: Callable[[Any], Any]) -> Any:
+    def _healing(self, step: Callable[[Any], Any], retry_for: float | None = None) -> Any:
         """Run ``step`` on the connection; on PostgreSQL, a connection lost or refused
         (the server restarting, a network blip) is opened again with backoff for up to
         ``retry_for`` seconds.  Only steps that are safe to repeat come here: a query,
         or the BEGIN of a transaction."""
-        give_up = time.monotonic() + self.retry_for
+        retry_for = self.retry_for if retry_for is None else retry_for
+        give_up = time.monotonic() + retry_for
         pause = 0.1
         while True:
             try:
@@ -408,15 +409,15 @@ class Core:
             if self.url is None or not isinstance(error, StoreUnreachable):
                 raise error
             self._drop()
-            if pause == 0.1 and self.retry_for > 0:
+            if pause == 0.1 and retry_for > 0:
                 import logging  # only now: the import costs every command's start-up
 
                 logging.getLogger("script_monitor.store").warning(
-                    "%s; trying again for up to %gs (store.retry_for)", error, self.retry_for
+                    "%s; trying again for up to %gs (store.retry_for)", error, retry_for
                 )
             if time.monotonic() + pause > give_up:
                 raise StoreUnreachable(
-                    f"{error} (gave up after retrying for {self.retry_for:g}s: store.retry_for)"
+                    f"{error} (gave up after retrying for {retry_for:g}s: store.retry_for)"
                 )
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
@@ -446,18 +447,20 @@ class Core:
         except Exception as e:  # the pool's own errors (PoolTimeout)
             raise StoreUnreachable(f"cannot reach the store {self.where}: {e}") from None
 
-    def own(self, sql: str, args: Sequence[Any]) -> int:
-        """One statement on rows only this process writes (heartbeats, log chunks); on
-        PostgreSQL in a transaction of its own; returns the rows changed."""
+    def own(self, sql: str, args: Sequence[Any], retry_for: float | None = None) -> int:
+        """One statement on rows only this process writes (claims, heartbeats, log
+        chunks); on PostgreSQL in a transaction of its own, retried on a new connection
+        while the server is out of reach (a stale connection after a restart included):
+        a claim repeated after its first try was committed unseen finds the run claimed
+        and refuses it, so a run still executes at most once.  ``retry_for`` bounds the
+        retries (a heartbeat: 0, it beats again soon).  Returns the rows changed."""
         if self.url is None:
             with self.write() as tx:
                 return tx.execute(sql, args).rowcount
         with self._lock:
-            db = self.connect()
-            try:
-                return db.execute(self.dialect.sql(sql), args).rowcount
-            except self.errors() as e:
-                raise self.dialect.error(e) from None
+            return self._healing(
+                lambda db: db.execute(self.dialect.sql(sql), args).rowcount, retry_for
+            )
 
 
 def _private_dir(path: Path) -> None:

@@ -48,6 +48,7 @@ class Dialect:
     returning: ClassVar[bool]  # an INSERT's new id through RETURNING (else lastrowid)
     translates: ClassVar[bool]  # whether ``sql`` changes a statement
     arrays: ClassVar[bool]  # a list binds as one array parameter (``unnest(?::text[])``)
+    now: ClassVar[str]  # the store's own clock, in seconds since the epoch (leases)
     types: ClassVar[dict[str, str]]
 
     def __init__(self, where: str, busy_ms: int):
@@ -75,6 +76,7 @@ class SqliteDialect(Dialect):
     read_begin = "BEGIN"
     skip_locked = ""
     no_limit = "LIMIT -1"
+    now = "((julianday('now') - 2440587.5) * 86400.0)"
     translates = False
     arrays = False
     returning = False  # lastrowid costs nothing; RETURNING a row to fetch
@@ -116,6 +118,7 @@ class PostgresDialect(Dialect):
     read_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     no_limit = "LIMIT ALL"
+    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
     translates = True
     arrays = True
     returning = True

@@ -18,8 +18,10 @@ class LogChunks:
         self.core = core
 
     def add(self, run_id: int, seq: int, data: bytes) -> None:
-        self.core.own(
-            "INSERT INTO run_logs (run_id, seq, data) VALUES (?, ?, ?)", (run_id, seq, data)
+        self.core.own(  # no retries: the shipper tries again from the same offset
+            "INSERT INTO run_logs (run_id, seq, data) VALUES (?, ?, ?)",
+            (run_id, seq, data),
+            retry_for=0,
         )
 
     def sizes(self, run_id: int, after: int = -1) -> list[tuple[int, int]]:

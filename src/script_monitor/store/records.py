@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ..states import GroupStatus, LogState, MessageState, PingKind, RunStatus
+from ..states import GroupStatus, LogState, MessageState, PingKind, RunStatus, SchedulerRole
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -264,3 +264,17 @@ class PingResult(msgspec.Struct, frozen=True):
     run_id: int
     status: RunStatus
     superseded: int | None = None  # an older start's run, ended lost by this start
+
+
+class SchedulerMember(msgspec.Struct, frozen=True):
+    """A scheduler sharing the store (a row of ``schedulers``), and its role now."""
+
+    owner: str
+    host: str
+    pid: int
+    config_dir: str
+    version: str
+    started: float
+    beat: float
+    role: SchedulerRole
+    age: float  # seconds since its last beat, by the store's clock

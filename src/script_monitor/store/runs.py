@@ -25,6 +25,9 @@ _DURATIONS = (
 )
 _GROUP = GroupRun.COLUMNS
 # A run's log is still on disk, and the run has ended.
+_DIED = "the script-monitor process recording this run died"
+WORKER_LOST = "its worker was lost"  # a run a worker had claimed (claims.py)
+ORPHAN_GRACE = 300.0  # seconds a group run's lease may be out before any command reaps it
 _LOG_KEPT = f"log_state = '{LogState.OK}' AND status != '{RunStatus.RUNNING}'"
 
 
@@ -203,31 +206,41 @@ class Runs:
     def reap_lost(self) -> int:
         """Mark runs whose owning process is gone as ``lost``; return how many."""
         running = RunStatus.RUNNING.value
+        # A group run held through a lease (sent to workers) belongs to whoever holds or
+        # adopts its lease, and so do the runs it sent that no worker has claimed yet:
+        # a leading scheduler carries them on (docs/DISTRIBUTED.md).  Only when nobody
+        # has for ORPHAN_GRACE seconds are they reaped like the others.
+        leased = f"lease_holder IS NOT NULL AND lease_until >= {self.core.dialect.now} - ?"
         rows = self.core.read(  # literal statuses: the partial indexes on running rows
-            f"SELECT 'r', id, owner FROM runs WHERE status = '{running}' UNION ALL "
-            f"SELECT 'g', id, owner FROM group_runs WHERE status = '{running}'"
+            f"SELECT CASE WHEN heartbeat IS NULL THEN 'r' ELSE 'w' END, id, owner FROM runs"
+            f" WHERE status = '{running}' AND NOT ("
+            f"heartbeat IS NULL AND group_run_id IN (SELECT id FROM group_runs"
+            f" WHERE status = '{running}' AND {leased})) UNION ALL "
+            f"SELECT 'g', id, owner FROM group_runs WHERE status = '{running}' AND NOT ({leased})",
+            (ORPHAN_GRACE, ORPHAN_GRACE),
         )
         me = self.core.owner
-        lost: dict[str, list[tuple]] = {"r": [], "g": []}
+        lost: dict[str, list[tuple]] = {"r": [], "w": [], "g": []}
         for kind, rid, owner_text in rows:
             owner = Owner.parse(owner_text)
             if owner is not None and owner.is_gone(me):
                 lost[kind].append((time.time(), rid))
-        if not lost["r"] and not lost["g"]:
+        if not lost["r"] and not lost["w"] and not lost["g"]:
             return 0
         with self.core.write() as tx:
             tx.executemany(
-                "UPDATE runs SET status = ?, ended = ?, detail = 'the script-monitor process"
-                " recording this run died' WHERE id = ? AND status = ?",
-                [(RunStatus.LOST.value, t, i, running) for t, i in lost["r"]],
+                "UPDATE runs SET status = ?, ended = ?, detail = ? WHERE id = ? AND status = ?",
+                [(RunStatus.LOST.value, t, _DIED, i, running) for t, i in lost["r"]]
+                + [(RunStatus.LOST.value, t, WORKER_LOST, i, running) for t, i in lost["w"]],
             )
             tx.executemany(
                 "UPDATE group_runs SET status = ?, ended = ? WHERE id = ? AND status = ?",
                 [(GroupStatus.LOST.value, t, i, running) for t, i in lost["g"]],
             )
+        runs = [r for _, r in lost["r"] + lost["w"]]
         if self.on_lost is not None:  # notifications: a lost run is a failure
-            self.on_lost([r for _, r in lost["r"]], [g for _, g in lost["g"]])
-        return len(lost["r"])
+            self.on_lost(runs, [g for _, g in lost["g"]])
+        return len(runs)
 
     # ------------------------------------------------------------ queries
 

@@ -226,6 +226,39 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS check_pings_name ON check_pings (check_name, id);
     CREATE INDEX IF NOT EXISTS check_pings_at ON check_pings (at);
     """,
+    # Several schedulers on one store (docs/DISTRIBUTED.md): the leader holds the lease
+    # row `scheduler` of `leases` (renewed, taken over once expired); every scheduler
+    # beats in `schedulers` (status shows the leader and the standbys); a due tick is
+    # handled through its unique (group, due) row of `ticks`, so it fires once even
+    # while the lead changes hands.  A group run's orchestrator holds a lease on it.
+    """
+    CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires {real} NOT NULL,
+        acquired {real} NOT NULL
+    ){no_rowid};
+    CREATE TABLE IF NOT EXISTS schedulers (
+        owner TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid {int} NOT NULL,
+        config_dir TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started {real} NOT NULL,
+        beat {real} NOT NULL
+    ){no_rowid};
+    CREATE TABLE IF NOT EXISTS ticks (
+        group_name TEXT NOT NULL,
+        due {real} NOT NULL,
+        outcome TEXT NOT NULL,
+        scheduler TEXT NOT NULL,
+        handled {real} NOT NULL,
+        PRIMARY KEY (group_name, due)
+    ){no_rowid};
+    CREATE INDEX IF NOT EXISTS ticks_handled ON ticks (handled);
+    ALTER TABLE group_runs ADD COLUMN lease_holder TEXT;
+    ALTER TABLE group_runs ADD COLUMN lease_until {real};
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

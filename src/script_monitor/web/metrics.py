@@ -351,6 +351,7 @@ class StoreCollector:
         yield from self._groups()
         yield self._next_runs()
         yield self._heartbeat()
+        yield self._schedulers()
         yield self._notifications()
         yield self._refusals()
         yield from self._checks()
@@ -447,6 +448,19 @@ class StoreCollector:
         beat = read_heartbeat(self.service.config.state_dir) or {}
         if isinstance(beat.get("updated"), int | float):
             family.add_metric([], beat["updated"])
+        return family
+
+    def _schedulers(self) -> GaugeMetricFamily:
+        from ..leadership import members
+
+        family = GaugeMetricFamily(
+            "script_monitor_scheduler_up",
+            "1 for each scheduler alive on the store, by host, pid and role (leader or standby).",
+            labels=["host", "pid", "role"],
+        )
+        ttl = self.service.config.settings.scheduling.lease_ttl
+        for m in members(self.service.store, ttl):
+            family.add_metric([m.host, str(m.pid), m.role.value], 1)
         return family
 
     def _notifications(self) -> GaugeMetricFamily:

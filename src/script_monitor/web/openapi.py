@@ -271,12 +271,30 @@ SCHEMAS: dict[str, Any] = {
     },
     "SchedulerStatus": {
         "type": "object",
-        "required": ["running", "pid", "heartbeat_age", "stale"],
+        "required": ["running", "pid", "heartbeat_age", "stale", "schedulers"],
         "properties": {
             "running": {"type": "boolean"},
             "pid": _nullable({"type": "integer"}),
             "heartbeat_age": _nullable({"type": "number", "description": "seconds"}),
             "stale": {"type": "boolean"},
+            "schedulers": {
+                "type": "array",
+                "description": "every scheduler alive on the store, the leader first",
+                "items": {"$ref": "#/components/schemas/SchedulerMember"},
+            },
+        },
+    },
+    "SchedulerMember": {
+        "type": "object",
+        "required": ["role", "host", "pid", "config_dir", "version", "started", "heartbeat_age"],
+        "properties": {
+            "role": {"type": "string", "enum": ["leader", "standby"]},
+            "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "config_dir": {"type": "string"},
+            "version": {"type": "string"},
+            "started": {"type": "string", "format": "date-time"},
+            "heartbeat_age": {"type": "number", "description": "seconds"},
         },
     },
     "Schedules": {

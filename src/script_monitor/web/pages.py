@@ -257,7 +257,10 @@ class Pages:
             }
             for g in shown_groups
         ]
-        status = scheduler_status(config.state_dir)
+        from ..leadership import with_members
+
+        ttl = config.settings.scheduling.lease_ttl
+        status = with_members(scheduler_status(config.state_dir), self.service.store, ttl)
         every = config.scripts.values()
         return self.env.get_template("overview.html").render(
             scripts=scripts,
@@ -408,6 +411,12 @@ def _scheduler_text(status: dict[str, Any], enabled: bool) -> str:
         text = "running, but no recent heartbeat"
     else:
         text = "running"
+    if status.get("shared") and status.get("schedulers"):  # several hosts: who leads
+        text = (
+            ("running here" if status["running"] else "not running here")
+            + "; "
+            + ", ".join(f"{m.role} {m.host} (pid {m.pid})" for m in status["schedulers"])
+        )
     return text + ("" if enabled else " (scheduling paused)")
 
 

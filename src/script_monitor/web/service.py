@@ -210,7 +210,10 @@ class Service:
         self.refresh()
         config = self.config
         rows = schedule_rows(config, self.store.reads.last_group_runs(), datetime.now(UTC))
-        status = scheduler_status(config.state_dir)
+        from ..leadership import with_members
+
+        ttl = config.settings.scheduling.lease_ttl
+        status = with_members(scheduler_status(config.state_dir), self.store, ttl)
         return schedules_json(rows, status, config.settings.scheduling.enabled)
 
     def history(self, name: str, limit: int) -> list[dict[str, Any]]:
@@ -249,8 +252,11 @@ class Service:
         state_dir = self.config.state_dir
         beat = read_heartbeat(state_dir) or {}
         updated = beat.get("updated")
+        from ..leadership import with_members
+
+        ttl = self.config.settings.scheduling.lease_ttl
         out.update(
-            scheduler=scheduler_json(scheduler_status(state_dir)),
+            scheduler=scheduler_json(with_members(scheduler_status(state_dir), self.store, ttl)),
             heartbeat=updated if isinstance(updated, int | float) else None,
             config_error=self.config_error,
         )

@@ -1,0 +1,211 @@
+"""Service blips under a distributed group run (docs/DISTRIBUTED.md): a PostgreSQL of the
+test's own restarted mid-group, a Redis of the test's own restarted without persistence.
+
+The machine's shared services are never touched: the restarted one is a private
+instance (``pg_ctl`` on a temp dir, ``redis-server`` on a free port); the other is the
+shared one, with a queue of the test's own.  Real workers, the real CLI; executions
+counted with marker files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import empty_pg
+from helpers import MAIN, free_port, make_config, need_server, sm, until
+from test_store_errors import private_pg  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.fault
+
+
+def _marked(marks: Path, n: int) -> str:
+    return (
+        f'echo "start $SCRIPT_MONITOR_RUN_ID" >> {marks}/{n}; sleep 1;'
+        f' echo "done $SCRIPT_MONITOR_RUN_ID" >> {marks}/{n}'
+    )
+
+
+def _setup(tmp_path: Path, settings: dict, count: int, cap: int) -> tuple[Path, Path, list]:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    names = [f"s{i}" for i in range(count)]
+    conf = make_config(
+        tmp_path / "c",
+        {n: _marked(marks, n) for n in names},
+        [{"name": "g", "execution": "parallel", "max_parallel_workers": cap, "scripts": names}],
+        settings,
+    )
+    return conf, marks, names
+
+
+def _worker(conf: Path, name: str, concurrency: int) -> subprocess.Popen:
+    log = conf / f"worker-{name}.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen(
+            [
+                *(sys.executable, str(MAIN), "--config-dir", str(conf), "worker"),
+                *("--hostname", f"{name}@test", "--concurrency", str(concurrency)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    until(lambda: "ready" in log.read_text() or p.poll() is not None, timeout=30)
+    assert p.poll() is None, log.read_text()
+    return p
+
+
+def _starts(marks: Path, name: str) -> list[str]:
+    path = marks / name
+    return (
+        [x for x in path.read_text().split("\n") if x.startswith("start")] if path.exists() else []
+    )
+
+
+def test_a_postgresql_restarted_mid_group_is_ridden_out(tmp_path, private_pg, redis_url):  # noqa: F811
+    conf, marks, names = _setup(
+        tmp_path,
+        {
+            "store": {"url": private_pg.url},
+            "execution": {"backend": "celery", "lost_after": 30},
+            "celery": {"broker_url": redis_url, "queue": f"smtest-{uuid.uuid4().hex[:10]}"},
+        },
+        6,
+        3,
+    )
+    assert sm(conf, "store", "migrate").returncode == 0
+    worker = _worker(conf, "w1", 3)
+    try:
+        caller = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(conf), "run-group", "g"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        until(lambda: len(list(marks.iterdir())) >= 2, timeout=30)
+        private_pg.stop()  # mid-group: runs going, others waiting for a worker
+        time.sleep(3)
+        private_pg.start()
+        out, err = caller.communicate(timeout=120)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+    assert caller.returncode == 0, out + err
+    for name in names:  # executed once and recorded once
+        assert len(_starts(marks, name)) == 1, name
+        runs = json.loads(sm(conf, "history", name, "--json").stdout)
+        assert [r["status"] for r in runs] == ["success"], runs
+    groups = json.loads(sm(conf, "list-groups", "--json").stdout)
+    assert groups[0]["last_run"]["status"] == "success"
+    assert "Traceback" not in err + (conf / "worker-w1.log").read_text()
+
+
+# ---------------------------------------------------------------- a private Redis
+
+
+class PrivateRedis:
+    """``redis-server`` on a free port, with nothing kept on disk."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                *("--appendonly", "no", "--dir", str(self.root)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        until(lambda: _pong(redis.Redis(port=self.port)), timeout=10)
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _pong(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    if shutil.which("redis-server") is None:
+        need_server("a private Redis", "redis-server is not installed")
+    r = PrivateRedis(tmp_path)
+    r.start()
+    yield r
+    if r.proc is not None and r.proc.poll() is None:
+        r.crash()
+
+
+def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
+    tmp_path, pg_url, private_redis
+):
+    empty_pg(pg_url)
+    conf, marks, names = _setup(
+        tmp_path,
+        {
+            "store": {"url": pg_url},
+            "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": 3},
+            "celery": {"broker_url": private_redis.url, "queue": "q"},
+        },
+        4,
+        4,
+    )
+    worker = _worker(conf, "w1", 1)  # takes one message; three wait in the broker
+    try:
+        caller = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(conf), "run-group", "g"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        until(lambda: len(list(marks.iterdir())) >= 1, timeout=30)
+        private_redis.crash()  # every queued message is gone with it
+        threading.Timer(1.0, private_redis.start).start()
+        began = time.monotonic()
+        out, err = caller.communicate(timeout=60)
+        took = time.monotonic() - began
+        assert caller.returncode == 1, out + err  # the lost runs are failures
+        assert took < 3 + 10, took
+        runs = {n: json.loads(sm(conf, "history", n, "--json").stdout) for n in names}
+        started = [n for n in names if _starts(marks, n)]
+        assert len(started) == 1
+        for n in names:
+            assert len(_starts(marks, n)) <= 1
+            (run,) = runs[n]
+            if n in started:
+                assert run["status"] == "success", run
+            else:
+                assert (run["status"], run["detail"]) == ("lost", "no worker took it"), run
+        # The worker rode the restart out: it takes new runs from the new broker.
+        assert sm(conf, "run", names[1], timeout=60).returncode == 0
+        assert worker.poll() is None
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
