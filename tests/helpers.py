@@ -274,7 +274,12 @@ def group_runs(conf: Path, group: str) -> list[dict]:
 # ---------------------------------------------------------------- servers (distributed)
 
 PG_ADMIN_URL = os.environ.get("SCRIPT_MONITOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-REDIS_TEST_URL = os.environ.get("SCRIPT_MONITOR_TEST_REDIS", "redis://127.0.0.1:6379/9")
+# Redis databases 9, 10, ...: one per parallel test worker (pytest-xdist's gw0, gw1, ...),
+# since each flushes its own at the start and at the end.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+REDIS_TEST_URL = os.environ.get(
+    "SCRIPT_MONITOR_TEST_REDIS", f"redis://127.0.0.1:6379/{9 + _WORKER}"
+)
 AMQP_TEST_URL = os.environ.get("SCRIPT_MONITOR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 
 
