@@ -32,6 +32,18 @@ DB_NAME = "history.db"
 _POOL_LOCK = threading.Lock()
 
 
+# A writer waiting for SQLite's lock tries again this often; a long job leaves this gap
+# between its transactions (a waiting writer gets the lock within one of them).
+WRITER_POLL = 0.001
+WRITER_GAP = 0.004
+
+
+def _busy(e: Exception) -> bool:
+    """Whether SQLite refused because another connection holds the lock."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+
+
 def busy_timeout_ms() -> int:
     """The busy timeout: $SCRIPT_MONITOR_BUSY_TIMEOUT seconds, else 60 s."""
     try:
@@ -383,6 +395,8 @@ class Core:
         so a shared store's lost connection is opened again and the BEGIN retried."""
         db = self._db
         if db is not None:
+            if self.url is None and statement == SqliteDialect.write_begin:
+                return self._take_writer(db)
             try:  # the common case, without the retry loop's set-up
                 db.execute(statement)
                 return db
@@ -390,6 +404,37 @@ class Core:
                 if self.url is None:
                     raise self.dialect.error(e) from None
         return self._healing(lambda db: (db.execute(statement), db)[1])
+
+    def _take_writer(self, db: Any) -> Any:
+        """``BEGIN IMMEDIATE`` on SQLite, trying again every few milliseconds while another
+        process writes, for up to the busy timeout.  SQLite's own busy handler sleeps up
+        to 100 ms between tries, so a process that writes in a loop of short transactions
+        (``history prune``) would take the lock again before a waiting run's next try."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return db
+        except sqlite3.OperationalError as e:
+            if not _busy(e):
+                raise self.dialect.error(e) from None
+        give_up = time.monotonic() + self.busy_ms / 1000
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                time.sleep(WRITER_POLL)
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return db
+                except sqlite3.OperationalError as e:
+                    if not _busy(e) or time.monotonic() > give_up:
+                        raise self.dialect.error(e) from None
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
+
+    def let_others_write(self) -> None:
+        """Between two transactions of a long job (pruning): on SQLite, where one process
+        writes at a time, a pause in which a waiting writer takes the lock."""
+        if self.url is None:
+            time.sleep(WRITER_GAP)
 
     def _healing(self, step: Callable[[Any], Any], retry_for: float | None = None) -> Any:
         """Run ``step`` on the connection; on PostgreSQL, a connection lost or refused

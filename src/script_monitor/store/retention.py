@@ -73,6 +73,7 @@ class Retention:
             return self.core.read("SELECT COUNT(*) FROM audit WHERE at < ?", (cutoff,))[0][0]
         done = 0
         while True:
+            self.core.let_others_write()
             with self.core.write() as tx:
                 n = prune_audit(tx, cutoff, batch)
             done += n
@@ -82,6 +83,7 @@ class Retention:
     def _roll(self) -> int:
         """Roll the kept totals forward as far as they go; return their id."""
         while True:
+            self.core.let_others_write()
             with self.core.write() as tx:
                 before = self.totals.upto(tx)
                 after = self.totals.roll(tx)
@@ -122,6 +124,7 @@ class Retention:
             report.runs += self.core.read(f"SELECT COUNT(*) FROM runs WHERE {cond}", args)[0][0]
             return
         while True:
+            self.core.let_others_write()
             with self.core.write() as tx:
                 rows = tx.all(
                     f"SELECT id, log_state, log_path FROM runs WHERE {cond} ORDER BY id LIMIT ?",
@@ -159,6 +162,7 @@ class Retention:
             report.group_runs += found[0][0]
             return
         while True:
+            self.core.let_others_write()
             with self.core.write() as tx:
                 ids = [
                     r[0]
@@ -181,6 +185,7 @@ class Retention:
             return self.core.read(f"SELECT COUNT(*) FROM {table} WHERE {cond}", (cutoff,))[0][0]
         done = 0
         while True:
+            self.core.let_others_write()
             with self.core.write() as tx:
                 keys = [
                     r[0]
