@@ -489,18 +489,25 @@ def notify_tool(
 # ---------------------------------------------------------------- W6: --help and list
 
 
-def populate_history(src: Path, root: Path, scripts: list[str], runs: int) -> None:
+def populate_history(
+    src: Path, root: Path, scripts: list[str], runs: int, other: list[str] | None = None
+) -> None:
     """Insert ``runs`` finished runs (spread over ``scripts``) straight into the history.
 
-    The schema comes from script-monitor's own Store; the rows are inserted in one
-    transaction, outside any timed part.
+    The schema comes from script-monitor's own Store (or, with ``other``, the command of
+    another checkout: its ``list`` creates the schema of its version); the rows are
+    inserted in one transaction, outside any timed part.
     """
-    sys.path.insert(0, str(src))
-    from script_monitor.store import Store
+    path = root / ".script-monitor" / "history.db"
+    if other is not None:
+        subprocess.run([*other, "--config-dir", str(root), "list"], capture_output=True, check=True)
+    else:
+        sys.path.insert(0, str(src))
+        from script_monitor.store import Store
 
-    store = Store(root / ".script-monitor")
-    store.runs.reap_lost()  # opens the database: creates it and its schema
-    store.close()
+        store = Store(root / ".script-monitor")
+        store.runs.reap_lost()  # opens the database: creates it and its schema
+        store.close()
     per_script = runs // len(scripts)
     now = time.time() - per_script * 3600
     group_rows, run_rows = [], []
@@ -517,7 +524,7 @@ def populate_history(src: Path, root: Path, scripts: list[str], runs: int) -> No
                  10_000 + i, "bench|x|1|1", f"{name}/{tick:06d}.log",
                  "ok" if recent else "rotated")
             )  # fmt: skip
-    db = sqlite3.connect(store.path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("BEGIN IMMEDIATE")
     db.executemany(
         "INSERT INTO group_runs (id, group_name, trigger, status, started, ended, owner)"
@@ -813,8 +820,12 @@ class Bench:
         title = f"--help, and list on {size['scripts']} scripts with {size['runs']} runs"
         self.log(f"W6: {title}")
         tools = w6_tools([self.py, str(self.main)], root, names, root)
-        if self.before:  # the other checkout's --help and list, in the same repetitions
-            old = w6_tools([self.py, str(self.before)], root, names, root)[:2]
+        if self.before:  # the other checkout's --help and list, in the same repetitions,
+            # on a history of its own schema with the same rows
+            other = root.with_name(root.name + "-before")
+            w6_config(other, size["scripts"])
+            populate_history(Path(), other, names, size["runs"], [self.py, str(self.before)])
+            old = w6_tools([self.py, str(self.before)], other, names, other)[:2]
             for tool in old:
                 tool.name = tool.name.replace("script-monitor", "before:")
             tools[2:2] = old
