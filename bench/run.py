@@ -825,7 +825,7 @@ class Bench:
             other = root.with_name(root.name + "-before")
             w6_config(other, size["scripts"])
             populate_history(Path(), other, names, size["runs"], [self.py, str(self.before)])
-            old = w6_tools([self.py, str(self.before)], other, names, other)[:2]
+            old = w6_tools([self.py, str(self.before)], other, names, root)[:2]
             for tool in old:
                 tool.name = tool.name.replace("script-monitor", "before:")
             tools[2:2] = old
