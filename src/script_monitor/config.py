@@ -1027,6 +1027,21 @@ def _check_item(
             _check_anomaly(obj.anomaly, doc, (*base, "anomaly"), label, problems)
         return
     where = doc.line(base)
+    _check_when(obj, doc, base, label, problems)
+    if obj.execution == "parallel" and obj.stop_on_error:
+        problems.append(
+            Problem.warning(
+                doc.path,
+                doc.line((*base, "stop_on_error")) or where,
+                f"{label}: stop_on_error has no effect on a parallel group",
+            )
+        )
+
+
+def _check_when(
+    obj: Group | Check, doc: Document, base: tuple, label: str, problems: list[Problem]
+) -> None:
+    """A group's or a check's cron expression and time zone are valid."""
     if obj.schedule is not None:
         reason = cron_problem(obj.schedule)
         if reason:
@@ -1043,14 +1058,6 @@ def _check_item(
                 doc.path,
                 doc.line((*base, "timezone")),
                 f"{label}: unknown timezone {obj.timezone!r}",
-            )
-        )
-    if obj.execution == "parallel" and obj.stop_on_error:
-        problems.append(
-            Problem.warning(
-                doc.path,
-                doc.line((*base, "stop_on_error")) or where,
-                f"{label}: stop_on_error has no effect on a parallel group",
             )
         )
 
@@ -1065,24 +1072,7 @@ def _check_check_fields(
                 doc.path, doc.line(base), f"{label}: give exactly one of schedule or period"
             )
         )
-    if obj.schedule is not None:
-        reason = cron_problem(obj.schedule)
-        if reason:
-            problems.append(
-                Problem.error(
-                    doc.path,
-                    doc.line((*base, "schedule")),
-                    f"{label}: invalid cron expression {obj.schedule!r}: {reason}",
-                )
-            )
-    if obj.timezone is not None and not valid_timezone(obj.timezone):
-        problems.append(
-            Problem.error(
-                doc.path,
-                doc.line((*base, "timezone")),
-                f"{label}: unknown timezone {obj.timezone!r}",
-            )
-        )
+    _check_when(obj, doc, base, label, problems)
 
 
 def _check_anomaly(
