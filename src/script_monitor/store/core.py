@@ -432,8 +432,18 @@ class Core:
 
     def let_others_write(self) -> None:
         """Between two transactions of a long job (pruning): on SQLite, where one process
-        writes at a time, a pause in which a waiting writer takes the lock."""
+        writes at a time, a pause in which a waiting writer takes the lock.  The job
+        also copies what it wrote into the database file itself (a passive checkpoint,
+        which never blocks a writer): else the write-ahead log it grew would be copied
+        by whichever commit next crosses SQLite's automatic checkpoint, often a run's."""
         if self.url is None:
+            with self._lock:
+                db = self._db
+                if db is not None:
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:
+                        pass  # busy or not: the next one catches up
             time.sleep(WRITER_GAP)
 
     def _healing(self, step: Callable[[Any], Any], retry_for: float | None = None) -> Any:
