@@ -411,7 +411,7 @@ def test_running_leaves_every_yaml_file_byte_for_byte_unchanged(config_dir):
     assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in yamls] == before
 
 
-# ---------------------------------------------------------------- config.py directly
+# ---------------------------------------------------------------- the config package directly
 
 
 def test_load_config_reads_a_scripts_directory_in_sorted_order(config_dir):

@@ -296,7 +296,7 @@ INVALID = [
 def test_invalid_expressions_say_why(expr, fragment):
     problem = cron.parse_problem(expr)
     assert problem is not None and fragment in problem
-    assert cron_problem(expr) == problem  # config.py's validation uses the same words
+    assert cron_problem(expr) == problem  # the config's validation uses the same words
 
 
 @pytest.mark.parametrize(
