@@ -270,10 +270,10 @@ def test_rotation_reads_only_runs_that_still_have_a_log(sqlite_store):
     assert store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None)) == ["a/27.log"]
     assert store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", None, now - 60)) == []
     store.core.connect().set_trace_callback(None)
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 2
+    rotations = [s for s in statements if "RETURNING id, log_path" in s]
+    assert len(rotations) == 2  # one statement each: choose, mark and return the paths
     with sqlite3.connect(store.path) as con:
-        for sql in selects:
+        for sql in rotations:
             plan = " ".join(str(row) for row in con.execute(f"EXPLAIN QUERY PLAN {sql}"))
             assert "runs_logs" in plan, plan
     assert sum(r.log_state == "ok" for r in store.runs.history("a")) == 3

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,8 @@ class Core:
         except self.errors() as e:
             raise self.dialect.error(e) from None
         self._db = db
+        with suppress(OSError):  # this host's own files (docs/HISTORY.md)
+            _private_dir(self.path.parent)
         return db
 
     def _setup_sqlite(self, db: sqlite3.Connection) -> None:

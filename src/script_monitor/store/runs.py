@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..states import GroupStatus, LogState, RunStatus
 from .core import Core, Owner, Tx
@@ -307,19 +307,18 @@ def _expire(tx: Tx, script: str, keep: int | None, before: float | None) -> list
     where = f"script = ? AND {_LOG_KEPT}"
     if keep is not None:
         # Only runs that still have a log are read, through the runs_logs index.
-        rows = tx.all(
-            f"SELECT id, log_path FROM runs WHERE {where} ORDER BY id DESC"
-            f" {tx.dialect.no_limit} OFFSET ?",
-            (script, keep),
+        chosen = (
+            f"SELECT id FROM runs WHERE {where} ORDER BY id DESC {tx.dialect.no_limit} OFFSET ?"
         )
+        args: tuple[Any, ...] = (script, keep)
     else:
-        rows = tx.all(
-            f"SELECT id, log_path FROM runs WHERE {where} AND started < ?", (script, before)
-        )
+        chosen = f"SELECT id FROM runs WHERE {where} AND started < ?"
+        args = (script, before)
+    rows = tx.all(  # one statement marks them and gives their paths
+        f"UPDATE runs SET log_state = ? WHERE id IN ({chosen}) RETURNING id, log_path",
+        (LogState.ROTATED.value, *args),
+    )
     if rows:
-        tx.executemany(
-            "UPDATE runs SET log_state = ? WHERE id = ?",
-            [(LogState.ROTATED.value, r[0]) for r in rows],
-        )
         drop_chunks(tx, [r[0] for r in rows])
+        rows.sort(reverse=True)  # newest first, as they were chosen
     return [r[1] for r in rows if r[1]]
