@@ -56,6 +56,7 @@ class Reads:
             rows = self.core.read(_distinct("runs", "script") + newest, (_SKIPPED,))
         elif self.core.dialect.arrays:  # one query, the newest row read where it is found
             names = list(scripts)
+            arg: list[str] | str
             if any("," in n for n in names):
                 given, arg = "?::text[]", names
             else:  # one text, split by the server: an array of thousands costs ms to send
