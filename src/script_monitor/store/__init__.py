@@ -27,7 +27,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core import DB_NAME, RETRY_FOR, Core, Owner, busy_timeout_ms
+from .core import DB_NAME, RETRY_FOR, Core, busy_timeout_ms
+from .owner import Owner
 from .records import (
     AlertMatch,
     AuditRow,

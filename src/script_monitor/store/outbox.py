@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from ..states import MessageState
-from .core import Core, Owner
+from .core import Core
+from .owner import Owner
 from .records import Message, NewMessage
 
 _PENDING = MessageState.PENDING.value

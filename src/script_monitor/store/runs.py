@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..states import GroupStatus, LogState, RunStatus
-from .core import Core, Owner, Tx
+from .core import Core, Tx
 from .logs import drop_chunks
+from .owner import Owner
 from .records import GroupRun, Run
 
 if TYPE_CHECKING:
