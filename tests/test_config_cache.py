@@ -4,7 +4,11 @@ unchanged, never when they changed, never instead of an error."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from helpers import assert_clean_error, sm, write
 from script_monitor.config import ItemCache, load_config
@@ -92,3 +96,85 @@ def test_a_duplicate_across_files_is_still_found(tmp_path: Path) -> None:
     r = sm(tmp_path, "list")
     assert_clean_error(r)
     assert "duplicate script name 'a'" in r.stderr
+
+
+CONFIG = (
+    "scheduling:\n  timezone: Europe/Paris\n"
+    "web:\n  tokens:\n    - {name: ci, token_file: ci.token, role: operator}\n"
+    "execution:\n  max_parallel_workers: 3\n"
+)
+
+
+def _with_settings(root: Path, text: str = CONFIG) -> None:
+    _config(root, SCRIPTS, GROUPS)
+    write(root, "config.yaml", text)
+    os.utime(root / "config.yaml", (OLD, OLD))
+
+
+def test_config_yaml_is_kept_too_and_then_yaml_is_not_even_imported(tmp_path: Path) -> None:
+    _with_settings(tmp_path)
+    first = load_config(tmp_path)
+    again = load_config(tmp_path)
+    assert again.settings == first.settings and again.origin == first.origin
+    assert again.settings.execution.max_parallel_workers == 3
+    assert again.settings.web.tokens[0].token_file == "ci.token"
+    probe = (
+        "import sys; from pathlib import Path; from script_monitor.config import load_config;"
+        f" c = load_config(Path({str(tmp_path)!r}));"
+        " print(c.settings.scheduling.timezone, 'yaml' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["Europe/Paris", "False"]
+
+
+def test_an_edited_config_yaml_is_read_again(tmp_path: Path) -> None:
+    _with_settings(tmp_path)
+    load_config(tmp_path)
+    write(tmp_path, "config.yaml", CONFIG.replace("workers: 3", "workers: 4"))  # same size
+    assert load_config(tmp_path).settings.execution.max_parallel_workers == 4
+    write(tmp_path, "config.yaml", CONFIG.replace("Europe/Paris", "Europe/Nowhere"))
+    r = sm(tmp_path, "list")
+    assert_clean_error(r)
+    assert "config.yaml:2" in r.stderr and "unknown timezone 'Europe/Nowhere'" in r.stderr
+
+
+def test_a_state_folder_elsewhere_still_loads_config_yaml_right(tmp_path: Path) -> None:
+    _with_settings(tmp_path, CONFIG + "paths:\n  state_dir: elsewhere\n")
+    (tmp_path / "elsewhere").mkdir()
+    first = load_config(tmp_path)
+    os.utime(tmp_path / "config.yaml", (OLD + 1, OLD + 1))  # changed, but long ago
+    again = load_config(tmp_path)
+    assert again.settings == first.settings
+    assert again.settings.paths.state_dir == "elsewhere"
+    assert (tmp_path / "elsewhere" / ItemCache.FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "scripts"),
+    [
+        ("web:\n  tokens:\n    - {name: ci, token: THE-SECRET-0123456789}\n", SCRIPTS),
+        ("web:\n  token: THE-SECRET-0123456789\n", SCRIPTS),
+        ("notifications:\n  channels:\n    ops: ['tgram://THE-SECRET-0123456789/1']\n", SCRIPTS),
+        ("store:\n  url: postgresql://u:THE-SECRET-0123456789@db/x\n", SCRIPTS),
+        (
+            "secret_env: [TOKEN]\n",
+            "scripts:\n  - name: a\n    command: 'true'\n    env: {TOKEN: THE-SECRET-0123456789}\n",
+        ),
+        (
+            "",
+            "scripts:\n  - name: a\n    command: 'true'\n    secret_env: [T]\n"
+            "    env: {T: THE-SECRET-0123456789}\n",
+        ),
+        ("", "scripts:\n  - name: a\n    command: curl https://u:THE-SECRET-0123456789@h/\n"),
+        ("", "scripts:\n  - name: a\n    command: curl 'https://h/?api_key=THE-SECRET-0'\n"),
+    ],
+)
+def test_a_file_holding_a_secret_is_never_kept(tmp_path: Path, config: str, scripts: str) -> None:
+    """A secret stays in no file but its own: a file holding one is read every time."""
+    _config(tmp_path, scripts)
+    write(tmp_path, "config.yaml", config or "execution:\n  max_parallel_workers: 2\n")
+    os.utime(tmp_path / "config.yaml", (OLD, OLD))
+    load_config(tmp_path)
+    load_config(tmp_path)
+    assert _kept(tmp_path).exists()  # the files without one are kept
+    assert b"THE-SECRET" not in _kept(tmp_path).read_bytes()

@@ -3,6 +3,7 @@ unchanged), the cross-checks; ``get-setting``."""
 
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -70,19 +71,17 @@ def load_config(root: Path) -> Config:
     files: list[Path] = []
     origin: dict[str, tuple[Path, int]] = {}
     cfg_path = root / "config.yaml"
+    cache = ItemCache((root / Settings().paths.state_dir).resolve())
     if cfg_path.exists():
         files.append(cfg_path)
-        doc = read_yaml(cfg_path, problems, empty_ok=True)  # empty: every default
-        if doc is not None and doc.data is not None:
-            settings = _convert(doc.data, Settings, doc, (), "config", problems) or Settings()
-            _check_settings(settings, doc, problems)
-            origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
-            _check_notifications(settings, doc, problems, origin)
-            _check_web_tokens(settings, doc, problems, origin)
+        settings = cache.load_settings(cfg_path, origin, problems)
     paths = settings.paths
     scripts: dict[str, Script] = {}
     groups: dict[str, Group] = {}
-    cache = ItemCache((root / os.path.expanduser(paths.state_dir)).resolve())
+    state_dir = (root / os.path.expanduser(paths.state_dir)).resolve()
+    if state_dir != cache.dir:  # config.yaml is kept in the default state folder only
+        cache = ItemCache(state_dir)
+    cache.settings = settings
     for file in _sources(root, paths.scripts_file, "scripts.yaml", problems):
         files.append(file)
         cache.load(file, "scripts", Script, scripts, origin, problems)
@@ -113,6 +112,19 @@ def load_config(root: Path) -> Config:
     return config
 
 
+def _read_settings(cfg_path: Path, origin: dict, problems: list) -> Settings:
+    """config.yaml, converted and checked (an empty file: every default)."""
+    doc = read_yaml(cfg_path, problems, empty_ok=True)
+    if doc is None or doc.data is None:
+        return Settings()
+    settings = _convert(doc.data, Settings, doc, (), "config", problems) or Settings()
+    _check_settings(settings, doc, problems)
+    origin["setting:env_file"] = (cfg_path, doc.line(("env_file",)) or 1)
+    _check_notifications(settings, doc, problems, origin)
+    _check_web_tokens(settings, doc, problems, origin)
+    return settings
+
+
 # ---------------------------------------------- the parsed scripts and groups, kept
 
 
@@ -126,22 +138,54 @@ class _Kept(msgspec.Struct, array_like=True):
 
 
 RACY_NS = 2_000_000_000  # a file changed this recently is read again next time
+_URL_SECRET = re.compile(  # a URL's password, or a query parameter named like a secret
+    rb"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:[^\s/@]+@|[?&;][^=&;#\s]*"
+    rb"(?:token|key|secret|passw|pwd|signature|auth|credential|session)[^=&;#\s]*=[^&;#\s]",
+    re.IGNORECASE,
+)
+
+
+def _holds_secrets(file: Path, settings: Settings, items: list | None = None) -> bool:
+    """Whether a kept copy of ``file`` would hold a secret (docs/SECURITY.md): a URL with
+    a password or a secret-looking query parameter; in config.yaml a web token or a
+    notification channel (their URLs carry credentials); in a scripts file the value of
+    a ``secret_env`` variable. Such a file is read every time: a secret is in no file
+    but its own."""
+    try:
+        if _URL_SECRET.search(file.read_bytes()):
+            return True
+    except OSError:
+        return True
+    if items is None:
+        web = settings.web
+        return bool(
+            settings.notifications.channels or web.token or any(t.token for t in web.tokens)
+        )
+    named = set(settings.secret_env)
+    return any(
+        getattr(item, "secret_env", None) or named.intersection(getattr(item, "env", None) or ())
+        for item in items
+    )
 
 
 CODE = ("schema.py", "yamlread.py", "messages.py", "checks.py", "loading.py")
 
 
 class ItemCache:
-    """The converted items of each scripts/groups file, kept in the state folder
-    (``config-cache.msgpack``, mode 0600) and used again while the file and this package
-    are unchanged: parsing YAML is most of the start-up of a command on a configuration
-    of thousands of scripts. Anything unusual (no state folder, a damaged or foreign
-    file, a duplicate name across files) falls back to reading the YAML."""
+    """The converted items of each scripts/groups file and the settings of config.yaml,
+    kept in the state folder (``config-cache.msgpack``, mode 0600) and used again while
+    the file and this package are unchanged: parsing YAML is most of the start-up of a
+    command on a configuration of thousands of scripts, and a command whose every file
+    is kept does not even import the YAML parser. Anything unusual (no state folder, a
+    damaged or foreign file, a duplicate name across files) falls back to reading the
+    YAML."""
 
     FILE = "config-cache.msgpack"
 
     def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
         self.path = state_dir / self.FILE
+        self.settings = Settings()  # config.yaml's, once read: its secret_env names
         self.kept: dict[str, _Kept] = {}
         self.fresh: dict[str, _Kept] = {}
         self.code: list[int] = []
@@ -160,6 +204,47 @@ class ItemCache:
             return None
         return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, *self.code]
 
+    def _kept(self, file: Path) -> tuple[list[int] | None, _Kept | None]:
+        """The file's stamp now, and its kept copy if that is still the file's."""
+        stamp = self._stamp(file)
+        kept = self.kept.get(str(file))
+        if stamp is None or kept is None or kept.stamp != stamp:
+            return stamp, None
+        return stamp, kept
+
+    def _keepable(self, stamp: list[int] | None, added: list[Problem]) -> bool:
+        """Whether what was just read may be kept: read without error, and not changed
+        just now (a change in the same clock tick would look the same)."""
+        if stamp is None or any(p.level == "error" for p in added):
+            return False
+        return time.time_ns() - stamp[1] >= RACY_NS
+
+    def load_settings(self, file: Path, origin: dict, problems: list) -> Settings:
+        """``_read_settings``, from the kept copy when it is still the file's."""
+        stamp, kept = self._kept(file)
+        if kept is not None:
+            try:
+                settings = msgspec.msgpack.decode(kept.items, type=Settings)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                settings = None
+            if settings is not None:
+                for name, where in kept.origin:
+                    origin[name] = (file, where)
+                problems.extend(Problem.warning(file, line, text) for line, text in kept.warnings)
+                self.fresh[str(file)] = kept
+                return settings
+        before, known = len(problems), len(origin)
+        settings = _read_settings(file, origin, problems)
+        added = problems[before:]
+        if self._keepable(stamp, added) and not _holds_secrets(file, settings):
+            self.fresh[str(file)] = _Kept(
+                stamp or [],
+                msgspec.Raw(msgspec.msgpack.encode(settings)),
+                [(name, origin[name][1]) for name in list(origin)[known:]],
+                [(p.line, p.message) for p in added if p.level == "warning"],
+            )
+        return settings
+
     def load(
         self,
         file: Path,
@@ -170,9 +255,8 @@ class ItemCache:
         problems: list,
     ) -> None:
         """``_load_items``, from the kept copy when it is still the file's."""
-        stamp = self._stamp(file)
-        kept = self.kept.get(str(file))
-        if stamp is not None and kept is not None and kept.stamp == stamp:
+        stamp, kept = self._kept(file)
+        if kept is not None:
             items: list[Script] | list[Group] | None
             try:
                 items = msgspec.msgpack.decode(kept.items, type=list[typ])  # type: ignore[valid-type]
@@ -189,10 +273,8 @@ class ItemCache:
         before, known = len(problems), len(origin)
         _load_items(file, key, typ, into, origin, problems)
         added = problems[before:]
-        if stamp is None or any(p.level == "error" for p in added):
+        if stamp is None or not self._keepable(stamp, added):
             return
-        if time.time_ns() - stamp[1] < RACY_NS:
-            return  # changed just now: a change in the same clock tick would look the same
         names = list(origin)[known:]
         entries = []
         for name in names:
@@ -204,6 +286,8 @@ class ItemCache:
             entries.append((name, where))
         prefix = f"{key[:-1]}:"  # script:NAME or group:NAME, one per item
         items = [into[n[len(prefix) :]] for n in names if n.startswith(prefix)]
+        if _holds_secrets(file, self.settings, items):
+            return
         self.fresh[str(file)] = _Kept(
             stamp,
             msgspec.Raw(msgspec.msgpack.encode(items)),

@@ -1,12 +1,20 @@
-"""Reading one YAML file with the line of every key and item: the only YAML reader."""
+"""Reading one YAML file with the line of every key and item: the only YAML reader.
+
+PyYAML is imported when a file is read, not before: a command whose files are all
+kept (``loading.ItemCache``) never reads one.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import yaml
 
 from ..errors import Problem
+
+if TYPE_CHECKING:
+    import yaml
 
 # ---------------------------------------------------------------- YAML reading
 
@@ -49,6 +57,8 @@ def read_yaml(path: Path, problems: list[Problem], empty_ok: bool = False) -> Do
             return Document(path, None, {})
         problems.append(Problem.error(path, 1, "file is empty"))
         return None
+    import yaml
+
     loader = yaml.CSafeLoader(text) if yaml.__with_libyaml__ else yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -111,6 +121,8 @@ MAX_YAML_NODES = 200_000  # far above any real configuration; aliases can multip
 
 
 def _index_node(node: Any, path: tuple, lines: dict, file: Path, problems: list) -> None:
+    import yaml  # already imported by read_yaml: a lookup
+
     if node is None:
         return
     if len(lines) > MAX_YAML_NODES:  # an alias bomb would expand without bound below
