@@ -240,6 +240,20 @@ class Backend:
         store.migrate()
         store.close()
 
+    def holds(self, size: dict) -> bool:
+        """Whether the history is already there at ``size`` (a run with --keep made it)."""
+        try:
+            db = self.connect()
+        except Exception:  # no such database or file: make it
+            return False
+        try:
+            found = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        except Exception:
+            return False
+        finally:
+            db.close()
+        return found >= size["runs"]
+
     def drop(self) -> None:
         if self.kind == "postgresql":
             self._admin(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
@@ -649,16 +663,22 @@ def bench_backend(kind: str, size: dict, work: Path, args: argparse.Namespace) -
     backend = Backend(kind, work, args.pg_url, args.pg_db)
     report: dict[str, Any] = {"backend": kind}
     try:
-        backend.create(size)
-        log(f"generating {size['runs']:,} runs of {size['scripts']:,} scripts")
-        report["generate"] = backend.generate(size, log)
-        report["roll_totals_s"] = backend.roll_totals()
-        report["size_bytes"] = backend.size_bytes()
-        log(
-            f"generated in {report['generate']['insert_s'] + report['generate']['indexes_s']:.0f}"
-            f" s, totals rolled in {report['roll_totals_s']:.1f} s,"
-            f" {report['size_bytes'] / 2**30:.2f} GiB"
-        )
+        if args.reuse and backend.holds(size):
+            log("using the history a run with --keep left")
+            if not (backend.root / "scripts.yaml").exists():
+                make_config(backend.root, size["scripts"], size["groups"], backend.url)
+            report["size_bytes"] = backend.size_bytes()
+        else:
+            backend.create(size)
+            log(f"generating {size['runs']:,} runs of {size['scripts']:,} scripts")
+            report["generate"] = backend.generate(size, log)
+            report["roll_totals_s"] = backend.roll_totals()
+            report["size_bytes"] = backend.size_bytes()
+            gen = report["generate"]
+            log(
+                f"generated in {gen['insert_s'] + gen['indexes_s']:.0f} s, totals rolled in"
+                f" {report['roll_totals_s']:.1f} s, {report['size_bytes'] / 2**30:.2f} GiB"
+            )
         report["load"] = {}
         if "commands" in args.parts:
             report["load"]["commands"] = os.getloadavg()[0]
@@ -724,16 +744,21 @@ def render(report: dict) -> str:
         f"Python start-up alone (`python -c pass`): {report['python_startup_ms']:.0f} ms.",
     ]
     for b in report["backends"]:
-        g = b["generate"]
+        g = b.get("generate")
         load = ", ".join(f"{k} {v:.1f}" for k, v in b["load"].items())
+        made = (
+            f"Generated {g['runs']:,} runs and {g['group_runs']:,} group runs:"
+            f" rows {g['insert_s']:.0f} s, indexes {g['indexes_s']:.0f} s"
+            + (f", VACUUM ANALYZE {g['vacuum_analyze_s']:.0f} s" if "vacuum_analyze_s" in g else "")
+            + f"; totals rolled {b['roll_totals_s']:.1f} s"
+            if g
+            else "The history a run with `--keep` left (`--reuse`)"
+        )
         lines += [
             "",
             f"### {b['backend']}",
             "",
-            f"Generated {g['runs']:,} runs and {g['group_runs']:,} group runs:"
-            f" rows {g['insert_s']:.0f} s, indexes {g['indexes_s']:.0f} s"
-            + (f", VACUUM ANALYZE {g['vacuum_analyze_s']:.0f} s" if "vacuum_analyze_s" in g else "")
-            + f"; totals rolled {b['roll_totals_s']:.1f} s; {b['size_bytes'] / 2**30:.2f} GiB."
+            f"{made}; {b['size_bytes'] / 2**30:.2f} GiB."
             + f"  Load average (1 min) as each part began: {load}.",
             "",
             "| measured | value | target | met |",
@@ -832,6 +857,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="results file")
     parser.add_argument("--work", type=Path, help="work directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the histories")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the history a run with --keep left (same --work, --pg-db and sizes)",
+    )
     parser.add_argument("--python", default=sys.executable, help="interpreter for every process")
     return parser.parse_args(argv)
 
