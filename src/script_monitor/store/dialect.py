@@ -49,6 +49,9 @@ class Dialect:
     translates: ClassVar[bool]  # whether ``sql`` changes a statement
     arrays: ClassVar[bool]  # a list binds as one array parameter (``unnest(?::text[])``)
     now: ClassVar[str]  # the store's own clock, in seconds since the epoch (leases)
+    # A transaction whose commit need not wait for the disk (pruning: lost in a crash, it
+    # is done again by the next prune), so that it does not crowd the runs' own commits.
+    lazy_commit: ClassVar[str | None] = None
     types: ClassVar[dict[str, str]]
 
     def __init__(self, where: str, busy_ms: int):
@@ -119,6 +122,7 @@ class PostgresDialect(Dialect):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     no_limit = "LIMIT ALL"
     now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    lazy_commit = "SET LOCAL synchronous_commit = off"  # SQLite's WAL commits never sync
     translates = True
     arrays = True
     returning = True

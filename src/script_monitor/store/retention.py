@@ -12,11 +12,12 @@ run still running, so ``/metrics`` counters do not go down.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..states import LogState, MessageState, RunStatus
 from .audit import prune_audit
-from .core import Core
+from .core import Core, Tx
 from .logs import drop_chunks
 from .reads import _distinct
 from .records import PruneReport
@@ -35,6 +36,15 @@ class Retention:
     def __init__(self, core: Core, totals: Totals):
         self.core = core
         self.totals = totals
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
+        """One of the prune's transactions: its commit does not wait for the disk, so
+        the runs recorded meanwhile do not wait behind the log it writes (PostgreSQL)."""
+        with self.core.write() as tx:
+            if tx.dialect.lazy_commit:
+                tx.execute(tx.dialect.lazy_commit)
+            yield tx
 
     def prune(
         self,
@@ -74,7 +84,7 @@ class Retention:
         done = 0
         while True:
             self.core.let_others_write()
-            with self.core.write() as tx:
+            with self._write() as tx:
                 n = prune_audit(tx, cutoff, batch)
             done += n
             if n < batch:
@@ -84,7 +94,7 @@ class Retention:
         """Roll the kept totals forward as far as they go; return their id."""
         while True:
             self.core.let_others_write()
-            with self.core.write() as tx:
+            with self._write() as tx:
                 before = self.totals.upto(tx)
                 after = self.totals.roll(tx)
             if after == before:
@@ -125,7 +135,7 @@ class Retention:
             return
         while True:
             self.core.let_others_write()
-            with self.core.write() as tx:
+            with self._write() as tx:
                 rows = tx.all(
                     f"SELECT id, log_state, log_path FROM runs WHERE {cond} ORDER BY id LIMIT ?",
                     (*args, batch),
@@ -163,7 +173,7 @@ class Retention:
             return
         while True:
             self.core.let_others_write()
-            with self.core.write() as tx:
+            with self._write() as tx:
                 ids = [
                     r[0]
                     for r in tx.all(
@@ -186,7 +196,7 @@ class Retention:
         done = 0
         while True:
             self.core.let_others_write()
-            with self.core.write() as tx:
+            with self._write() as tx:
                 keys = [
                     r[0]
                     for r in tx.all(
