@@ -463,8 +463,9 @@ def queries(backend: Backend, size: dict) -> dict[str, float]:
         store.reads.running_runs()
         store.reads.recent_runs(sorted(FAILURES), time.time() - DAY, 5)
 
+    names = [script_name(i) for i in range(size["scripts"])]  # list asks for its scripts'
     cases = {
-        "list": lambda store: (store.runs.reap_lost(), store.reads.last_runs()),
+        "list": lambda store: (store.runs.reap_lost(), store.reads.last_runs(names)),
         "status": status,
         "history": lambda store: (store.runs.reap_lost(), store.runs.history(busiest, 50)),
         "list-groups": lambda store: (store.runs.reap_lost(), store.reads.last_group_runs()),
