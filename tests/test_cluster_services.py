@@ -301,3 +301,26 @@ def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+
+
+def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(private_redis):
+    """kombu closes a worker's channel (putting back the messages of the runs in
+    progress) after the connection under it was closed when the broker went away; with
+    kombu's own Redis transport that is an AttributeError, which Celery treats as
+    unrecoverable and the worker exits.  The configured transport raises a connection
+    error instead, which Celery rides out."""
+    from kombu import Connection, Exchange, Queue
+    from kombu.common import ignore_errors
+
+    from script_monitor.distributed.app import redis_transport
+
+    conn = Connection(private_redis.url, transport=redis_transport())
+    queue = Queue("q", Exchange("q"), "q")
+    with conn.Producer() as producer:
+        producer.publish({"run_id": 1}, exchange=queue.exchange, routing_key="q", declare=[queue])
+    channel = conn.channel()
+    assert queue(channel).get(no_ack=False) is not None  # a run in progress: unacknowledged
+    private_redis.crash()
+    channel._pool = None  # what the lost connection leaves behind
+    conn._do_close_transport()
+    ignore_errors(conn, channel.close)  # raised AttributeError with kombu's transport
