@@ -1,5 +1,6 @@
 """Service blips under a distributed group run (docs/DISTRIBUTED.md): a PostgreSQL of the
-test's own restarted mid-group, a Redis of the test's own restarted without persistence.
+test's own restarted mid-group or stopped for longer than ``store.retry_for``, a Redis of
+the test's own restarted without persistence.
 
 The machine's shared services are never touched: the restarted one is a private
 instance (``pg_ctl`` on a temp dir, ``redis-server`` on a free port); the other is the

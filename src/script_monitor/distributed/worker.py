@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..config import Config
-from ..errors import StoreError
+from ..errors import StoreBusy, StoreError, StoreUnreachable
 from ..executor import LocalExecutor
 from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
 from ..states import RunStatus
@@ -172,12 +172,12 @@ class _ClaimedRun:
     def finish_run(self, run_id: int, *args: Any, **kwargs: Any) -> list[str]:
         """Record the run's end, waiting for the store for as long as it takes: the run
         stays among this worker's runs meanwhile, so it beats again as soon as the store
-        answers and nobody takes it for lost."""
+        answers and nobody takes it for lost.  Other store errors are not waited out."""
         pause = 1.0
         while True:
             try:
                 return self._finish(run_id, *args, **kwargs)
-            except StoreError as e:
+            except (StoreUnreachable, StoreBusy) as e:
                 log.warning("run %d: cannot record its end yet (%s); trying again", run_id, e)
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
