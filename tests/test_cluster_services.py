@@ -1,5 +1,6 @@
 """Service blips under a distributed group run (docs/DISTRIBUTED.md): a PostgreSQL of the
-test's own restarted mid-group, a Redis of the test's own restarted without persistence.
+test's own restarted mid-group or stopped for longer than ``store.retry_for``, a Redis of
+the test's own restarted without persistence.
 
 The machine's shared services are never touched: the restarted one is a private
 instance (``pg_ctl`` on a temp dir, ``redis-server`` on a free port); the other is the
@@ -111,6 +112,98 @@ def test_a_postgresql_restarted_mid_group_is_ridden_out(tmp_path, private_pg, re
     assert "Traceback" not in err + (conf / "worker-w1.log").read_text()
 
 
+def _scheduler(conf: Path) -> subprocess.Popen:
+    log = conf / "scheduler.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(conf), "scheduler"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    until(lambda: "started for" in log.read_text() or p.poll() is not None, timeout=30)
+    assert p.poll() is None, log.read_text()
+    return p
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_postgresql_down_longer_than_retry_for_leaves_nothing_hanging(
+    tmp_path,
+    private_pg,  # noqa: F811
+    redis_url,
+):
+    """PostgreSQL stopped mid-group for longer than ``store.retry_for``: 20 s of retrying
+    here and 30 s down (the default is 60 s; the shape, down longer than retry_for, is
+    what counts).  The caller gives up with exit 2 and a message naming the store; the
+    worker and the scheduler ride it out; once PostgreSQL is back the scheduler carries
+    the group run on, every run ends with a status and a reason, none runs twice, and a
+    new group run succeeds."""
+    retry_for, down = 20, 30
+    conf, marks, names = _setup(
+        tmp_path,
+        {
+            "store": {"url": private_pg.url, "retry_for": retry_for},
+            "execution": {"backend": "celery", "lost_after": 10},
+            "celery": {"broker_url": redis_url, "queue": f"smtest-{uuid.uuid4().hex[:10]}"},
+            "scheduling": {"lease_ttl": 3},
+        },
+        6,
+        2,
+    )
+    assert sm(conf, "store", "migrate").returncode == 0
+    worker = _worker(conf, "w1", 2)
+    scheduler = _scheduler(conf)
+    try:
+        caller = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(conf), "run-group", "g"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        until(lambda: len(list(marks.iterdir())) >= 2, timeout=30)
+        private_pg.stop()  # two runs going, four waiting for their turn
+        stopped = time.monotonic()
+        out, err = caller.communicate(timeout=retry_for + 30)
+        gave_up = time.monotonic() - stopped
+        time.sleep(max(0.0, down - (time.monotonic() - stopped)))
+        private_pg.start()
+        assert caller.returncode == 2, out + err
+        assert gave_up < retry_for + 15, gave_up
+        assert "store.retry_for" in err and private_pg.url.split("@")[1] in err, err
+        assert "Traceback" not in err
+
+        def settled() -> bool:
+            rows = sm(conf, "list-groups", "--json")
+            if rows.returncode:
+                return False
+            last = json.loads(rows.stdout)[0]["last_run"]
+            if last is None or last["status"] == "running":
+                return False
+            runs = [json.loads(sm(conf, "history", n, "--json").stdout) for n in names]
+            return all(r["status"] != "running" for rs in runs for r in rs)
+
+        until(settled, timeout=60, interval=1)
+        assert worker.poll() is None and scheduler.poll() is None
+        # The runs that ended while the store was out were recorded by their worker once
+        # it answered (not taken for lost); the others were started by the scheduler.
+        for name in names:
+            runs = json.loads(sm(conf, "history", name, "--json").stdout)
+            assert len(_starts(marks, name)) == 1, name
+            assert [r["status"] for r in runs] == ["success"], runs
+        last = json.loads(sm(conf, "list-groups", "--json").stdout)[0]["last_run"]
+        assert last["status"] == "success", last
+        # Back to normal: a new group run goes through.
+        again = sm(conf, "run-group", "g", timeout=90)
+        assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        for p in (scheduler, worker):
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(60)
+    logs = (conf / "worker-w1.log").read_text() + (conf / "scheduler.log").read_text()
+    assert "Traceback" not in logs, logs[-4000:]
+
+
 # ---------------------------------------------------------------- a private Redis
 
 
@@ -209,3 +302,26 @@ def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+
+
+def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(private_redis):
+    """kombu closes a worker's channel (putting back the messages of the runs in
+    progress) after the connection under it was closed when the broker went away; with
+    kombu's own Redis transport that is an AttributeError, which Celery treats as
+    unrecoverable and the worker exits.  The configured transport raises a connection
+    error instead, which Celery rides out."""
+    from kombu import Connection, Exchange, Queue
+    from kombu.common import ignore_errors
+
+    from script_monitor.distributed.app import redis_transport
+
+    conn = Connection(private_redis.url, transport=redis_transport())
+    queue = Queue("q", Exchange("q"), "q")
+    with conn.Producer() as producer:
+        producer.publish({"run_id": 1}, exchange=queue.exchange, routing_key="q", declare=[queue])
+    channel = conn.channel()
+    assert queue(channel).get(no_ack=False) is not None  # a run in progress: unacknowledged
+    private_redis.crash()
+    channel._pool = None  # what the lost connection leaves behind
+    conn._do_close_transport()
+    ignore_errors(conn, channel.close)  # raised AttributeError with kombu's transport

@@ -211,6 +211,48 @@ def test_fifty_failing_scripts_of_a_parallel_group_send_one_message(tmp_path, re
     assert len(notes(d)) == 1
 
 
+def test_a_failed_group_run_is_never_recorded_without_its_message(tmp_path, receiver):
+    """The failure message is recorded in the transaction that ends the group run, so a
+    caller killed at any moment leaves either a running group run (carried on or reaped,
+    and told then) or an ended one with its message: a reader polling the history never
+    sees a failed group run without it."""
+    import threading
+
+    names = [f"s{i:02d}" for i in range(30)]
+    scripts = "scripts:\n" + "".join(
+        f"  - name: {n}\n    command: seq 1 200; exit 2\n" for n in names
+    )
+    groups = f"groups:\n  - name: g\n    execution: parallel\n    scripts: [{', '.join(names)}]\n"
+    d = setup(tmp_path / "c", [receiver.url], scripts, groups)
+    assert cli("--config-dir", str(d), "run-group", "g").returncode == 1  # the history exists
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        db = sqlite3.connect(d / ".script-monitor" / "history.db", isolation_level=None)
+        while not done.is_set():
+            db.execute("BEGIN")
+            gid, status = db.execute(
+                "SELECT id, status FROM group_runs ORDER BY id DESC"
+            ).fetchone()
+            (told,) = db.execute(
+                "SELECT COUNT(*) FROM notifications WHERE ref = ?", (f"g{gid}",)
+            ).fetchone()
+            db.execute("COMMIT")
+            seen.append((status, told))
+        db.close()
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        assert cli("--config-dir", str(d), "run-group", "g").returncode == 1
+    finally:
+        done.set()
+        reader.join()
+    assert ("running", 0) in seen and ("failed", 1) in seen  # the poll saw both
+    assert ("failed", 0) not in seen
+
+
 def test_run_all_is_one_unit_named_all(tmp_path, receiver):
     d = setup(
         tmp_path / "c",

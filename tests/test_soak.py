@@ -1,7 +1,10 @@
 """The chaos soak's short version (docs/DISTRIBUTED.md, bench/SOAK.md): two schedulers,
-three workers, a private broker and store, a process killed every 10–20 s, the broker
-crashed and the store restarted once; every tick handled once, no run executed twice,
-nothing left running.  The long version is ``bench/soak.py --minutes 24``."""
+three workers, two ``run-group`` callers at a time, a private broker and store; a
+worker, scheduler or caller killed every 10–20 s, the broker crashed and the store
+restarted once; every tenth run fails and notifies a local receiver.  Every tick
+handled once, no run executed twice, every group run of a killed caller carried on
+with each of its scripts once, nothing left running, every failure notified exactly
+once.  The long version is ``bench/soak.py --minutes 24 --groups 7``."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ SOAK = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 
 @pytest.mark.slow
 @pytest.mark.fault
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_a_short_chaos_soak_keeps_every_invariant() -> None:
     if os.geteuid() != 0 or not shutil.which("redis-server"):
         need_server("a private PostgreSQL and Redis", "the soak needs root and redis-server")
@@ -29,12 +32,18 @@ def test_a_short_chaos_soak_keeps_every_invariant() -> None:
         [sys.executable, str(SOAK), "--minutes", "1.5", "--chaos", "10"],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=460,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(done.stdout[done.stdout.index("{") :])
     assert report["problems"] == [] and report["executed_twice"] == 0
     assert report["executions"] > 50 and report["runs"].get("running", 0) == 0
-    assert any("SIGKILL scheduler" in f for f in report["faults"])
-    assert any("SIGKILL worker" in f for f in report["faults"])
-    assert set(report["exit_codes"].values()) == {0}
+    for kind in ("scheduler", "worker", "caller"):
+        assert any(f"SIGKILL {kind}" in f for f in report["faults"]), kind
+    assert sum(report["caller_group_runs"].values()) > 5
+    assert report["failed_runs"] > 5
+    assert report["notifications"]["runs_named"] == report["failed_runs"]
+    codes = report["exit_codes"]
+    callers = codes.pop("callers")
+    assert set(codes.values()) == {0}, codes  # every scheduler and worker
+    assert set(callers) <= {"0", "1", "2", "-9"}, callers  # 2: the broker was down

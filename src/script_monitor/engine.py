@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .store.api import History
 
 import time
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from .config import Config, Group
 from .executor import Executor, Job, LocalExecutor
@@ -363,8 +363,26 @@ class GroupRun:
         else:
             outcome.status = RunStatus.FAILED if outcome.failed else RunStatus.SUCCESS
         assert outcome.group_run_id is not None
-        engine.store.runs.finish_group(outcome.group_run_id, GroupStatus(outcome.status))
+        # The unit's messages are recorded in the transaction that ends the group run: an
+        # orchestrator killed between the two would leave a failure untold (a run unit
+        # ended by a signal tells nothing).
+        messages = [] if self.interrupt.fired else self._messages()
+        with engine.store.batch():
+            if messages:
+                cast("Store", engine.store).outbox.add(messages)
+            engine.store.runs.finish_group(outcome.group_run_id, GroupStatus(outcome.status))
         self._tell("group_finished", outcome)
+
+    def _messages(self) -> list[Any]:
+        from .store import Store
+
+        config, store = self.engine.config, self.engine.store
+        if not config.settings.notifications.channels or not isinstance(store, Store):
+            return []
+        from .notify import unit_messages
+
+        unit = "(all)" if self.record == "(all)" else None
+        return unit_messages(config, store, self.outcome, unit, self.engine.trigger)
 
     def _tell(self, event: str, *args: object) -> None:
         """Report progress; inside a batch, only once it is committed.

@@ -70,7 +70,37 @@ def make_app(config: Config) -> Any:
         task_serializer="json",
         accept_content=["json"],
     )
+    if settings.broker_url.startswith("redis://"):
+        app.conf.broker_transport = redis_transport()
     return app
+
+
+def redis_transport() -> type:
+    """kombu's Redis transport, except that a channel closed after its connection was
+    (the broker lost while runs were in progress: the worker closes the channel and
+    puts their unacknowledged messages back) raises a connection error, which Celery
+    rides out, instead of an AttributeError, which ends the worker.  The messages stay
+    unacknowledged in Redis and come back after the visibility timeout, where the
+    claim refuses them."""
+    global _TRANSPORT
+    if _TRANSPORT is None:
+        from kombu.transport import redis
+        from redis.exceptions import ConnectionError as Lost
+
+        class SafeChannel(redis.Channel):
+            def _connparams(self, asynchronous: bool = False) -> Any:
+                if self.connection.client is None:
+                    raise Lost("the broker connection is closed")
+                return super()._connparams(asynchronous)
+
+        class Transport(redis.Transport):
+            Channel = SafeChannel
+
+        _TRANSPORT = Transport
+    return _TRANSPORT
+
+
+_TRANSPORT: type | None = None
 
 
 def check_broker(app: Any, url: str, timeout: float = 5) -> None:

@@ -9,6 +9,7 @@ lost a claimed run whose heartbeat is older than ``execution.lost_after``.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, BinaryIO
@@ -41,6 +42,11 @@ class CeleryExecutor:
         self.ready: list[Run] = []
         self.poll = POLL_MIN
         self._app: Any = None
+        # A heartbeat is judged only by an observer that has seen the store answer for
+        # lost_after: after the store was out (or when adopting a group run), workers get
+        # that long to beat again before their runs count as lost.
+        self.beat = max(0.2, min(self.lost_after / 4, 5.0))
+        self.watch_from = time.monotonic()
 
     # ------------------------------------------------------------ the group loop
 
@@ -140,10 +146,13 @@ class CeleryExecutor:
 
     def wait(self, until: float | None) -> None:
         while not self.ready and self.sent:
-            now = time.time()
+            now, began = time.time(), time.monotonic()
+            watched = began - self.watch_from >= self.lost_after
             self.ready = self.store.claims.ended_or_stale(
-                list(self.sent), self.lost_after, now, self.claim_timeout
+                list(self.sent), self.lost_after if watched else math.inf, now, self.claim_timeout
             )
+            if time.monotonic() - began > self.beat:  # the store was out of reach meanwhile
+                self.watch_from = time.monotonic()
             self._hint(now)
             if self.ready:
                 self.poll = POLL_MIN

@@ -10,6 +10,7 @@ instead of inserting one and whose ``finish_run`` ships the rest of the log firs
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -17,7 +18,7 @@ import time
 from typing import Any
 
 from ..config import Config
-from ..errors import StoreError
+from ..errors import StoreBusy, StoreError, StoreUnreachable
 from ..executor import LocalExecutor
 from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
 from ..states import RunStatus
@@ -27,6 +28,8 @@ from .guard import Guardian
 LOG_CAP = 8 * 1024 * 1024  # bytes of one run's output shipped to the history
 CHUNK = 64 * 1024
 SHIP_EVERY = 0.5  # seconds
+
+log = logging.getLogger("script_monitor.worker")
 
 
 class Duplicate(Exception):
@@ -158,7 +161,28 @@ class _ClaimedRun:
             self.shipper = _Shipper(self._store, self.run_id, os.path.join(self.log_dir, log_path))
         return self.run_id
 
+    def duration_band(self, *args: Any, **kwargs: Any) -> Any:
+        """The script's usual durations, or None (no anomaly mark) when the store is out
+        of reach: the run's end matters more than its mark."""
+        try:
+            return self._store.runs.duration_band(*args, **kwargs)
+        except StoreError:
+            return None
+
     def finish_run(self, run_id: int, *args: Any, **kwargs: Any) -> list[str]:
+        """Record the run's end, waiting for the store for as long as it takes: the run
+        stays among this worker's runs meanwhile, so it beats again as soon as the store
+        answers and nobody takes it for lost.  Other store errors are not waited out."""
+        pause = 1.0
+        while True:
+            try:
+                return self._finish(run_id, *args, **kwargs)
+            except (StoreUnreachable, StoreBusy) as e:
+                log.warning("run %d: cannot record its end yet (%s); trying again", run_id, e)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _finish(self, run_id: int, *args: Any, **kwargs: Any) -> list[str]:
         if self.shipper is not None:
             self.shipper.finish()
             if self.shipper.capped:

@@ -51,6 +51,26 @@ def unit_finished(
         _warn(e)
 
 
+def unit_messages(
+    config: Config, store: Store, outcome: Any, unit: str | None = None, trigger: str = "manual"
+) -> list[Any]:
+    """The messages a finished unit fires, built but not recorded: the engine records a
+    group run's in the transaction that ends it, so that no orchestrator killed between
+    the two leaves a failure untold (``unit_finished`` then finds them recorded and
+    delivers them).  Never raises."""
+    if not config.settings.notifications.channels:
+        return []
+    try:
+        if not _may_fire(config, store, outcome, unit):
+            return []
+        from .events import unit_of, unit_rows
+
+        return unit_rows(config, store, unit_of(outcome, unit, trigger))
+    except Exception as e:
+        _warn(e)
+        return []
+
+
 def _may_fire(config: Config, store: Store, outcome: Any, unit: str | None) -> bool:
     """Whether a finished unit may fire an event (events.record_unit decides which)."""
     group = hasattr(outcome, "results")

@@ -53,7 +53,14 @@ def unit_of(outcome: Any, unit: str | None = None, trigger: str = "manual") -> U
 
 
 def record_unit(config: Config, store: Store, unit: Unit) -> list[int]:
-    """Record the messages of the events a finished unit fires; return their ids."""
+    """Record the messages of the events a finished unit fires; return the ids of those
+    not recorded before."""
+    rows = unit_rows(config, store, unit)
+    return store.outbox.add(rows) if rows else []
+
+
+def unit_rows(config: Config, store: Store, unit: Unit) -> list[NewMessage]:
+    """The messages of the events a finished unit fires."""
     spec = spec_for(config, unit.kind, unit.name)
     if spec is None or unit.ref_id is None:
         return []
@@ -79,7 +86,7 @@ def record_unit(config: Config, store: Store, unit: Unit) -> list[int]:
         rows += _output_rows(config, store, unit, channels)
     if "anomaly" in on:
         rows += _anomaly_rows(config, store, unit, channels)
-    return store.outbox.add(rows) if rows else []
+    return rows
 
 
 def _anomaly_rows(
