@@ -391,18 +391,21 @@ class PrivateServices:
 
 def timed_caller(py: list[str], conf: Path, group: str) -> tuple[float, float]:
     """Run ``run-group``; (wall seconds, CPU seconds of it and its reaped children)."""
+    out = conf / f"run-group-{group}.out"
     t0 = time.perf_counter()
-    p = subprocess.Popen(
-        [*py, "--config-dir", str(conf), "run-group", group],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert p.stderr is not None
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
+    with open(out, "w") as sink:
+        p = subprocess.Popen(
+            [*py, "--config-dir", str(conf), "run-group", group],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        raise SystemExit(f"run-group {group} in {conf} failed ({p.returncode}): {err[-2000:]}")
+        lines = [x for x in out.read_text().splitlines() if "success" not in x]
+        raise SystemExit(
+            f"run-group {group} in {conf} failed ({p.returncode}):\n" + "\n".join(lines[-30:])
+        )
     return wall, usage.ru_utime + usage.ru_stime
 
 
@@ -484,7 +487,15 @@ class CelerySide:
 
         before = {"workers": sum(tree_cpu(p.pid) for p in self.workers), **self.svc.cpu()}
         load = loadavg()
-        wall, caller = timed_caller(self.py, self.conf, "burst")
+        try:
+            wall, caller = timed_caller(self.py, self.conf, "burst")
+        except SystemExit as e:
+            with psycopg.connect(self.url()) as con:
+                bad = con.execute(
+                    "SELECT id, status, detail, host, heartbeat - started, ended - started"
+                    " FROM runs WHERE status != 'success' ORDER BY id"
+                ).fetchall()
+            raise SystemExit(f"{self.label}: {e}\n{bad}") from None
         after = {"workers": sum(tree_cpu(p.pid) for p in self.workers), **self.svc.cpu()}
         with psycopg.connect(self.url()) as con:
             started, ended = group_span(con, self.n)
