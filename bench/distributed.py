@@ -324,7 +324,8 @@ class PrivateServices:
     """A PostgreSQL 15 cluster (``initdb``, run as ``postgres``, server defaults: fsync on)
     and a ``redis-server`` of this benchmark's own, on free loopback ports."""
 
-    def __init__(self) -> None:
+    def __init__(self, sql_stats: bool = False) -> None:
+        self.sql_stats = sql_stats  # pg_stat_statements loaded: statements counted per run
         self.root = Path(tempfile.mkdtemp(prefix="sm-bench-pg-"))
         self.pg_port, self.redis_port = free_port(), free_port()
         self.redis: subprocess.Popen | None = None
@@ -342,6 +343,8 @@ class PrivateServices:
         data = str(self.root / "data")
         self._as_postgres(str(PG_BIN / "initdb"), "-A", "trust", "-U", "postgres", "-D", data)
         opts = f"-p {self.pg_port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if self.sql_stats:
+            opts += " -c shared_preload_libraries=pg_stat_statements"
         self._as_postgres(
             str(PG_BIN / "pg_ctl"), "-D", data, "-o", opts, "-w", "-l", str(self.root / "log"),
             "start",
@@ -441,6 +444,9 @@ class CelerySide:
 
         with psycopg.connect(f"{self.svc.pg_admin}/postgres", autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {self.db}")
+        if self.svc.sql_stats:
+            with psycopg.connect(self.url(), autocommit=True) as con:
+                con.execute("CREATE EXTENSION pg_stat_statements")
         settings = {
             "store": {"url": self.url()},
             "execution": {"backend": "celery", "lost_after": 30},
@@ -485,6 +491,9 @@ class CelerySide:
     def measure(self) -> dict:
         import psycopg
 
+        if self.svc.sql_stats:
+            with psycopg.connect(self.url(), autocommit=True) as con:
+                con.execute("SELECT pg_stat_statements_reset()")
         before = {"workers": sum(tree_cpu(p.pid) for p in self.workers), **self.svc.cpu()}
         load = loadavg()
         try:
@@ -500,7 +509,9 @@ class CelerySide:
         with psycopg.connect(self.url()) as con:
             started, ended = group_span(con, self.n)
         cpu = {"caller": caller, **{k: after[k] - before[k] for k in before}}
+        sql = self.statements() if self.svc.sql_stats else None
         return {
+            "sql": sql,
             "runs_per_s": self.n / (ended - started),
             "span_s": ended - started,
             "wall_s": wall,
@@ -508,6 +519,18 @@ class CelerySide:
             "cpu_ms_per_run": sum(cpu.values()) / self.n * 1000,
             "load": load,
         }
+
+    def statements(self) -> list[tuple[float, float, str]]:
+        """Calls per run and server ms per run of each statement on this database."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as con:
+            rows = con.execute(
+                "SELECT calls, total_exec_time, query FROM pg_stat_statements s"
+                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"
+                " ORDER BY calls DESC"
+            ).fetchall()
+        return [(c / self.n, t / self.n, " ".join(q.split())[:150]) for c, t, q in rows]
 
     def stop(self) -> None:
         for p in self.workers:
@@ -555,7 +578,7 @@ class LocalSide:
 def run_burst(sizes: dict, work: Path, before: Path | None) -> dict:
     """The burst measurements, every side once per repetition, the order turned around
     every other repetition; the median repetition of each side."""
-    svc = PrivateServices()
+    svc = PrivateServices(sizes.get("sql_stats", False))
     sides: dict[str, CelerySide | LocalSide] = {}
     reps: dict[str, list[dict]] = {}
     try:
@@ -620,6 +643,16 @@ def burst_markdown(b: dict) -> str:
         "",
         "CPU columns: ms per run of each part; CPU ms/run is the median repetition's sum.",
     ]
+    for name in ("before", "celery"):
+        sql = b.get(name, {}).get("sql")
+        if sql:
+            lines += [
+                "",
+                f"{name}: {sum(c for c, _, _ in sql):.1f} statements per run"
+                " (pg_stat_statements; calls per run, server ms per run):",
+                "",
+            ]
+            lines += [f"    {c:6.2f} {t:6.3f}  {q}" for c, t, q in sql[:14]]
     return "\n".join(lines)
 
 
@@ -631,10 +664,16 @@ def main() -> int:
     ap.add_argument("--only", choices=["tables", "burst"], help="only one part")
     ap.add_argument("--before", type=Path, help="another checkout's main.py, side by side")
     ap.add_argument("--reps", type=int, help="burst repetitions (default 3, --quick 1)")
+    ap.add_argument(
+        "--sql-stats",
+        action="store_true",
+        help="burst: count the statements per run (pg_stat_statements; costs some CPU)",
+    )
     args = ap.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
     if args.reps:
         sizes["reps"] = args.reps
+    sizes["sql_stats"] = args.sql_stats
     burst = args.only != "tables" and os.geteuid() == 0 and (PG_BIN / "initdb").exists()
     with tempfile.TemporaryDirectory(prefix="sm-bench-dist-") as tmp:
         work = args.work or Path(tmp)

@@ -41,6 +41,8 @@ class CeleryExecutor:
         self.ready: list[Run] = []
         self.poll = POLL_MIN
         self._app: Any = None
+        self._producer: Any = None  # kept from the first message to ``close``
+        self._declared: set[str] = set()
 
     # ------------------------------------------------------------ the group loop
 
@@ -55,6 +57,7 @@ class CeleryExecutor:
         self.app()
 
     def close(self) -> None:
+        self._drop_producer()
         if self._lease is not None:
             self._lease.stop()
             self._lease = None
@@ -125,8 +128,9 @@ class CeleryExecutor:
     def start(self, job: Job) -> None:
         queue = job.script.queue or self.config.settings.celery.queue
         try:
-            self.app().send_task(TASK, args=(job.proc,), queue=queue, ignore_result=True)
+            self._send(job, queue)
         except Exception as e:
+            self._drop_producer()
             url = mask_url(self.config.settings.celery.broker_url)
             self.store.claims.give_up_runs(
                 [job.run_id], RunStatus.FAILED, f"not sent to {url}: {e}"
@@ -134,6 +138,34 @@ class CeleryExecutor:
             raise BrokerError(f"cannot send run {job.run_id} to the broker {url}: {e}") from None
         self.sent[job.run_id] = job
         self.poll = POLL_MIN
+
+    def _send(self, job: Job, queue: str) -> None:
+        """One message naming the run.  The queue is declared with the first message
+        sent to it (so that it holds messages before any worker consumed from it), then
+        no more; one producer is kept for all of them; the message's readable form for
+        Celery's logs and monitors is given, not made by Celery's generic repr."""
+        if self._producer is None:
+            self._producer = self.app().producer_pool.acquire(block=True)
+        options: dict[str, Any] = {} if queue not in self._declared else {"declare": []}
+        self.app().send_task(
+            TASK,
+            args=(job.proc,),
+            queue=queue,
+            ignore_result=True,
+            producer=self._producer,
+            argsrepr=f"(run {job.run_id} of {job.name!r},)",
+            kwargsrepr="{}",
+            **options,
+        )
+        self._declared.add(queue)
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.release()
+            except Exception:  # its connection is broken: the pool makes a new one
+                pass
 
     def discard(self, job: Job) -> None:
         pass  # its row was rolled back and nothing was sent

@@ -43,10 +43,10 @@ _END = (
     f" WHERE id = ? RETURNING id, log_state), {_SHIP} SELECT NULL FROM done WHERE FALSE"
 )
 _OLD = f"script = ? AND log_state = '{_OK}' AND (status != '{_RUNNING}' OR id = ?)"
-# The logs to rotate are locked in one order (newest first) by every finishing worker,
-# so two workers rotating the same script's logs wait for each other, never deadlock;
-# one that waited skips the rows the other rotated.
-_LOCKED = f"AND log_state = '{_OK}' ORDER BY id DESC FOR UPDATE"
+# The logs to rotate are locked first, and those another finishing worker holds are left
+# to it: two workers rotating the same script's logs neither wait for each other nor
+# deadlock (an UPDATE alone would lock the rows in whatever order it meets them).
+_LOCKED = f"AND log_state = '{_OK}' FOR UPDATE SKIP LOCKED"
 _END_ROTATING = (
     "WITH old AS ({old}),"
     f" done AS (UPDATE runs SET {_SET_END}, log_state = CASE WHEN id IN (SELECT id FROM old)"
@@ -156,16 +156,23 @@ class Claims:
     ) -> list[Run]:
         """Of these runs, the rows that ended; claimed runs whose heartbeat is older than
         ``lost_after`` are first marked lost, and so are runs no worker claimed within
-        ``claim_timeout`` seconds of being recorded (a late claim then finds them ended)."""
+        ``claim_timeout`` seconds of being recorded (a late claim then finds them ended).
+        One query reads only the rows that ended or must be marked (the caller asks
+        every few milliseconds while its runs go on)."""
         if not run_ids:
             return []
+        cond, args = "status != ? OR heartbeat < ?", [_RUNNING, now - lost_after]
+        if claim_timeout is not None:
+            cond += " OR (heartbeat IS NULL AND started < ?)"
+            args.append(now - claim_timeout)
         rows = self.core.read(
-            f"SELECT id, status, heartbeat, started FROM runs WHERE id IN ({_marks(run_ids)})",
-            tuple(run_ids),
+            f"SELECT {Run.COLUMNS}, heartbeat FROM runs"
+            f" WHERE id IN ({_marks(run_ids)}) AND ({cond})",
+            (*run_ids, *args),
         )
-        stale = [
-            r[0] for r in rows if r[1] == _RUNNING and r[2] is not None and r[2] < now - lost_after
-        ]
+        ended = [Run.from_row(r) for r in rows if r[5] != _RUNNING]
+        stale = [r[0] for r in rows if r[5] == _RUNNING and r[-1] is not None]
+        waiting = [r[0] for r in rows if r[5] == _RUNNING and r[-1] is None]
         if stale:
             detail = WORKER_LOST
             with self.core.write() as tx:
@@ -177,25 +184,21 @@ class Claims:
                         for i in stale
                     ],
                 )
-        if claim_timeout is not None:
-            limit = now - claim_timeout
-            waiting = [r[0] for r in rows if r[1] == _RUNNING and r[2] is None and r[3] < limit]
-            if waiting:
-                with self.core.write() as tx:
-                    tx.executemany(
-                        "UPDATE runs SET status = ?, ended = ?, duration = 0, detail = ?,"
-                        " cancel = 1 WHERE id = ? AND status = ? AND heartbeat IS NULL",
-                        [(RunStatus.LOST.value, now, NO_WORKER, i, _RUNNING) for i in waiting],
-                    )
-                stale += waiting
-        ended = [r[0] for r in rows if r[1] != _RUNNING] + stale
-        if not ended:
-            return []
-        rows = self.core.read(
-            f"SELECT {Run.COLUMNS} FROM runs WHERE id IN ({_marks(ended)}) AND status != ?",
-            (*ended, _RUNNING),
-        )
-        return [Run.from_row(r) for r in rows]
+        if waiting:
+            with self.core.write() as tx:
+                tx.executemany(
+                    "UPDATE runs SET status = ?, ended = ?, duration = 0, detail = ?,"
+                    " cancel = 1 WHERE id = ? AND status = ? AND heartbeat IS NULL",
+                    [(RunStatus.LOST.value, now, NO_WORKER, i, _RUNNING) for i in waiting],
+                )
+        marked = stale + waiting
+        if marked:  # as they are now: marked here, or ended by their worker meanwhile
+            rows = self.core.read(
+                f"SELECT {Run.COLUMNS} FROM runs WHERE id IN ({_marks(marked)}) AND status != ?",
+                (*marked, _RUNNING),
+            )
+            ended += [Run.from_row(r) for r in rows]
+        return ended
 
     def unclaimed(self, run_ids: list[int]) -> list[int]:
         """Of these runs, those still waiting for a worker to claim them."""
