@@ -29,6 +29,16 @@ UNCLAIMED = "interrupted before a worker took it"
 HINT_AFTER = 10.0  # seconds a run may wait for a worker before the terminal says so
 
 
+class _Sent:
+    """What ``send_task`` returns here in place of an AsyncResult."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str):
+        self.id = task_id
+        self.ignored = True
+
+
 class CeleryExecutor:
     def __init__(self, config: Config, store: Store, trigger: str, interrupt: Interrupt):
         self.config, self.store, self.trigger, self.interrupt = config, store, trigger, interrupt
@@ -143,7 +153,9 @@ class CeleryExecutor:
         """One message naming the run.  The queue is declared with the first message
         sent to it (so that it holds messages before any worker consumed from it), then
         no more; one producer is kept for all of them; the message's readable form for
-        Celery's logs and monitors is given, not made by Celery's generic repr."""
+        Celery's logs and monitors is given, not made by Celery's generic repr; no
+        result handle is made (there are no results: the first one would load Celery's
+        result backend machinery, some 20 ms, after the first message is out)."""
         if self._producer is None:
             self._producer = self.app().producer_pool.acquire(block=True)
         options: dict[str, Any] = {} if queue not in self._declared else {"declare": []}
@@ -155,6 +167,7 @@ class CeleryExecutor:
             producer=self._producer,
             argsrepr=f"(run {job.run_id} of {job.name!r},)",
             kwargsrepr="{}",
+            result_cls=_Sent,
             **options,
         )
         self._declared.add(queue)
