@@ -192,3 +192,31 @@ def test_a_log_past_the_cap_is_shipped_up_to_it_and_the_detail_says_so(tmp_path:
     finally:
         tracker.stop.set()
         store.close()
+
+
+def test_the_poll_returns_ended_runs_and_marks_stale_and_unclaimed_ones(backend_store):
+    """``ended_or_stale``: one query for the runs that ended; a claimed run silent for
+    ``lost_after`` and a run nobody claimed within ``claim_timeout`` are marked lost;
+    an infinite ``lost_after`` judges no heartbeat."""
+    import math
+
+    store = backend_store
+    now = time.time()
+    done = claimed(store, "s", now - 50)
+    store.claims.finish_claimed(done, [], "success", now - 40, 10.0, 0)
+    silent = claimed(store, "s", now - 50)
+    store.claims.beat([silent], now - 45)
+    beating = claimed(store, "s", now - 50)
+    store.claims.beat([beating], now - 1)
+    waiting = store.runs.start_run("s", "manual", now - 50, log_path="s/w.log")
+    fresh = store.runs.start_run("s", "manual", now - 1, log_path="s/f.log")
+    ids = [done, silent, beating, waiting, fresh]
+    assert [r.id for r in store.claims.ended_or_stale(ids, math.inf, now)] == [done]
+    got = {r.id: (r.status, r.detail) for r in store.claims.ended_or_stale(ids, 30, now, 20)}
+    assert got == {
+        done: ("success", None),
+        silent: ("lost", "its worker was lost"),
+        waiting: ("lost", "no worker took it"),
+    }
+    assert store.runs.run(beating).status == "running"  # type: ignore[union-attr]
+    assert store.runs.run(fresh).status == "running"  # type: ignore[union-attr]
