@@ -30,6 +30,16 @@ UNCLAIMED = "interrupted before a worker took it"
 HINT_AFTER = 10.0  # seconds a run may wait for a worker before the terminal says so
 
 
+class _Sent:
+    """What ``send_task`` returns here in place of an AsyncResult."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str):
+        self.id = task_id
+        self.ignored = True
+
+
 class CeleryExecutor:
     def __init__(self, config: Config, store: Store, trigger: str, interrupt: Interrupt):
         self.config, self.store, self.trigger, self.interrupt = config, store, trigger, interrupt
@@ -47,6 +57,8 @@ class CeleryExecutor:
         # that long to beat again before their runs count as lost.
         self.beat = max(0.2, min(self.lost_after / 4, 5.0))
         self.watch_from = time.monotonic()
+        self._producer: Any = None  # kept from the first message to ``close``
+        self._declared: set[str] = set()
 
     # ------------------------------------------------------------ the group loop
 
@@ -61,6 +73,7 @@ class CeleryExecutor:
         self.app()
 
     def close(self) -> None:
+        self._drop_producer()
         if self._lease is not None:
             self._lease.stop()
             self._lease = None
@@ -131,8 +144,9 @@ class CeleryExecutor:
     def start(self, job: Job) -> None:
         queue = job.script.queue or self.config.settings.celery.queue
         try:
-            self.app().send_task(TASK, args=(job.proc,), queue=queue, ignore_result=True)
+            self._send(job, queue)
         except Exception as e:
+            self._drop_producer()
             url = mask_url(self.config.settings.celery.broker_url)
             self.store.claims.give_up_runs(
                 [job.run_id], RunStatus.FAILED, f"not sent to {url}: {e}"
@@ -140,6 +154,37 @@ class CeleryExecutor:
             raise BrokerError(f"cannot send run {job.run_id} to the broker {url}: {e}") from None
         self.sent[job.run_id] = job
         self.poll = POLL_MIN
+
+    def _send(self, job: Job, queue: str) -> None:
+        """One message naming the run.  The queue is declared with the first message
+        sent to it (so that it holds messages before any worker consumed from it), then
+        no more; one producer is kept for all of them; the message's readable form for
+        Celery's logs and monitors is given, not made by Celery's generic repr; no
+        result handle is made (there are no results: the first one would load Celery's
+        result backend machinery, some 20 ms, after the first message is out)."""
+        if self._producer is None:
+            self._producer = self.app().producer_pool.acquire(block=True)
+        options: dict[str, Any] = {} if queue not in self._declared else {"declare": []}
+        self.app().send_task(
+            TASK,
+            args=(job.proc,),
+            queue=queue,
+            ignore_result=True,
+            producer=self._producer,
+            argsrepr=f"(run {job.run_id} of {job.name!r},)",
+            kwargsrepr="{}",
+            result_cls=_Sent,
+            **options,
+        )
+        self._declared.add(queue)
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.release()
+            except Exception:  # its connection is broken: the pool makes a new one
+                pass
 
     def discard(self, job: Job) -> None:
         pass  # its row was rolled back and nothing was sent

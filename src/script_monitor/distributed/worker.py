@@ -21,7 +21,7 @@ from ..config import Config
 from ..errors import StoreBusy, StoreError, StoreUnreachable
 from ..executor import LocalExecutor
 from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
-from ..states import RunStatus
+from ..states import LogState, RunStatus
 from ..store import Store
 from .guard import Guardian
 
@@ -38,19 +38,23 @@ class Duplicate(Exception):
 
 class Runs:
     """This worker's runs: one heartbeat thread for all of them; ends them when told to,
-    or when the store cannot be reached for ``lost_after`` seconds."""
+    or when the store cannot be reached for ``lost_after`` seconds.  One more thread
+    ships the logs of all of them to the history while they run."""
 
     def __init__(self, store: Store, lost_after: float):
         self.store = store
         self.lost_after = lost_after
         self.every = max(0.2, min(lost_after / 4, 5.0))
         self.active: dict[int, Interrupt] = {}
+        self.shippers: dict[int, _Shipper] = {}
         self.guardian: Guardian | None = None  # ends the scripts if this worker dies
         self.lock = threading.Lock()
         self.last_ok = time.monotonic()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
         self.thread.start()
+        self.shipping = threading.Thread(target=self._ship_loop, name="ship", daemon=True)
+        self.shipping.start()
 
     def add(self, run_id: int, interrupt: Interrupt) -> None:
         with self.lock:
@@ -59,6 +63,23 @@ class Runs:
     def remove(self, run_id: int) -> None:
         with self.lock:
             self.active.pop(run_id, None)
+            self.shippers.pop(run_id, None)
+
+    def ship(self, shipper: _Shipper) -> None:
+        """Ship this run's log every ``SHIP_EVERY`` seconds until ``unship``."""
+        with self.lock:
+            self.shippers[shipper.run_id] = shipper
+
+    def unship(self, run_id: int) -> None:
+        with self.lock:
+            self.shippers.pop(run_id, None)
+
+    def _ship_loop(self) -> None:
+        while not self.stop.wait(SHIP_EVERY):
+            with self.lock:
+                shippers = list(self.shippers.values())
+            for shipper in shippers:
+                shipper.ship()
 
     def _loop(self) -> None:
         while not self.stop.wait(self.every):
@@ -81,32 +102,49 @@ class Runs:
 
 
 class _Shipper:
-    """Copies the run's log file into the history in chunks while it is written."""
+    """Copies a run's log file into the history in chunks while it is written (``ship``,
+    called by the worker's shipping thread); ``rest`` hands over what is left when the
+    run ends, recorded with the run's end in one statement."""
 
     def __init__(self, store: Store, run_id: int, path: str):
         self.store, self.run_id, self.path = store, run_id, path
         self.offset = 0
         self.seq = 0
         self.capped = False
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name=f"ship-{run_id}", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.done.wait(SHIP_EVERY):
-            self.ship()
+        self.done = False
+        self.lock = threading.Lock()
 
     def ship(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            for part in self._take():
+                try:
+                    self.store.logs.add(self.run_id, self.seq, part)
+                except Exception:
+                    return  # tried again next turn from the same offset
+                self._shipped(part)
+
+    def rest(self) -> list[tuple[int, bytes]]:
+        """The chunks not shipped yet, as (seq, bytes); nothing is shipped after this."""
+        with self.lock:
+            self.done = True
+            out = []
+            for part in self._take():
+                out.append((self.seq, part))
+                self._shipped(part)
+            return out
+
+    def _take(self) -> list[bytes]:
+        """The chunks of what the file holds beyond the shipped part, up to the cap."""
         if self.capped:
-            return
+            return []
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 data = f.read(LOG_CAP - self.offset + 1)
         except OSError:
-            return
-        if not data:
-            return
+            return []
         if self.offset + len(data) > LOG_CAP:
             data = data[: LOG_CAP - self.offset]
             note = (
@@ -114,28 +152,22 @@ class _Shipper:
                 " only in the worker's log file]\n"
             ).encode()
             data += note
-            self.capped = True
-        for i in range(0, len(data), CHUNK):
-            part = data[i : i + CHUNK]
-            try:
-                self.store.logs.add(self.run_id, self.seq, part)
-            except Exception:
-                return  # tried again next turn from the same offset
-            self.seq += 1
-            self.offset += len(part)
+        return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
 
-    def finish(self) -> None:
-        self.done.set()
-        self.thread.join()
-        self.ship()
+    def _shipped(self, part: bytes) -> None:
+        self.seq += 1
+        self.offset += len(part)
+        self.capped = self.offset > LOG_CAP  # only the note can take it past the cap
 
 
 class _ClaimedRun:
     """The history as LocalExecutor sees it for one claimed run: its recorder's
-    ``start_run`` claims the row the caller wrote instead of adding one."""
+    ``start_run`` claims the row the caller wrote instead of adding one, and its
+    ``finish_run`` records the end with the rest of the log."""
 
-    def __init__(self, store: Store, run_id: int, host: str, log_dir: str):
-        self._store, self.run_id, self.host, self.log_dir = store, run_id, host, log_dir
+    def __init__(self, store: Store, tracker: Runs, run_id: int, host: str, log_dir: str):
+        self._store, self.tracker, self.run_id = store, tracker, run_id
+        self.host, self.log_dir = host, log_dir
         self.shipper: _Shipper | None = None
         self.runs = self
         self.alerts = store.alerts
@@ -154,11 +186,12 @@ class _ClaimedRun:
         log_path: str | None = None,
         attempt: int = 1,
     ) -> int:
-        owner = str(self._store.owner)  # this worker process: reap_lost here knows it
+        owner = self._store.core.owner_text  # this worker process: reap_lost here knows it
         if not self._store.claims.claim_run(self.run_id, self.host, owner, started, log_path):
             raise Duplicate(self.run_id)
         if log_path:
             self.shipper = _Shipper(self._store, self.run_id, os.path.join(self.log_dir, log_path))
+            self.tracker.ship(self.shipper)
         return self.run_id
 
     def duration_band(self, *args: Any, **kwargs: Any) -> Any:
@@ -169,31 +202,43 @@ class _ClaimedRun:
         except StoreError:
             return None
 
-    def finish_run(self, run_id: int, *args: Any, **kwargs: Any) -> list[str]:
-        """Record the run's end, waiting for the store for as long as it takes: the run
-        stays among this worker's runs meanwhile, so it beats again as soon as the store
-        answers and nobody takes it for lost.  Other store errors are not waited out."""
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus | str,
+        ended: float,
+        duration: float,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        detail: str | None = None,
+        log_state: LogState | str | None = None,
+        expire: tuple[str, int | None, float | None] | None = None,
+        usage: tuple[float, float, int] | None = None,
+        anomaly: str | None = None,
+    ) -> list[str]:
+        """Record the run's end with its log's last chunks, waiting for the store for as
+        long as it takes: the run stays among this worker's runs meanwhile, so it beats
+        again as soon as the store answers and nobody takes it for lost (recording it
+        twice is harmless).  Other store errors are not waited out."""
+        chunks: list[tuple[int, bytes]] = []
+        if self.shipper is not None:
+            self.tracker.unship(run_id)
+            chunks = self.shipper.rest()
+            if self.shipper.capped:
+                note = f"log in the history capped at {LOG_CAP // 1024} KiB"
+                detail = f"{detail}; {note}" if detail else note
         pause = 1.0
         while True:
             try:
-                return self._finish(run_id, *args, **kwargs)
+                return self._store.claims.finish_claimed(
+                    run_id, chunks, status, ended, duration, exit_code, signal, pid, detail,
+                    log_state, expire, usage, anomaly,
+                )  # fmt: skip
             except (StoreUnreachable, StoreBusy) as e:
                 log.warning("run %d: cannot record its end yet (%s); trying again", run_id, e)
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
-
-    def _finish(self, run_id: int, *args: Any, **kwargs: Any) -> list[str]:
-        if self.shipper is not None:
-            self.shipper.finish()
-            if self.shipper.capped:
-                detail = args[5] if len(args) > 5 else kwargs.get("detail")
-                note = f"log in the history capped at {LOG_CAP // 1024} KiB"
-                detail = f"{detail}; {note}" if detail else note
-                if len(args) > 5:
-                    args = (*args[:5], detail, *args[6:])
-                else:
-                    kwargs["detail"] = detail
-        return self._store.runs.finish_run(run_id, *args, **kwargs)
 
 
 def run_claimed(
@@ -213,7 +258,7 @@ def run_claimed(
             )
         return "unknown script"
     interrupt = Interrupt()
-    claimed = _ClaimedRun(store, run_id, host, str(config.log_dir))
+    claimed = _ClaimedRun(store, runs, run_id, host, str(config.log_dir))
     ex = LocalExecutor(config, claimed, message.get("trigger", "manual"), interrupt)
     try:
         try:

@@ -136,6 +136,22 @@ class ClaimsApi(Protocol):
         claim_timeout: float | None = None,
     ) -> list[Run]: ...
     def unclaimed(self, run_ids: list[int]) -> list[int]: ...
+    def finish_claimed(
+        self,
+        run_id: int,
+        chunks: list[tuple[int, bytes]],
+        status: RunStatus | str,
+        ended: float,
+        duration: float,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        detail: str | None = None,
+        log_state: LogState | str | None = None,
+        expire: tuple[str, int | None, float | None] | None = None,
+        usage: tuple[float, float, int] | None = None,
+        anomaly: str | None = None,
+    ) -> list[str]: ...
     def give_up_runs(self, run_ids: list[int], status: RunStatus | str, detail: str) -> None: ...
 
 

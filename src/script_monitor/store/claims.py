@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
-from ..states import RunStatus
+from ..states import LogState, RunStatus
 from .core import Core
 from .records import Run
-from .runs import WORKER_LOST, log_state
+from .runs import WORKER_LOST, Runs, log_state
 
 _RUNNING = RunStatus.RUNNING.value
 NO_WORKER = "no worker took it"  # the detail of a run lost before any worker claimed it
@@ -21,6 +21,49 @@ NO_WORKER = "no worker took it"  # the detail of a run lost before any worker cl
 
 def _marks(ids: list[int]) -> str:
     return ",".join("?" * len(ids))
+
+
+_OK, _ROTATED = LogState.OK.value, LogState.ROTATED.value
+# A claimed run's end on PostgreSQL, in one statement: the last chunks of its log, its
+# row, and the rotation of its script's logs (as Runs.finish_run's ``expire``).  Every
+# part sees the rows as they were before it, so the rotation counts this run among the
+# ended ones itself, and rotates it in its own UPDATE when it is beyond the limit.
+# Repeating it (a retry after a lost connection) changes nothing more.
+_SET_END = (
+    "status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?, pid = COALESCE(?, pid),"
+    " detail = ?, cpu_user = ?, cpu_system = ?, max_rss = ?, anomaly = ?"
+)
+_SHIP = (
+    "shipped AS (INSERT INTO run_logs (run_id, seq, data) SELECT done.id, c.seq, c.data"
+    " FROM done, unnest(CAST(? AS BIGINT[]), CAST(? AS BYTEA[])) AS c(seq, data)"
+    f" WHERE done.log_state != '{_ROTATED}' ON CONFLICT DO NOTHING)"
+)
+_END = (
+    f"WITH done AS (UPDATE runs SET {_SET_END}, log_state = COALESCE(?, log_state)"
+    f" WHERE id = ? RETURNING id, log_state), {_SHIP} SELECT NULL FROM done WHERE FALSE"
+)
+_OLD = f"script = ? AND log_state = '{_OK}' AND (status != '{_RUNNING}' OR id = ?)"
+# The logs to rotate are locked first, and those another finishing worker holds are left
+# to it: two workers rotating the same script's logs neither wait for each other nor
+# deadlock (an UPDATE alone would lock the rows in whatever order it meets them).
+_LOCKED = f"AND log_state = '{_OK}' FOR UPDATE SKIP LOCKED"
+_END_ROTATING = (
+    "WITH old AS ({old}),"
+    f" done AS (UPDATE runs SET {_SET_END}, log_state = CASE WHEN id IN (SELECT id FROM old)"
+    f" THEN '{_ROTATED}' ELSE COALESCE(?, log_state) END WHERE id = ? RETURNING id, log_state),"
+    f" {_SHIP},"
+    f" gone AS (UPDATE runs SET log_state = '{_ROTATED}' WHERE id IN (SELECT id FROM old)"
+    " AND id != ? RETURNING id, log_path),"
+    " dropped AS (DELETE FROM run_logs WHERE run_id IN (SELECT id FROM gone))"
+    " SELECT log_path FROM gone UNION ALL SELECT log_path FROM old WHERE id = ?"
+)
+_END_KEEP = _END_ROTATING.format(
+    old="SELECT id, log_path FROM runs WHERE id IN (SELECT id FROM runs"
+    f" WHERE {_OLD} ORDER BY id DESC LIMIT ALL OFFSET ?) {_LOCKED}"
+)
+_END_BEFORE = _END_ROTATING.format(
+    old=f"SELECT id, log_path FROM runs WHERE {_OLD} AND started < ? {_LOCKED}"
+)
 
 
 class Claims:
@@ -39,6 +82,53 @@ class Claims:
             (started, host, owner, started, log_path, log_state(log_path).value, run_id, _RUNNING),
         )
         return changed == 1
+
+    def finish_claimed(
+        self,
+        run_id: int,
+        chunks: list[tuple[int, bytes]],
+        status: RunStatus | str,
+        ended: float,
+        duration: float,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        detail: str | None = None,
+        log_state: LogState | str | None = None,
+        expire: tuple[str, int | None, float | None] | None = None,
+        usage: tuple[float, float, int] | None = None,
+        anomaly: str | None = None,
+    ) -> list[str]:
+        """Record the end of a claimed run with the last ``chunks`` (seq, bytes) of its
+        log: ``Runs.finish_run`` and the chunks in one transaction, on PostgreSQL in one
+        statement.  Returns the rotated logs' paths to delete."""
+        if not self.core.shared:
+            with self.core.batch():
+                with self.core.write() as tx:
+                    tx.executemany(
+                        "INSERT INTO run_logs (run_id, seq, data) VALUES (?, ?, ?)"
+                        " ON CONFLICT DO NOTHING",
+                        [(run_id, seq, data) for seq, data in chunks],
+                    )
+                return Runs(self.core).finish_run(
+                    run_id, status, ended, duration, exit_code, signal, pid, detail,
+                    log_state, expire, usage, anomaly,
+                )  # fmt: skip
+        cpu_user, cpu_system, max_rss = usage if usage is not None else (None, None, None)
+        end = (
+            str(status), ended, duration, exit_code, signal, pid, detail, cpu_user, cpu_system,
+            max_rss, None if anomaly is None else str(anomaly),
+        )  # fmt: skip
+        state = None if log_state is None else str(log_state)
+        ship = ([seq for seq, _ in chunks], [data for _, data in chunks])
+        if expire is None:
+            self.core.own_rows(_END, (*end, state, run_id, *ship))
+            return []
+        script, keep, before = expire
+        sql = _END_KEEP if keep is not None else _END_BEFORE
+        old = (script, run_id, keep if keep is not None else before)
+        rows = self.core.own_rows(sql, (*old, *end, state, run_id, *ship, run_id, run_id))
+        return [r[0] for r in rows if r[0]]
 
     def beat(self, run_ids: list[int], now: float) -> list[int]:
         """Record a heartbeat for these runs; return those to end (cancelled, or no longer
@@ -66,16 +156,23 @@ class Claims:
     ) -> list[Run]:
         """Of these runs, the rows that ended; claimed runs whose heartbeat is older than
         ``lost_after`` are first marked lost, and so are runs no worker claimed within
-        ``claim_timeout`` seconds of being recorded (a late claim then finds them ended)."""
+        ``claim_timeout`` seconds of being recorded (a late claim then finds them ended).
+        One query reads only the rows that ended or must be marked (the caller asks
+        every few milliseconds while its runs go on)."""
         if not run_ids:
             return []
+        cond, args = "status != ? OR heartbeat < ?", [_RUNNING, now - lost_after]
+        if claim_timeout is not None:
+            cond += " OR (heartbeat IS NULL AND started < ?)"
+            args.append(now - claim_timeout)
         rows = self.core.read(
-            f"SELECT id, status, heartbeat, started FROM runs WHERE id IN ({_marks(run_ids)})",
-            tuple(run_ids),
+            f"SELECT {Run.COLUMNS}, heartbeat FROM runs"
+            f" WHERE id IN ({_marks(run_ids)}) AND ({cond})",
+            (*run_ids, *args),
         )
-        stale = [
-            r[0] for r in rows if r[1] == _RUNNING and r[2] is not None and r[2] < now - lost_after
-        ]
+        ended = [Run.from_row(r) for r in rows if r[5] != _RUNNING]
+        stale = [r[0] for r in rows if r[5] == _RUNNING and r[-1] is not None]
+        waiting = [r[0] for r in rows if r[5] == _RUNNING and r[-1] is None]
         if stale:
             detail = WORKER_LOST
             with self.core.write() as tx:
@@ -87,25 +184,21 @@ class Claims:
                         for i in stale
                     ],
                 )
-        if claim_timeout is not None:
-            limit = now - claim_timeout
-            waiting = [r[0] for r in rows if r[1] == _RUNNING and r[2] is None and r[3] < limit]
-            if waiting:
-                with self.core.write() as tx:
-                    tx.executemany(
-                        "UPDATE runs SET status = ?, ended = ?, duration = 0, detail = ?,"
-                        " cancel = 1 WHERE id = ? AND status = ? AND heartbeat IS NULL",
-                        [(RunStatus.LOST.value, now, NO_WORKER, i, _RUNNING) for i in waiting],
-                    )
-                stale += waiting
-        ended = [r[0] for r in rows if r[1] != _RUNNING] + stale
-        if not ended:
-            return []
-        rows = self.core.read(
-            f"SELECT {Run.COLUMNS} FROM runs WHERE id IN ({_marks(ended)}) AND status != ?",
-            (*ended, _RUNNING),
-        )
-        return [Run.from_row(r) for r in rows]
+        if waiting:
+            with self.core.write() as tx:
+                tx.executemany(
+                    "UPDATE runs SET status = ?, ended = ?, duration = 0, detail = ?,"
+                    " cancel = 1 WHERE id = ? AND status = ? AND heartbeat IS NULL",
+                    [(RunStatus.LOST.value, now, NO_WORKER, i, _RUNNING) for i in waiting],
+                )
+        marked = stale + waiting
+        if marked:  # as they are now: marked here, or ended by their worker meanwhile
+            rows = self.core.read(
+                f"SELECT {Run.COLUMNS} FROM runs WHERE id IN ({_marks(marked)}) AND status != ?",
+                (*marked, _RUNNING),
+            )
+            ended += [Run.from_row(r) for r in rows]
+        return ended
 
     def unclaimed(self, run_ids: list[int]) -> list[int]:
         """Of these runs, those still waiting for a worker to claim them."""

@@ -461,6 +461,15 @@ class Core:
                 lambda db: db.execute(self.dialect.sql(sql), args).rowcount, retry_for
             )
 
+    def own_rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """As ``own``, for one statement that returns rows (PostgreSQL's data-modifying
+        ``WITH ... RETURNING``); it must be safe to repeat, as ``own``'s are."""
+        if self.url is None:
+            with self.write() as tx:
+                return tx.all(sql, args)
+        with self._lock:
+            return self._healing(lambda db: db.execute(self.dialect.sql(sql), args).fetchall())
+
 
 def _private_dir(path: Path) -> None:
     """Create the state folder readable by its owner only (the history holds output)."""

@@ -315,6 +315,12 @@ def _expire(tx: Tx, script: str, keep: int | None, before: float | None) -> list
     else:
         chosen = f"SELECT id FROM runs WHERE {where} AND started < ?"
         args = (script, before)
+    if tx.dialect.skip_locked:  # PostgreSQL: lock them first, leave those another holds
+        # (two processes rotating one script's logs neither wait nor deadlock: an UPDATE
+        # alone locks rows in whatever order it meets them)
+        chosen = (
+            f"SELECT id FROM runs WHERE id IN ({chosen}) AND {_LOG_KEPT}{tx.dialect.skip_locked}"
+        )
     rows = tx.all(  # one statement marks them and gives their paths
         f"UPDATE runs SET log_state = ? WHERE id IN ({chosen}) RETURNING id, log_path",
         (LogState.ROTATED.value, *args),
