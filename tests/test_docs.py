@@ -82,6 +82,14 @@ def test_the_readme_links_into_the_docs():
         assert (ROOT / target).exists(), target
 
 
+def test_ci_runs_the_readme_test_command():
+    """.ci/run ends in the very command the README gives for the whole suite."""
+    blocks = re.findall(r"```sh\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    command = blocks[1]
+    assert "pytest" in command
+    assert (ROOT / ".ci" / "run").read_text().rstrip("\n").splitlines()[-1] == command
+
+
 def test_no_file_narrates_the_development_or_cites_an_outside_document():
     found = []
     for name in _tracked():

@@ -4,8 +4,7 @@ attempt) and its JSON (``GET /api/v1/group-runs/{id}``, as ``history --group --j
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +14,11 @@ from ..grouprun import GroupRunReport, gather
 from ..serialize import group_run_detail_json
 from ..states import GroupStatus, RunStatus
 from . import svg
+from .respond import call, number
 from .service import NotFound, Service, dumps
+
+if TYPE_CHECKING:
+    from .context import Web
 
 FOLD = 50  # rows of the attempts table shown of each kind before "show all"
 LIVE_TTL = 1.0  # seconds a running group run's page may be reused (its bars grow)
@@ -112,21 +115,15 @@ def content(
     return name, html
 
 
-def routes(
-    service: Service,
-    pages: Any,
-    page: Callable[..., Awaitable[Response]],
-    call: Callable[..., Awaitable[Any]],
-    number: Callable[[str, str, int], int],
-    flashed: Callable[..., str],
-) -> list[Route]:
-    """The routes, given the app's page frame, thread runner, id parser and message."""
+def routes(web: Web) -> list[Route]:
+    """The group-run page and its JSON."""
+    service, pages = web.service, web.pages
 
     async def group_run_page(request: Request) -> Response:
         gid = number(request.path_params["id"], "the group run id", 1)
         every = request.query_params.get("attempts") == "all"
         name, html = await call(content, service, pages, gid, every)
-        return await page(request, flashed(request, html, "group", name, gid))
+        return await web.page(request, web.flashed(request, html, "group", name, gid))
 
     async def api_group_run(request: Request) -> Response:
         gid = number(request.path_params["id"], "the group run id", 1)

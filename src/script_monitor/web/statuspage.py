@@ -6,8 +6,8 @@ JavaScript, narrowed as one types with it)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +15,11 @@ from starlette.routing import Route
 
 from ..statusreport import extras, gather
 from .pages import PAGE_TTL
+from .respond import call
 from .service import Service
+
+if TYPE_CHECKING:
+    from .context import Web
 
 LISTS = ("problems", "running", "failures", "next", "watchdog", "outbox", "alerts")
 MAX_FILTER = 200  # characters of a filter that count
@@ -98,14 +102,11 @@ def _scheduler_text(report: dict[str, Any]) -> str:
     return text
 
 
-def routes(
-    service: Service,
-    pages: Any,
-    page: Callable[..., Awaitable[Response]],
-    call: Callable[..., Awaitable[Any]],
-) -> list[Route]:
+def routes(web: Web) -> list[Route]:
+    """The status page's route."""
+
     async def status_page(request: Request) -> Response:
         filters = {k: request.query_params.get(k, "") for k in LISTS}
-        return await page(request, await call(content, service, pages, filters))
+        return await web.page(request, await call(content, web.service, web.pages, filters))
 
     return [Route("/status", status_page)]
