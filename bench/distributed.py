@@ -115,6 +115,21 @@ def check_runs(conf: Path, script: str, want: int) -> None:
         raise SystemExit(f"{script}: {len(ok)} of {len(runs)} runs succeeded, {want} expected")
 
 
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each worker's own session (started here), then wait; SIGKILL after 30 s."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 class Workers:
     """``script-monitor worker`` processes of this benchmark, each in its own session."""
 
@@ -144,17 +159,7 @@ class Workers:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)  # the worker's own session, started here
-            except ProcessLookupError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_workers(self.procs)
         self.procs = []
 
 
@@ -533,17 +538,7 @@ class CelerySide:
         return [(c / self.n, t / self.n, " ".join(q.split())[:150]) for c, t, q in rows]
 
     def stop(self) -> None:
-        for p in self.workers:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)  # the worker's own session, started here
-            except ProcessLookupError:
-                pass
-        for p in self.workers:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_workers(self.workers)
         self.workers = []
 
 
