@@ -220,3 +220,33 @@ def test_the_poll_returns_ended_runs_and_marks_stale_and_unclaimed_ones(backend_
     }
     assert store.runs.run(beating).status == "running"  # type: ignore[union-attr]
     assert store.runs.run(fresh).status == "running"  # type: ignore[union-attr]
+
+
+def test_a_claim_brings_the_durations_of_the_band_and_refuses_a_second_claim(backend_store):
+    """The worker's claim reads the anomaly band's durations with it (one statement on
+    PostgreSQL): the last ``window`` successful runs of the script before this one,
+    newest first, as ``Runs.duration_band`` reads them."""
+    store = backend_store
+    base = time.time() - 1000
+    for i in range(6):  # durations 1..6; the 4th failed
+        run_id = claimed(store, "s", base + i)
+        status = "failed" if i == 3 else "success"
+        store.claims.finish_claimed(run_id, [], status, base + i + 1, float(i + 1), 0)
+    other = claimed(store, "other", base + 7)
+    store.claims.finish_claimed(other, [], "success", base + 8, 99.0, 0)
+    run_id = store.runs.start_run("s", "manual", base + 10)
+    got = store.claims.claim_with_durations(run_id, "w@far", "farhost|boot|1|1", base + 10, None, 4)
+    assert got == [6.0, 5.0, 3.0, 2.0]
+    band = store.runs.duration_band("s", 4, 1, before=run_id)
+    assert band is not None and band.median == 4.0 and band.runs == len(got)
+    # A second delivery of the same message is refused, and changes nothing.
+    assert (
+        store.claims.claim_with_durations(run_id, "w@2", "x|boot|2|2", base + 11, None, 4) is None
+    )
+    assert store.runs.run(run_id).host == "w@far"
+    # A script without successful runs gets an empty list, not a refusal.
+    new = store.runs.start_run("fresh", "manual", base + 12)
+    assert (
+        store.claims.claim_with_durations(new, "w@far", "farhost|boot|1|1", base + 12, None, 4)
+        == []
+    )

@@ -23,6 +23,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     check_broker(app, settings.celery.broker_url)
     # A worker outlives broker restarts: it retries for ever, and Celery logs each try.
     app.conf.broker_connection_max_retries = None
+    # Nothing here is controlled through Celery's broadcast channel or rate limits: a
+    # worker that neither listens to the one nor keeps the other's buckets spends less
+    # on every message (docs/DISTRIBUTED.md).
+    app.conf.worker_enable_remote_control = False
+    app.conf.worker_disable_rate_limits = True
     hostname = args.hostname or default_hostname()
     queues = [q.strip() for q in (args.queues or settings.celery.queue).split(",") if q.strip()]
     runs = Runs(store, settings.execution.lost_after)

@@ -1,6 +1,7 @@
 """The configuration's schema: every key of config.yaml, scripts.yaml, groups.yaml and
 checks.yaml as msgspec Structs, and ``Config``, the loaded configuration."""
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -105,6 +106,13 @@ class AnomalySpec(_Strict):
 
 
 Size = Annotated[int, msgspec.Meta(ge=1)] | Annotated[str, msgspec.Meta(min_length=1)]
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(root: Path, value: str, home: str | None) -> Path:
+    return (root / os.path.expanduser(value)).resolve()
+
+
 _SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$"  # compiled when a limit is read
 
 
@@ -310,8 +318,9 @@ class Config(msgspec.Struct):
     origin: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def path(self, value: str) -> Path:
-        """Resolve a configured path relative to the config directory."""
-        return (self.root / os.path.expanduser(value)).resolve()
+        """Resolve a configured path relative to the config directory (once per process:
+        a worker asks for its log folder with every run)."""
+        return _resolved(self.root, value, os.environ.get("HOME"))
 
     @property
     def log_dir(self) -> Path:

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+from ..anomaly import Band
+from ..anomaly import duration_band as band_of
 from ..config import Config
 from ..errors import StoreBusy, StoreError, StoreUnreachable
 from ..executor import LocalExecutor
@@ -165,9 +167,13 @@ class _ClaimedRun:
     ``start_run`` claims the row the caller wrote instead of adding one, and its
     ``finish_run`` records the end with the rest of the log."""
 
-    def __init__(self, store: Store, tracker: Runs, run_id: int, host: str, log_dir: str):
+    def __init__(
+        self, store: Store, tracker: Runs, run_id: int, host: str, log_dir: str, window: int = 0
+    ):
         self._store, self.tracker, self.run_id = store, tracker, run_id
         self.host, self.log_dir = host, log_dir
+        self.window = window  # the anomaly band's (0: the script has none)
+        self.durations: list[float] | None = None
         self.shipper: _Shipper | None = None
         self.runs = self
         self.alerts = store.alerts
@@ -187,18 +193,35 @@ class _ClaimedRun:
         attempt: int = 1,
     ) -> int:
         owner = self._store.core.owner_text  # this worker process: reap_lost here knows it
-        if not self._store.claims.claim_run(self.run_id, self.host, owner, started, log_path):
+        claims = self._store.claims
+        if self.window:  # the anomaly band's durations come with the claim
+            self.durations = claims.claim_with_durations(
+                self.run_id, self.host, owner, started, log_path, self.window
+            )
+            if self.durations is None:
+                raise Duplicate(self.run_id)
+        elif not claims.claim_run(self.run_id, self.host, owner, started, log_path):
             raise Duplicate(self.run_id)
         if log_path:
             self.shipper = _Shipper(self._store, self.run_id, os.path.join(self.log_dir, log_path))
             self.tracker.ship(self.shipper)
         return self.run_id
 
-    def duration_band(self, *args: Any, **kwargs: Any) -> Any:
-        """The script's usual durations, or None (no anomaly mark) when the store is out
-        of reach: the run's end matters more than its mark."""
+    def duration_band(
+        self,
+        script: str,
+        window: int = 50,
+        min_runs: int = 10,
+        slow: float = 3.0,
+        fast: float = 0.2,
+        before: int | None = None,
+    ) -> Band | None:
+        """The script's usual durations (read with the claim), or None (no anomaly
+        mark) when the store is out of reach: the run's end matters more than its mark."""
+        if self.durations is not None and window == self.window and before == self.run_id:
+            return band_of(self.durations, slow=slow, fast=fast, min_runs=min_runs)
         try:
-            return self._store.runs.duration_band(*args, **kwargs)
+            return self._store.runs.duration_band(script, window, min_runs, slow, fast, before)
         except StoreError:
             return None
 
@@ -258,7 +281,9 @@ def run_claimed(
             )
         return "unknown script"
     interrupt = Interrupt()
-    claimed = _ClaimedRun(store, runs, run_id, host, str(config.log_dir))
+    rule = config.anomaly_for(config.scripts[name])
+    window = rule.window if rule.enabled else 0
+    claimed = _ClaimedRun(store, runs, run_id, host, str(config.log_dir), window)
     ex = LocalExecutor(config, claimed, message.get("trigger", "manual"), interrupt)
     try:
         try:

@@ -128,6 +128,15 @@ class ClaimsApi(Protocol):
     def claim_run(
         self, run_id: int, host: str, owner: str, started: float, log_path: str | None
     ) -> bool: ...
+    def claim_with_durations(
+        self,
+        run_id: int,
+        host: str,
+        owner: str,
+        started: float,
+        log_path: str | None,
+        window: int,
+    ) -> list[float] | None: ...
     def ended_or_stale(
         self,
         run_ids: list[int],
