@@ -467,3 +467,26 @@ def test_many_workers_record_in_parallel_without_a_global_lock(cluster, tmp_path
     )
     assert len(rows) == n
     assert all(count == 1 and lo == hi == "success" for _, count, lo, hi in rows)
+
+
+def test_a_worker_marks_a_run_slow_against_the_band_read_with_its_claim(cluster, tmp_path):
+    """The band's durations come with the worker's claim: after three quick runs, a run
+    three times slower than their median is marked ``slow``; the quick ones are not."""
+    conf = make_config(
+        tmp_path / "c",
+        {
+            "tick": {
+                "command": "sleep $(cat delay 2>/dev/null || echo 0.05)",
+                "anomaly": {"min_runs": 3, "window": 5},
+            }
+        },
+    )
+    cluster.distribute(conf)
+    cluster.worker(conf, "w1")
+    for _ in range(3):
+        assert sm(conf, "run", "tick").returncode == 0
+    (conf / "delay").write_text("0.6\n")
+    assert sm(conf, "run", "tick").returncode == 0
+    runs = runs_of(conf, "tick")
+    assert [r["anomaly"] for r in runs] == ["slow", None, None, None]
+    assert {r["host"] for r in runs} == {"w1@test"}
