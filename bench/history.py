@@ -55,6 +55,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from script_monitor.store import RunEnd
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 MAIN = ROOT / "main.py"
@@ -506,7 +508,7 @@ def dashboard(backend: Backend, size: dict, python: str, log) -> list[dict]:
     def record() -> None:
         now = time.time()
         run = store.runs.start_run(WRITER, "manual", now)
-        store.runs.finish_run(run, RunStatus.SUCCESS, time.time(), 0.01, exit_code=0)
+        store.runs.finish_run(run, RunEnd(RunStatus.SUCCESS, time.time(), 0.01, exit_code=0))
 
     results = []
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from script_monitor.store import Store
+from script_monitor.store import RunEnd, Store
 
 
 def claimed(store: Store, script: str, started: float) -> int:
@@ -37,7 +37,7 @@ def test_the_end_the_last_chunks_and_the_rotation_are_recorded_together(backend_
     for i, run_id in enumerate(old):
         store.logs.add(run_id, 0, b"early ")
         store.claims.finish_claimed(
-            run_id, [(1, b"late")], "success", base + i + 1, 1.0, 0, expire=("s", 10, None)
+            run_id, [(1, b"late")], RunEnd("success", base + i + 1, 1.0, 0, expire=("s", 10, None))
         )
     # Count rotation: 10 kept, so the two oldest went as the 11th and 12th ended.
     assert [states(store, "s")[i] for i in old] == ["rotated"] * 2 + ["ok"] * 10
@@ -47,15 +47,17 @@ def test_the_end_the_last_chunks_and_the_rotation_are_recorded_together(backend_
     gone = store.claims.finish_claimed(
         run_id,
         [(1, b"the rest\n"), (2, b"footer\n")],
-        "failed",
-        base + 101,
-        1.5,
-        exit_code=3,
-        pid=4242,
-        detail="exit 3",
-        expire=("s", 10, None),
-        usage=(0.25, 0.5, 2048),
-        anomaly="slow",
+        RunEnd(
+            "failed",
+            base + 101,
+            1.5,
+            exit_code=3,
+            pid=4242,
+            detail="exit 3",
+            expire=("s", 10, None),
+            usage=(0.25, 0.5, 2048),
+            anomaly="slow",
+        ),
     )
     assert gone == [f"s/{base + 2:.3f}.log"]
     assert states(store, "s")[old[2]] == "rotated" and chunks(store, old[2]) == b""
@@ -73,9 +75,10 @@ def test_the_end_the_last_chunks_and_the_rotation_are_recorded_together(backend_
     assert chunks(store, run_id) == b"shipped while it ran\nthe rest\nfooter\n"
     # Repeated (a retry after a lost connection): nothing doubled, nothing more rotated.
     again = store.claims.finish_claimed(
-        run_id, [(1, b"the rest\n"), (2, b"footer\n")], "failed", base + 101, 1.5, 3,
-        expire=("s", 10, None),
-    )  # fmt: skip
+        run_id,
+        [(1, b"the rest\n"), (2, b"footer\n")],
+        RunEnd("failed", base + 101, 1.5, 3, expire=("s", 10, None)),
+    )
     assert again == []
     assert chunks(store, run_id) == b"shipped while it ran\nthe rest\nfooter\n"
     assert list(states(store, "s").values()).count("ok") == 10
@@ -89,9 +92,11 @@ def test_a_run_ending_behind_newer_ended_runs_is_rotated_at_once(backend_store):
     first = claimed(store, "s", base)
     newer = [claimed(store, "s", base + 1 + i) for i in range(3)]
     for run_id in newer:
-        store.claims.finish_claimed(run_id, [], "success", base + 10, 1.0, 0, expire=("s", 3, None))
+        store.claims.finish_claimed(
+            run_id, [], RunEnd("success", base + 10, 1.0, 0, expire=("s", 3, None))
+        )
     gone = store.claims.finish_claimed(
-        first, [(0, b"out\n")], "success", base + 11, 11.0, 0, expire=("s", 3, None)
+        first, [(0, b"out\n")], RunEnd("success", base + 11, 11.0, 0, expire=("s", 3, None))
     )
     assert gone == [f"s/{base:.3f}.log"]
     assert states(store, "s")[first] == "rotated" and chunks(store, first) == b""
@@ -103,10 +108,10 @@ def test_rotation_by_age(backend_store):
     store = backend_store
     now = time.time()
     aged = claimed(store, "s", now - 10 * 86400)
-    store.claims.finish_claimed(aged, [(0, b"x")], "success", now - 10 * 86400 + 1, 1.0, 0)
+    store.claims.finish_claimed(aged, [(0, b"x")], RunEnd("success", now - 10 * 86400 + 1, 1.0, 0))
     fresh = claimed(store, "s", now - 5)
     gone = store.claims.finish_claimed(
-        fresh, [(0, b"y")], "success", now, 5.0, 0, expire=("s", None, now - 7 * 86400)
+        fresh, [(0, b"y")], RunEnd("success", now, 5.0, 0, expire=("s", None, now - 7 * 86400))
     )
     assert gone == [f"s/{now - 10 * 86400:.3f}.log"]
     assert states(store, "s") == {fresh: "ok", aged: "rotated"}
@@ -129,9 +134,10 @@ def test_workers_ending_runs_of_one_script_at_once_never_deadlock(pg_url, tmp_pa
         try:
             for run_id in mine:
                 store.claims.finish_claimed(
-                    run_id, [(0, b"log\n")], "success", time.time(), 0.01, 0,
-                    expire=("s", 5, None),
-                )  # fmt: skip
+                    run_id,
+                    [(0, b"log\n")],
+                    RunEnd("success", time.time(), 0.01, 0, expire=("s", 5, None)),
+                )
         except BaseException as e:
             errors.append(e)
         finally:
@@ -149,7 +155,9 @@ def test_workers_ending_runs_of_one_script_at_once_never_deadlock(pg_url, tmp_pa
     # until the next end of the script, which rotates them.
     assert 5 <= sum(r.log_state == "ok" for r in runs) <= 8
     last = claimed(setup, "s", time.time())
-    setup.claims.finish_claimed(last, [], "success", time.time(), 0.01, 0, expire=("s", 5, None))
+    setup.claims.finish_claimed(
+        last, [], RunEnd("success", time.time(), 0.01, 0, expire=("s", 5, None))
+    )
     assert sum(r.log_state == "ok" for r in setup.runs.history("s")) == 5
     setup.close()
 
@@ -158,7 +166,9 @@ def test_workers_ending_runs_of_one_script_at_once_never_deadlock(pg_url, tmp_pa
 def test_an_empty_or_tiny_log_is_recorded(backend_store, size):
     store = backend_store
     run_id = claimed(store, "s", time.time() - 5)
-    store.claims.finish_claimed(run_id, [(0, b"z")] if size else [], "success", time.time(), 5.0)
+    store.claims.finish_claimed(
+        run_id, [(0, b"z")] if size else [], RunEnd("success", time.time(), 5.0)
+    )
     assert chunks(store, run_id) == (b"z" if size else b"")
     assert store.runs.run(run_id).status == "success"  # type: ignore[union-attr]
 
@@ -181,7 +191,7 @@ def test_a_log_past_the_cap_is_shipped_up_to_it_and_the_detail_says_so(tmp_path:
         claim.shipper.ship()  # as the shipping thread does every half second
         with log.open("ab") as f:
             f.write(b"b" * LOG_CAP)
-        claim.finish_run(run_id, "success", time.time(), 1.0, 0, None, 77, "it said so")
+        claim.finish_run(run_id, RunEnd("success", time.time(), 1.0, 0, None, 77, "it said so"))
         shipped = chunks(store, run_id)
         assert shipped[:LOG_CAP] == b"a" * (LOG_CAP // 2) + b"b" * (LOG_CAP // 2)
         assert shipped[LOG_CAP:].startswith(b"\n[script-monitor: the output went on past")
@@ -203,7 +213,7 @@ def test_the_poll_returns_ended_runs_and_marks_stale_and_unclaimed_ones(backend_
     store = backend_store
     now = time.time()
     done = claimed(store, "s", now - 50)
-    store.claims.finish_claimed(done, [], "success", now - 40, 10.0, 0)
+    store.claims.finish_claimed(done, [], RunEnd("success", now - 40, 10.0, 0))
     silent = claimed(store, "s", now - 50)
     store.claims.beat([silent], now - 45)
     beating = claimed(store, "s", now - 50)
@@ -231,9 +241,9 @@ def test_a_claim_brings_the_durations_of_the_band_and_refuses_a_second_claim(bac
     for i in range(6):  # durations 1..6; the 4th failed
         run_id = claimed(store, "s", base + i)
         status = "failed" if i == 3 else "success"
-        store.claims.finish_claimed(run_id, [], status, base + i + 1, float(i + 1), 0)
+        store.claims.finish_claimed(run_id, [], RunEnd(status, base + i + 1, float(i + 1), 0))
     other = claimed(store, "other", base + 7)
-    store.claims.finish_claimed(other, [], "success", base + 8, 99.0, 0)
+    store.claims.finish_claimed(other, [], RunEnd("success", base + 8, 99.0, 0))
     run_id = store.runs.start_run("s", "manual", base + 10)
     got = store.claims.claim_with_durations(run_id, "w@far", "farhost|boot|1|1", base + 10, None, 4)
     assert got == [6.0, 5.0, 3.0, 2.0]

@@ -31,7 +31,7 @@ from helpers import (
     wait_for,
 )
 from script_monitor.logs import RULE
-from script_monitor.store import Store
+from script_monitor.store import RunEnd, Store
 
 RUN_KEYS = {
     "attempt",
@@ -236,11 +236,11 @@ def test_rotation_by_age_removes_old_logs(config_dir):
     (config_dir / "logs" / "a").mkdir(parents=True)
     (config_dir / "logs" / rel).write_text("old output\n")
     old = store.runs.start_run("a", "manual", old_start, log_path=rel)
-    store.runs.finish_run(old, "success", old_start + 1, 1.0, 0)
+    store.runs.finish_run(old, RunEnd("success", old_start + 1, 1.0, 0))
     recent_rel = "a/recent.log"
     (config_dir / "logs" / recent_rel).write_text("recent output\n")
     recent = store.runs.start_run("a", "manual", time.time() - 86400, log_path=recent_rel)
-    store.runs.finish_run(recent, "success", time.time() - 86399, 1.0, 0)
+    store.runs.finish_run(recent, RunEnd("success", time.time() - 86399, 1.0, 0))
     store.close()
     assert sm(config_dir, "run", "a").returncode == 0
     assert not (config_dir / "logs" / rel).exists()

@@ -23,6 +23,7 @@ import pytest
 
 from helpers import MAIN, ROOT, cli, make_config, wait_for, write
 from script_monitor.serialize import SCHEMA_VERSION
+from script_monitor.store import RunEnd
 
 DOC = ROOT / "docs" / "JSON.md"
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
@@ -202,9 +203,9 @@ def scenario(config_dir: Path, marker: str):
     # a run whose duration left its band (docs/MONITORING.md), as the executor records one
     for _ in range(10):  # anomaly.min_runs: its band is known
         usual = store.runs.start_run("ok", "manual", time.time() - 20)
-        store.runs.finish_run(usual, "success", time.time() - 19, 1.0, 0)
+        store.runs.finish_run(usual, RunEnd("success", time.time() - 19, 1.0, 0))
     late = store.runs.start_run("ok", "manual", time.time() - 10)
-    store.runs.finish_run(late, "success", time.time(), 10.0, 0, anomaly="slow")
+    store.runs.finish_run(late, RunEnd("success", time.time(), 10.0, 0, anomaly="slow"))
     store.close()
     env = {**os.environ, "SCRIPT_MONITOR_TEST_MARK": marker}
     daemon = subprocess.Popen(

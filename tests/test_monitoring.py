@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Receiver, assert_clean_error, cli, cli_json, make_config, popen, sm, wait_for
-from script_monitor.store import Store
+from script_monitor.store import RunEnd, Store
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def seed(d: Path, script: str, durations: list[float]) -> None:
     now = time.time() - 3600
     for i, took in enumerate(durations):
         rid = store.runs.start_run(script, "manual", now + i)
-        store.runs.finish_run(rid, "success", now + i + took, took, 0)
+        store.runs.finish_run(rid, RunEnd("success", now + i + took, took, 0))
     store.close()
 
 
@@ -290,10 +290,10 @@ def test_the_run_page_shows_the_mark_and_what_the_run_used(tmp_path):
     store = Store(d / ".script-monitor")
     rid = store.runs.start_run("job", "manual", time.time() - 9)
     store.runs.finish_run(
-        rid, "success", time.time(), 9.0, 0, usage=(1.5, 0.25, 300 << 20), anomaly="slow"
+        rid, RunEnd("success", time.time(), 9.0, 0, usage=(1.5, 0.25, 300 << 20), anomaly="slow")
     )
     plain = store.runs.start_run("job", "manual", time.time() - 1)
-    store.runs.finish_run(plain, "success", time.time(), 1.0, 0)
+    store.runs.finish_run(plain, RunEnd("success", time.time(), 1.0, 0))
     store.close()
     server = Server(d)
     try:

@@ -21,7 +21,7 @@ import yaml
 from conftest import empty_pg
 from helpers import MAIN, direct_sql, make_config, sm, sm_bytes
 from script_monitor.config import load_config
-from script_monitor.store import Store
+from script_monitor.store import RunEnd, Store
 from script_monitor.web.logstream import text_of
 from web_helpers import Server
 
@@ -39,7 +39,7 @@ def remote_run(store: Store, script: str, body: bytes, pieces: int = 3) -> int:
     step = -(-len(body) // pieces)
     for seq, i in enumerate(range(0, len(body), step)):
         store.logs.add(run_id, seq, body[i : i + step])
-    store.runs.finish_run(run_id, "success", started + 1, 1.0, exit_code=0)
+    store.runs.finish_run(run_id, RunEnd("success", started + 1, 1.0, exit_code=0))
     return run_id
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from helpers import MAIN, assert_clean_error, cli, direct_sql, make_config
-from script_monitor.store import NewMessage, Store
+from script_monitor.store import NewMessage, RunEnd, Store
 
 DAY = 86400.0
 
 
 def _finished(store: Store, script: str, started: float, status: str = "success", **kw) -> int:
     rid = store.runs.start_run(script, "manual", started, **kw)
-    store.runs.finish_run(rid, status, started + 1, 1.0, 0)
+    store.runs.finish_run(rid, RunEnd(status, started + 1, 1.0, 0))
     return rid
 
 
@@ -39,7 +39,7 @@ def test_prune_keeps_the_newest_and_the_recent_and_deletes_the_rest(backend_stor
     g_member = store.runs.start_group("g", "schedule", now - 250 * DAY)
     store.runs.finish_group(g_member, "success")
     kept_member = store.runs.start_run("c", "schedule", now - 250 * DAY, g_member, "g")
-    store.runs.finish_run(kept_member, "success", now, 1.0, 0)
+    store.runs.finish_run(kept_member, RunEnd("success", now, 1.0, 0))
     store.runs.start_group("g", "schedule", now)
     store.alerts.add(old[0], "a", [(1, "ERROR x", "error", "ERROR", False)], 2)
     store.outbox.add([NewMessage("k1", "failure", "a", "r1", "ops", "t", "b", old[0])])
@@ -71,7 +71,7 @@ def test_metrics_totals_do_not_go_down_when_runs_are_pruned(backend_store):
         rid = store.runs.start_run("a", "manual", now - 100 * DAY + 40 + i)
         usage = (0.5 * i, 0.25, (1 << 20) * (i + 1))
         store.runs.finish_run(
-            rid, "success", now - 100 * DAY + 41, 1.0, 0, usage=usage, anomaly=kind
+            rid, RunEnd("success", now - 100 * DAY + 41, 1.0, 0, usage=usage, anomaly=kind)
         )
     store.runs.start_run("a", "manual", now)  # running: neither counted nor pruned
 

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import assert_clean_error, cli, direct_sql, make_config
 from script_monitor.errors import StoreError
-from script_monitor.store import Owner, Store
+from script_monitor.store import Owner, RunEnd, Store
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_a_run_is_recorded_from_start_to_finish(store):
     rid = store.runs.start_run("a", "manual", 1000.0, group, "g", "a/x.log")
     row = store.runs.run(rid)
     assert (row.status, row.log_state, row.group_run_id) == ("running", "ok", group)
-    store.runs.finish_run(rid, "failed", 1002.5, 2.5, 3, None, 4242, "boom")
+    store.runs.finish_run(rid, RunEnd("failed", 1002.5, 2.5, 3, None, 4242, "boom"))
     store.runs.finish_group(group, "failed")
     row = store.runs.run(rid)
     assert (row.status, row.exit_code, row.duration, row.pid, row.detail) == (
@@ -66,7 +66,7 @@ def test_history_is_newest_first_and_limited(store):
 
 def test_last_runs_skip_skipped_and_latest_run_with_log(store):
     ran = store.runs.start_run("a", "manual", 1.0, log_path="a/1.log")
-    store.runs.finish_run(ran, "success", 2.0, 1.0, 0)
+    store.runs.finish_run(ran, RunEnd("success", 2.0, 1.0, 0))
     store.runs.add_skipped(["a", "b"], "manual", None, "g", "stop_on_error")
     last = store.reads.last_runs()
     assert last["a"].id == ran
@@ -110,7 +110,7 @@ def test_reap_lost_marks_only_runs_of_dead_owners(store):
     mine = store.runs.start_run("a", "manual", 2.0)
     foreign = store.runs.start_run("a", "manual", 3.0)
     done = store.runs.start_run("a", "manual", 4.0)
-    store.runs.finish_run(done, "success", 5.0, 1.0, 0)
+    store.runs.finish_run(done, RunEnd("success", 5.0, 1.0, 0))
     group = store.runs.start_group("g", "manual")
     me = Owner.current()
     direct_sql(store, "UPDATE runs SET owner = ? WHERE id = ?", (_dead_owner(), dead))
@@ -142,7 +142,7 @@ def test_expire_logs_by_count_and_age(store):
     ids = []
     for i in range(5):
         rid = store.runs.start_run("a", "manual", now - (5 - i) * 86400, log_path=f"a/{i}.log")
-        store.runs.finish_run(rid, "success", now, 1.0, 0)
+        store.runs.finish_run(rid, RunEnd("success", now, 1.0, 0))
         ids.append(rid)
     running = store.runs.start_run("a", "manual", now - 10 * 86400, log_path="a/running.log")
     assert store.runs.expire_logs("a", keep=3, before=None) == ["a/1.log", "a/0.log"]
@@ -155,9 +155,9 @@ def test_expire_logs_by_count_and_age(store):
 
 def test_mark_logs_cleared_spares_running_runs(store):
     a = store.runs.start_run("a", "manual", 1.0, log_path="a/1.log")
-    store.runs.finish_run(a, "success", 2.0, 1.0, 0)
+    store.runs.finish_run(a, RunEnd("success", 2.0, 1.0, 0))
     b = store.runs.start_run("b", "manual", 1.0, log_path="b/1.log")
-    store.runs.finish_run(b, "success", 2.0, 1.0, 0)
+    store.runs.finish_run(b, RunEnd("success", 2.0, 1.0, 0))
     live = store.runs.start_run("a", "manual", 3.0, log_path="a/2.log")
     assert store.runs.mark_logs_cleared("a") == ["a/1.log"]
     assert store.runs.run(live).log_state == "ok"
@@ -182,7 +182,9 @@ def _writer(state_dir: str, worker: int, count: int) -> None:
     store = Store(Path(state_dir))
     for i in range(count):
         rid = store.runs.start_run(f"w{worker}", "manual", time.time())
-        store.runs.finish_run(rid, "success", time.time(), 0.0, 0, None, None, f"{worker}:{i}")
+        store.runs.finish_run(
+            rid, RunEnd("success", time.time(), 0.0, 0, None, None, f"{worker}:{i}")
+        )
     store.close()
 
 
@@ -208,7 +210,7 @@ def test_threads_share_one_store(store):
     def work(n: int) -> None:
         for _ in range(25):
             rid = store.runs.start_run(f"t{n}", "manual", time.time())
-            store.runs.finish_run(rid, "success", time.time(), 0.0, 0)
+            store.runs.finish_run(rid, RunEnd("success", time.time(), 0.0, 0))
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
     for t in threads:
@@ -263,12 +265,17 @@ def test_rotation_reads_only_runs_that_still_have_a_log(sqlite_store):
     now = time.time()
     for i in range(30):
         rid = store.runs.start_run("a", "manual", now, log_path=f"a/{i}.log")
-        store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None))
+        store.runs.finish_run(rid, RunEnd("success", now, 1.0, 0, expire=("a", 3, None)))
     statements: list[str] = []
     store.core.connect().set_trace_callback(statements.append)
     rid = store.runs.start_run("a", "manual", now, log_path="a/last.log")
-    assert store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", 3, None)) == ["a/27.log"]
-    assert store.runs.finish_run(rid, "success", now, 1.0, 0, expire=("a", None, now - 60)) == []
+    assert store.runs.finish_run(rid, RunEnd("success", now, 1.0, 0, expire=("a", 3, None))) == [
+        "a/27.log"
+    ]
+    assert (
+        store.runs.finish_run(rid, RunEnd("success", now, 1.0, 0, expire=("a", None, now - 60)))
+        == []
+    )
     store.core.connect().set_trace_callback(None)
     rotations = [s for s in statements if "RETURNING id, log_path" in s]
     assert len(rotations) == 2  # one statement each: choose, mark and return the paths
@@ -307,7 +314,7 @@ def test_a_batch_commits_its_writes_together_or_not_at_all(store):
     other = sqlite3.connect(store.path) if store.url is None else _pg(store.url)
     try:
         with store.batch():
-            store.runs.finish_run(first, "success", 2.0, 1.0, 0)
+            store.runs.finish_run(first, RunEnd("success", 2.0, 1.0, 0))
             with store.batch():  # a nested batch joins the outer one
                 second = store.runs.start_run("a", "manual", 2.0, log_path="a/2.log")
             seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
@@ -315,12 +322,12 @@ def test_a_batch_commits_its_writes_together_or_not_at_all(store):
         seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
         assert seen == [(first, "success"), (second, "running")]
         with pytest.raises(RuntimeError), store.batch():
-            store.runs.finish_run(second, "failed", 3.0, 1.0, 1)
+            store.runs.finish_run(second, RunEnd("failed", 3.0, 1.0, 1))
             store.runs.start_run("a", "manual", 3.0, log_path="a/3.log")
             raise RuntimeError("the loop failed before its commit")
         seen = other.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
         assert seen == [(first, "success"), (second, "running")]  # rolled back whole
-        store.runs.finish_run(second, "success", 3.0, 1.0, 0)  # the store still works
+        store.runs.finish_run(second, RunEnd("success", 3.0, 1.0, 0))  # the store still works
         assert store.runs.run(second).status == "success"
     finally:
         other.close()

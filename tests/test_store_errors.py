@@ -25,7 +25,7 @@ from script_monitor.errors import (
     StoreFull,
     StoreUnreachable,
 )
-from script_monitor.store import MIGRATIONS, Store
+from script_monitor.store import MIGRATIONS, RunEnd, Store
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -170,13 +170,13 @@ def test_postgresql_stopped_mid_run_is_store_unreachable_then_works_again(tmp_pa
     rid = store.runs.start_run("a", "manual", time.time())
     private_pg.stop()
     with pytest.raises(StoreUnreachable) as caught:
-        store.runs.finish_run(rid, "success", time.time(), 1.0, 0)
+        store.runs.finish_run(rid, RunEnd("success", time.time(), 1.0, 0))
     assert private_pg.url.split("@")[1].split("/")[0] in str(caught.value)
     assert isinstance(caught.value, StoreError)
     private_pg.start()
     # The same Store opens a new connection: nothing was half-written, and it goes on.
     assert store.runs.run(rid).status == "running"
-    store.runs.finish_run(rid, "success", time.time(), 1.0, 0)
+    store.runs.finish_run(rid, RunEnd("success", time.time(), 1.0, 0))
     assert store.runs.run(rid).status == "success"
     store.close()
 
@@ -194,7 +194,7 @@ def test_a_store_restarted_mid_run_is_ridden_out(tmp_path, private_pg):
     later = threading.Timer(2.0, private_pg.start)
     later.start()
     began = time.monotonic()
-    store.runs.finish_run(rid, "success", time.time(), 1.0, 0)  # waits for the server
+    store.runs.finish_run(rid, RunEnd("success", time.time(), 1.0, 0))  # waits for the server
     later.join()
     assert time.monotonic() - began >= 1.5
     assert [(r.id, r.status) for r in store.runs.history("a")] == [(rid, "success")]

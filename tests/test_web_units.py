@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from script_monitor.store import Store
+from script_monitor.store import RunEnd, Store
 from script_monitor.tokens import Identity, Token, resolve
 from script_monitor.web import logstream
 from script_monitor.web.metrics import BUCKETS, ScriptSeries, StoreCollector
@@ -255,7 +255,7 @@ def test_the_running_totals_equal_a_full_count_at_every_scrape(tmp_path_factory,
             running.append(store.runs.start_run(step[1], "manual", time.time()))
         elif step[0] == "finish" and running:
             run_id = running.pop(step[1] % len(running))
-            store.runs.finish_run(run_id, step[2], time.time(), step[3])
+            store.runs.finish_run(run_id, RunEnd(step[2], time.time(), step[3]))
         elif step[0] == "skip":
             store.runs.add_skipped([step[1]], "manual")
         elif step[0] == "scrape":

@@ -41,6 +41,7 @@ from .proc import (
 )
 from .results import RunResult
 from .states import LogState, RunStatus
+from .store.records import RunEnd
 
 NO_SECRETS = Masker(())
 PUMP_DRAIN = 1.0  # seconds to wait for the masking pipe's end after the script exits
@@ -402,8 +403,7 @@ class LocalExecutor:
                     job.name, rule.window, rule.min_runs, rule.slow, rule.fast, job.run_id
                 )
                 anomaly = classify(duration, band)
-        gone = self.store.runs.finish_run(
-            job.run_id,
+        end = RunEnd(
             result.status,
             ended,
             duration,
@@ -416,6 +416,7 @@ class LocalExecutor:
             usage=result.usage,
             anomaly=anomaly,
         )
+        gone = self.store.runs.finish_run(job.run_id, end)
         if self._held is not None:  # the rows are not committed yet: delete after
             self._held += gone
         else:

@@ -17,14 +17,16 @@ import threading
 import time
 from typing import Any
 
+import msgspec
+
 from ..anomaly import Band
 from ..anomaly import duration_band as band_of
 from ..config import Config
 from ..errors import StoreBusy, StoreError, StoreUnreachable
 from ..executor import LocalExecutor
 from ..proc import Interrupt, ProcResult, adopt, wait_for_exit
-from ..states import LogState, RunStatus
-from ..store import Store
+from ..states import RunStatus
+from ..store import RunEnd, Store
 from .guard import Guardian
 
 LOG_CAP = 8 * 1024 * 1024  # bytes of one run's output shipped to the history
@@ -225,21 +227,7 @@ class _ClaimedRun:
         except StoreError:
             return None
 
-    def finish_run(
-        self,
-        run_id: int,
-        status: RunStatus | str,
-        ended: float,
-        duration: float,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        pid: int | None = None,
-        detail: str | None = None,
-        log_state: LogState | str | None = None,
-        expire: tuple[str, int | None, float | None] | None = None,
-        usage: tuple[float, float, int] | None = None,
-        anomaly: str | None = None,
-    ) -> list[str]:
+    def finish_run(self, run_id: int, end: RunEnd) -> list[str]:
         """Record the run's end with its log's last chunks, waiting for the store for as
         long as it takes: the run stays among this worker's runs meanwhile, so it beats
         again as soon as the store answers and nobody takes it for lost (recording it
@@ -250,14 +238,12 @@ class _ClaimedRun:
             chunks = self.shipper.rest()
             if self.shipper.capped:
                 note = f"log in the history capped at {LOG_CAP // 1024} KiB"
-                detail = f"{detail}; {note}" if detail else note
+                detail = f"{end.detail}; {note}" if end.detail else note
+                end = msgspec.structs.replace(end, detail=detail)
         pause = 1.0
         while True:
             try:
-                return self._store.claims.finish_claimed(
-                    run_id, chunks, status, ended, duration, exit_code, signal, pid, detail,
-                    log_state, expire, usage, anomaly,
-                )  # fmt: skip
+                return self._store.claims.finish_claimed(run_id, chunks, end)
             except (StoreUnreachable, StoreBusy) as e:
                 log.warning("run %d: cannot record its end yet (%s); trying again", run_id, e)
                 time.sleep(pause)
@@ -272,13 +258,8 @@ def run_claimed(
     name = message["script"]
     if name not in config.scripts:
         if store.claims.claim_run(run_id, host, str(store.owner), time.time(), None):
-            store.runs.finish_run(
-                run_id,
-                RunStatus.FAILED,
-                time.time(),
-                0.0,
-                detail=f"the worker {host} has no script {name!r} in its configuration",
-            )
+            detail = f"the worker {host} has no script {name!r} in its configuration"
+            store.runs.finish_run(run_id, RunEnd(RunStatus.FAILED, time.time(), 0.0, detail=detail))
         return "unknown script"
     interrupt = Interrupt()
     rule = config.anomaly_for(config.scripts[name])

@@ -16,7 +16,6 @@ from ..states import (
     AuditAction,
     AuditResult,
     GroupStatus,
-    LogState,
     MessageState,
     RunStatus,
     TickOutcome,
@@ -33,6 +32,7 @@ from .records import (
     PingResult,
     PruneReport,
     Run,
+    RunEnd,
     RunSummary,
     SchedulerMember,
     WatchEvent,
@@ -59,21 +59,7 @@ class Recorder(Protocol):
         log_path: str | None = None,
         attempt: int = 1,
     ) -> int: ...
-    def finish_run(
-        self,
-        run_id: int,
-        status: RunStatus | str,
-        ended: float,
-        duration: float,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        pid: int | None = None,
-        detail: str | None = None,
-        log_state: LogState | str | None = None,
-        expire: tuple[str, int | None, float | None] | None = None,
-        usage: tuple[float, float, int] | None = None,
-        anomaly: str | None = None,
-    ) -> list[str]: ...
+    def finish_run(self, run_id: int, end: RunEnd) -> list[str]: ...
     def duration_band(
         self,
         script: str,
@@ -146,20 +132,7 @@ class ClaimsApi(Protocol):
     ) -> list[Run]: ...
     def unclaimed(self, run_ids: list[int]) -> list[int]: ...
     def finish_claimed(
-        self,
-        run_id: int,
-        chunks: list[tuple[int, bytes]],
-        status: RunStatus | str,
-        ended: float,
-        duration: float,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        pid: int | None = None,
-        detail: str | None = None,
-        log_state: LogState | str | None = None,
-        expire: tuple[str, int | None, float | None] | None = None,
-        usage: tuple[float, float, int] | None = None,
-        anomaly: str | None = None,
+        self, run_id: int, chunks: list[tuple[int, bytes]], end: RunEnd
     ) -> list[str]: ...
     def give_up_runs(self, run_ids: list[int], status: RunStatus | str, detail: str) -> None: ...
 

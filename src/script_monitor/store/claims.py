@@ -12,7 +12,7 @@ import time
 
 from ..states import LogState, RunStatus
 from .core import Core
-from .records import Run
+from .records import Run, RunEnd
 from .runs import WORKER_LOST, Runs, log_state
 
 _RUNNING = RunStatus.RUNNING.value
@@ -29,10 +29,7 @@ _OK, _ROTATED = LogState.OK.value, LogState.ROTATED.value
 # part sees the rows as they were before it, so the rotation counts this run among the
 # ended ones itself, and rotates it in its own UPDATE when it is beyond the limit.
 # Repeating it (a retry after a lost connection) changes nothing more.
-_SET_END = (
-    "status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?, pid = COALESCE(?, pid),"
-    " detail = ?, cpu_user = ?, cpu_system = ?, max_rss = ?, anomaly = ?"
-)
+_SET_END = RunEnd.SET
 _SHIP = (
     "shipped AS (INSERT INTO run_logs (run_id, seq, data) SELECT done.id, c.seq, c.data"
     " FROM done, unnest(CAST(? AS BIGINT[]), CAST(? AS BYTEA[])) AS c(seq, data)"
@@ -132,20 +129,7 @@ class Claims:
         return list(rows[0][0]) if rows else None
 
     def finish_claimed(
-        self,
-        run_id: int,
-        chunks: list[tuple[int, bytes]],
-        status: RunStatus | str,
-        ended: float,
-        duration: float,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        pid: int | None = None,
-        detail: str | None = None,
-        log_state: LogState | str | None = None,
-        expire: tuple[str, int | None, float | None] | None = None,
-        usage: tuple[float, float, int] | None = None,
-        anomaly: str | None = None,
+        self, run_id: int, chunks: list[tuple[int, bytes]], end: RunEnd
     ) -> list[str]:
         """Record the end of a claimed run with the last ``chunks`` (seq, bytes) of its
         log: ``Runs.finish_run`` and the chunks in one transaction, on PostgreSQL in one
@@ -158,25 +142,16 @@ class Claims:
                         " ON CONFLICT DO NOTHING",
                         [(run_id, seq, data) for seq, data in chunks],
                     )
-                return Runs(self.core).finish_run(
-                    run_id, status, ended, duration, exit_code, signal, pid, detail,
-                    log_state, expire, usage, anomaly,
-                )  # fmt: skip
-        cpu_user, cpu_system, max_rss = usage if usage is not None else (None, None, None)
-        end = (
-            str(status), ended, duration, exit_code, signal, pid, detail, cpu_user, cpu_system,
-            max_rss, None if anomaly is None else str(anomaly),
-        )  # fmt: skip
-        state = None if log_state is None else str(log_state)
+                return Runs(self.core).finish_run(run_id, end)
         ship = ([seq for seq, _ in chunks], [data for _, data in chunks])
-        if expire is None:
-            self.core.own_rows(_END, (*end, state, run_id, *ship))
+        if end.expire is None:
+            self.core.own_rows(_END, (*end.values(), end.log_state_text, run_id, *ship))
             return []
-        script, keep, before = expire
+        script, keep, before = end.expire
         sql = _END_KEEP if keep is not None else _END_BEFORE
         old = (script, run_id, keep if keep is not None else before)
-        rows = self.core.own_rows(sql, (*old, *end, state, run_id, *ship, run_id, run_id))
-        return [r[0] for r in rows if r[0]]
+        args = (*old, *end.values(), end.log_state_text, run_id, *ship, run_id, run_id)
+        return [r[0] for r in self.core.own_rows(sql, args) if r[0]]
 
     def beat(self, run_ids: list[int], now: float) -> list[int]:
         """Record a heartbeat for these runs; return those to end (cancelled, or no longer

@@ -66,6 +66,45 @@ class Run(msgspec.Struct, frozen=True):
         )  # fmt: skip
 
 
+class RunEnd(msgspec.Struct, frozen=True):
+    """How a run ended, as its row records it (``Runs.finish_run``, and a worker's
+    ``Claims.finish_claimed``).  ``expire`` (script, keep, before) rotates the script's
+    logs in the same commit; ``usage`` is what its process tree used (CPU user and
+    system seconds, peak resident bytes); ``anomaly`` its mark (``slow`` or ``fast``,
+    see ``Runs.duration_band``)."""
+
+    status: RunStatus | str
+    ended: float
+    duration: float
+    exit_code: int | None = None
+    signal: int | None = None
+    pid: int | None = None
+    detail: str | None = None
+    log_state: LogState | str | None = None
+    expire: tuple[str, int | None, float | None] | None = None
+    usage: tuple[float, float, int] | None = None
+    anomaly: str | None = None
+
+    # The columns ``values`` fills, in its order (``pid`` kept when none is known).
+    SET: ClassVar[str] = (
+        "status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?,"
+        " pid = COALESCE(?, pid), detail = ?, cpu_user = ?, cpu_system = ?, max_rss = ?,"
+        " anomaly = ?"
+    )
+
+    def values(self) -> tuple[Any, ...]:
+        cpu_user, cpu_system, max_rss = self.usage or (None, None, None)
+        anomaly = None if self.anomaly is None else str(self.anomaly)
+        return (
+            str(self.status), self.ended, self.duration, self.exit_code, self.signal, self.pid,
+            self.detail, cpu_user, cpu_system, max_rss, anomaly,
+        )  # fmt: skip
+
+    @property
+    def log_state_text(self) -> str | None:
+        return None if self.log_state is None else str(self.log_state)
+
+
 class GroupRun(msgspec.Struct, frozen=True):
     """One run of a group, or a scheduled tick that did not start one (``group_runs``)."""
 

@@ -10,7 +10,7 @@ from ..states import GroupStatus, LogState, RunStatus
 from .core import Core, Tx
 from .logs import drop_chunks
 from .owner import Owner
-from .records import GroupRun, Run
+from .records import GroupRun, Run, RunEnd
 
 if TYPE_CHECKING:
     from ..anomaly import Band
@@ -107,49 +107,15 @@ class Runs:
         assert new is not None
         return new
 
-    def finish_run(
-        self,
-        run_id: int,
-        status: RunStatus | str,
-        ended: float,
-        duration: float,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        pid: int | None = None,
-        detail: str | None = None,
-        log_state: LogState | str | None = None,
-        expire: tuple[str, int | None, float | None] | None = None,
-        usage: tuple[float, float, int] | None = None,
-        anomaly: str | None = None,
-    ) -> list[str]:
-        """Record the end of a run; with ``expire`` (script, keep, before) rotate in the same
-        commit, and return the log paths to delete.  ``usage`` is what its process tree
-        used (CPU user and system seconds, peak resident bytes); ``anomaly`` its mark
-        (``slow`` or ``fast``, see ``duration_band``)."""
-        cpu_user, cpu_system, max_rss = usage if usage is not None else (None, None, None)
+    def finish_run(self, run_id: int, end: RunEnd) -> list[str]:
+        """Record the end of a run; with ``end.expire`` rotate the script's logs in the
+        same commit, and return the log paths to delete."""
         with self.core.write() as tx:
             tx.execute(
-                "UPDATE runs SET status = ?, ended = ?, duration = ?, exit_code = ?, signal = ?,"
-                " pid = COALESCE(?, pid), detail = ?, log_state = COALESCE(?, log_state),"
-                " cpu_user = ?, cpu_system = ?, max_rss = ?, anomaly = ?"
-                " WHERE id = ?",
-                (
-                    str(status),
-                    ended,
-                    duration,
-                    exit_code,
-                    signal,
-                    pid,
-                    detail,
-                    None if log_state is None else str(log_state),
-                    cpu_user,
-                    cpu_system,
-                    max_rss,
-                    None if anomaly is None else str(anomaly),
-                    run_id,
-                ),
+                f"UPDATE runs SET {RunEnd.SET}, log_state = COALESCE(?, log_state) WHERE id = ?",
+                (*end.values(), end.log_state_text, run_id),
             )
-            return _expire(tx, *expire) if expire is not None else []
+            return _expire(tx, *end.expire) if end.expire is not None else []
 
     def add_skipped(
         self,
