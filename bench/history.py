@@ -575,7 +575,7 @@ import json, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from script_monitor.states import GroupStatus, RunStatus
-from script_monitor.store import Store
+from script_monitor.store import RunEnd, Store
 
 store = Store(Path(sys.argv[2]), sys.argv[3] or None)
 stop = []
@@ -594,7 +594,7 @@ print("ready", flush=True)
 while not stop:
     g = timed(store.runs.start_group, "{writer}", "manual")
     r = timed(store.runs.start_run, "{writer}", "manual", time.time(), g, "{writer}")
-    timed(store.runs.finish_run, r, RunStatus.SUCCESS, time.time(), 0.001, 0)
+    timed(store.runs.finish_run, r, RunEnd(RunStatus.SUCCESS, time.time(), 0.001, 0))
     timed(store.runs.finish_group, g, GroupStatus.SUCCESS)
     time.sleep(0.02)
 store.close()
