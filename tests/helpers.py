@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,7 @@ class Receiver:
         self.posts: list[dict] = []
         self.mode = "ok"
         self.delay = 0.0
+        self.on_post: Callable[[], None] | None = None  # called once a post is kept
         self.release = threading.Event()
         outer = self
 
@@ -346,6 +348,8 @@ class Receiver:
                     return
                 time.sleep(outer.delay)
                 outer.posts.append(json.loads(data))
+                if outer.on_post is not None:
+                    outer.on_post()
                 self.send_response(200)
                 self.end_headers()
 

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -403,6 +404,33 @@ def test_failing_receiver_never_changes_the_run_then_delivers_once(tmp_path, rec
     assert "it broke" in receiver.posts[-1]["message"]
     [note] = notes(d)
     assert note["state"] == "sent"
+
+
+def test_a_command_leaving_records_an_accepted_message_first_so_it_is_sent_once(tmp_path, receiver):
+    """The receiver accepts the message while the history is locked by another
+    process, for longer than ``notifications.timeout``: the command does not leave
+    before the acceptance is recorded, so no later delivery sends the message again."""
+    d = setup(tmp_path / "c", [receiver.url], FAILING, timeout=1)
+    db = d / ".script-monitor" / "history.db"
+    locked = threading.Event()
+
+    def hold_the_history() -> None:
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(2.5)
+        con.execute("ROLLBACK")
+        con.close()
+
+    receiver.on_post = lambda: threading.Thread(target=hold_the_history).start()
+    code, took = _timed_run(d)
+    assert code == 1 and locked.is_set()
+    assert took >= 2.0  # it waited for the lock, past the 1 s it waits for delivery
+    [note] = notes(d)
+    assert note["state"] == "sent" and note["attempts"] == 1
+    receiver.on_post = None
+    assert cli("--config-dir", str(d), "notifications", "--deliver").returncode == 0
+    assert len(receiver.posts) == 1
 
 
 def test_retry_goes_only_to_urls_that_have_not_accepted(tmp_path, receiver):

@@ -8,6 +8,11 @@ and a retry goes only to the others.  Sending happens on one daemon thread per
 process; a command waits for it at most ``notifications.timeout`` seconds and then
 exits, leaving what is not sent ``pending`` (its claim dies with the process).  (Not
 in an atexit handler: at interpreter shutdown Apprise's HTTP stack cannot start.)
+
+Leaving must never cut a send between the receiver's acceptance and its record, or
+another process would send the message again: once a command waits to leave, each
+send is given only the time left (its connect and read timeouts), none starts in the
+last moment, and an acceptance being recorded is waited for.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ def backoff(attempts: int) -> float:
     return min(MAX_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
 
 
+LAST_MOMENT = 0.2  # seconds before a leaving command's exit when no send starts
+
+
 class Courier:
     """The delivery thread of this process (at most one at a time)."""
 
@@ -41,13 +49,27 @@ class Courier:
         self.running = False  # it has not decided to end yet
         self.again = False
         self.deadline = 0.0
+        self.leave_at: float | None = None  # set while a command waits to exit
+        self.recorded = threading.Event()  # clear while an acceptance is being recorded
+        self.recorded.set()
+        self.record_for = 65.0  # its longest wait: the store's own retries, and a margin
         self.lock = threading.Lock()
+
+    def budget(self, timeout: float) -> float | None:
+        """Seconds a send may take now: ``timeout``, or less when the command leaves
+        sooner; None when there is no time left to start one."""
+        leave_at = self.leave_at
+        if leave_at is None:
+            return timeout
+        left = leave_at - time.monotonic()
+        return min(timeout, left) if left > LAST_MOMENT else None
 
     def start(self, config: Config, store: Store, force: bool = False) -> None:
         """Deliver what is due (``force``: every pending message) in the background."""
         timeout = config.settings.notifications.timeout
         with self.lock:
             self.deadline = max(self.deadline, time.monotonic() + timeout)
+            self.record_for = config.settings.store.retry_for + 5
             if self.running:
                 self.again = True  # it looks once more before it ends
                 return
@@ -65,7 +87,14 @@ class Courier:
             return True
         if seconds is None:
             seconds = self.deadline - time.monotonic()
-        thread.join(max(0.0, seconds))
+        self.leave_at = time.monotonic() + max(0.0, seconds)
+        try:
+            thread.join(max(0.0, seconds))
+            # An accepted message is recorded before the command leaves, as its runs
+            # are (through a store outage too), or another process would send it again.
+            self.recorded.wait(self.record_for)
+        finally:
+            self.leave_at = None
         return not thread.is_alive()
 
     def _work(self, config: Config, store: Store, force: bool) -> None:
@@ -101,6 +130,9 @@ def deliver_due(config: Config, store: Store, force: bool = False) -> int:
         if not notes:
             return tried
         for note in notes:
+            if COURIER.budget(settings.timeout) is None:  # the command leaves: not now
+                store.outbox.release([n.id for n in notes if n.id >= note.id])
+                return tried
             _attempt(config, store, note, env, mask)
             tried += 1
             last = max(last, note.id)
@@ -130,10 +162,15 @@ def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Maske
         if missing:
             errors.append(f"{name}: ${{{missing[0]}}} is not set")
             continue
+        budget = COURIER.budget(settings.timeout)
+        if budget is None:
+            errors.append(f"{name}: not tried, the command was leaving")
+            continue
         why = channels.send_one(
-            channels.expand(raw, env), note.title, note.body, note.event, settings.timeout
+            channels.expand(raw, env), note.title, note.body, note.event, budget
         )
         if why is None:
+            COURIER.recorded.clear()  # until finish_attempt below has recorded it
             accepted.add(uid)
         else:
             errors.append(f"{name}: {why}")
@@ -146,7 +183,10 @@ def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Maske
     else:
         state, next_try = MessageState.PENDING, time.time() + backoff(attempts)
     error = mask.text("; ".join(errors))[:2000] if errors else None
-    store.outbox.finish_attempt(note.id, state, " ".join(sorted(accepted)), error, next_try)
+    try:
+        store.outbox.finish_attempt(note.id, state, " ".join(sorted(accepted)), error, next_try)
+    finally:
+        COURIER.recorded.set()
 
 
 def _warn(text: str) -> None:

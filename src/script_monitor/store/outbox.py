@@ -123,6 +123,19 @@ class Outbox:
                 ),
             )
 
+    def release(self, note_ids: list[int]) -> None:
+        """Give back messages this process claimed and did not try (it is leaving):
+        the next sender takes them at once instead of after the claim's lease."""
+        if not note_ids:
+            return
+        marks = ",".join("?" * len(note_ids))
+        with self.core.write() as tx:
+            tx.execute(
+                "UPDATE notifications SET claimed_by = NULL, claimed_until = NULL"
+                f" WHERE id IN ({marks}) AND claimed_by = ?",
+                (*note_ids, self.core.owner_text),
+            )
+
     def record_sent(self, messages: list[NewMessage]) -> None:
         """Record messages that were sent at once (``notify-test``), never retried."""
         now = time.time()
