@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,15 @@ import pytest
 import yaml
 
 from helpers import AMQP_TEST_URL, MAIN, REDIS_TEST_URL, kill_marked, need_server, port_open
+
+# Every Python process the tests start (thousands of CLI calls) reads the package's
+# byte-code instead of compiling it again: where the environment forbids writing it
+# (PYTHONDONTWRITEBYTECODE, as some sandboxes set), it is kept outside the checkout.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    _PYC = os.path.join(tempfile.gettempdir(), f"script-monitor-tests-pyc-{os.getuid()}")
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", _PYC)
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+    sys.dont_write_bytecode = False
 
 
 @pytest.fixture(autouse=True)
