@@ -129,8 +129,11 @@ def _engine_field(text: str, index: int) -> str:
     return ",".join(terms)
 
 
+@lru_cache(maxsize=1024)
 def parse(expr: str) -> Fields:
-    """Parse a crontab(5) expression (or macro); raise CronError saying why not."""
+    """Parse a crontab(5) expression (or macro); raise CronError saying why not.  Kept
+    per expression (``Fields`` is immutable): the scheduler and ``status`` ask for the
+    same few expressions of hundreds of groups again and again."""
     text = expand(expr)
     if text.startswith("@"):
         raise CronError(f"unknown macro {text!r} (use one of {', '.join(MACROS)})")
