@@ -304,18 +304,67 @@ def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
         worker.wait()
 
 
-def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(private_redis):
+def _private_sentinel(root: Path, redis: PrivateRedis) -> tuple[subprocess.Popen, int]:
+    """A Redis Sentinel (``redis-server --sentinel``) watching ``redis`` as master ``sm``."""
+    import redis as redis_py
+
+    port = free_port()
+    conf = root / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {root}\nsentinel monitor sm 127.0.0.1 {redis.port} 1\n"
+    )
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def knows_master() -> bool:
+        try:
+            client = redis_py.Redis(port=port)
+            return client.execute_command("SENTINEL", "get-master-addr-by-name", "sm") is not None
+        except Exception:
+            return False
+
+    until(knows_master, timeout=10)
+    return proc, port
+
+
+@pytest.mark.parametrize("kind", ["redis", "sentinel"])
+def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(
+    tmp_path, private_redis, kind
+):
     """kombu closes a worker's channel (putting back the messages of the runs in
     progress) after the connection under it was closed when the broker went away; with
     kombu's own Redis transport that is an AttributeError, which Celery treats as
     unrecoverable and the worker exits.  The configured transport raises a connection
-    error instead, which Celery rides out."""
-    from kombu import Connection, Exchange, Queue
-    from kombu.common import ignore_errors
+    error instead, which Celery rides out; behind a Sentinel as well."""
+    from kombu import Connection
 
     from script_monitor.distributed.app import redis_transport
 
-    conn = Connection(private_redis.url, transport=redis_transport())
+    sentinel = None
+    if kind == "sentinel":
+        sentinel, port = _private_sentinel(tmp_path, private_redis)
+        conn = Connection(
+            f"sentinel://127.0.0.1:{port}",
+            transport=redis_transport(sentinel=True),
+            transport_options={"master_name": "sm"},
+        )
+    else:
+        conn = Connection(private_redis.url, transport=redis_transport())
+    try:
+        _close_after_the_broker_went(conn, private_redis)
+    finally:
+        if sentinel is not None:
+            sentinel.kill()
+            sentinel.wait()
+
+
+def _close_after_the_broker_went(conn, private_redis: PrivateRedis) -> None:
+    from kombu import Exchange, Queue
+    from kombu.common import ignore_errors
+
     queue = Queue("q", Exchange("q"), "q")
     with conn.Producer() as producer:
         producer.publish({"run_id": 1}, exchange=queue.exchange, routing_key="q", declare=[queue])
@@ -325,3 +374,33 @@ def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(pr
     channel._pool = None  # what the lost connection leaves behind
     conn._do_close_transport()
     ignore_errors(conn, channel.close)  # raised AttributeError with kombu's transport
+
+
+@pytest.mark.parametrize(
+    "url,kind",
+    [("redis://h:6379/0", "redis"), ("sentinel://h:26379", "sentinel"), ("rediss://h:6380", None)],
+)
+def test_the_broker_url_chooses_the_transport_that_survives_a_lost_broker(tmp_path, url, kind):
+    """``redis://`` and ``sentinel://`` get the transport above; ``rediss://`` keeps
+    kombu's own, which turns TLS on by the URL's scheme."""
+    from script_monitor.config import load_config
+    from script_monitor.distributed.app import make_app, redis_transport
+
+    celery = {"broker_url": url, **({"master_name": "sm"} if kind == "sentinel" else {})}
+    conf = make_config(tmp_path / "c", {"a": "true"}, settings={"celery": celery})
+    app = make_app(load_config(conf))
+    transport = app.conf.broker_transport
+    if kind is None:
+        assert transport is None
+    else:
+        assert transport is redis_transport(sentinel=kind == "sentinel")
+    assert app.conf.broker_transport_options.get("master_name") == celery.get("master_name")
+
+
+def test_a_sentinel_broker_without_its_master_name_is_a_config_error(tmp_path):
+    conf = make_config(
+        tmp_path / "c", {"a": "true"}, settings={"celery": {"broker_url": "sentinel://h:26379"}}
+    )
+    r = sm(conf, "validate")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "config.yaml:2" in r.stderr and "celery.master_name" in r.stderr, r.stderr

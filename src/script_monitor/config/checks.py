@@ -151,6 +151,14 @@ def _check_checks(config: Config, problems: list[Problem]) -> None:
 
 def _check_settings(settings: Settings, doc: Document, problems: list) -> None:
     _check_anomaly(settings.anomaly, doc, ("anomaly",), "config", problems)
+    celery = settings.celery
+    if celery.broker_url.startswith("sentinel://") and not celery.master_name:
+        line = doc.line(("celery", "broker_url"))
+        problems.append(
+            Problem.error(
+                doc.path, line, "config: a sentinel:// broker_url needs celery.master_name"
+            )
+        )
     tz = settings.scheduling.timezone
     if not valid_timezone(tz):
         line = doc.line(("scheduling", "timezone"))

@@ -235,6 +235,7 @@ class CelerySettings(_Strict):
     broker_url: str = "redis://127.0.0.1:6379/0"
     queue: Name = "script-monitor"
     visibility_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    master_name: str | None = None  # the Redis master a sentinel:// broker URL asks for
 
 
 class Paths(_Strict):

@@ -34,6 +34,13 @@ def visibility_timeout(config: Config) -> float:
     return min(longest, 7 * 86400) + 2 * config.settings.execution.lost_after + 3600
 
 
+def transport_options(config: Config) -> dict[str, Any]:
+    options: dict[str, Any] = {"visibility_timeout": visibility_timeout(config)}
+    if config.settings.celery.master_name:  # Redis Sentinel
+        options["master_name"] = config.settings.celery.master_name
+    return options
+
+
 _IMPORTING = threading.Lock()
 
 
@@ -54,7 +61,7 @@ def make_app(config: Config) -> Any:
         worker_prefetch_multiplier=1,
         task_time_limit=None,
         task_soft_time_limit=None,
-        broker_transport_options={"visibility_timeout": visibility_timeout(config)},
+        broker_transport_options=transport_options(config),
         # Reaching the broker at start is checked by check_broker (exit 2); after that,
         # retries: 2 for a command sending runs, unbounded for a worker (commands/worker.py).
         broker_connection_retry_on_startup=False,
@@ -70,37 +77,40 @@ def make_app(config: Config) -> Any:
         task_serializer="json",
         accept_content=["json"],
     )
-    if settings.broker_url.startswith("redis://"):
-        app.conf.broker_transport = redis_transport()
+    scheme = settings.broker_url.partition("://")[0]
+    if scheme in ("redis", "sentinel"):  # not rediss: kombu turns TLS on by its scheme
+        app.conf.broker_transport = redis_transport(sentinel=scheme == "sentinel")
     return app
 
 
-def redis_transport() -> type:
-    """kombu's Redis transport, except that a channel closed after its connection was
-    (the broker lost while runs were in progress: the worker closes the channel and
-    puts their unacknowledged messages back) raises a connection error, which Celery
-    rides out, instead of an AttributeError, which ends the worker.  The messages stay
-    unacknowledged in Redis and come back after the visibility timeout, where the
-    claim refuses them."""
-    global _TRANSPORT
-    if _TRANSPORT is None:
+def redis_transport(sentinel: bool = False) -> type:
+    """kombu's Redis transport (its Sentinel one with ``sentinel``), except that a
+    channel closed after its connection was (the broker lost while runs were in
+    progress: the worker closes the channel and puts their unacknowledged messages
+    back) raises a connection error, which Celery rides out, instead of an
+    AttributeError, which ends the worker.  The messages stay unacknowledged in Redis
+    and come back after the visibility timeout, where the claim refuses them."""
+    if sentinel not in _TRANSPORTS:
         from kombu.transport import redis
         from redis.exceptions import ConnectionError as Lost
 
-        class SafeChannel(redis.Channel):
+        channel = redis.SentinelChannel if sentinel else redis.Channel
+        transport = redis.SentinelTransport if sentinel else redis.Transport
+
+        class SafeChannel(channel):  # type: ignore[valid-type,misc]
             def _connparams(self, asynchronous: bool = False) -> Any:
                 if self.connection.client is None:
                     raise Lost("the broker connection is closed")
                 return super()._connparams(asynchronous)
 
-        class Transport(redis.Transport):
+        class Transport(transport):  # type: ignore[valid-type,misc]
             Channel = SafeChannel
 
-        _TRANSPORT = Transport
-    return _TRANSPORT
+        _TRANSPORTS[sentinel] = Transport
+    return _TRANSPORTS[sentinel]
 
 
-_TRANSPORT: type | None = None
+_TRANSPORTS: dict[bool, type] = {}
 
 
 def check_broker(app: Any, url: str, timeout: float = 5) -> None:
