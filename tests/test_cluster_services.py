@@ -256,6 +256,45 @@ def private_redis(tmp_path):
         r.crash()
 
 
+def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
+    tmp_path, pg_url, private_redis
+):
+    """A worker whose only slot is busy when Redis dies, and whose run ends before it
+    is back: the message cannot be acknowledged, and the worker must not go on counting
+    it as in progress (it would never ask the broker for another message)."""
+    empty_pg(pg_url)
+    conf, marks, names = _setup(
+        tmp_path,
+        {
+            "store": {"url": pg_url},
+            "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": 30},
+            "celery": {"broker_url": private_redis.url, "queue": "q"},
+        },
+        2,
+        1,
+    )
+    worker = _worker(conf, "w1", 1)
+    try:
+        caller = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(conf), "run", names[0]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        until(lambda: len(_starts(marks, names[0])) == 1, timeout=30)
+        private_redis.crash()
+        out, err = caller.communicate(timeout=60)  # the run ends with the broker away
+        assert caller.returncode == 0, out + err
+        private_redis.start()
+        assert sm(conf, "run", names[1], timeout=60).returncode == 0
+        assert worker.poll() is None
+        assert "could not be acknowledged" in (conf / "worker-w1.log").read_text()
+        assert [len(_starts(marks, n)) for n in names] == [1, 1]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
 def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
     tmp_path, pg_url, private_redis
 ):
@@ -296,7 +335,10 @@ def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
                 assert run["status"] == "success", run
             else:
                 assert (run["status"], run["detail"]) == ("lost", "no worker took it"), run
-        # The worker rode the restart out: it takes new runs from the new broker.
+        # The worker rode the restart out: it takes new runs from the new broker (once
+        # its reconnection's backoff has passed: a claim timeout long enough for that).
+        config = conf / "config.yaml"
+        config.write_text(config.read_text().replace("claim_timeout: 3", "claim_timeout: 30"))
         assert sm(conf, "run", names[1], timeout=60).returncode == 0
         assert worker.poll() is None
     finally:

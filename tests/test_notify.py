@@ -422,7 +422,11 @@ def test_a_command_leaving_records_an_accepted_message_first_so_it_is_sent_once(
         con.execute("ROLLBACK")
         con.close()
 
-    receiver.on_post = lambda: threading.Thread(target=hold_the_history).start()
+    def lock_then_answer() -> None:  # the answer leaves only once the history is locked
+        threading.Thread(target=hold_the_history).start()
+        locked.wait(5)
+
+    receiver.on_post = lock_then_answer
     code, took = _timed_run(d)
     assert code == 1 and locked.is_set()
     assert took >= 2.0  # it waited for the lock, past the 1 s it waits for delivery

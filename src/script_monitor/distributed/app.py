@@ -84,20 +84,44 @@ def make_app(config: Config) -> Any:
 
 
 def redis_transport(sentinel: bool = False) -> type:
-    """kombu's Redis transport (its Sentinel one with ``sentinel``), except that a
-    channel closed after its connection was (the broker lost while runs were in
-    progress: the worker closes the channel and puts their unacknowledged messages
-    back) raises a connection error, which Celery rides out, instead of an
-    AttributeError, which ends the worker.  The messages stay unacknowledged in Redis
-    and come back after the visibility timeout, where the claim refuses them."""
+    """kombu's Redis transport (its Sentinel one with ``sentinel``), with two changes
+    for a broker lost while runs are in progress:
+
+    - a channel closed after its connection was (the worker closes the channel and
+      puts their unacknowledged messages back) raises a connection error, which
+      Celery rides out, instead of an AttributeError, which ends the worker;
+    - a run that ends while the broker is away is forgotten by the worker all the
+      same: its message could not be acknowledged, and if the worker kept counting it
+      as in progress, a worker whose every slot was busy would never ask the broker
+      for another message, not even once it is back.
+
+    The messages stay unacknowledged in Redis (if it kept them) and come back after
+    the visibility timeout, where the claim refuses them."""
     if sentinel not in _TRANSPORTS:
-        from kombu.transport import redis
+        import logging
+
+        from kombu.transport import redis, virtual
         from redis.exceptions import ConnectionError as Lost
 
         channel = redis.SentinelChannel if sentinel else redis.Channel
         transport = redis.SentinelTransport if sentinel else redis.Transport
+        log = logging.getLogger("script_monitor.worker")
+
+        class SafeQoS(redis.QoS):
+            def ack(self, delivery_tag: Any) -> None:
+                try:
+                    super().ack(delivery_tag)
+                except Lost as e:
+                    virtual.QoS.ack(self, delivery_tag)  # this worker's own count
+                    log.warning(
+                        "a finished run's message could not be acknowledged (%s): the"
+                        " broker keeps it, and its claim refuses it if it comes back",
+                        e,
+                    )
 
         class SafeChannel(channel):  # type: ignore[valid-type,misc]
+            QoS = SafeQoS
+
             def _connparams(self, asynchronous: bool = False) -> Any:
                 if self.connection.client is None:
                     raise Lost("the broker connection is closed")
