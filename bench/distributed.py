@@ -29,7 +29,8 @@ command of the caller (``wait4``), the workers (each worker's process tree: its 
 its guardian, its reaped scripts), the PostgreSQL cluster (the postmaster's tree: every
 backend, the WAL writer, the checkpointer, autovacuum) and ``redis-server``, divided by
 B; the local engine's is its caller's (its scripts included).  With ``--before``, the
-same through another checkout's workers and caller, alternating within a repetition.
+same through another checkout's workers and caller (with its own ``.venv`` if it has one),
+alternating within a repetition.
 """
 
 from __future__ import annotations
@@ -164,11 +165,11 @@ class Workers:
 
 
 def run(sizes: dict, work: Path) -> dict:
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
     db = f"sm_bench_{os.getpid()}"
     queue = f"smbench-{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(f"{PG_ADMIN}/postgres", autocommit=True, connect_timeout=5)
+    admin = PgDb(f"{PG_ADMIN}/postgres", 10_000, connect_timeout=5)
     admin.execute(f"DROP DATABASE IF EXISTS {db}")
     admin.execute(f"CREATE DATABASE {db}")
     url = f"{PG_ADMIN}/{db}"
@@ -242,10 +243,10 @@ def run(sizes: dict, work: Path) -> dict:
 def check_runs_since(url: str, script: str, want: int) -> float:
     """Check that every one of the last ``want`` runs of ``script`` (the group just run)
     succeeded; return the time from the first one's start on a worker to the last end."""
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
     last = "SELECT status, started, ended FROM runs WHERE script = %s ORDER BY id DESC LIMIT %s"
-    with psycopg.connect(url) as con:
+    with PgDb(url, 10_000) as con:
         rows = con.execute(
             f"SELECT status, COUNT(*) FROM ({last}) r GROUP BY status", (script, want)
         ).fetchall()
@@ -436,7 +437,8 @@ class CelerySide:
 
     def __init__(self, label: str, main: Path, svc: PrivateServices, work: Path, n: int):
         self.label, self.main, self.svc, self.n = label, main, svc, n
-        self.py = [sys.executable, str(main)]
+        own = main.parent / ".venv" / "bin" / "python"  # a checkout's own dependencies
+        self.py = [str(own) if own.exists() else sys.executable, str(main)]
         self.db = f"sm_burst_{label}"
         self.conf = work / f"burst-{label}"
         self.workers: list[subprocess.Popen] = []
@@ -445,12 +447,12 @@ class CelerySide:
         return f"{self.svc.pg_admin}/{self.db}"
 
     def start(self) -> None:
-        import psycopg
+        from script_monitor.store.postgres import PgDb
 
-        with psycopg.connect(f"{self.svc.pg_admin}/postgres", autocommit=True) as admin:
+        with PgDb(f"{self.svc.pg_admin}/postgres", 10_000) as admin:
             admin.execute(f"CREATE DATABASE {self.db}")
         if self.svc.sql_stats:
-            with psycopg.connect(self.url(), autocommit=True) as con:
+            with PgDb(self.url(), 10_000) as con:
                 con.execute("CREATE EXTENSION pg_stat_statements")
         settings = {
             "store": {"url": self.url()},
@@ -494,24 +496,24 @@ class CelerySide:
         timed_caller(self.py, self.conf, "warm")  # connections, imports, caches
 
     def measure(self) -> dict:
-        import psycopg
+        from script_monitor.store.postgres import PgDb
 
         if self.svc.sql_stats:
-            with psycopg.connect(self.url(), autocommit=True) as con:
+            with PgDb(self.url(), 10_000) as con:
                 con.execute("SELECT pg_stat_statements_reset()")
         before = {"workers": sum(tree_cpu(p.pid) for p in self.workers), **self.svc.cpu()}
         load = loadavg()
         try:
             wall, caller = timed_caller(self.py, self.conf, "burst")
         except SystemExit as e:
-            with psycopg.connect(self.url()) as con:
+            with PgDb(self.url(), 10_000) as con:
                 bad = con.execute(
                     "SELECT id, status, detail, host, heartbeat - started, ended - started"
                     " FROM runs WHERE status != 'success' ORDER BY id"
                 ).fetchall()
             raise SystemExit(f"{self.label}: {e}\n{bad}") from None
         after = {"workers": sum(tree_cpu(p.pid) for p in self.workers), **self.svc.cpu()}
-        with psycopg.connect(self.url()) as con:
+        with PgDb(self.url(), 10_000) as con:
             started, ended = group_span(con, self.n)
         cpu = {"caller": caller, **{k: after[k] - before[k] for k in before}}
         sql = self.statements() if self.svc.sql_stats else None
@@ -527,9 +529,9 @@ class CelerySide:
 
     def statements(self) -> list[tuple[float, float, str]]:
         """Calls per run and server ms per run of each statement on this database."""
-        import psycopg
+        from script_monitor.store.postgres import PgDb
 
-        with psycopg.connect(self.url(), autocommit=True) as con:
+        with PgDb(self.url(), 10_000) as con:
             rows = con.execute(
                 "SELECT calls, total_exec_time, query FROM pg_stat_statements s"
                 " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"

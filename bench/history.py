@@ -263,16 +263,16 @@ class Backend:
             shutil.rmtree(self.root / ".script-monitor", ignore_errors=True)
 
     def _admin(self, sql: str) -> None:
-        import psycopg
+        from script_monitor.store.postgres import PgDb
 
-        with psycopg.connect(self.admin_url, autocommit=True) as db:
+        with PgDb(self.admin_url, 10_000) as db:
             db.execute(sql)
 
     def connect(self) -> Any:
         if self.kind == "postgresql":
-            import psycopg
+            from script_monitor.store.postgres import PgDb
 
-            return psycopg.connect(self.url, autocommit=True)
+            return PgDb(self.url, 10_000)
         import sqlite3
 
         db = sqlite3.connect(self.root / ".script-monitor" / "history.db", isolation_level=None)
@@ -825,9 +825,9 @@ def machine(pg_url: str, kinds: list[str]) -> dict:
         "load_average": os.getloadavg(),
     }
     if "postgresql" in kinds:
-        import psycopg
+        from script_monitor.store.postgres import PgDb
 
-        with psycopg.connect(pg_url, autocommit=True) as db:
+        with PgDb(pg_url, 10_000) as db:
             out["postgresql"] = db.execute("SHOW server_version").fetchone()[0]
             out["shared_buffers"] = db.execute("SHOW shared_buffers").fetchone()[0]
     return out

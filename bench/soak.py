@@ -230,9 +230,9 @@ class Callers:
 
 
 def sql(url: str, text: str) -> list:
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
-    with psycopg.connect(url, autocommit=True) as con:
+    with PgDb(url, 10_000) as con:
         return con.execute(text).fetchall()
 
 

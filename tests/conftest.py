@@ -63,13 +63,15 @@ def pg_url():
     from helpers import PG_ADMIN_URL, need_server
 
     try:
-        import psycopg
+        import psycopg2
+
+        from script_monitor.store.postgres import PgDb
     except ImportError as e:
-        need_server("PostgreSQL", f"psycopg is not installed ({e})")
+        need_server("PostgreSQL", f"psycopg2 is not installed ({e})")
     name = f"sm_test_{os.getpid()}"
     try:
-        admin = psycopg.connect(f"{PG_ADMIN_URL}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.Error as e:
+        admin = PgDb(f"{PG_ADMIN_URL}/postgres", 10_000, connect_timeout=3)
+    except psycopg2.Error as e:
         need_server("PostgreSQL", f"{PG_ADMIN_URL}: {str(e).strip()}")
     admin.execute(f"DROP DATABASE IF EXISTS {name}")
     admin.execute(f"CREATE DATABASE {name}")
@@ -84,9 +86,9 @@ def pg_url():
 
 def empty_pg(url: str) -> None:
     """Delete every row of the session's database (each test starts with an empty history)."""
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
-    with psycopg.connect(url, autocommit=True) as con:
+    with PgDb(url, 10_000) as con:
         tables = [
             r[0]
             for r in con.execute(

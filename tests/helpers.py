@@ -311,9 +311,9 @@ def direct_sql(store, sql: str, args: tuple = ()) -> list:
             rows = con.execute(sql, args).fetchall()
         con.close()
         return rows
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
-    con = psycopg.connect(store.url, autocommit=True)
+    con = PgDb(store.url, 10_000)
     try:
         cur = con.execute(sql.replace("?", "%s"), args)
         return cur.fetchall() if cur.description else []

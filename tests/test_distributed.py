@@ -422,9 +422,8 @@ def test_many_workers_record_in_parallel_without_a_global_lock(cluster, tmp_path
     recorded exactly once."""
     import threading
 
-    import psycopg
-
     from script_monitor.store import Store
+    from script_monitor.store.postgres import PgDb
 
     n = 2000
     names = [f"t{i}" for i in range(n)]
@@ -441,7 +440,7 @@ def test_many_workers_record_in_parallel_without_a_global_lock(cluster, tmp_path
     done = threading.Event()
 
     def sample() -> None:
-        with psycopg.connect(cluster.url, autocommit=True) as con:
+        with PgDb(cluster.url, 10_000) as con:
             while not done.is_set():
                 rows = con.execute(
                     "SELECT locktype, mode, granted FROM pg_locks WHERE database ="

@@ -24,9 +24,9 @@ def store(backend_store):
 
 
 def _pg(url: str):
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
-    return psycopg.connect(url, autocommit=True)
+    return PgDb(url, 10_000)
 
 
 @pytest.fixture

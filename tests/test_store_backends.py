@@ -75,10 +75,10 @@ def test_unreachable_store_wrong_user_and_bad_url_exit_2_with_the_url_masked(con
 
 
 def test_a_schema_behind_is_refused_with_the_command_that_upgrades_it(pg_url, config_dir):
-    import psycopg
+    from script_monitor.store.postgres import PgDb
 
     name = "sm_test_behind"
-    with psycopg.connect(f"{PG_ADMIN_URL}/postgres", autocommit=True) as admin:
+    with PgDb(f"{PG_ADMIN_URL}/postgres", 10_000) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.execute(f"CREATE DATABASE {name}")
     url = f"{PG_ADMIN_URL}/{name}"
@@ -98,7 +98,7 @@ def test_a_schema_behind_is_refused_with_the_command_that_upgrades_it(pg_url, co
         assert_clean_error(r)
         assert "upgrade script-monitor" in r.stderr
     finally:
-        with psycopg.connect(f"{PG_ADMIN_URL}/postgres", autocommit=True) as admin:
+        with PgDb(f"{PG_ADMIN_URL}/postgres", 10_000) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -127,14 +127,14 @@ def test_store_copy_moves_a_sqlite_history_to_postgresql_and_back(pg, config_dir
 
 
 def test_local_commands_import_no_distributed_library(config_dir):
-    """SQLite and the local executor: psycopg, celery, kombu and redis stay unimported."""
+    """SQLite and the local executor: psycopg2, celery, kombu and redis stay unimported."""
     conf = make_config(config_dir, {"ok": "true"}, [{"name": "g", "scripts": ["ok"]}])
     code = (
         "import sys; from script_monitor.cli import main\n"
         f"for verb in (['list'], ['run-group', 'g'], ['run', 'ok'], ['history', 'ok']):\n"
         f"    main(['--config-dir', {str(conf)!r}, *verb])\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in"
-        " ('psycopg', 'psycopg_pool', 'celery', 'kombu', 'redis', 'amqp')]\n"
+        " ('psycopg2', 'celery', 'kombu', 'redis', 'amqp')]\n"
         "assert not bad, bad\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

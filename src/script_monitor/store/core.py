@@ -432,18 +432,17 @@ class Core:
 
     def _read_pooled(self, sql: str, args: Sequence[Any]) -> list[Any]:
         """A read on a pool connection, beside the one another thread is using."""
-        from .postgres import PgDb, pool
+        from .postgres import ReadPool
 
         try:
             with _POOL_LOCK:
                 if self._pool is None:
-                    self._pool = pool(self.url or "", self.busy_ms)
-            with self._pool.connection() as raw:
-                db = PgDb(self.url or "", self.busy_ms, raw)
-                return db.execute(self.dialect.sql(sql), args).fetchall()
+                    self._pool = ReadPool(self.url or "", self.busy_ms)
+            query = self.dialect.sql(sql)
+            return self._pool.run(lambda db: db.execute(query, args).fetchall())
         except self.errors() as e:
             raise self.dialect.error(e) from None
-        except Exception as e:  # the pool's own errors (PoolTimeout)
+        except TimeoutError as e:  # every pool connection busy
             raise StoreUnreachable(f"cannot reach the store {self.where}: {e}") from None
 
     def own(self, sql: str, args: Sequence[Any], retry_for: float | None = None) -> int:

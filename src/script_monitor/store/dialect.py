@@ -4,7 +4,7 @@ Repositories write their SQL once, in the part of SQL that SQLite 3.35+ and
 PostgreSQL share (``ON CONFLICT``, ``RETURNING``, ``FILTER``, window functions),
 with ``?`` placeholders.  A ``Dialect`` owns everything else:
 
-- the placeholder style (``?`` for sqlite3, ``%s`` for psycopg);
+- the placeholder style (``?`` for sqlite3, ``%s`` for psycopg2);
 - how a write transaction begins (SQLite's ``BEGIN IMMEDIATE`` takes its single
   writer lock at once; PostgreSQL's plain ``BEGIN`` takes only row locks);
 - row locking for claims (``FOR UPDATE SKIP LOCKED``, nothing on SQLite, whose
@@ -147,8 +147,8 @@ class PostgresDialect(Dialect):
         return done
 
     def error(self, e: Exception) -> StoreError:
-        import psycopg
-        from psycopg import errors as pg
+        import psycopg2
+        import psycopg2.errors as pg
 
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(
@@ -165,7 +165,7 @@ class PostgresDialect(Dialect):
                 f"the store {self.where} has another schema ({text}): run"
                 " `script-monitor store migrate`"
             )
-        if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+        if isinstance(e, psycopg2.OperationalError | psycopg2.InterfaceError):
             return StoreUnreachable(f"cannot reach the store {self.where}: {text}")
         return StoreError(f"the store {self.where} cannot be used: {text}")
 
@@ -173,7 +173,7 @@ class PostgresDialect(Dialect):
 def driver_errors(dialect: Dialect) -> tuple[type[Exception], ...]:
     """The exception classes of the dialect's driver."""
     if isinstance(dialect, PostgresDialect):
-        import psycopg
+        import psycopg2
 
-        return (psycopg.Error,)
+        return (psycopg2.Error,)
     return (sqlite3.Error,)

@@ -1,15 +1,20 @@
 """PostgreSQL connections for a shared history (``store.url``).
 
-psycopg is imported only here, and this module only when a ``postgresql://`` store
-is configured.  Connections run in autocommit mode and the core opens transactions
-with explicit ``BEGIN`` statements, as it does on SQLite; a connection that broke
-between two transactions is opened again.
+The driver is psycopg2, imported only here (and by the dialect's error mapping), and
+this module only when a ``postgresql://`` store is configured.  psycopg2 is one C
+extension that a command imports in about 20 ms; psycopg 3's import takes about 85 ms,
+most of what ``history NAME`` may take (bench/HISTORY.md).  Connections run in autocommit
+mode and the core opens transactions with explicit ``BEGIN`` statements, as it does on
+SQLite; a connection that broke between two transactions is opened again.  ``bytea``
+values come back as ``bytes``, as sqlite3 returns BLOBs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 SCHEMA_TABLE = "schema_version"
@@ -33,70 +38,88 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
+T = TypeVar("T")
+
+
 def connect_args(lock_timeout_ms: int) -> dict[str, Any]:
     return {
-        "autocommit": True,
         "options": f"-c lock_timeout={lock_timeout_ms}",
         "application_name": "script-monitor",
     }
 
 
+def _bytes(value: Any, cur: Any) -> bytes | None:
+    import psycopg2
+
+    return None if value is None else bytes(psycopg2.BINARY(value, cur))
+
+
+def _connect(url: str, connect_timeout: int, lock_timeout_ms: int) -> Any:
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    conn = psycopg2.connect(url, connect_timeout=connect_timeout, **connect_args(lock_timeout_ms))
+    conn.autocommit = True
+    ext.register_type(ext.new_type(psycopg2.BINARY.values, "BYTES", _bytes), conn)
+    return conn
+
+
 def _scrub(url: str, e: Exception) -> Exception:
     """The driver's error with the URL's password taken out of its text."""
-    import psycopg
+    import psycopg2
 
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     text = text.replace(url, mask_url(url))
     password = urlsplit(url).password
     if password:
         text = text.replace(password, "***")
-    return psycopg.OperationalError(text)
+    return psycopg2.OperationalError(text)
 
 
 class PgDb:
-    """One psycopg connection with the small interface the core uses on both backends."""
+    """One psycopg2 connection with the small interface the core uses on both backends."""
 
-    def __init__(self, url: str, lock_timeout_ms: int, raw: Any = None, connect_timeout: int = 10):
+    def __init__(self, url: str, lock_timeout_ms: int, connect_timeout: int = 10):
         self.url = url
         self.lock_timeout_ms = lock_timeout_ms
         self.connect_timeout = connect_timeout
         self.total_changes = 0
-        self._conn: Any = raw
-        if raw is None:
-            self._open()
+        self._conn: Any = None
+        self._open()
 
     def _open(self) -> None:
-        import psycopg
+        import psycopg2
 
         old, self._conn = self._conn, None
         if old is not None:
             try:
                 old.close()
-            except psycopg.Error:
+            except psycopg2.Error:
                 pass
         try:
-            self._conn = psycopg.connect(
-                self.url, connect_timeout=self.connect_timeout, **connect_args(self.lock_timeout_ms)
-            )
-        except psycopg.Error as e:
+            self._conn = _connect(self.url, self.connect_timeout, self.lock_timeout_ms)
+        except psycopg2.Error as e:
             raise _scrub(self.url, e) from None
 
     @property
-    def in_transaction(self) -> bool:
-        from psycopg.pq import TransactionStatus
+    def broken(self) -> bool:
+        """No connection, or one psycopg2 found closed or lost."""
+        return self._conn is None or self._conn.closed != 0
 
-        if self._conn is None or self._conn.closed:
+    @property
+    def in_transaction(self) -> bool:
+        if self.broken:
             return False
-        return self._conn.info.transaction_status != TransactionStatus.IDLE
+        return self._conn.info.transaction_status != 0  # TRANSACTION_STATUS_IDLE
 
     def _ready(self, sql: str) -> Any:
-        broken = self._conn is None or self._conn.closed or self._conn.broken
-        if broken and (sql.startswith("BEGIN") or not self.in_transaction):
+        if self.broken and (sql.startswith("BEGIN") or not self.in_transaction):
             self._open()
         return self._conn
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        cur = self._ready(sql).execute(sql, tuple(args))
+        cur = self._ready(sql).cursor()
+        cur.execute(sql, tuple(args) if args else None)  # None: a '%' stays a '%'
         if cur.rowcount > 0 and cur.description is None:
             self.total_changes += cur.rowcount
         return cur
@@ -105,31 +128,71 @@ class PgDb:
         with self._ready(sql).cursor() as cur:
             cur.executemany(sql, [tuple(r) for r in rows])
             self.total_changes += max(cur.rowcount, 0)
-            return cur.rowcount
+            return int(cur.rowcount)
 
     def rollback(self) -> None:
         """End a failed transaction; a broken connection is simply dropped."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self.broken:
             return
-        if self.in_transaction:
-            self._conn.execute("ROLLBACK")
+        if self.in_transaction:  # not conn.rollback(): in autocommit mode it sends nothing
+            self._conn.cursor().execute("ROLLBACK")
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
 
+    def __enter__(self) -> PgDb:
+        return self
 
-def pool(url: str, lock_timeout_ms: int, size: int = 4) -> Any:
-    """A psycopg_pool of connections for reads that run beside the Store's own (``serve``)."""
-    from psycopg_pool import ConnectionPool
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    return ConnectionPool(
-        url,
-        min_size=0,
-        max_size=size,
-        kwargs=connect_args(lock_timeout_ms),
-        check=ConnectionPool.check_connection,
-        timeout=10,
-        open=True,
-        name="script-monitor",
-    )
+
+class ReadPool:
+    """Up to ``size`` connections for reads that run beside the Store's own
+    (``serve``'s request threads).  A read waits up to ``timeout`` seconds for a free
+    connection; one that finds its connection lost (the server restarted since it was
+    last used) is tried once more on a new one."""
+
+    def __init__(self, url: str, lock_timeout_ms: int, size: int = 4, timeout: float = 10):
+        self.url = url
+        self.lock_timeout_ms = lock_timeout_ms
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: queue.LifoQueue[PgDb] = queue.LifoQueue()
+
+    def run(self, step: Callable[[PgDb], T]) -> T:
+        import psycopg2
+
+        if not self._slots.acquire(timeout=self.timeout):
+            raise TimeoutError(f"no free connection to the store after {self.timeout:g}s")
+        db: PgDb | None = None
+        try:
+            try:
+                db = self._idle.get_nowait()
+            except queue.Empty:
+                db = PgDb(self.url, self.lock_timeout_ms)
+            try:
+                return step(db)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                if db.in_transaction:
+                    raise
+                db.close()  # stale: the server restarted since this one was used
+                db = PgDb(self.url, self.lock_timeout_ms)
+                return step(db)
+        except BaseException:
+            if db is not None:
+                db.close()
+                db = None
+            raise
+        finally:
+            if db is not None:
+                self._idle.put(db)
+            self._slots.release()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
