@@ -123,3 +123,16 @@ def test_a_read_beside_an_open_write_transaction_uses_the_pool(pg, tmp_path):
         store.runs.finish_run(run, RunEnd("success", 2.0, 1.0, 0))
     finally:
         store.close()
+
+
+def test_executemany_runs_the_statement_for_every_row_in_pages(pg):
+    with PgDb(pg, 1000) as db:
+        db.execute("CREATE TEMP TABLE t (n BIGINT, b BYTEA)")
+        for rows in ([(1, b"x")], [(i, bytes([i % 256])) for i in range(2, 503)]):
+            before = db.total_changes
+            db.executemany("INSERT INTO t (n, b) VALUES (%s, %s)", rows)
+            assert db.total_changes > before
+        assert db.execute("SELECT COUNT(*), SUM(n) FROM t").fetchone() == (502, sum(range(1, 503)))
+        assert db.execute("SELECT b FROM t WHERE n = 300").fetchone()[0] == bytes([300 % 256])
+        db.executemany("DELETE FROM t WHERE n = %s", [(i,) for i in range(1, 503, 2)])
+        assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 251

@@ -65,9 +65,8 @@ class Tx:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self.db.execute(self._sql(sql), args)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        done = self.db.executemany(self._sql(sql), rows)
-        return done if isinstance(done, int) else done.rowcount
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.db.executemany(self._sql(sql), rows)
 
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return self.execute(sql, args).fetchall()

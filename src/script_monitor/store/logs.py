@@ -7,8 +7,9 @@ from .core import Core, Tx
 
 def drop_chunks(tx: Tx, run_ids: list[int]) -> None:
     """A rotated, cleared or pruned log goes from the history too."""
-    if run_ids:
-        tx.executemany("DELETE FROM run_logs WHERE run_id = ?", [(i,) for i in run_ids])
+    for i in range(0, len(run_ids), 500):
+        part = run_ids[i : i + 500]
+        tx.execute(f"DELETE FROM run_logs WHERE run_id IN ({','.join('?' * len(part))})", part)
 
 
 class LogChunks:

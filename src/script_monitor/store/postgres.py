@@ -39,6 +39,7 @@ def mask_url(url: str) -> str:
 
 
 T = TypeVar("T")
+PAGE = 200  # statements of an executemany sent together
 
 
 def connect_args(lock_timeout_ms: int) -> dict[str, Any]:
@@ -124,11 +125,18 @@ class PgDb:
             self.total_changes += cur.rowcount
         return cur
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """The statement once per row, up to ``PAGE`` of them in one round trip
+        (psycopg2's own executemany makes one per row)."""
+        rows = [tuple(r) for r in rows]
         with self._ready(sql).cursor() as cur:
-            cur.executemany(sql, [tuple(r) for r in rows])
-            self.total_changes += max(cur.rowcount, 0)
-            return int(cur.rowcount)
+            if len(rows) <= 2:
+                cur.executemany(sql, rows)
+            else:
+                from psycopg2.extras import execute_batch
+
+                execute_batch(cur, sql, rows, page_size=PAGE)
+        self.total_changes += len(rows)  # a marker of this connection's writes, not a count
 
     def rollback(self) -> None:
         """End a failed transaction; a broken connection is simply dropped."""
