@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -118,9 +118,11 @@ class PgDb:
             self._open()
         return self._conn
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         cur = self._ready(sql).cursor()
-        cur.execute(sql, tuple(args) if args else None)  # None: a '%' stays a '%'
+        if args and not isinstance(args, dict):  # a dict: named %(name)s parameters
+            args = tuple(args)
+        cur.execute(sql, args or None)  # None: a '%' stays a '%'
         if cur.rowcount > 0 and cur.description is None:
             self.total_changes += cur.rowcount
         return cur
