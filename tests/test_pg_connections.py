@@ -136,3 +136,58 @@ def test_executemany_runs_the_statement_for_every_row_in_pages(pg):
         assert db.execute("SELECT b FROM t WHERE n = 300").fetchone()[0] == bytes([300 % 256])
         db.executemany("DELETE FROM t WHERE n = %s", [(i,) for i in range(1, 503, 2)])
         assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 251
+
+
+def _prepared(db: PgDb) -> list[str]:
+    return [r[0] for r in db.execute("SELECT statement FROM pg_prepared_statements")]
+
+
+def test_a_statement_repeated_on_its_own_is_prepared_once_and_answers_the_same(pg):
+    with PgDb(pg, 1000) as db:
+        db.execute("CREATE TEMP TABLE t (id BIGINT, name TEXT, at DOUBLE PRECISION)")
+        db.execute("INSERT INTO t VALUES (1, 'a', 1.5), (2, 'b', NULL)")
+        query = "SELECT id, name, at FROM t WHERE id >= %s AND name != %s ORDER BY id"
+        answers = [db.execute(query, (1, "zz")).fetchall() for _ in range(8)]
+        assert answers == [[(1, "a", 1.5), (2, "b", None)]] * 8
+        (text,) = _prepared(db)
+        assert "id >= $1 AND name != $2" in text
+        update = "UPDATE t SET at = %s WHERE id = %s"
+        assert [db.execute(update, (2.5, 2)).rowcount for _ in range(6)] == [1] * 6
+        assert len(_prepared(db)) == 2
+        db.execute("BEGIN")  # inside a transaction: never prepared
+        for _ in range(6):
+            db.execute("SELECT COUNT(*) FROM t WHERE id = %s", (1,))
+        db.execute("COMMIT")
+        assert len(_prepared(db)) == 2
+
+
+def test_a_statement_the_server_cannot_prepare_runs_as_it_is(pg):
+    with PgDb(pg, 1000) as db:
+        # the type of $1 alone cannot be inferred: PREPARE fails, the statement still runs
+        for value in (None, 1, "x", None, 2.5, None, "y"):
+            assert db.execute("SELECT %s IS NULL", (value,)).fetchone()[0] is (value is None)
+        assert _prepared(db) == []
+        assert not db.in_transaction
+
+
+def test_prepared_statements_are_made_again_on_a_new_connection(pg):
+    with PgDb(pg, 1000) as db, PgDb(pg, 1000) as admin:
+        for _ in range(6):
+            db.execute("SELECT %s::int + 1", (1,))
+        assert len(_prepared(db)) == 1
+        admin.execute("SELECT pg_terminate_backend(%s)", (_backend_pid(db),))
+        with pytest.raises(psycopg2.OperationalError):
+            db.execute("SELECT %s::int + 1", (1,))
+        assert db.execute("SELECT %s::int + 1", (2,)).fetchone()[0] == 3  # a new connection
+        assert len(_prepared(db)) == 1  # prepared there at once
+
+
+def test_a_pooler_that_loses_prepared_statements_turns_them_off(pg):
+    with PgDb(pg, 1000) as db:
+        for _ in range(6):
+            db.execute("SELECT %s::int * 2", (4,))
+        db.execute("DEALLOCATE ALL")  # what a pooler in transaction mode amounts to
+        assert db.execute("SELECT %s::int * 2", (5,)).fetchone()[0] == 10
+        for _ in range(6):
+            assert db.execute("SELECT %s::int * 3", (2,)).fetchone()[0] == 6
+        assert _prepared(db) == []

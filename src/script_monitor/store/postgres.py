@@ -40,6 +40,7 @@ def mask_url(url: str) -> str:
 
 T = TypeVar("T")
 PAGE = 200  # statements of an executemany sent together
+PREPARE_AFTER = 5  # uses of one statement (outside a transaction) before it is prepared
 
 
 def connect_args(lock_timeout_ms: int) -> dict[str, Any]:
@@ -86,12 +87,16 @@ class PgDb:
         self.connect_timeout = connect_timeout
         self.total_changes = 0
         self._conn: Any = None
+        self._uses: dict[str, int] = {}
+        self._prepared: dict[str, str | None] = {}  # None: never (the server refused)
+        self._prepare_off = False  # a pooler lost a prepared statement: none any more
         self._open()
 
     def _open(self) -> None:
         import psycopg2
 
         old, self._conn = self._conn, None
+        self._prepared = {}  # prepared statements live as long as their connection
         if old is not None:
             try:
                 old.close()
@@ -119,13 +124,64 @@ class PgDb:
         return self._conn
 
     def execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        cur = self._ready(sql).cursor()
+        conn = self._ready(sql)
+        cur = conn.cursor()
         if args and not isinstance(args, dict):  # a dict: named %(name)s parameters
             args = tuple(args)
+            if conn.info.transaction_status == 0 and not self._prepare_off:  # on its own
+                return self._execute_prepared(cur, sql, args)
         cur.execute(sql, args or None)  # None: a '%' stays a '%'
         if cur.rowcount > 0 and cur.description is None:
             self.total_changes += cur.rowcount
         return cur
+
+    def _execute_prepared(self, cur: Any, sql: str, args: tuple[Any, ...]) -> Any:
+        """A statement a worker or a poller repeats is parsed and planned once per
+        connection, as psycopg 3 did by itself: after ``PREPARE_AFTER`` uses it is
+        prepared, and run with ``EXECUTE``.  Only outside a transaction, where a
+        refusal costs nothing: a parameter whose type the server cannot infer, or a
+        pooler in transaction mode that loses prepared statements between two
+        statements (then nothing more is prepared on this connection)."""
+        import psycopg2
+
+        name = self._prepared.get(sql, "")
+        if name == "":
+            name = self._prepare(cur, sql, len(args))
+        if name:
+            try:
+                cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(args))})", args)
+            except psycopg2.errors.InvalidSqlStatementName:
+                self._prepare_off = True
+                cur.execute(sql, args)
+        else:
+            cur.execute(sql, args)
+        if cur.rowcount > 0 and cur.description is None:
+            self.total_changes += cur.rowcount
+        return cur
+
+    def _prepare(self, cur: Any, sql: str, n: int) -> str | None:
+        import psycopg2
+
+        uses = self._uses.get(sql, 0) + 1
+        if uses < PREPARE_AFTER:
+            if len(self._uses) < 500:  # the statements of the code, not generated ones
+                self._uses[sql] = uses
+            return None
+        parts = sql.split("%s")
+        if len(parts) != n + 1 or n > 32:
+            self._prepared[sql] = None
+            return None
+        name = f"sm_{len(self._prepared) + 1}"
+        text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        try:
+            cur.execute(f"PREPARE {name} AS {text}")
+        except psycopg2.OperationalError:
+            raise  # the connection is lost: the caller's retry opens a new one
+        except psycopg2.Error:
+            self._prepared[sql] = None
+            return None
+        self._prepared[sql] = name
+        return name
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """The statement once per row, up to ``PAGE`` of them in one round trip
