@@ -256,23 +256,27 @@ def private_redis(tmp_path):
         r.crash()
 
 
+def _on_private_redis(
+    tmp_path: Path, pg_url: str, redis: PrivateRedis, claim_timeout: float, count: int
+) -> tuple[Path, Path, list]:
+    """``count`` marked scripts in a parallel group (cap ``count``) on the session's
+    PostgreSQL, emptied, and a private Redis."""
+    empty_pg(pg_url)
+    settings = {
+        "store": {"url": pg_url},
+        "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": claim_timeout},
+        "celery": {"broker_url": redis.url, "queue": "q"},
+    }
+    return _setup(tmp_path, settings, count, count)
+
+
 def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
     tmp_path, pg_url, private_redis
 ):
     """A worker whose only slot is busy when Redis dies, and whose run ends before it
     is back: the message cannot be acknowledged, and the worker must not go on counting
     it as in progress (it would never ask the broker for another message)."""
-    empty_pg(pg_url)
-    conf, marks, names = _setup(
-        tmp_path,
-        {
-            "store": {"url": pg_url},
-            "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": 30},
-            "celery": {"broker_url": private_redis.url, "queue": "q"},
-        },
-        2,
-        1,
-    )
+    conf, marks, names = _on_private_redis(tmp_path, pg_url, private_redis, 30, 2)
     worker = _worker(conf, "w1", 1)
     try:
         caller = subprocess.Popen(
@@ -298,17 +302,7 @@ def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
 def test_a_redis_restarted_without_persistence_leaves_nothing_hanging(
     tmp_path, pg_url, private_redis
 ):
-    empty_pg(pg_url)
-    conf, marks, names = _setup(
-        tmp_path,
-        {
-            "store": {"url": pg_url},
-            "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": 3},
-            "celery": {"broker_url": private_redis.url, "queue": "q"},
-        },
-        4,
-        4,
-    )
+    conf, marks, names = _on_private_redis(tmp_path, pg_url, private_redis, 3, 4)
     worker = _worker(conf, "w1", 1)  # takes one message; three wait in the broker
     try:
         caller = subprocess.Popen(
