@@ -191,3 +191,15 @@ def test_a_pooler_that_loses_prepared_statements_turns_them_off(pg):
         for _ in range(6):
             assert db.execute("SELECT %s::int * 3", (2,)).fetchone()[0] == 6
         assert _prepared(db) == []
+
+
+def test_two_connections_never_name_a_prepared_statement_alike(pg):
+    """Behind a pooler in transaction mode, one client's EXECUTE may reach another's
+    server connection: a name there must never be a statement of its own."""
+    names = []
+    for _ in range(2):
+        with PgDb(pg, 1000) as db:
+            for _ in range(6):
+                db.execute("SELECT %s::int - 1", (1,))
+            names += [r[0] for r in db.execute("SELECT name FROM pg_prepared_statements")]
+    assert len(names) == 2 and names[0] != names[1]

@@ -11,6 +11,7 @@ values come back as ``bytes``, as sqlite3 returns BLOBs.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,6 +91,7 @@ class PgDb:
         self._uses: dict[str, int] = {}
         self._prepared: dict[str, str | None] = {}  # None: never (the server refused)
         self._prepare_off = False  # a pooler lost a prepared statement: none any more
+        self._names = ""
         self._open()
 
     def _open(self) -> None:
@@ -97,6 +99,8 @@ class PgDb:
 
         old, self._conn = self._conn, None
         self._prepared = {}  # prepared statements live as long as their connection
+        # names of this connection's own: behind a pooler another client's never match
+        self._names = f"sm_{os.urandom(4).hex()}_"
         if old is not None:
             try:
                 old.close()
@@ -171,7 +175,7 @@ class PgDb:
         if len(parts) != n + 1 or n > 32:
             self._prepared[sql] = None
             return None
-        name = f"sm_{len(self._prepared) + 1}"
+        name = f"{self._names}{len(self._prepared) + 1}"
         text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
         try:
             cur.execute(f"PREPARE {name} AS {text}")
