@@ -51,19 +51,18 @@ def connect_args(lock_timeout_ms: int) -> dict[str, Any]:
     }
 
 
-def _bytes(value: Any, cur: Any) -> bytes | None:
-    import psycopg2
-
-    return None if value is None else bytes(psycopg2.BINARY(value, cur))
-
-
 def _connect(url: str, connect_timeout: int, lock_timeout_ms: int) -> Any:
     import psycopg2
     import psycopg2.extensions as ext
 
+    binary = psycopg2.BINARY  # bytea as a memoryview; as bytes below
+
+    def to_bytes(value: str | bytes | None, cur: Any) -> bytes | None:
+        return None if value is None else bytes(binary(value, cur))
+
     conn = psycopg2.connect(url, connect_timeout=connect_timeout, **connect_args(lock_timeout_ms))
     conn.autocommit = True
-    ext.register_type(ext.new_type(psycopg2.BINARY.values, "BYTES", _bytes), conn)
+    ext.register_type(ext.new_type(binary.values, "BYTES", to_bytes), conn)
     return conn
 
 
