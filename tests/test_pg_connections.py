@@ -1,4 +1,4 @@
-"""The PostgreSQL connections themselves (store/postgres.py), on the session's database:
+"""The PostgreSQL connections themselves (store/postgres.py), on the test run's database:
 what psycopg2 returns, a transaction that always ends, and the read pool beside a
 Store's own connection."""
 
