@@ -440,3 +440,73 @@ def test_a_sentinel_broker_without_its_master_name_is_a_config_error(tmp_path):
     r = sm(conf, "validate")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "config.yaml:2" in r.stderr and "celery.master_name" in r.stderr, r.stderr
+
+
+def test_a_scheduled_group_run_that_loses_its_broker_tells_the_run_it_could_not_send(
+    tmp_path, pg_url, private_redis
+):
+    """The broker dies while a scheduled group run is between two runs: the run that
+    cannot be sent is failed, and the group run is left to its lease, so the scheduler
+    that carries it on once the broker is back tells that failure (before, the group run
+    was ended on the spot and the failure was never told)."""
+    from helpers import Receiver
+
+    receiver = Receiver()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    empty_pg(pg_url)
+    conf = make_config(
+        tmp_path / "c",
+        {"first": _marked(marks, "first"), "second": "true"},
+        [
+            {
+                "name": "g",
+                "schedule": "* * * * *",
+                "timezone": "UTC",
+                "execution": "serial",
+                "scripts": ["first", "second"],
+            }
+        ],
+        {
+            "store": {"url": pg_url},
+            "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": 30},
+            "celery": {"broker_url": private_redis.url, "queue": "q"},
+            "scheduling": {"lease_ttl": 3},
+            "notifications": {
+                "channels": {"hook": [receiver.url]},
+                "default": {"channels": ["hook"], "on": ["failure"]},
+            },
+        },
+    )
+    worker = _worker(conf, "w1", 1)
+    log = open(tmp_path / "scheduler.log", "w")  # noqa: SIM115
+    daemon = subprocess.Popen(  # the clock 2 s before a minute: one tick, then none for 60 s
+        [sys.executable, str(MAIN), "--config-dir", str(conf), "scheduler"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SCRIPT_MONITOR_CLOCK": "1893456058.0"},
+    )
+    try:
+        until(lambda: len(_starts(marks, "first")) == 1, timeout=30)
+        private_redis.crash()  # "second" cannot be sent when "first" ends, 1 s later
+        until(lambda: "carried on once its lease runs out" in _text(tmp_path), timeout=30)
+        private_redis.start()
+        until(lambda: len(receiver.posts) >= 1, timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(40)
+        log.close()
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        receiver.close()
+    text = _text(tmp_path)
+    assert code == 0 and "Traceback" not in text, text
+    (message,) = receiver.posts
+    assert "second" in json.dumps(message), message
+    runs = {n: json.loads(sm(conf, "history", n, "--json").stdout) for n in ("first", "second")}
+    assert runs["first"][0]["status"] == "success"
+    assert runs["second"][0]["status"] == "failed" and "not sent" in runs["second"][0]["detail"]
+
+
+def _text(tmp_path: Path) -> str:
+    return (tmp_path / "scheduler.log").read_text()

@@ -516,13 +516,32 @@ class Scheduler:
                 log.error("group %s: could not run: %s", name, e)
                 self._failed(gid, f"could not run: {e}")
         except ScriptMonitorError as e:
-            log.error("group %s: could not run: %s", name, e)
-            self._failed(gid, f"could not run: {e}")
+            if self._carried_on(gid, e):
+                log.warning(
+                    "group %s: %s; the group run is carried on once its lease runs out", name, e
+                )
+            else:
+                log.error("group %s: could not run: %s", name, e)
+                self._failed(gid, f"could not run: {e}")
         except Exception as e:  # a bug must not take the scheduler down with it
             log.exception("group %s: unexpected error", name)
             self._failed(gid, f"unexpected error: {e}")
         finally:
             self._finished(name)
+
+    def _carried_on(self, gid: int | None, e: ScriptMonitorError) -> bool:
+        """Whether a group run that lost its broker after it started runs is left to the
+        scheduler that adopts it once its lease runs out, as a caller's is when it exits:
+        the adopter waits for what was sent, starts the rest, and tells the failures (the
+        run that could not be sent among them) when the group run ends."""
+        from .distributed.app import BrokerError
+
+        if gid is None or not isinstance(e, BrokerError):
+            return False
+        try:
+            return bool(self.store.runs.runs_of_group_run(gid))
+        except ScriptMonitorError:
+            return True  # held by its lease all the same
 
     def _failed(self, gid: int | None, detail: str) -> None:
         """Record a tick's group run that could not go on (the broker out of reach)."""
