@@ -131,14 +131,18 @@ class PgDb:
         cur = conn.cursor()
         if args and not isinstance(args, dict):  # a dict: named %(name)s parameters
             args = tuple(args)
-            if conn.info.transaction_status == 0 and not self._prepare_off:  # on its own
-                return self._execute_prepared(cur, sql, args)
+            if not self._prepare_off and conn.info.transaction_status == 0:  # on its own
+                self._execute_prepared(cur, sql, args)
+                return self._counted(cur)
         cur.execute(sql, args or None)  # None: a '%' stays a '%'
+        return self._counted(cur)
+
+    def _counted(self, cur: Any) -> Any:
         if cur.rowcount > 0 and cur.description is None:
             self.total_changes += cur.rowcount
         return cur
 
-    def _execute_prepared(self, cur: Any, sql: str, args: tuple[Any, ...]) -> Any:
+    def _execute_prepared(self, cur: Any, sql: str, args: tuple[Any, ...]) -> None:
         """A statement a worker or a poller repeats is parsed and planned once per
         connection, as psycopg 3 did by itself: after ``PREPARE_AFTER`` uses it is
         prepared, and run with ``EXECUTE``.  Only outside a transaction, where a
@@ -150,17 +154,14 @@ class PgDb:
         name = self._prepared.get(sql, "")
         if name == "":
             name = self._prepare(cur, sql, len(args))
-        if name:
-            try:
-                cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(args))})", args)
-            except psycopg2.errors.InvalidSqlStatementName:
-                self._prepare_off = True
-                cur.execute(sql, args)
-        else:
+        if not name:
             cur.execute(sql, args)
-        if cur.rowcount > 0 and cur.description is None:
-            self.total_changes += cur.rowcount
-        return cur
+            return
+        try:
+            cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(args))})", args)
+        except psycopg2.errors.InvalidSqlStatementName:
+            self._prepare_off = True
+            cur.execute(sql, args)
 
     def _prepare(self, cur: Any, sql: str, n: int) -> str | None:
         import psycopg2
