@@ -208,17 +208,35 @@ def test_postgresql_down_longer_than_retry_for_leaves_nothing_hanging(
 
 
 class PrivateRedis:
-    """``redis-server`` on a free port, with nothing kept on disk."""
+    """``redis-server`` on a free port, with nothing kept on disk; with ``tls``, on a
+    TLS port only, with a self-signed certificate for 127.0.0.1 (``self.ca``)."""
 
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
+    def __init__(self, root: Path, tls: bool = False):
+        self.root, self.port, self.tls = root, free_port(), tls
         self.proc: subprocess.Popen | None = None
+        self.ca = root / "redis-cert.pem"
+        if tls:
+            subprocess.run(
+                [
+                    *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                    *("-keyout", str(root / "redis-key.pem"), "-out", str(self.ca)),
+                    *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+                ],
+                check=True,
+                capture_output=True,
+            )
 
     def start(self) -> None:
+        port = ("--port", str(self.port))
+        if self.tls:
+            port = ("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no")
+            port += ("--tls-cert-file", str(self.ca))
+            port += ("--tls-key-file", str(self.root / "redis-key.pem"))
         self.proc = subprocess.Popen(
             [
                 shutil.which("redis-server") or "redis-server",
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                *port,
+                *("--bind", "127.0.0.1", "--save", ""),
                 *("--appendonly", "no", "--dir", str(self.root)),
             ],
             stdout=subprocess.DEVNULL,
@@ -226,7 +244,8 @@ class PrivateRedis:
         )
         import redis
 
-        until(lambda: _pong(redis.Redis(port=self.port)), timeout=10)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.tls else {}
+        until(lambda: _pong(redis.Redis("127.0.0.1", self.port, **tls)), timeout=10)
 
     def crash(self) -> None:
         assert self.proc is not None
@@ -235,6 +254,8 @@ class PrivateRedis:
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.ca}"
         return f"redis://127.0.0.1:{self.port}/0"
 
 
@@ -245,11 +266,11 @@ def _pong(client) -> bool:
         return False
 
 
-@pytest.fixture
-def private_redis(tmp_path):
+@pytest.fixture(params=["plain"])
+def private_redis(tmp_path, request):
     if shutil.which("redis-server") is None:
         need_server("a private Redis", "redis-server is not installed")
-    r = PrivateRedis(tmp_path)
+    r = PrivateRedis(tmp_path, tls=request.param == "tls")
     r.start()
     yield r
     if r.proc is not None and r.proc.poll() is None:
@@ -257,26 +278,37 @@ def private_redis(tmp_path):
 
 
 def _on_private_redis(
-    tmp_path: Path, pg_url: str, redis: PrivateRedis, claim_timeout: float, count: int
+    tmp_path: Path,
+    pg_url: str,
+    redis: PrivateRedis,
+    claim_timeout: float,
+    count: int,
+    visibility_timeout: float | None = None,
 ) -> tuple[Path, Path, list]:
     """``count`` marked scripts in a parallel group (cap ``count``) on the session's
     PostgreSQL, emptied, and a private Redis."""
     empty_pg(pg_url)
+    celery = {"broker_url": redis.url, "queue": "q", "visibility_timeout": visibility_timeout}
     settings = {
         "store": {"url": pg_url},
         "execution": {"backend": "celery", "lost_after": 30, "claim_timeout": claim_timeout},
-        "celery": {"broker_url": redis.url, "queue": "q"},
+        "celery": celery,
     }
     return _setup(tmp_path, settings, count, count)
 
 
+@pytest.mark.parametrize("visibility_timeout", [None, 3600])
 def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
-    tmp_path, pg_url, private_redis
+    tmp_path, pg_url, private_redis, visibility_timeout
 ):
     """A worker whose only slot is busy when Redis dies, and whose run ends before it
-    is back: the message cannot be acknowledged, and the worker must not go on counting
-    it as in progress (it would never ask the broker for another message)."""
-    conf, marks, names = _on_private_redis(tmp_path, pg_url, private_redis, 30, 2)
+    is back: the worker must not go on counting the run as in progress (it would never
+    ask the broker for another message).  With a visibility timeout, Redis keeps a copy
+    of the message, which cannot be acknowledged while it is away; without one, the
+    acknowledgement is the worker's own and cannot fail."""
+    conf, marks, names = _on_private_redis(
+        tmp_path, pg_url, private_redis, 30, 2, visibility_timeout
+    )
     worker = _worker(conf, "w1", 1)
     try:
         caller = subprocess.Popen(
@@ -292,7 +324,8 @@ def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
         private_redis.start()
         assert sm(conf, "run", names[1], timeout=60).returncode == 0
         assert worker.poll() is None
-        assert "could not be acknowledged" in (conf / "worker-w1.log").read_text()
+        told = "could not be acknowledged" in (conf / "worker-w1.log").read_text()
+        assert told == (visibility_timeout is not None)
         assert [len(_starts(marks, n)) for n in names] == [1, 1]
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
@@ -366,7 +399,11 @@ def _private_sentinel(root: Path, redis: PrivateRedis) -> tuple[subprocess.Popen
     return proc, port
 
 
-@pytest.mark.parametrize("kind", ["redis", "sentinel"])
+@pytest.mark.parametrize(
+    "private_redis,kind",
+    [("plain", "redis"), ("tls", "rediss"), ("plain", "sentinel")],
+    indirect=["private_redis"],
+)
 def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(
     tmp_path, private_redis, kind
 ):
@@ -374,10 +411,10 @@ def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(
     progress) after the connection under it was closed when the broker went away; with
     kombu's own Redis transport that is an AttributeError, which Celery treats as
     unrecoverable and the worker exits.  The configured transport raises a connection
-    error instead, which Celery rides out; behind a Sentinel as well."""
+    error instead, which Celery rides out; over TLS and behind a Sentinel as well."""
     from kombu import Connection
 
-    from script_monitor.distributed.app import redis_transport
+    from script_monitor.distributed.app import redis_tls, redis_transport
 
     sentinel = None
     if kind == "sentinel":
@@ -388,7 +425,9 @@ def test_a_channel_closed_after_its_broker_connection_does_not_end_the_worker(
             transport_options={"master_name": "sm"},
         )
     else:
-        conn = Connection(private_redis.url, transport=redis_transport())
+        url = private_redis.url
+        tls = redis_tls(url) if kind == "rediss" else False
+        conn = Connection(url, transport=redis_transport(), ssl=tls)
     try:
         _close_after_the_broker_went(conn, private_redis)
     finally:
@@ -414,11 +453,19 @@ def _close_after_the_broker_went(conn, private_redis: PrivateRedis) -> None:
 
 @pytest.mark.parametrize(
     "url,kind",
-    [("redis://h:6379/0", "redis"), ("sentinel://h:26379", "sentinel"), ("rediss://h:6380", None)],
+    [
+        ("redis://h:6379/0", "redis"),
+        ("sentinel://h:26379", "sentinel"),
+        ("rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem", "rediss"),
+        ("amqp://guest@h//", None),
+    ],
 )
 def test_the_broker_url_chooses_the_transport_that_survives_a_lost_broker(tmp_path, url, kind):
-    """``redis://`` and ``sentinel://`` get the transport above; ``rediss://`` keeps
-    kombu's own, which turns TLS on by the URL's scheme."""
+    """``redis://``, ``rediss://`` and ``sentinel://`` get the transport above, a
+    ``rediss://`` URL with its TLS parameters (which kombu reads from the scheme, and a
+    transport class would otherwise hide); RabbitMQ keeps kombu's own."""
+    import ssl
+
     from script_monitor.config import load_config
     from script_monitor.distributed.app import make_app, redis_transport
 
@@ -430,7 +477,44 @@ def test_the_broker_url_chooses_the_transport_that_survives_a_lost_broker(tmp_pa
         assert transport is None
     else:
         assert transport is redis_transport(sentinel=kind == "sentinel")
-    assert app.conf.broker_transport_options.get("master_name") == celery.get("master_name")
+    options = app.conf.broker_transport_options
+    assert options.get("master_name") == celery.get("master_name")
+    assert options["ack_emulation"] is False and "visibility_timeout" not in options
+    if kind == "rediss":
+        tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/etc/ca.pem"}
+        assert app.conf.broker_use_ssl == tls
+        with app.connection_for_write() as conn:
+            assert conn.ssl == tls and conn.transport_cls is transport
+    else:
+        assert not app.conf.broker_use_ssl
+
+
+@pytest.mark.parametrize("private_redis", ["tls"], indirect=True)
+def test_runs_go_through_redis_over_tls_which_checks_the_server_s_certificate(
+    tmp_path, pg_url, private_redis
+):
+    """A ``rediss://`` broker that only speaks TLS: a worker and a caller that trust its
+    certificate run a group through it; a caller that trusts another certificate is
+    refused with exit 2 and the reason, and records nothing."""
+    conf, marks, names = _on_private_redis(tmp_path, pg_url, private_redis, 30, 2)
+    worker = _worker(conf, "w1", 2)
+    try:
+        r = sm(conf, "run-group", "g", timeout=60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert [len(_starts(marks, n)) for n in names] == [1, 1]
+        assert worker.poll() is None
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    (tmp_path / "other").mkdir()
+    other = PrivateRedis(tmp_path / "other", tls=True).ca
+    config = (conf / "config.yaml").read_text()
+    (conf / "config.yaml").write_text(config.replace(str(private_redis.ca), str(other)))
+    r = sm(conf, "run", names[0], timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "cannot reach the broker rediss://127.0.0.1" in r.stderr, r.stderr
+    assert "certificate verify failed" in r.stderr.lower(), r.stderr
+    assert len(json.loads(sm(conf, "history", names[0], "--json").stdout)) == 1
 
 
 def test_a_sentinel_broker_without_its_master_name_is_a_config_error(tmp_path):

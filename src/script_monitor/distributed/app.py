@@ -22,20 +22,19 @@ def default_hostname() -> str:
     return f"script-monitor@{socket.gethostname()}"
 
 
-def visibility_timeout(config: Config) -> float:
-    """Longer than the longest script can run: a message is redelivered (Redis) only once
-    its run is certainly over (and a redelivery finds its run claimed anyway)."""
-    if config.settings.celery.visibility_timeout is not None:
-        return config.settings.celery.visibility_timeout
-    longest = max(
-        [config.timeout_for(s) for s in config.scripts.values()]
-        or [config.settings.execution.default_timeout]
-    )
-    return min(longest, 7 * 86400) + 2 * config.settings.execution.lost_after + 3600
-
-
 def transport_options(config: Config) -> dict[str, Any]:
-    options: dict[str, Any] = {"visibility_timeout": visibility_timeout(config)}
+    """Redis keeps a copy of a message a worker has taken (kombu's "ack emulation", two
+    MULTI/EXEC round trips per message, about a tenth of a run's CPU) only when
+    ``celery.visibility_timeout`` asks for its redelivery.  Otherwise a taken message is
+    the worker's alone, as the claim and ``execution.claim_timeout`` need: a worker that
+    dies before claiming its run leaves the run to be marked lost (and retried) by the
+    claim timeout; a worker that stops, or loses its connection, puts back the messages
+    it has not run itself."""
+    options: dict[str, Any] = {}
+    if config.settings.celery.visibility_timeout is not None:
+        options["visibility_timeout"] = config.settings.celery.visibility_timeout
+    else:
+        options["ack_emulation"] = False
     if config.settings.celery.master_name:  # Redis Sentinel
         options["master_name"] = config.settings.celery.master_name
     return options
@@ -78,9 +77,21 @@ def make_app(config: Config) -> Any:
         accept_content=["json"],
     )
     scheme = settings.broker_url.partition("://")[0]
-    if scheme in ("redis", "sentinel"):  # not rediss: kombu turns TLS on by its scheme
+    if scheme in ("redis", "rediss", "sentinel"):
         app.conf.broker_transport = redis_transport(sentinel=scheme == "sentinel")
+    if scheme == "rediss":  # kombu turns TLS on by the scheme, which a transport class hides
+        app.conf.broker_use_ssl = redis_tls(settings.broker_url)
     return app
+
+
+def redis_tls(url: str) -> dict[str, Any]:
+    """The TLS options kombu reads from a ``rediss://`` URL: its ``ssl_cert_reqs``,
+    ``ssl_ca_certs``, ``ssl_certfile`` and ``ssl_keyfile`` parameters, or, without
+    any, kombu's default (TLS without checking the server's certificate, with its
+    warning)."""
+    from kombu import Connection
+
+    return dict(Connection(url).ssl or {})
 
 
 def redis_transport(sentinel: bool = False) -> type:
