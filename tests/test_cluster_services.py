@@ -318,6 +318,10 @@ def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
             text=True,
         )
         until(lambda: len(_starts(marks, names[0])) == 1, timeout=30)
+        import redis
+
+        kept = redis.Redis("127.0.0.1", private_redis.port).hlen("unacked")
+        assert kept == (0 if visibility_timeout is None else 1)  # Redis's copy of the message
         private_redis.crash()
         out, err = caller.communicate(timeout=60)  # the run ends with the broker away
         assert caller.returncode == 0, out + err
