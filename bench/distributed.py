@@ -653,6 +653,10 @@ def burst_markdown(b: dict) -> str:
     return "\n".join(lines)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
@@ -667,6 +671,7 @@ def main() -> int:
         help="burst: count the statements per run (pg_stat_statements; costs some CPU)",
     )
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _terminated)  # stop the workers and servers started here
     sizes = dict(QUICK if args.quick else FULL)
     if args.reps:
         sizes["reps"] = args.reps
