@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -332,3 +333,72 @@ def test_a_worker_s_script_still_times_out_and_exits_as_itself(cluster, tmp_path
     assert (killed["status"], killed["signal"]) == ("failed", 9)
     assert slow["status"] == "timeout" and slow["signal"] == 9, slow  # TERM ignored: KILL
     until(lambda: not marked_pids(marker), timeout=5)  # the escaped sleep too
+
+
+_SLOW_CLAIM = """
+CREATE SEQUENCE sm_test_slow_once;
+CREATE FUNCTION sm_test_slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.heartbeat IS NULL AND NEW.heartbeat IS NOT NULL
+            AND nextval('sm_test_slow_once') = 1 THEN
+        PERFORM pg_sleep(120);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER sm_test_slow_claim BEFORE UPDATE ON runs
+    FOR EACH ROW EXECUTE FUNCTION sm_test_slow_claim();
+"""
+_FAST_CLAIM = """
+DROP TRIGGER IF EXISTS sm_test_slow_claim ON runs;
+DROP FUNCTION IF EXISTS sm_test_slow_claim();
+DROP SEQUENCE IF EXISTS sm_test_slow_once;
+"""
+
+
+def test_a_worker_killed_before_its_claim_leaves_a_run_that_runs_once(cluster, tmp_path):
+    """A worker takes a run's message and dies before its claim is written (the claim
+    is held up in the database, then the worker is SIGKILLed and its half-done claim
+    rolled back).  RabbitMQ gives the message to another worker at once; Redis keeps no
+    copy of a taken message, so the run is lost after the claim timeout and its retry
+    runs on another worker.  Either way the script runs exactly once and the caller
+    ends well."""
+    from script_monitor.store.postgres import PgDb
+
+    marks = tmp_path / "marks"
+    conf = make_config(
+        tmp_path / "c",
+        {"s": f'echo "start $SCRIPT_MONITOR_RUN_ID" >> {marks}'},
+        extra={"s": {"retries": {"count": 1, "delay": 0}}},
+    )
+    cluster.distribute(conf, claim_timeout=8)
+    with PgDb(cluster.url, 10_000) as con:
+        con.execute(_SLOW_CLAIM)
+    try:
+        victim = cluster.worker(conf, "victim")
+        caller = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "s"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with PgDb(cluster.url, 10_000) as con:
+            claiming = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+            until(lambda: con.execute(claiming).fetchall(), timeout=20)
+            os.killpg(victim.pid, signal.SIGKILL)
+            con.execute(f"SELECT pg_terminate_backend(pid) FROM ({claiming}) AS c")
+        cluster.worker(conf, "survivor")
+        out, err = caller.communicate(timeout=60)
+    finally:
+        with PgDb(cluster.url, 10_000) as con:
+            con.execute(_FAST_CLAIM)
+    assert caller.returncode == 0 and "Traceback" not in err, out + err
+    runs = [(x["attempt"], x["status"], x["detail"], x["host"]) for x in _history(conf, "s")]
+    if cluster.settings["celery"]["broker_url"].startswith("amqp"):
+        assert runs == [(1, "success", None, "survivor@test")]
+    else:  # the lost run names the caller's host: no worker ever claimed it
+        assert runs == [
+            (2, "success", None, "survivor@test"),
+            (1, "lost", "no worker took it", socket.gethostname()),
+        ]
+    ran = _history(conf, "s")[0]["id"]
+    assert marks.read_text().split("\n") == [f"start {ran}", ""]
