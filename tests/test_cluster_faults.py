@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import MAIN, assert_clean_error, direct_sql, make_config, marked_pids, sm, until
+from helpers import MAIN, assert_clean_error, direct_sql, make_config, marked_pids, popen, sm, until
 from web_helpers import Server
 
 redis_only = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
@@ -283,12 +283,7 @@ def test_a_killed_worker_s_scripts_die_with_it_and_run_once_per_attempt(cluster,
     )
     cluster.distribute(conf)
     victim = cluster.worker(conf, "victim")
-    caller = subprocess.Popen(
-        [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "long"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    caller = popen("--config-dir", str(conf), "run", "long")
     until(lambda: len(marked_pids(marker)) >= 4, timeout=20)  # supervisor, sh, sleep, escaped
     os.kill(victim.pid, signal.SIGKILL)  # the worker process alone, as the OOM killer would
     killed = time.monotonic()
@@ -375,12 +370,7 @@ def test_a_worker_killed_before_its_claim_leaves_a_run_that_runs_once(cluster, t
         con.execute(_SLOW_CLAIM)
     try:
         victim = cluster.worker(conf, "victim")
-        caller = subprocess.Popen(
-            [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "s"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        caller = popen("--config-dir", str(conf), "run", "s")
         with PgDb(cluster.url, 10_000) as con:
             claiming = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
             until(lambda: con.execute(claiming).fetchall(), timeout=20)

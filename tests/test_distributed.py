@@ -29,6 +29,7 @@ from helpers import (
     direct_sql,
     events,
     make_config,
+    popen,
     probe,
     sm,
 )
@@ -117,12 +118,7 @@ def test_a_killed_worker_leaves_a_lost_run_retried_elsewhere_never_twice(cluster
     )
     cluster.distribute(conf)
     victim = cluster.worker(conf, "victim")
-    caller = subprocess.Popen(
-        [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "long"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    caller = popen("--config-dir", str(conf), "run", "long")
     deadline = time.monotonic() + 20
     while not (conf / "once").exists():
         assert time.monotonic() < deadline
@@ -373,12 +369,7 @@ def test_a_worker_cut_off_from_the_store_ends_its_script(cluster, tmp_path):
     settings["store"]["url"] = urlunsplit(parts._replace(netloc=netloc))
     (there / "config.yaml").write_text(yaml.safe_dump(settings))
     cluster.worker(there, "cutoff")
-    caller = subprocess.Popen(
-        [sys.executable, str(MAIN), "--config-dir", str(conf), "run", "long"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    caller = popen("--config-dir", str(conf), "run", "long")
     try:
         deadline = time.monotonic() + 20
         while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text().strip():
