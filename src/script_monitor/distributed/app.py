@@ -101,13 +101,12 @@ def redis_transport(sentinel: bool = False) -> type:
     - a channel closed after its connection was (the worker closes the channel and
       puts their unacknowledged messages back) raises a connection error, which
       Celery rides out, instead of an AttributeError, which ends the worker;
-    - a run that ends while the broker is away is forgotten by the worker all the
-      same: its message could not be acknowledged, and if the worker kept counting it
-      as in progress, a worker whose every slot was busy would never ask the broker
-      for another message, not even once it is back.
-
-    The messages stay unacknowledged in Redis (if it kept them) and come back after
-    the visibility timeout, where the claim refuses them."""
+    - with ack emulation (``celery.visibility_timeout`` set), a run that ends while
+      the broker is away is forgotten by the worker all the same: its message could
+      not be acknowledged, and if the worker kept counting it as in progress, a worker
+      whose every slot was busy would never ask the broker for another message, not
+      even once it is back.  The message stays unacknowledged in Redis (if it kept it)
+      and comes back after the visibility timeout, where the claim refuses it."""
     if sentinel not in _TRANSPORTS:
         import logging
 

@@ -44,13 +44,6 @@ PAGE = 200  # statements of an executemany sent together
 PREPARE_AFTER = 5  # uses of one statement (outside a transaction) before it is prepared
 
 
-def connect_args(lock_timeout_ms: int) -> dict[str, Any]:
-    return {
-        "options": f"-c lock_timeout={lock_timeout_ms}",
-        "application_name": "script-monitor",
-    }
-
-
 def _connect(url: str, connect_timeout: int, lock_timeout_ms: int) -> Any:
     import psycopg2
     import psycopg2.extensions as ext
@@ -60,7 +53,12 @@ def _connect(url: str, connect_timeout: int, lock_timeout_ms: int) -> Any:
     def to_bytes(value: str | bytes | None, cur: Any) -> bytes | None:
         return None if value is None else bytes(binary(value, cur))
 
-    conn = psycopg2.connect(url, connect_timeout=connect_timeout, **connect_args(lock_timeout_ms))
+    conn = psycopg2.connect(
+        url,
+        connect_timeout=connect_timeout,
+        options=f"-c lock_timeout={lock_timeout_ms}",
+        application_name="script-monitor",
+    )
     conn.autocommit = True
     ext.register_type(ext.new_type(binary.values, "BYTES", to_bytes), conn)
     return conn
