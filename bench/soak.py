@@ -229,11 +229,11 @@ class Callers:
         self.slots = []
 
 
-def sql(url: str, text: str) -> list:
+def sql(url: str, text: str, args: tuple = ()) -> list:
     from script_monitor.store.postgres import PgDb
 
     with PgDb(url, 10_000) as con:
-        return con.execute(text).fetchall()
+        return con.execute(text, args).fetchall()
 
 
 def main() -> int:
@@ -456,6 +456,14 @@ def check(
             "failures not notified exactly once: "
             + ", ".join(f"run {i}: {notified[i]}x" for i in wrong[:10])
         )
+        for i in wrong[:3]:  # one message sent twice, or two messages naming the run?
+            named = [m for m in messages if f"(run {i})" in m]
+            rows = sql(
+                url,
+                "SELECT id, key, state, attempts FROM notifications WHERE body LIKE %s",
+                (f"%(run {i})%",),
+            )
+            problems.append(f"run {i}: {len(set(named))} distinct texts received; rows {rows}")
     unsent = sql(url, "SELECT state, COUNT(*) FROM notifications GROUP BY state")
     if any(state != "sent" for state, _ in unsent):
         problems.append(f"notifications not sent: {dict(unsent)}")
