@@ -333,12 +333,14 @@ class Receiver:
         self.delay = 0.0
         self.on_post: Callable[[], None] | None = None  # called once a post is kept
         self.release = threading.Event()
+        self.arrived = threading.Event()  # set when a post arrives, before any answer
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", 0))
                 data = self.rfile.read(n)
+                outer.arrived.set()
                 if outer.mode == "hang":
                     outer.release.wait(60)
                     return

@@ -682,6 +682,48 @@ def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
     assert "Traceback" not in err
 
 
+def test_a_stopping_scheduler_records_the_message_it_is_sending(tmp_path, receiver):
+    """SIGTERM while a message is on its way: the scheduler waits for the receiver's
+    answer and records it, so no later delivery sends the message again."""
+    d = setup(
+        tmp_path / "c",
+        [receiver.url],
+        """
+        scripts:
+          - name: nightly_check
+            command: exit 2
+        """,
+        """
+        groups:
+          - name: nightly
+            schedule: "* * * * *"
+            scripts: [nightly_check]
+        """,
+    )
+    receiver.delay = 2.0  # the answer comes 2 s after the message
+    start = time.time() // 60 * 60 + 59  # a tick one simulated second from now
+    env = dict(os.environ, SCRIPT_MONITOR_CLOCK=f"{start}x60")
+    proc = subprocess.Popen(
+        [sys.executable, str(MAIN), "--config-dir", str(d), "scheduler"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert receiver.arrived.wait(30), "the scheduler sent nothing"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    [post] = receiver.posts
+    assert "nightly FAILED" in post["title"]
+    [note] = [n for n in notes(d) if n["event"] == "failure"]
+    assert note["state"] == "sent" and note["attempts"] == 1, note
+    _deliver_racing(d)  # nothing is left to send
+    assert len(receiver.posts) == 1
+
+
 @pytest.mark.slow
 def test_every_notify_json_output_matches_the_documentation(tmp_path, receiver, marker):
     """notifications, notify-test, alerts and watchdog --json against docs/JSON.md (the

@@ -759,6 +759,10 @@ class Scheduler:
             for runs in list(self.running.values()):
                 for thread, _ in runs:
                     thread.join(max(0.0, limit - time.monotonic()))
+        from .notify import settle  # a message being sent is recorded before leaving
+
+        if not settle(self.config):
+            log.warning("notifications not delivered yet stay pending for the next process")
         log.info("scheduler stopped (%s)", reason)
 
 

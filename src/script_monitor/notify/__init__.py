@@ -109,6 +109,15 @@ def deliver(config: Config, store: Store, wait: bool = True, force: bool = False
     return False
 
 
+def settle(config: Config) -> bool:
+    """A long-running process (scheduler, web server) is stopping: let delivery go on
+    at most ``notifications.timeout``, wait for a send under way and the record of its
+    answer, and start none after.  True when nothing was left in flight."""
+    from .outbox import COURIER
+
+    return COURIER.wait(config.settings.notifications.timeout, final=True)
+
+
 def lost_hook(
     config: Config, store: Store, wait: bool = True
 ) -> Callable[[list[int], list[int]], None]:

@@ -103,7 +103,7 @@ def missing_vars(url: str, env: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------- Apprise
 
 
-def _apprise() -> ModuleType:
+def load_apprise() -> ModuleType:
     """Apprise, its warnings going to ``_CAPTURE`` only (the reason a URL failed), never
     to our stderr or to a handler the web server's logging set up."""
     import apprise
@@ -141,7 +141,7 @@ _CAPTURE = _Capture()
 
 def parse_problem(url: str) -> str | None:
     """Why Apprise cannot use ``url`` (offline: nothing is sent), or None."""
-    apprise = _apprise()
+    apprise = load_apprise()
     _CAPTURE.start()
     try:
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
@@ -162,7 +162,7 @@ def send_one(url: str, title: str, body: str, event: str, timeout: float) -> str
     Apprise's own connect and read timeouts are set to ``timeout`` so that a hanging
     receiver lets the sending thread go eventually; callers wait at most ``timeout``.
     """
-    apprise = _apprise()
+    apprise = load_apprise()
     _CAPTURE.start()
     try:
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)

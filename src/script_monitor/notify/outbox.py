@@ -10,9 +10,10 @@ exits, leaving what is not sent ``pending`` (its claim dies with the process).  
 in an atexit handler: at interpreter shutdown Apprise's HTTP stack cannot start.)
 
 Leaving must never cut a send between the receiver's acceptance and its record, or
-another process would send the message again: once a command waits to leave, each
-send is given only the time left (its connect and read timeouts), none starts in the
-last moment, and an acceptance being recorded is waited for.
+another process would send the message again: once a process waits to leave, each
+send is given only the time left (its connect and read timeouts) and none starts in
+the last moment; a send already under way is waited for (its own timeouts end it),
+and so is the record of its answer.
 """
 
 from __future__ import annotations
@@ -49,14 +50,16 @@ class Courier:
         self.running = False  # it has not decided to end yet
         self.again = False
         self.deadline = 0.0
-        self.leave_at: float | None = None  # set while a command waits to exit
-        self.recorded = threading.Event()  # clear while an acceptance is being recorded
-        self.recorded.set()
-        self.record_for = 65.0  # its longest wait: the store's own retries, and a margin
+        self.leave_at: float | None = None  # set once the process waits to leave
+        self.closed = False  # the process is stopping: no send starts any more
+        self.settled = threading.Event()  # clear from a send's start to its record
+        self.settled.set()
+        self.timeout = 10.0  # notifications.timeout
+        self.record_for = 65.0  # the longest wait for a record: the store's own retries
         self.lock = threading.Lock()
 
     def budget(self, timeout: float) -> float | None:
-        """Seconds a send may take now: ``timeout``, or less when the command leaves
+        """Seconds a send may take now: ``timeout``, or less when the process leaves
         sooner; None when there is no time left to start one."""
         leave_at = self.leave_at
         if leave_at is None:
@@ -64,11 +67,27 @@ class Courier:
         left = leave_at - time.monotonic()
         return min(timeout, left) if left > LAST_MOMENT else None
 
+    def begin_send(self, timeout: float) -> float | None:
+        """A send is about to start: its budget, and it is waited for from now until
+        ``end_send``; None when there is no time left to start one."""
+        with self.lock:
+            budget = self.budget(timeout)
+            if budget is not None:
+                self.settled.clear()
+            return budget
+
+    def end_send(self) -> None:
+        """The send that ``begin_send`` started has ended and its answer is recorded."""
+        self.settled.set()
+
     def start(self, config: Config, store: Store, force: bool = False) -> None:
         """Deliver what is due (``force``: every pending message) in the background."""
         timeout = config.settings.notifications.timeout
         with self.lock:
+            if not self.closed:
+                self.leave_at = None
             self.deadline = max(self.deadline, time.monotonic() + timeout)
+            self.timeout = timeout
             self.record_for = config.settings.store.retry_for + 5
             if self.running:
                 self.again = True  # it looks once more before it ends
@@ -79,22 +98,25 @@ class Courier:
             )
             self.thread.start()
 
-    def wait(self, seconds: float | None = None) -> bool:
+    def wait(self, seconds: float | None = None, final: bool = False) -> bool:
         """Wait for the delivery to end, at most ``seconds`` (default: until the
-        deadline the last ``start`` set); True when nothing is left in flight."""
+        deadline the last ``start`` set); True when nothing is left in flight.
+
+        A send under way when the time is up is waited for too: it was given only the
+        time that was left as its connect and read timeouts, and a receiver that takes
+        the message must see it recorded before the process leaves (as its runs are,
+        through a store outage too), or another process would send it again.  No send
+        starts after this, until the next ``start`` (with ``final``, never again)."""
+        if seconds is None:
+            seconds = self.deadline - time.monotonic()
+        with self.lock:
+            self.leave_at = time.monotonic() + max(0.0, seconds)
+            self.closed = self.closed or final
         thread = self.thread
         if thread is None:
             return True
-        if seconds is None:
-            seconds = self.deadline - time.monotonic()
-        self.leave_at = time.monotonic() + max(0.0, seconds)
-        try:
-            thread.join(max(0.0, seconds))
-            # An accepted message is recorded before the command leaves, as its runs
-            # are (through a store outage too), or another process would send it again.
-            self.recorded.wait(self.record_for)
-        finally:
-            self.leave_at = None
+        thread.join(max(0.0, seconds))
+        self.settled.wait(2 * max(0.5, self.timeout) + self.record_for)
         return not thread.is_alive()
 
     def _work(self, config: Config, store: Store, force: bool) -> None:
@@ -129,8 +151,9 @@ def deliver_due(config: Config, store: Store, force: bool = False) -> int:
         notes = store.outbox.claim(time.time(), lease, force=force, after=last)
         if not notes:
             return tried
+        channels.load_apprise()  # before any budget is counted: it takes a while
         for note in notes:
-            if COURIER.budget(settings.timeout) is None:  # the command leaves: not now
+            if COURIER.budget(settings.timeout) is None:  # the process leaves: not now
                 store.outbox.release([n.id for n in notes if n.id >= note.id])
                 return tried
             _attempt(config, store, note, env, mask)
@@ -144,6 +167,13 @@ def _most_urls(config: Config) -> int:
 
 def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Masker) -> None:
     """One delivery attempt of one claimed message to the URLs that have not taken it."""
+    try:
+        _try_urls(config, store, note, env, mask)
+    finally:
+        COURIER.end_send()  # whatever it sent is recorded (or the record failed)
+
+
+def _try_urls(config: Config, store: Store, note: Message, env: dict, mask: Masker) -> None:
     from . import channels
 
     settings = config.settings.notifications
@@ -162,15 +192,14 @@ def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Maske
         if missing:
             errors.append(f"{name}: ${{{missing[0]}}} is not set")
             continue
-        budget = COURIER.budget(settings.timeout)
+        budget = COURIER.begin_send(settings.timeout)  # held until the record below
         if budget is None:
-            errors.append(f"{name}: not tried, the command was leaving")
+            errors.append(f"{name}: not tried, the process was leaving")
             continue
         why = channels.send_one(
             channels.expand(raw, env), note.title, note.body, note.event, budget
         )
         if why is None:
-            COURIER.recorded.clear()  # until finish_attempt below has recorded it
             accepted.add(uid)
         else:
             errors.append(f"{name}: {why}")
@@ -183,10 +212,7 @@ def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Maske
     else:
         state, next_try = MessageState.PENDING, time.time() + backoff(attempts)
     error = mask.text("; ".join(errors))[:2000] if errors else None
-    try:
-        store.outbox.finish_attempt(note.id, state, " ".join(sorted(accepted)), error, next_try)
-    finally:
-        COURIER.recorded.set()
+    store.outbox.finish_attempt(note.id, state, " ".join(sorted(accepted)), error, next_try)
 
 
 def _warn(text: str) -> None:

@@ -70,6 +70,9 @@ def create_app(service: Service, security: Security) -> Starlette:
             task.cancel()
             warm.cancel()
             service.reap_children()
+            from ..notify import settle  # a message being sent is recorded before leaving
+
+            await asyncio.to_thread(settle, service.config)
 
     handlers = {
         Exception: web.on_error,
