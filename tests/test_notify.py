@@ -640,8 +640,9 @@ def test_deliver_tries_each_pending_message_once_per_pass(tmp_path):
     assert "ops URL 1 (json)" in note["last_error"]
 
 
-@pytest.mark.slow
-def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
+def _schedule_a_failing_group(tmp_path: Path, receiver: Receiver) -> tuple[Path, subprocess.Popen]:
+    """A scheduler whose group ``nightly`` fails every minute, the first tick one
+    simulated second after it starts (its clock runs 60 times faster)."""
     d = setup(
         tmp_path / "c",
         [receiver.url],
@@ -657,7 +658,7 @@ def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
             scripts: [nightly_check]
         """,
     )
-    start = time.time() // 60 * 60 + 59  # a tick one simulated second from now
+    start = time.time() // 60 * 60 + 59
     env = dict(os.environ, SCRIPT_MONITOR_CLOCK=f"{start}x60")
     proc = subprocess.Popen(
         [sys.executable, str(MAIN), "--config-dir", str(d), "scheduler"],
@@ -666,6 +667,12 @@ def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
         text=True,
         env=env,
     )
+    return d, proc
+
+
+@pytest.mark.slow
+def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
+    _, proc = _schedule_a_failing_group(tmp_path, receiver)
     try:
         assert wait_for(lambda: receiver.posts, 30), "the scheduler sent nothing"
     finally:
@@ -685,31 +692,8 @@ def test_the_scheduler_notifies_a_failing_scheduled_group(tmp_path, receiver):
 def test_a_stopping_scheduler_records_the_message_it_is_sending(tmp_path, receiver):
     """SIGTERM while a message is on its way: the scheduler waits for the receiver's
     answer and records it, so no later delivery sends the message again."""
-    d = setup(
-        tmp_path / "c",
-        [receiver.url],
-        """
-        scripts:
-          - name: nightly_check
-            command: exit 2
-        """,
-        """
-        groups:
-          - name: nightly
-            schedule: "* * * * *"
-            scripts: [nightly_check]
-        """,
-    )
     receiver.delay = 2.0  # the answer comes 2 s after the message
-    start = time.time() // 60 * 60 + 59  # a tick one simulated second from now
-    env = dict(os.environ, SCRIPT_MONITOR_CLOCK=f"{start}x60")
-    proc = subprocess.Popen(
-        [sys.executable, str(MAIN), "--config-dir", str(d), "scheduler"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    d, proc = _schedule_a_failing_group(tmp_path, receiver)
     try:
         assert receiver.arrived.wait(30), "the scheduler sent nothing"
     finally:
