@@ -149,6 +149,25 @@ def test_pings_over_http_notify_missed_recovery_and_failure_once(tmp_path, recei
         server.stop()
 
 
+def test_a_stopping_web_server_records_the_message_it_is_sending(tmp_path, receiver, marker):
+    """SIGTERM while a check's failure is on its way: the server waits for the
+    receiver's answer and records it, so no later delivery sends it again."""
+    conf = conf_with(tmp_path / "c", "checks:\n  - {name: fails, period: 3600}\n", receiver)
+    receiver.delay = 2.0  # the answer comes 2 s after the message
+    server = Server(conf, marker=marker)
+    try:
+        assert server.post("/ping/fails/fail").status_code == 200
+        assert receiver.arrived.wait(15), "the server sent nothing"
+    finally:
+        code = server.stop()  # uvicorn ends by the signal it was stopped with
+    assert code == -signal.SIGTERM and "Traceback" not in server.stderr(), server.stderr()
+    assert events(receiver, "fails") == ["FAILED"]
+    [note] = cli_json("--config-dir", str(conf), "notifications", "--json")
+    assert note["state"] == "sent" and note["attempts"] == 1, note
+    assert cli("--config-dir", str(conf), "notifications", "--deliver").returncode == 0
+    assert events(receiver, "fails") == ["FAILED"]
+
+
 def test_unknown_checks_and_wrong_keys_get_the_same_404_and_no_token_is_needed(tmp_path, marker):
     conf = conf_with(
         tmp_path / "c",
