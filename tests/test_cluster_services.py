@@ -325,10 +325,13 @@ def test_a_run_ending_while_redis_is_away_does_not_leave_its_worker_stuck(
         private_redis.crash()
         out, err = caller.communicate(timeout=60)  # the run ends with the broker away
         assert caller.returncode == 0, out + err
+        log = conf / "worker-w1.log"
+        if visibility_timeout is not None:  # the acknowledgement fails, and says so
+            until(lambda: "could not be acknowledged" in log.read_text(), timeout=30)
         private_redis.start()
         assert sm(conf, "run", names[1], timeout=60).returncode == 0
         assert worker.poll() is None
-        told = "could not be acknowledged" in (conf / "worker-w1.log").read_text()
+        told = "could not be acknowledged" in log.read_text()
         assert told == (visibility_timeout is not None)
         assert [len(_starts(marks, n)) for n in names] == [1, 1]
     finally:
