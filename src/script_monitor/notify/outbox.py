@@ -77,7 +77,7 @@ class Courier:
             return budget
 
     def end_send(self) -> None:
-        """The send that ``begin_send`` started has ended and its answer is recorded."""
+        """An attempt has ended: whatever it sent is recorded (or could not be)."""
         self.settled.set()
 
     def start(self, config: Config, store: Store, force: bool = False) -> None:
@@ -170,7 +170,7 @@ def _attempt(config: Config, store: Store, note: Message, env: dict, mask: Maske
     try:
         _try_urls(config, store, note, env, mask)
     finally:
-        COURIER.end_send()  # whatever it sent is recorded (or the record failed)
+        COURIER.end_send()
 
 
 def _try_urls(config: Config, store: Store, note: Message, env: dict, mask: Masker) -> None:
